@@ -1,0 +1,15 @@
+//! Compiles `proto/` with a vendored `protoc`, so a fresh machine needs no
+//! system protobuf compiler.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::var_os("PROTOC").is_none() {
+        let protoc = protoc_bin_vendored::protoc_bin_path()?;
+        // SAFETY: build scripts are single-threaded; nothing else reads the
+        // environment concurrently.
+        unsafe { std::env::set_var("PROTOC", protoc) };
+    }
+    println!("cargo:rerun-if-changed=proto");
+    tonic_prost_build::configure()
+        .compile_protos(&["proto/roost/v1/object.proto"], &["proto"])?;
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! The node's one RocksDB instance and the few ways the layers above use it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{
+    BoundColumnFamily, ColumnFamilyDescriptor, DBCompressionType, IteratorMode,
+    MultiThreaded, Options, ReadOptions, WriteBatch, WriteOptions,
+};
+
+use super::{Error, keys};
+use crate::id::{ObjectKey, ShardId};
+
+const CF_RAFT: &str = "raft";
+const CF_STATE: &str = "state";
+
+type Rocks = rocksdb::DBWithThreadMode<MultiThreaded>;
+
+/// A cheap handle to the node's RocksDB. Clones share one instance.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Rocks>,
+}
+
+/// A key and value read back from a scan.
+pub type Entry = (Box<[u8]>, Box<[u8]>);
+
+impl Db {
+    /// Opens (or creates) the database under `path` and checks its format.
+    pub fn open(path: &Path) -> Result<Db, Error> {
+        std::fs::create_dir_all(path).map_err(|e| Error::Io(path.display().to_string(), e))?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.increase_parallelism(2);
+        opts.set_max_background_jobs(2);
+        // Concurrent synced writes from many shards share one WAL fsync.
+        opts.set_enable_pipelined_write(true);
+        let mut cf_opts = Options::default();
+        cf_opts.set_compression_type(DBCompressionType::Lz4);
+        cf_opts.set_write_buffer_size(32 << 20);
+        let cfs = [CF_RAFT, CF_STATE]
+            .into_iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()));
+        let inner = Rocks::open_cf_descriptors(&opts, path, cfs)?;
+        let db = Db {
+            inner: Arc::new(inner),
+        };
+        db.check_format()?;
+        Ok(db)
+    }
+
+    fn check_format(&self) -> Result<(), Error> {
+        let key = keys::format_key();
+        match self.get_raft(&key)? {
+            None => {
+                let mut batch = WriteBatch::default();
+                batch.put_cf(&self.raft_cf(), key, keys::FORMAT_VERSION.to_be_bytes());
+                self.write(batch)
+            }
+            Some(v) if v.as_slice() == keys::FORMAT_VERSION.to_be_bytes() => Ok(()),
+            Some(v) => Err(Error::Corrupt(format!(
+                "data directory has on-disk format {v:?}, this build reads version {}",
+                keys::FORMAT_VERSION
+            ))),
+        }
+    }
+
+    pub(crate) fn raft_cf(&self) -> Arc<BoundColumnFamily<'_>> {
+        self.inner
+            .cf_handle(CF_RAFT)
+            .expect("column family `raft` is created at open")
+    }
+
+    pub(crate) fn state_cf(&self) -> Arc<BoundColumnFamily<'_>> {
+        self.inner
+            .cf_handle(CF_STATE)
+            .expect("column family `state` is created at open")
+    }
+
+    pub fn get_raft(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.inner.get_cf(&self.raft_cf(), key)?)
+    }
+
+    pub fn get_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.inner.get_cf(&self.state_cf(), key)?)
+    }
+
+    /// Reads the values of `keys_` in the state column family, in order.
+    pub fn multi_get_state(&self, keys_: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        let cf = self.state_cf();
+        self.inner
+            .multi_get_cf(keys_.iter().map(|k| (&cf, k.as_slice())))
+            .into_iter()
+            .map(|r| r.map_err(Error::from))
+            .collect()
+    }
+
+    /// Iterates the state column family over `[lo, hi)`, backwards if `reverse`.
+    pub fn scan_state(
+        &self,
+        lo: Vec<u8>,
+        hi: Option<Vec<u8>>,
+        reverse: bool,
+    ) -> impl Iterator<Item = Result<Entry, Error>> + '_ {
+        self.scan(self.state_cf(), lo, hi, reverse)
+    }
+
+    /// Iterates the raft column family over `[lo, hi)`, backwards if `reverse`.
+    pub fn scan_raft(
+        &self,
+        lo: Vec<u8>,
+        hi: Option<Vec<u8>>,
+        reverse: bool,
+    ) -> impl Iterator<Item = Result<Entry, Error>> + '_ {
+        self.scan(self.raft_cf(), lo, hi, reverse)
+    }
+
+    fn scan<'a>(
+        &'a self,
+        cf: Arc<BoundColumnFamily<'a>>,
+        lo: Vec<u8>,
+        hi: Option<Vec<u8>>,
+        reverse: bool,
+    ) -> impl Iterator<Item = Result<Entry, Error>> + 'a {
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(lo);
+        if let Some(hi) = hi {
+            ro.set_iterate_upper_bound(hi);
+        }
+        let mode = if reverse {
+            IteratorMode::End
+        } else {
+            IteratorMode::Start
+        };
+        self.inner
+            .iterator_cf_opt(&cf, ro, mode)
+            .map(|r| r.map_err(Error::from))
+    }
+
+    /// Writes without waiting for the WAL to reach the disk. Used for state
+    /// that can be rebuilt from the (synced) Raft log.
+    pub fn write(&self, batch: WriteBatch) -> Result<(), Error> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(false);
+        Ok(self.inner.write_opt(batch, &wo)?)
+    }
+
+    /// Writes and fsyncs the WAL before returning. Runs on a blocking thread
+    /// so that concurrent callers (many shards) are grouped by RocksDB into
+    /// one fsync.
+    pub async fn write_synced(&self, batch: WriteBatch) -> Result<(), Error> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut wo = WriteOptions::default();
+            wo.set_sync(true);
+            inner.write_opt(batch, &wo)
+        })
+        .await
+        .map_err(|e| Error::Io("synced write task".into(), std::io::Error::other(e)))??;
+        Ok(())
+    }
+
+    /// The alarm time of `object`, if it has one.
+    pub fn read_alarm(&self, shard: ShardId, object: &ObjectKey) -> Result<Option<u64>, Error> {
+        match self.get_state(&keys::alarm_key(shard, object))? {
+            None => Ok(None),
+            Some(v) => {
+                let bytes: [u8; 8] = v
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| Error::Corrupt(format!("alarm of {object} is {} bytes", v.len())))?;
+                Ok(Some(u64::from_be_bytes(bytes)))
+            }
+        }
+    }
+
+    /// Every alarm of `shard`, in due order.
+    pub fn shard_alarms(&self, shard: ShardId) -> Result<Vec<(u64, ObjectKey)>, Error> {
+        let (lo, hi) = keys::alarm_due_range(shard);
+        let mut out = Vec::new();
+        for item in self.scan_state(lo, Some(hi), false) {
+            let (k, _) = item?;
+            let decoded = keys::decode_alarm_due(&k)
+                .ok_or_else(|| Error::Corrupt(format!("bad alarm index key {k:?}")))?;
+            out.push(decoded);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,200 @@
+//! The typed keyspace: every RocksDB key Roost writes is built here.
+//!
+//! Two column families:
+//! - `raft`: per-shard Raft state, `[kind][shard: u16 BE][...]`.
+//! - `state`: the replicated state machine, `[shard: u16 BE][kind][...]`, so
+//!   one range covers everything a shard owns (snapshots, deleteAll).
+//!
+//! Each kind byte is a variant below and is never reused once retired.
+//! Integers are big-endian so byte order is numeric order.
+
+use crate::id::{ID_LEN, ObjectId, ObjectKey, ShardId};
+
+/// Kinds in the `raft` column family.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RaftKind {
+    /// `[0x01][shard][index: u64]` → serialized log entry.
+    Log = 0x01,
+    /// `[0x02][shard]` → the last vote.
+    Vote = 0x02,
+    /// `[0x03][shard]` → the last known committed log id.
+    Committed = 0x03,
+    /// `[0x04][shard]` → the last purged log id.
+    Purged = 0x04,
+    /// `[0x05][shard]` → the state machine's last applied log id and membership.
+    Applied = 0x05,
+    /// `[0x06][shard]` → the current snapshot (meta and data).
+    Snapshot = 0x06,
+    /// `[0x7f]` (no shard) → the on-disk format version.
+    Format = 0x7f,
+}
+
+/// Kinds in the `state` column family, after the shard.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateKind {
+    /// `[shard][0x01][ns len: u8][ns][id][user key]` → user value.
+    Data = 0x01,
+    /// `[shard][0x02][ns len][ns][id]` → alarm time (ms since epoch, u64).
+    Alarm = 0x02,
+    /// `[shard][0x03][time: u64][ns len][ns][id]` → empty; alarms by due time.
+    AlarmDue = 0x03,
+}
+
+/// The on-disk format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+pub fn format_key() -> Vec<u8> {
+    vec![RaftKind::Format as u8]
+}
+
+pub fn raft_key(kind: RaftKind, shard: ShardId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(3);
+    k.push(kind as u8);
+    k.extend_from_slice(&shard.to_be_bytes());
+    k
+}
+
+pub fn log_key(shard: ShardId, index: u64) -> Vec<u8> {
+    let mut k = raft_key(RaftKind::Log, shard);
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// Reads the index back out of a [`log_key`].
+pub fn log_index(key: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = key.get(3..11)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
+/// Everything a shard owns in the `state` column family: `[lo, hi)`.
+pub fn shard_state_range(shard: ShardId) -> (Vec<u8>, Vec<u8>) {
+    let lo = shard.to_be_bytes().to_vec();
+    let hi = match shard.checked_add(1) {
+        Some(next) => next.to_be_bytes().to_vec(),
+        None => vec![0xff, 0xff, 0xff],
+    };
+    (lo, hi)
+}
+
+fn push_object(k: &mut Vec<u8>, object: &ObjectKey) {
+    let ns = object.namespace.as_bytes();
+    // Namespaces are validated to be at most 255 bytes when a class is bound.
+    k.push(ns.len().min(255) as u8);
+    k.extend_from_slice(&ns[..ns.len().min(255)]);
+    k.extend_from_slice(object.id.as_bytes());
+}
+
+fn state_key(shard: ShardId, kind: StateKind, object: &ObjectKey, extra: usize) -> Vec<u8> {
+    let mut k = Vec::with_capacity(3 + 1 + object.namespace.len() + ID_LEN + extra);
+    k.extend_from_slice(&shard.to_be_bytes());
+    k.push(kind as u8);
+    push_object(&mut k, object);
+    k
+}
+
+/// The prefix under which all of one object's values live.
+pub fn data_prefix(shard: ShardId, object: &ObjectKey) -> Vec<u8> {
+    state_key(shard, StateKind::Data, object, 0)
+}
+
+pub fn data_key(shard: ShardId, object: &ObjectKey, user_key: &str) -> Vec<u8> {
+    let mut k = state_key(shard, StateKind::Data, object, user_key.len());
+    k.extend_from_slice(user_key.as_bytes());
+    k
+}
+
+pub fn alarm_key(shard: ShardId, object: &ObjectKey) -> Vec<u8> {
+    state_key(shard, StateKind::Alarm, object, 0)
+}
+
+pub fn alarm_due_key(shard: ShardId, at_ms: u64, object: &ObjectKey) -> Vec<u8> {
+    let mut k = Vec::with_capacity(3 + 8 + 1 + object.namespace.len() + ID_LEN);
+    k.extend_from_slice(&shard.to_be_bytes());
+    k.push(StateKind::AlarmDue as u8);
+    k.extend_from_slice(&at_ms.to_be_bytes());
+    push_object(&mut k, object);
+    k
+}
+
+/// The range of a shard's alarm index: `[lo, hi)`.
+pub fn alarm_due_range(shard: ShardId) -> (Vec<u8>, Vec<u8>) {
+    let mut lo = shard.to_be_bytes().to_vec();
+    lo.push(StateKind::AlarmDue as u8);
+    let mut hi = shard.to_be_bytes().to_vec();
+    hi.push(StateKind::AlarmDue as u8 + 1);
+    (lo, hi)
+}
+
+/// Decodes an [`alarm_due_key`] into its time and object.
+pub fn decode_alarm_due(key: &[u8]) -> Option<(u64, ObjectKey)> {
+    let time: [u8; 8] = key.get(3..11)?.try_into().ok()?;
+    let ns_len = usize::from(*key.get(11)?);
+    let ns = std::str::from_utf8(key.get(12..12 + ns_len)?).ok()?;
+    let id: [u8; ID_LEN] = key.get(12 + ns_len..12 + ns_len + ID_LEN)?.try_into().ok()?;
+    if key.len() != 12 + ns_len + ID_LEN {
+        return None;
+    }
+    Some((
+        u64::from_be_bytes(time),
+        ObjectKey::new(ns, ObjectId::from_bytes(id)),
+    ))
+}
+
+/// The smallest key greater than every key that starts with `prefix`, or
+/// `None` if there is none (a prefix of only 0xff bytes).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(ns: &str, name: &str) -> ObjectKey {
+        ObjectKey::new(ns, ObjectId::from_name(ns, name))
+    }
+
+    #[test]
+    fn log_keys_sort_by_index_and_decode() {
+        assert!(log_key(3, 9) < log_key(3, 10));
+        assert!(log_key(3, u64::MAX) < log_key(4, 0));
+        assert_eq!(log_index(&log_key(7, 42)), Some(42));
+    }
+
+    #[test]
+    fn data_keys_stay_inside_their_object_prefix() {
+        let a = obj("COUNTER", "a");
+        let p = data_prefix(5, &a);
+        let k = data_key(5, &a, "value");
+        assert!(k.starts_with(&p));
+        let end = prefix_end(&p).expect("prefix has a successor");
+        assert!(k < end);
+        let (lo, hi) = shard_state_range(5);
+        assert!(k >= lo && k < hi);
+    }
+
+    #[test]
+    fn alarm_due_keys_round_trip_and_sort_by_time() {
+        let a = obj("NS", "x");
+        let k = alarm_due_key(9, 1234, &a);
+        assert_eq!(decode_alarm_due(&k), Some((1234, a.clone())));
+        assert!(alarm_due_key(9, 5, &a) < alarm_due_key(9, 6, &obj("A", "b")));
+        let (lo, hi) = alarm_due_range(9);
+        assert!(k >= lo && k < hi);
+    }
+
+    #[test]
+    fn prefix_end_handles_ff() {
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+    }
+}

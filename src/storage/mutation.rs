@@ -1,0 +1,119 @@
+//! The writes an object's event produces, and how they land in RocksDB.
+//!
+//! An [`ObjectWrite`] is the atomic unit: all mutations of one event of one
+//! object. The replication layer carries them in its log and calls
+//! [`stage`] when it applies an entry; staging is deterministic given the
+//! state it reads, so every replica ends with the same bytes.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use rocksdb::WriteBatch;
+use serde::{Deserialize, Serialize};
+
+use super::{Db, Error, keys};
+use crate::id::{ObjectKey, ShardId};
+
+/// One change to an object's state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mutation {
+    Put { key: String, value: Bytes },
+    Delete { key: String },
+    /// Remove every stored key of the object (not its alarm, as in Cloudflare).
+    DeleteAll,
+    SetAlarm { at_ms: u64 },
+    DeleteAlarm,
+    /// Delete the alarm only if it is still the one that fired at `at_ms`
+    /// (a handler that set a new alarm keeps it).
+    DeleteAlarmIf { at_ms: u64 },
+}
+
+/// All mutations of one event of one object, applied atomically and in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectWrite {
+    pub object: ObjectKey,
+    pub mutations: Vec<Mutation>,
+}
+
+impl ObjectWrite {
+    /// Bytes this write adds to a log entry, roughly (for batching limits).
+    pub fn approx_size(&self) -> usize {
+        self.mutations
+            .iter()
+            .map(|m| match m {
+                Mutation::Put { key, value } => key.len() + value.len() + 8,
+                Mutation::Delete { key } => key.len() + 4,
+                _ => 12,
+            })
+            .sum::<usize>()
+            + self.object.namespace.len()
+            + 40
+    }
+}
+
+/// Stages `writes` for `shard` into `batch`, reading current alarms from
+/// `db` where needed. Writes are staged in order; later ones win.
+pub fn stage(
+    db: &Db,
+    batch: &mut WriteBatch,
+    shard: ShardId,
+    writes: &[ObjectWrite],
+) -> Result<(), Error> {
+    // Alarms changed earlier in this batch, which `db` cannot see yet.
+    let mut alarms: HashMap<&ObjectKey, Option<u64>> = HashMap::new();
+    let state = db.state_cf();
+    for write in writes {
+        let object = &write.object;
+        for m in &write.mutations {
+            match m {
+                Mutation::Put { key, value } => {
+                    batch.put_cf(&state, keys::data_key(shard, object, key), value)
+                }
+                Mutation::Delete { key } => {
+                    batch.delete_cf(&state, keys::data_key(shard, object, key))
+                }
+                Mutation::DeleteAll => {
+                    let lo = keys::data_prefix(shard, object);
+                    if let Some(hi) = keys::prefix_end(&lo) {
+                        batch.delete_range_cf(&state, lo, hi);
+                    }
+                }
+                Mutation::SetAlarm { at_ms } => {
+                    let current = current_alarm(db, &alarms, shard, object)?;
+                    if let Some(old) = current {
+                        batch.delete_cf(&state, keys::alarm_due_key(shard, old, object));
+                    }
+                    batch.put_cf(&state, keys::alarm_key(shard, object), at_ms.to_be_bytes());
+                    batch.put_cf(&state, keys::alarm_due_key(shard, *at_ms, object), []);
+                    alarms.insert(object, Some(*at_ms));
+                }
+                Mutation::DeleteAlarm | Mutation::DeleteAlarmIf { .. } => {
+                    let current = current_alarm(db, &alarms, shard, object)?;
+                    let matches = match (m, current) {
+                        (_, None) => false,
+                        (Mutation::DeleteAlarmIf { at_ms }, Some(cur)) => cur == *at_ms,
+                        _ => true,
+                    };
+                    if let (true, Some(old)) = (matches, current) {
+                        batch.delete_cf(&state, keys::alarm_key(shard, object));
+                        batch.delete_cf(&state, keys::alarm_due_key(shard, old, object));
+                        alarms.insert(object, None);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn current_alarm(
+    db: &Db,
+    staged: &HashMap<&ObjectKey, Option<u64>>,
+    shard: ShardId,
+    object: &ObjectKey,
+) -> Result<Option<u64>, Error> {
+    if let Some(v) = staged.get(object) {
+        return Ok(*v);
+    }
+    db.read_alarm(shard, object)
+}
