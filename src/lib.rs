@@ -1,4 +1,6 @@
 pub mod id;
+pub mod object;
+pub mod replication;
 pub mod storage;
 
 pub mod pb {

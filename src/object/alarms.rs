@@ -1,0 +1,301 @@
+//! The alarm scheduler: fires each object's alarm at or after its time.
+//!
+//! Alarms live in the shard's replicated state (`storage::keys`); this
+//! actor keeps an in-memory timetable of the shards this node leads, fed by
+//! a scan when leadership is gained and by every committed alarm change.
+//! Delivery is at least once: an alarm leaves storage only when a handler
+//! run that saw it commits. A failed run is retried with exponential backoff
+//! from 2 s, up to [`MAX_RETRIES`] times, then dropped.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::class::AlarmInfo;
+use super::executor::Event;
+use super::runtime::Runtime;
+use crate::id::{ObjectKey, ShardId};
+
+/// Retries after the first failed run (Cloudflare: 6).
+pub const MAX_RETRIES: u32 = 6;
+/// The first retry's delay; each later one doubles it.
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+
+pub(crate) enum Msg {
+    /// The object's committed alarm is now `at` (`None`: no alarm).
+    Set { key: ObjectKey, at: Option<u64> },
+    Load { alarms: Vec<(u64, ObjectKey)> },
+    DropShard { shard: ShardId },
+    Outcome { key: ObjectKey, at: u64, ok: bool },
+}
+
+/// A cheap handle to the scheduler.
+#[derive(Clone)]
+pub(crate) struct AlarmsHandle {
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl AlarmsHandle {
+    pub fn new() -> (AlarmsHandle, mpsc::UnboundedReceiver<Msg>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (AlarmsHandle { tx }, rx)
+    }
+
+    pub fn set(&self, key: ObjectKey, at: Option<u64>) {
+        let _ = self.tx.send(Msg::Set { key, at });
+    }
+
+    pub fn load(&self, alarms: Vec<(u64, ObjectKey)>) {
+        let _ = self.tx.send(Msg::Load { alarms });
+    }
+
+    pub fn drop_shard(&self, shard: ShardId) {
+        let _ = self.tx.send(Msg::DropShard { shard });
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+struct Scheduled {
+    /// The alarm's time as stored.
+    at: u64,
+    /// When to run it next (later than `at` while retrying).
+    fire_at: u64,
+    retries: u32,
+    /// A run is in progress; its outcome decides what comes next.
+    running: bool,
+}
+
+/// The timetable. Pure: no I/O, no clock; tested below.
+#[derive(Default)]
+struct Timetable {
+    due: BTreeSet<(u64, ObjectKey)>,
+    entries: HashMap<ObjectKey, Scheduled>,
+}
+
+/// What the timetable asks the scheduler to do.
+#[derive(Debug, PartialEq, Eq)]
+enum Action {
+    Run(ObjectKey, AlarmInfo),
+    GiveUp(ObjectKey, u64),
+}
+
+impl Timetable {
+    fn set(&mut self, key: ObjectKey, at: Option<u64>) {
+        if let Some(old) = self.entries.remove(&key) {
+            self.due.remove(&(old.fire_at, key.clone()));
+        }
+        if let Some(at) = at {
+            self.due.insert((at, key.clone()));
+            self.entries.insert(
+                key,
+                Scheduled {
+                    at,
+                    fire_at: at,
+                    retries: 0,
+                    running: false,
+                },
+            );
+        }
+    }
+
+    fn load(&mut self, alarms: Vec<(u64, ObjectKey)>) {
+        for (at, key) in alarms {
+            if !self.entries.contains_key(&key) {
+                self.set(key, Some(at));
+            }
+        }
+    }
+
+    fn drop_shard(&mut self, shard_of: impl Fn(&ObjectKey) -> ShardId, shard: ShardId) {
+        let keys: Vec<ObjectKey> = self
+            .entries
+            .keys()
+            .filter(|k| shard_of(k) == shard)
+            .cloned()
+            .collect();
+        for key in keys {
+            self.set(key, None);
+        }
+    }
+
+    fn next_due(&self) -> Option<u64> {
+        self.due.first().map(|(t, _)| *t)
+    }
+
+    /// Takes every alarm due at `now`, marking it running.
+    fn take_due(&mut self, now: u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        while let Some((t, key)) = self.due.first().cloned() {
+            if t > now {
+                break;
+            }
+            self.due.remove(&(t, key.clone()));
+            if let Some(entry) = self.entries.get_mut(&key) {
+                entry.running = true;
+                out.push(Action::Run(
+                    key,
+                    AlarmInfo {
+                        scheduled_ms: entry.at,
+                        retry_count: entry.retries,
+                    },
+                ));
+            }
+        }
+        out
+    }
+
+    /// Records how a run of the alarm at `at` ended.
+    fn outcome(&mut self, key: ObjectKey, at: u64, ok: bool, now: u64) -> Option<Action> {
+        let entry = self.entries.get_mut(&key)?;
+        if entry.at != at || !entry.running {
+            return None; // replaced meanwhile
+        }
+        entry.running = false;
+        if ok {
+            self.entries.remove(&key);
+            return None;
+        }
+        entry.retries += 1;
+        if entry.retries > MAX_RETRIES {
+            self.entries.remove(&key);
+            return Some(Action::GiveUp(key, at));
+        }
+        let backoff = FIRST_BACKOFF.as_millis() as u64 * (1u64 << (entry.retries - 1));
+        entry.fire_at = now + backoff;
+        self.due.insert((entry.fire_at, key));
+        None
+    }
+}
+
+pub(crate) async fn run_scheduler(
+    runtime: Runtime,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
+    shutdown: CancellationToken,
+) {
+    let (outcome_tx, mut outcome_rx) = mpsc::unbounded_channel::<Msg>();
+    let mut table = Timetable::default();
+    loop {
+        let sleep = match table.next_due() {
+            Some(t) => Duration::from_millis(t.saturating_sub(now_ms())),
+            None => Duration::from_secs(3600),
+        };
+        let msg = tokio::select! {
+            msg = rx.recv() => match msg { Some(m) => Some(m), None => return },
+            msg = outcome_rx.recv() => msg,
+            _ = tokio::time::sleep(sleep) => None,
+            _ = shutdown.cancelled() => return,
+        };
+        match msg {
+            Some(Msg::Set { key, at }) => table.set(key, at),
+            Some(Msg::Load { alarms }) => table.load(alarms),
+            Some(Msg::DropShard { shard }) => {
+                let shards = runtime.shard_count();
+                table.drop_shard(|k| k.id.shard(shards), shard)
+            }
+            Some(Msg::Outcome { key, at, ok }) => {
+                if let Some(Action::GiveUp(key, at)) = table.outcome(key, at, ok, now_ms()) {
+                    let _ = runtime.dispatch(&key, Event::AlarmGiveUp { scheduled_ms: at });
+                }
+            }
+            None => {}
+        }
+        for action in table.take_due(now_ms()) {
+            if let Action::Run(key, info) = action {
+                fire(&runtime, &outcome_tx, key, info);
+            }
+        }
+    }
+}
+
+fn fire(runtime: &Runtime, outcomes: &mpsc::UnboundedSender<Msg>, key: ObjectKey, info: AlarmInfo) {
+    let (reply, done) = oneshot::channel();
+    let at = info.scheduled_ms;
+    if let Err(e) = runtime.dispatch(&key, Event::Alarm { info, reply }) {
+        tracing::warn!(object = %key, error = %e, "cannot run alarm");
+        let _ = outcomes.send(Msg::Outcome { key, at, ok: false });
+        return;
+    }
+    let outcomes = outcomes.clone();
+    tokio::spawn(async move {
+        let ok = done.await.unwrap_or(false);
+        let _ = outcomes.send(Msg::Outcome { key, at, ok });
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::ObjectId;
+
+    fn key(n: &str) -> ObjectKey {
+        ObjectKey::new("NS", ObjectId::from_name("NS", n))
+    }
+
+    #[test]
+    fn fires_in_time_order_once() {
+        let mut t = Timetable::default();
+        t.set(key("b"), Some(20));
+        t.set(key("a"), Some(10));
+        assert_eq!(t.next_due(), Some(10));
+        assert!(t.take_due(5).is_empty());
+        let run = t.take_due(25);
+        assert_eq!(run.len(), 2);
+        assert!(matches!(&run[0], Action::Run(k, i) if *k == key("a") && i.scheduled_ms == 10));
+        assert!(t.take_due(100).is_empty(), "running alarms are not fired twice");
+        assert_eq!(t.outcome(key("a"), 10, true, 30), None);
+        assert!(!t.entries.contains_key(&key("a")));
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_then_give_up() {
+        let mut t = Timetable::default();
+        t.set(key("a"), Some(0));
+        let mut now = 0;
+        let mut delays = Vec::new();
+        for _ in 0..=MAX_RETRIES {
+            let run = t.take_due(now);
+            assert_eq!(run.len(), 1);
+            match t.outcome(key("a"), 0, false, now) {
+                None => {
+                    let next = t.next_due().expect("retry scheduled");
+                    delays.push(next - now);
+                    now = next;
+                }
+                Some(action) => {
+                    assert_eq!(action, Action::GiveUp(key("a"), 0));
+                }
+            }
+        }
+        assert_eq!(delays, vec![2000, 4000, 8000, 16000, 32000, 64000]);
+        assert!(t.entries.is_empty());
+    }
+
+    #[test]
+    fn a_new_alarm_replaces_a_running_one() {
+        let mut t = Timetable::default();
+        t.set(key("a"), Some(10));
+        assert_eq!(t.take_due(10).len(), 1);
+        t.set(key("a"), Some(50));
+        assert_eq!(t.outcome(key("a"), 10, false, 11), None);
+        assert_eq!(t.next_due(), Some(50));
+    }
+
+    #[test]
+    fn loading_keeps_newer_state() {
+        let mut t = Timetable::default();
+        t.set(key("a"), Some(99));
+        t.load(vec![(5, key("a")), (7, key("b"))]);
+        assert_eq!(t.entries[&key("a")].at, 99);
+        assert_eq!(t.entries[&key("b")].at, 7);
+        t.drop_shard(|k| if *k == key("b") { 1 } else { 0 }, 1);
+        assert!(!t.entries.contains_key(&key("b")));
+    }
+}

@@ -1,0 +1,48 @@
+//! How callers reach objects without knowing where they run.
+//!
+//! [`ObjectClient`] is implemented by the local [`Runtime`] (`roost dev`,
+//! and a node serving its own shards) and, in a cluster, by the gRPC client
+//! that forwards to the owner. The edge and workers only see this trait.
+
+use futures_util::future::BoxFuture;
+
+use super::Error;
+use super::http::{Request, Response};
+use super::runtime::Runtime;
+use super::socket::{Message, SocketId, SocketLink};
+use crate::id::ObjectKey;
+
+/// The result of an object's `fetch`: the response and, for an accepted
+/// WebSocket (status 101), the link to its frames.
+#[derive(Debug)]
+pub struct FetchOutcome {
+    pub response: Response,
+    pub socket: Option<SocketLink>,
+}
+
+/// Calls into objects, wherever they live.
+pub trait ObjectClient: Send + Sync + 'static {
+    fn fetch(&self, object: ObjectKey, req: Request) -> BoxFuture<'static, Result<FetchOutcome, Error>>;
+    fn socket_message(&self, object: &ObjectKey, socket: SocketId, msg: Message) -> Result<(), Error>;
+    fn socket_closed(&self, object: &ObjectKey, socket: SocketId, code: u16, reason: String) -> Result<(), Error>;
+    fn socket_error(&self, object: &ObjectKey, socket: SocketId, error: String) -> Result<(), Error>;
+}
+
+impl ObjectClient for Runtime {
+    fn fetch(&self, object: ObjectKey, req: Request) -> BoxFuture<'static, Result<FetchOutcome, Error>> {
+        let runtime = self.clone();
+        Box::pin(async move { Runtime::fetch(&runtime, object, req).await })
+    }
+
+    fn socket_message(&self, object: &ObjectKey, socket: SocketId, msg: Message) -> Result<(), Error> {
+        Runtime::socket_message(self, object, socket, msg)
+    }
+
+    fn socket_closed(&self, object: &ObjectKey, socket: SocketId, code: u16, reason: String) -> Result<(), Error> {
+        Runtime::socket_closed(self, object, socket, code, reason)
+    }
+
+    fn socket_error(&self, object: &ObjectKey, socket: SocketId, error: String) -> Result<(), Error> {
+        Runtime::socket_error(self, object, socket, error)
+    }
+}

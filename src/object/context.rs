@@ -1,0 +1,90 @@
+//! What a handler can reach: its id, storage, sockets and alarm.
+
+use http::StatusCode;
+
+use super::http::HandlerError;
+use super::outbox::OutputSink;
+use super::socket::{SharedHub, SocketId, WebSocket};
+use super::storage::Storage;
+use crate::id::ObjectId;
+
+/// The object's side of the runtime, passed to every handler.
+pub struct Context {
+    pub(crate) storage: Storage,
+    pub(crate) hub: SharedHub,
+    pub(crate) outputs: OutputSink,
+    /// Frames a socket may queue before it is dropped as too slow.
+    pub(crate) socket_buffer: usize,
+    /// Whether the running event is a fetch that asks for a WebSocket.
+    pub(crate) upgrade: bool,
+    /// Sockets accepted by the running event.
+    pub(crate) accepted: Vec<SocketId>,
+}
+
+impl Context {
+    /// This object's id.
+    pub fn id(&self) -> ObjectId {
+        self.storage.object.id
+    }
+
+    /// The namespace (binding) this object belongs to.
+    pub fn namespace(&self) -> &str {
+        &self.storage.object.namespace
+    }
+
+    /// The object's transactional storage.
+    pub fn storage(&mut self) -> &mut Storage {
+        &mut self.storage
+    }
+
+    /// Accepts the WebSocket the running request asks for, with `tags` to
+    /// find it by later. Return [`WebSocket::accepted`] from `fetch` to
+    /// complete the upgrade. Only valid in `fetch` of an upgrade request.
+    pub fn accept_websocket(&mut self, tags: &[&str]) -> Result<WebSocket, HandlerError> {
+        if !self.upgrade {
+            return Err(HandlerError::new(
+                StatusCode::UPGRADE_REQUIRED,
+                "not_a_websocket_request",
+                "this request does not ask for a WebSocket upgrade",
+            ));
+        }
+        if !self.accepted.is_empty() {
+            return Err(HandlerError::internal(
+                "a request can accept only one WebSocket",
+            ));
+        }
+        let tags = tags.iter().map(|t| (*t).to_owned()).collect();
+        let id = self.hub.open(tags, self.socket_buffer);
+        self.accepted.push(id);
+        Ok(self.socket(id))
+    }
+
+    /// Open sockets, in the order they were accepted; only those with `tag`
+    /// if one is given.
+    pub fn websockets(&self, tag: Option<&str>) -> Vec<WebSocket> {
+        let ids: Vec<SocketId> = self
+            .hub
+            .lock()
+            .sockets
+            .iter()
+            .filter(|(_, e)| !e.closing && tag.is_none_or(|t| e.tags.iter().any(|x| x == t)))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.into_iter().map(|id| self.socket(id)).collect()
+    }
+
+    /// Answers `request` with `response` on every socket of this object
+    /// without waking it (e.g. `ping` → `pong`); `None` turns it off.
+    pub fn set_websocket_auto_response(&self, pair: Option<(String, String)>) {
+        self.hub.lock().auto_response = pair;
+    }
+
+    pub(crate) fn socket(&self, id: SocketId) -> WebSocket {
+        WebSocket {
+            id,
+            hub: self.hub.clone(),
+            outputs: self.outputs.clone(),
+            max_attachment: self.storage.limits.max_attachment_bytes,
+        }
+    }
+}

@@ -1,0 +1,497 @@
+//! One executor per live object: a task that owns the object instance and
+//! runs its events one at a time.
+//!
+//! Input gate: events are taken from the mailbox only after the previous one
+//! returned, so no event ever interleaves with another's storage calls.
+//! Output gate: each event's outputs go to the releaser (`outbox.rs`) with
+//! the commit of its writes (or a read barrier), and the loop moves on to
+//! the next event at once.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use http::StatusCode;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::alarms::AlarmsHandle;
+use super::class::{AlarmInfo, DurableObject};
+use super::client::FetchOutcome;
+use super::context::Context;
+use super::http::{HandlerError, Request, Response, error_response, is_websocket_upgrade};
+use super::outbox::{GateState, Output, OutputSink, Release, run_releaser};
+use super::runtime::Runtime;
+use super::socket::{AcceptedSocket, Message, SharedHub, SocketId};
+use super::storage::{Limits, Storage};
+use super::view::AlarmChange;
+use super::Error;
+use crate::id::ObjectKey;
+use crate::replication::ShardHandle;
+use crate::storage::{Db, ObjectWrite};
+
+/// What an executor is asked to do.
+pub(crate) enum Event {
+    Fetch {
+        req: Request,
+        reply: oneshot::Sender<Result<FetchOutcome, Error>>,
+    },
+    SocketMessage {
+        socket: SocketId,
+        msg: Message,
+    },
+    /// The client closed the socket; the hub entry is already marked closing.
+    SocketClose {
+        socket: SocketId,
+        code: u16,
+        reason: String,
+    },
+    SocketError {
+        socket: SocketId,
+        error: String,
+    },
+    Alarm {
+        info: AlarmInfo,
+        reply: oneshot::Sender<bool>,
+    },
+    /// Retries are exhausted: drop the alarm that was due at this time.
+    AlarmGiveUp {
+        scheduled_ms: u64,
+    },
+}
+
+impl Event {
+    /// Tells the sender the event will not run.
+    pub(crate) fn fail(self, err: Error) {
+        match self {
+            Event::Fetch { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+            Event::Alarm { reply, .. } => {
+                let _ = reply.send(false);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Everything an executor needs, handed over when it is spawned.
+pub(crate) struct Activation {
+    pub key: ObjectKey,
+    pub generation: u64,
+    pub shard: ShardHandle,
+    pub db: Db,
+    pub hub: SharedHub,
+    pub limits: Arc<Limits>,
+    pub socket_buffer: usize,
+    pub idle_timeout: Duration,
+    pub runtime: Runtime,
+    pub alarms: AlarmsHandle,
+    pub shutdown: CancellationToken,
+}
+
+/// How often an idle executor with writes still in flight checks again.
+const RECHECK: Duration = Duration::from_millis(20);
+
+pub(crate) async fn run<T: DurableObject>(act: Activation, mailbox: mpsc::Receiver<Event>) {
+    let span = tracing::debug_span!("object", object = %act.key, shard = act.shard.id());
+    async move {
+        let (release_tx, release_rx) = mpsc::unbounded_channel();
+        let gate = Arc::new(GateState::default());
+        let releaser = tokio::spawn(run_releaser(
+            act.key.clone(),
+            release_rx,
+            gate.clone(),
+            act.hub.clone(),
+            act.alarms.clone(),
+        ));
+        let ctx = Context {
+            storage: Storage::new(act.db.clone(), act.shard.id(), act.key.clone(), act.limits.clone()),
+            hub: act.hub.clone(),
+            outputs: OutputSink::default(),
+            socket_buffer: act.socket_buffer,
+            upgrade: false,
+            accepted: Vec::new(),
+        };
+        let mut exec = Executor {
+            act,
+            ctx,
+            gate,
+            release_tx,
+            seq: 0,
+        };
+        exec.event_loop::<T>(mailbox).await;
+        drop(exec.release_tx);
+        // Let every committed output out before the task ends.
+        let _ = releaser.await;
+    }
+    .instrument(span)
+    .await
+}
+
+struct Executor {
+    act: Activation,
+    ctx: Context,
+    gate: Arc<GateState>,
+    release_tx: mpsc::UnboundedSender<Release>,
+    /// Sequence number of the object's last proposed write.
+    seq: u64,
+}
+
+impl Executor {
+    async fn event_loop<T: DurableObject>(&mut self, mut mailbox: mpsc::Receiver<Event>) {
+        // Everything committed before we took over must be applied before
+        // the object reads its state.
+        let ready = match self.act.shard.barrier().await {
+            Ok(commit) => commit.await.map_err(Error::Commit),
+            Err(e) => Err(Error::Commit(e)),
+        };
+        let mut obj: Option<T> = None;
+        if let Err(e) = ready {
+            tracing::warn!(error = %e, "cannot activate object");
+            self.gate.broken.store(true, Ordering::Release);
+        }
+        let mut shutting_down = false;
+        loop {
+            if self.gate.broken.load(Ordering::Acquire) {
+                self.evict(&mut mailbox, true);
+                return;
+            }
+            let idle = if shutting_down {
+                RECHECK
+            } else {
+                self.act.idle_timeout
+            };
+            let event = tokio::select! {
+                biased;
+                ev = mailbox.recv() => ev,
+                _ = self.act.shutdown.cancelled(), if !shutting_down => {
+                    shutting_down = true;
+                    continue;
+                }
+                _ = tokio::time::sleep(idle) => {
+                    if self.gate.in_flight.load(Ordering::Acquire) == 0 && self.evict(&mut mailbox, false) {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let Some(event) = event else { return };
+            self.ctx
+                .storage
+                .pending
+                .prune(self.gate.committed.load(Ordering::Acquire));
+            if obj.is_none() {
+                obj = self.init::<T>().await;
+                if obj.is_none() {
+                    event.fail(Error::Reset);
+                    self.gate.broken.store(true, Ordering::Release);
+                    continue;
+                }
+            }
+            if let Some(o) = obj.as_mut() {
+                if !self.handle(o, event).await {
+                    // The handler panicked: rebuild from storage next time.
+                    obj = None;
+                }
+            }
+        }
+    }
+
+    /// Leaves the registry if nothing is queued (or `force`), failing
+    /// whatever is left. Returns whether the executor is gone.
+    fn evict(&mut self, mailbox: &mut mpsc::Receiver<Event>, force: bool) -> bool {
+        let runtime = self.act.runtime.clone();
+        if !runtime.remove_executor(&self.act.key, self.act.generation, mailbox, force) {
+            return false;
+        }
+        mailbox.close();
+        while let Ok(ev) = mailbox.try_recv() {
+            ev.fail(Error::Reset);
+        }
+        tracing::debug!(force, "executor evicted");
+        true
+    }
+
+    async fn init<T: DurableObject>(&mut self) -> Option<T> {
+        self.begin(false);
+        let result = AssertUnwindSafe(T::new(&mut self.ctx)).catch_unwind().await;
+        match result {
+            Ok(Ok(obj)) => {
+                self.finish(true, Vec::new()).await;
+                Some(obj)
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "object constructor failed");
+                self.finish(false, Vec::new()).await;
+                None
+            }
+            Err(_) => {
+                tracing::error!("object constructor panicked");
+                self.finish(false, Vec::new()).await;
+                None
+            }
+        }
+    }
+
+    fn begin(&mut self, upgrade: bool) {
+        self.ctx.upgrade = upgrade;
+        self.ctx.accepted.clear();
+    }
+
+    /// Runs one event. Returns `false` if the handler panicked.
+    async fn handle<T: DurableObject>(&mut self, obj: &mut T, event: Event) -> bool {
+        match event {
+            Event::Fetch { req, reply } => {
+                self.begin(is_websocket_upgrade(&req));
+                let result = AssertUnwindSafe(obj.fetch(&mut self.ctx, req))
+                    .catch_unwind()
+                    .await;
+                let (response, ok, alive) = match result {
+                    Ok(Ok(resp)) => (resp, true, true),
+                    Ok(Err(e)) => (self.error_response(e), false, true),
+                    Err(_) => (self.panic_response(), false, false),
+                };
+                let response = self.settle_sockets(response, ok);
+                self.finish(ok, vec![Output::Reply { reply, response }])
+                    .await;
+                alive
+            }
+            Event::SocketMessage { socket, msg } => {
+                let Some(ws) = self.live_socket(socket) else {
+                    return true;
+                };
+                self.begin(false);
+                let result = AssertUnwindSafe(obj.websocket_message(&mut self.ctx, ws, msg))
+                    .catch_unwind()
+                    .await;
+                self.finish_unit(result).await
+            }
+            Event::SocketClose {
+                socket,
+                code,
+                reason,
+            } => {
+                self.begin(false);
+                let ws = self.ctx.socket(socket);
+                let result = AssertUnwindSafe(obj.websocket_close(&mut self.ctx, ws, code, reason))
+                    .catch_unwind()
+                    .await;
+                let alive = self.finish_unit(result).await;
+                self.act.hub.lock().sockets.remove(&socket);
+                alive
+            }
+            Event::SocketError { socket, error } => {
+                let Some(ws) = self.live_socket(socket) else {
+                    return true;
+                };
+                self.begin(false);
+                let result = AssertUnwindSafe(obj.websocket_error(&mut self.ctx, ws, error))
+                    .catch_unwind()
+                    .await;
+                self.finish_unit(result).await
+            }
+            Event::Alarm { info, reply } => self.run_alarm(obj, info, reply).await,
+            Event::AlarmGiveUp { scheduled_ms } => {
+                self.begin(false);
+                if self.current_alarm() == Some(scheduled_ms) {
+                    tracing::warn!(scheduled_ms, "alarm retries exhausted; dropping it");
+                    self.ctx.storage.top_layer().alarm = Some(AlarmChange::Fired(scheduled_ms));
+                }
+                self.finish(true, Vec::new()).await;
+                true
+            }
+        }
+    }
+
+    async fn run_alarm<T: DurableObject>(
+        &mut self,
+        obj: &mut T,
+        info: AlarmInfo,
+        reply: oneshot::Sender<bool>,
+    ) -> bool {
+        self.begin(false);
+        if self.current_alarm() != Some(info.scheduled_ms) {
+            // Replaced or deleted since it was scheduled: nothing to run.
+            let _ = reply.send(true);
+            return true;
+        }
+        // While the handler runs the alarm counts as fired (getAlarm is
+        // null); a new alarm the handler sets replaces this mark.
+        self.ctx.storage.top_layer().alarm = Some(AlarmChange::Fired(info.scheduled_ms));
+        let result = AssertUnwindSafe(obj.alarm(&mut self.ctx, info))
+            .catch_unwind()
+            .await;
+        match result {
+            Ok(Ok(())) => {
+                self.finish(true, vec![Output::AlarmDone(reply)]).await;
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, retry = info.retry_count, "alarm handler failed");
+                self.finish(false, Vec::new()).await;
+                let _ = reply.send(false);
+                true
+            }
+            Err(_) => {
+                tracing::error!("alarm handler panicked");
+                self.finish(false, Vec::new()).await;
+                let _ = reply.send(false);
+                false
+            }
+        }
+    }
+
+    fn current_alarm(&self) -> Option<u64> {
+        match self.ctx.storage.get_alarm() {
+            Ok(at) => at,
+            Err(e) => {
+                tracing::error!(error = %e, "read alarm");
+                None
+            }
+        }
+    }
+
+    fn live_socket(&self, socket: SocketId) -> Option<super::socket::WebSocket> {
+        let hub = self.act.hub.lock();
+        let entry = hub.sockets.get(&socket)?;
+        if entry.closing {
+            return None;
+        }
+        drop(hub);
+        Some(self.ctx.socket(socket))
+    }
+
+    async fn finish_unit(
+        &mut self,
+        result: Result<Result<(), HandlerError>, Box<dyn std::any::Any + Send>>,
+    ) -> bool {
+        match result {
+            Ok(Ok(())) => {
+                self.finish(true, Vec::new()).await;
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "socket handler failed");
+                self.finish(false, Vec::new()).await;
+                true
+            }
+            Err(_) => {
+                tracing::error!("socket handler panicked");
+                self.finish(false, Vec::new()).await;
+                false
+            }
+        }
+    }
+
+    fn error_response(&self, e: HandlerError) -> Response {
+        if e.status.is_server_error() {
+            tracing::error!(error = %e, "fetch handler failed");
+        }
+        e.to_response()
+    }
+
+    fn panic_response(&self) -> Response {
+        tracing::error!("fetch handler panicked; resetting object");
+        error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    }
+
+    /// Keeps a socket accepted by this event only if the response is the
+    /// 101 that completes it; forgets the others.
+    fn settle_sockets(&mut self, mut response: Response, ok: bool) -> Response {
+        let returned = response.extensions().get::<AcceptedSocket>().copied();
+        let keep = match returned {
+            Some(AcceptedSocket(id))
+                if ok
+                    && response.status() == StatusCode::SWITCHING_PROTOCOLS
+                    && self.ctx.accepted.contains(&id) =>
+            {
+                Some(id)
+            }
+            _ => None,
+        };
+        if keep.is_none() {
+            response.extensions_mut().remove::<AcceptedSocket>();
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                response = error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                );
+            }
+        }
+        let mut hub = self.act.hub.lock();
+        for id in self.ctx.accepted.drain(..) {
+            if Some(id) != keep {
+                hub.sockets.remove(&id);
+            }
+        }
+        response
+    }
+
+    /// Ends an event: proposes its writes (if `ok`) and hands its outputs to
+    /// the releaser behind the right gate.
+    async fn finish(&mut self, ok: bool, extra: Vec<Output>) {
+        let mut outputs = self.ctx.outputs.take();
+        if !ok {
+            // A failed event's writes are rolled back, and so is what it sent.
+            self.ctx.storage.discard_event_layer();
+            outputs.clear();
+        }
+        outputs.extend(extra);
+        let layer = self.ctx.storage.take_event_layer();
+        let (gate, seq) = if layer.is_empty() {
+            if outputs.is_empty() {
+                return;
+            }
+            // A read must not leave before this node is confirmed leader.
+            match self.act.shard.barrier().await {
+                Ok(commit) => (Some(commit), None),
+                Err(e) => return self.fail_now(outputs, Error::Commit(e)),
+            }
+        } else {
+            self.seq += 1;
+            self.ctx.storage.pending.push(self.seq, &layer);
+            if let Some(change) = layer.alarm {
+                outputs.insert(0, Output::AlarmChanged(change.visible()));
+            }
+            let write = ObjectWrite {
+                object: self.act.key.clone(),
+                mutations: layer.to_mutations(),
+            };
+            match self.act.shard.propose(write).await {
+                Ok(commit) => (Some(commit), Some(self.seq)),
+                Err(e) => return self.fail_now(outputs, Error::Commit(e)),
+            }
+        };
+        self.gate.in_flight.fetch_add(1, Ordering::AcqRel);
+        let release = Release { gate, seq, outputs };
+        if self.release_tx.send(release).is_err() {
+            self.gate.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.gate.broken.store(true, Ordering::Release);
+        }
+    }
+
+    fn fail_now(&mut self, outputs: Vec<Output>, err: Error) {
+        tracing::warn!(error = %err, "cannot commit; resetting object");
+        self.gate.broken.store(true, Ordering::Release);
+        for out in outputs {
+            match out {
+                Output::Reply { reply, .. } => {
+                    let _ = reply.send(Err(Error::Reset));
+                }
+                Output::AlarmDone(tx) => {
+                    let _ = tx.send(false);
+                }
+                Output::Frame { .. } | Output::AlarmChanged(_) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! The actor runtime: Durable Objects on top of the replicated shards.
+//!
+//! Owns: the object SDK ([`DurableObject`], [`Context`], [`Storage`],
+//! [`WebSocket`]), one executor per live object (`executor`), the output
+//! gate (`outbox`), the layered storage view (`view`), sockets that outlive
+//! executors (`socket`), the alarm scheduler (`alarms`), the registry that
+//! activates and evicts objects (`runtime`), and the worker-side API for
+//! reaching objects ([`Worker`], [`Env`], [`Stub`], [`ObjectClient`]).
+//!
+//! Never: speaks HTTP or gRPC on a socket (that is the edge and rpc), or
+//! writes RocksDB directly (every write goes through a shard's Raft log).
+
+mod alarms;
+mod class;
+mod client;
+mod context;
+mod executor;
+mod http;
+mod outbox;
+mod runtime;
+mod socket;
+mod storage;
+mod view;
+mod worker;
+
+pub use alarms::{FIRST_BACKOFF, MAX_RETRIES, now_ms};
+pub use class::{AlarmInfo, DurableObject, Result};
+pub use client::{FetchOutcome, ObjectClient};
+pub use context::Context;
+pub use http::{
+    ClientIp, HandlerError, Request, Response, error_response, is_websocket_upgrade, json,
+    query_param, text,
+};
+pub use runtime::{Bindings, Runtime, RuntimeOptions};
+pub use socket::{Message, ServerFrame, SocketId, SocketLink, WebSocket};
+pub use storage::{Limits, ListOptions, Storage, StorageError};
+pub use worker::{Env, Namespace, Stub, UpgradeLink, Worker};
+
+use crate::id::ShardId;
+
+/// Errors from calling an object.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no object class is bound to `{0}`")]
+    UnknownNamespace(String),
+    #[error("invalid binding name `{0}` (1..=255 bytes)")]
+    InvalidBinding(String),
+    #[error("this node does not lead shard {shard}")]
+    NotOwner { shard: ShardId },
+    #[error("the object is overloaded: too many queued events")]
+    Overloaded,
+    #[error("commit failed: {0}")]
+    Commit(#[source] crate::replication::Error),
+    #[error("the object was reset before it could answer")]
+    Reset,
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}

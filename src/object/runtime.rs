@@ -1,0 +1,410 @@
+//! The object runtime of a node: which objects are live, activating them on
+//! first use, and routing events to their executors.
+//!
+//! Invariant: at most one executor per object in this process. The registry
+//! entry is created, replaced and removed only under its shard's lock, and
+//! an executor leaves only when its mailbox is empty and its writes are
+//! committed, so a successor never reads state older than its predecessor's.
+
+use std::collections::{BTreeMap, HashMap};
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::Error;
+use super::alarms::{self, AlarmsHandle};
+use super::class::DurableObject;
+use super::client::FetchOutcome;
+use super::executor::{self, Activation, Event};
+use super::http::Request;
+use super::socket::{Message, ServerFrame, SharedHub, SocketId};
+use super::storage::Limits;
+use crate::id::{ObjectKey, ShardId};
+use crate::replication::{Replicas, ShardHandle};
+use crate::storage::Db;
+
+/// Tunables of the runtime.
+#[derive(Clone, Debug)]
+pub struct RuntimeOptions {
+    /// An executor with nothing to do for this long is evicted.
+    pub idle_timeout: Duration,
+    /// Frames a socket may queue before it is dropped as too slow.
+    pub socket_buffer: usize,
+    /// Events an object may have queued before callers get `Overloaded`.
+    pub mailbox: usize,
+    pub limits: Limits,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            idle_timeout: Duration::from_secs(30),
+            socket_buffer: 1024,
+            mailbox: 4096,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Spawns executors of one class without knowing its type.
+trait Class: Send + Sync {
+    fn spawn(&self, tracker: &TaskTracker, act: Activation, mailbox: mpsc::Receiver<Event>);
+}
+
+struct ClassOf<T>(PhantomData<fn() -> T>);
+
+impl<T: DurableObject> Class for ClassOf<T> {
+    fn spawn(&self, tracker: &TaskTracker, act: Activation, mailbox: mpsc::Receiver<Event>) {
+        tracker.spawn(executor::run::<T>(act, mailbox));
+    }
+}
+
+/// The classes served by a node, by binding name (e.g. `COUNTER`).
+#[derive(Default)]
+pub struct Bindings {
+    classes: BTreeMap<Arc<str>, Arc<dyn Class>>,
+}
+
+impl Bindings {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serves class `T` under `binding`. Names are 1..=255 bytes.
+    pub fn bind<T: DurableObject>(mut self, binding: &str) -> Self {
+        self.classes
+            .insert(Arc::from(binding), Arc::new(ClassOf::<T>(PhantomData)));
+        self
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.classes.keys()
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        for name in self.classes.keys() {
+            if name.is_empty() || name.len() > 255 {
+                return Err(Error::InvalidBinding(name.to_string()));
+            }
+        }
+        Ok(())
+    }
+}
+
+struct ExecutorHandle {
+    tx: mpsc::Sender<Event>,
+    generation: u64,
+}
+
+#[derive(Default)]
+struct Entry {
+    executor: Option<ExecutorHandle>,
+    /// Outlives the executor: sockets stay open while the object is evicted.
+    hub: SharedHub,
+}
+
+/// The node's object runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    replicas: Arc<Replicas>,
+    classes: BTreeMap<Arc<str>, Arc<dyn Class>>,
+    opts: RuntimeOptions,
+    limits: Arc<Limits>,
+    /// Live objects, one map per shard (the lock is per shard).
+    objects: Vec<Mutex<HashMap<ObjectKey, Entry>>>,
+    alarms: AlarmsHandle,
+    shutdown: CancellationToken,
+    executors: TaskTracker,
+    generation: AtomicU64,
+}
+
+impl Runtime {
+    /// Starts the runtime over the node's shards: the alarm scheduler and a
+    /// watcher of each shard's leadership.
+    pub fn start(
+        db: Db,
+        replicas: Arc<Replicas>,
+        bindings: Bindings,
+        opts: RuntimeOptions,
+    ) -> Result<Runtime, Error> {
+        bindings.validate()?;
+        let shutdown = CancellationToken::new();
+        let (alarms, alarm_rx) = AlarmsHandle::new();
+        let shards = replicas.shard_count();
+        let inner = Arc::new(Inner {
+            db,
+            replicas,
+            classes: bindings.classes,
+            limits: Arc::new(opts.limits.clone()),
+            opts,
+            objects: (0..shards).map(|_| Mutex::new(HashMap::new())).collect(),
+            alarms,
+            shutdown,
+            executors: TaskTracker::new(),
+            generation: AtomicU64::new(1),
+        });
+        let runtime = Runtime { inner };
+        tokio::spawn(alarms::run_scheduler(
+            runtime.clone(),
+            alarm_rx,
+            runtime.inner.shutdown.clone(),
+        ));
+        for shard in 0..shards {
+            if let Some(handle) = runtime.inner.replicas.shard(shard) {
+                tokio::spawn(runtime.clone().watch_leadership(handle.clone()));
+            }
+        }
+        Ok(runtime)
+    }
+
+    /// The bound namespaces.
+    pub fn namespaces(&self) -> Vec<Arc<str>> {
+        self.inner.classes.keys().cloned().collect()
+    }
+
+    pub(crate) fn shard_of(&self, key: &ObjectKey) -> ShardId {
+        key.id.shard(self.inner.replicas.shard_count())
+    }
+
+    fn objects(&self, shard: ShardId) -> Result<MutexGuard<'_, HashMap<ObjectKey, Entry>>, Error> {
+        let map = self
+            .inner
+            .objects
+            .get(usize::from(shard))
+            .ok_or(Error::NotOwner { shard })?;
+        Ok(map.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Runs a request on an object and waits for its (gated) response.
+    pub async fn fetch(&self, key: ObjectKey, req: Request) -> Result<FetchOutcome, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.dispatch(&key, Event::Fetch { req, reply })?;
+        rx.await.map_err(|_| Error::Reset)?
+    }
+
+    /// A message from the client of `socket`.
+    pub fn socket_message(&self, key: &ObjectKey, socket: SocketId, msg: Message) -> Result<(), Error> {
+        let hub = {
+            let objects = self.objects(self.shard_of(key))?;
+            match objects.get(key) {
+                Some(entry) => entry.hub.clone(),
+                None => return Ok(()),
+            }
+        };
+        let auto = {
+            let hub = hub.lock();
+            match (&hub.auto_response, &msg) {
+                (Some((request, response)), Message::Text(text)) if text == request => {
+                    Some(response.clone())
+                }
+                _ => None,
+            }
+        };
+        if let Some(response) = auto {
+            // Answered here, without waking the object.
+            hub.deliver(socket, ServerFrame::Message(Message::Text(response)));
+            return Ok(());
+        }
+        self.dispatch(key, Event::SocketMessage { socket, msg })
+    }
+
+    /// The client closed `socket` (code 1006 if it vanished).
+    pub fn socket_closed(&self, key: &ObjectKey, socket: SocketId, code: u16, reason: String) -> Result<(), Error> {
+        {
+            let objects = self.objects(self.shard_of(key))?;
+            let Some(entry) = objects.get(key) else {
+                return Ok(());
+            };
+            let mut hub = entry.hub.lock();
+            match hub.sockets.get_mut(&socket) {
+                // Closed by the object already: nothing to tell it.
+                Some(e) if e.closing => {
+                    hub.sockets.remove(&socket);
+                    return Ok(());
+                }
+                Some(e) => e.closing = true,
+                None => return Ok(()),
+            }
+        }
+        self.dispatch(key, Event::SocketClose { socket, code, reason })
+    }
+
+    /// A protocol error on `socket` (e.g. an oversized message).
+    pub fn socket_error(&self, key: &ObjectKey, socket: SocketId, error: String) -> Result<(), Error> {
+        self.dispatch(key, Event::SocketError { socket, error })
+    }
+
+    /// Hands `event` to the object's executor, activating it if needed.
+    pub(crate) fn dispatch(&self, key: &ObjectKey, event: Event) -> Result<(), Error> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        let shard_id = self.shard_of(key);
+        let shard = self
+            .inner
+            .replicas
+            .shard(shard_id)
+            .ok_or(Error::NotOwner { shard: shard_id })?;
+        if !shard.is_leader() {
+            return Err(Error::NotOwner { shard: shard_id });
+        }
+        let class = self
+            .inner
+            .classes
+            .get(&key.namespace)
+            .ok_or_else(|| Error::UnknownNamespace(key.namespace.to_string()))?;
+        let mut objects = self.objects(shard_id)?;
+        let entry = objects.entry(key.clone()).or_default();
+        let mut event = event;
+        for _ in 0..2 {
+            let handle = match &entry.executor {
+                Some(h) => h,
+                None => entry.executor.insert(self.activate(key, shard, &entry.hub, class.as_ref())),
+            };
+            match handle.tx.try_send(event) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(ev)) => {
+                    ev.fail(Error::Overloaded);
+                    return Err(Error::Overloaded);
+                }
+                Err(mpsc::error::TrySendError::Closed(ev)) => {
+                    // The executor ended without leaving the registry
+                    // (its task failed): replace it.
+                    entry.executor = None;
+                    event = ev;
+                }
+            }
+        }
+        event.fail(Error::Reset);
+        Err(Error::Reset)
+    }
+
+    fn activate(&self, key: &ObjectKey, shard: &ShardHandle, hub: &SharedHub, class: &dyn Class) -> ExecutorHandle {
+        let (tx, rx) = mpsc::channel(self.inner.opts.mailbox.max(1));
+        let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
+        let act = Activation {
+            key: key.clone(),
+            generation,
+            shard: shard.clone(),
+            db: self.inner.db.clone(),
+            hub: hub.clone(),
+            limits: self.inner.limits.clone(),
+            socket_buffer: self.inner.opts.socket_buffer,
+            idle_timeout: self.inner.opts.idle_timeout,
+            runtime: self.clone(),
+            alarms: self.inner.alarms.clone(),
+            shutdown: self.inner.shutdown.clone(),
+        };
+        class.spawn(&self.inner.executors, act, rx);
+        ExecutorHandle { tx, generation }
+    }
+
+    /// Removes executor `generation` of `key` from the registry if its
+    /// mailbox is empty (or `force`). Returns whether it is no longer
+    /// registered.
+    pub(crate) fn remove_executor(
+        &self,
+        key: &ObjectKey,
+        generation: u64,
+        mailbox: &mpsc::Receiver<Event>,
+        force: bool,
+    ) -> bool {
+        let Ok(mut objects) = self.objects(self.shard_of(key)) else {
+            return true;
+        };
+        let Some(entry) = objects.get_mut(key) else {
+            return true;
+        };
+        match &entry.executor {
+            Some(h) if h.generation == generation => {}
+            _ => return true,
+        }
+        if !force && !mailbox.is_empty() {
+            return false;
+        }
+        entry.executor = None;
+        if entry.hub.is_empty() {
+            objects.remove(key);
+        }
+        true
+    }
+
+    /// Objects with a running executor.
+    pub fn live_objects(&self) -> usize {
+        self.inner
+            .objects
+            .iter()
+            .map(|m| {
+                m.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                    .filter(|e| e.executor.is_some())
+                    .count()
+            })
+            .sum()
+    }
+
+    pub(crate) fn shard_count(&self) -> u16 {
+        self.inner.replicas.shard_count()
+    }
+
+    /// Follows this node's leadership of `shard`: a leader schedules the
+    /// shard's alarms; a node that loses leadership stops its executors.
+    async fn watch_leadership(self, shard: ShardHandle) {
+        let mut leadership = shard.leadership();
+        let mut was_leader = false;
+        loop {
+            let is_leader = *leadership.borrow_and_update();
+            if is_leader && !was_leader {
+                self.load_alarms(&shard).await;
+            } else if !is_leader && was_leader {
+                self.inner.alarms.drop_shard(shard.id());
+                if let Ok(mut objects) = self.objects(shard.id()) {
+                    // Dropping the senders ends the executors once their
+                    // queued events are done (they cannot commit anyway).
+                    for entry in objects.values_mut() {
+                        entry.executor = None;
+                    }
+                }
+            }
+            was_leader = is_leader;
+            tokio::select! {
+                changed = leadership.changed() => if changed.is_err() { return },
+                _ = self.inner.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn load_alarms(&self, shard: &ShardHandle) {
+        let ready = match shard.barrier().await {
+            Ok(commit) => commit.await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = ready {
+            tracing::warn!(shard = shard.id(), error = %e, "cannot load alarms");
+            return;
+        }
+        match self.inner.db.shard_alarms(shard.id()) {
+            Ok(list) => self.inner.alarms.load(list),
+            Err(e) => tracing::error!(shard = shard.id(), error = %e, "read alarms"),
+        }
+    }
+
+    /// Stops taking events, lets every executor finish its queue and
+    /// release its committed outputs, and waits for them.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.executors.close();
+        self.inner.executors.wait().await;
+    }
+}

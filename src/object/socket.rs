@@ -1,0 +1,240 @@
+//! WebSockets as an object sees them (Cloudflare's hibernation API).
+//!
+//! The [`SocketHub`] of an object outlives its executor: sockets, their tags
+//! and attachments stay while the object is evicted, and a message wakes it.
+//! The edge holds the client connection and talks to the hub through a
+//! [`SocketLink`]. Frames an object sends go through its output gate first.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use http::StatusCode;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use super::http::{HandlerError, Response};
+use super::outbox::{Output, OutputSink};
+use crate::id::ObjectKey;
+
+/// Identifies a socket within its object. Unique per process.
+pub type SocketId = u64;
+
+/// A WebSocket data message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    Text(String),
+    Binary(Bytes),
+}
+
+impl Message {
+    pub fn len(&self) -> usize {
+        match self {
+            Message::Text(s) => s.len(),
+            Message::Binary(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<String> for Message {
+    fn from(s: String) -> Self {
+        Message::Text(s)
+    }
+}
+
+impl From<&str> for Message {
+    fn from(s: &str) -> Self {
+        Message::Text(s.to_owned())
+    }
+}
+
+/// What the object side sends towards the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerFrame {
+    Message(Message),
+    Close { code: u16, reason: String },
+}
+
+/// The edge's end of an accepted socket: frames to forward to the client.
+/// Frames from the client go back through the object client with `object`
+/// and `socket`.
+#[derive(Debug)]
+pub struct SocketLink {
+    pub object: ObjectKey,
+    pub socket: SocketId,
+    pub outgoing: mpsc::Receiver<ServerFrame>,
+}
+
+/// Marks a 101 response as the acceptance of this socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AcceptedSocket(pub SocketId);
+
+static NEXT_SOCKET: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) struct SocketEntry {
+    pub tags: Vec<String>,
+    pub attachment: Option<Bytes>,
+    /// The object closed it; the close frame waits for the output gate.
+    pub closing: bool,
+    pub tx: mpsc::Sender<ServerFrame>,
+    /// Taken by the edge when the accepting response is released.
+    pub rx: Option<mpsc::Receiver<ServerFrame>>,
+}
+
+/// The sockets of one object and its auto-response.
+#[derive(Default)]
+pub(crate) struct SocketHub {
+    pub sockets: BTreeMap<SocketId, SocketEntry>,
+    pub auto_response: Option<(String, String)>,
+}
+
+/// A hub shared by the registry (which outlives executors) and the executor.
+#[derive(Clone, Default)]
+pub(crate) struct SharedHub(Arc<Mutex<SocketHub>>);
+
+impl SharedHub {
+    pub fn lock(&self) -> MutexGuard<'_, SocketHub> {
+        // A panic while holding this lock leaves plain data behind; keep going.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a new socket with a buffer of `capacity` frames.
+    pub fn open(&self, tags: Vec<String>, capacity: usize) -> SocketId {
+        let id = NEXT_SOCKET.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.lock().sockets.insert(
+            id,
+            SocketEntry {
+                tags,
+                attachment: None,
+                closing: false,
+                tx,
+                rx: Some(rx),
+            },
+        );
+        id
+    }
+
+    /// Queues `frame` for the client. A socket whose client does not keep up
+    /// is dropped (the edge then closes it with 1013).
+    pub fn deliver(&self, id: SocketId, frame: ServerFrame) {
+        let mut hub = self.lock();
+        let closing = matches!(frame, ServerFrame::Close { .. });
+        let Some(entry) = hub.sockets.get(&id) else {
+            return;
+        };
+        if entry.tx.try_send(frame).is_err() || closing {
+            hub.sockets.remove(&id);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().sockets.is_empty()
+    }
+}
+
+/// An accepted WebSocket, as handlers use it. Cheap to clone.
+#[derive(Clone)]
+pub struct WebSocket {
+    pub(crate) id: SocketId,
+    pub(crate) hub: SharedHub,
+    pub(crate) outputs: OutputSink,
+    pub(crate) max_attachment: usize,
+}
+
+impl WebSocket {
+    pub fn id(&self) -> SocketId {
+        self.id
+    }
+
+    /// Sends a message once the current event's writes are committed.
+    pub fn send(&self, msg: impl Into<Message>) {
+        self.outputs.push(Output::Frame {
+            socket: self.id,
+            frame: ServerFrame::Message(msg.into()),
+        });
+    }
+
+    /// Sends `value` as a JSON text message.
+    pub fn send_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), HandlerError> {
+        let text = serde_json::to_string(value).map_err(HandlerError::internal)?;
+        self.send(Message::Text(text));
+        Ok(())
+    }
+
+    /// Closes the socket with `code` once the current event's writes are
+    /// committed. It leaves the object's socket list at once.
+    pub fn close(&self, code: u16, reason: &str) {
+        if let Some(entry) = self.hub.lock().sockets.get_mut(&self.id) {
+            entry.closing = true;
+        }
+        self.outputs.push(Output::Frame {
+            socket: self.id,
+            frame: ServerFrame::Close {
+                code,
+                reason: reason.to_owned(),
+            },
+        });
+    }
+
+    /// The tags given when the socket was accepted.
+    pub fn tags(&self) -> Vec<String> {
+        self.hub
+            .lock()
+            .sockets
+            .get(&self.id)
+            .map(|e| e.tags.clone())
+            .unwrap_or_default()
+    }
+
+    /// Stores `value` with the socket; it survives eviction of the object.
+    pub fn serialize_attachment<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), HandlerError> {
+        let bytes = serde_json::to_vec(value).map_err(HandlerError::internal)?;
+        if bytes.len() > self.max_attachment {
+            return Err(HandlerError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "attachment_too_large",
+                format!(
+                    "attachment is {} bytes; the limit is {}",
+                    bytes.len(),
+                    self.max_attachment
+                ),
+            ));
+        }
+        if let Some(entry) = self.hub.lock().sockets.get_mut(&self.id) {
+            entry.attachment = Some(bytes.into());
+        }
+        Ok(())
+    }
+
+    /// The value last stored with [`serialize_attachment`](Self::serialize_attachment).
+    pub fn deserialize_attachment<T: DeserializeOwned>(&self) -> Result<Option<T>, HandlerError> {
+        let bytes = self
+            .hub
+            .lock()
+            .sockets
+            .get(&self.id)
+            .and_then(|e| e.attachment.clone());
+        match bytes {
+            None => Ok(None),
+            Some(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(HandlerError::internal),
+        }
+    }
+
+    /// The 101 response that completes accepting this socket; return it
+    /// from `fetch`.
+    pub fn accepted(&self) -> Response {
+        let mut resp = Response::new(Bytes::new());
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        resp.extensions_mut().insert(AcceptedSocket(self.id));
+        resp
+    }
+}
