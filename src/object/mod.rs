@@ -56,3 +56,38 @@ pub enum Error {
     #[error("the node is shutting down")]
     ShuttingDown,
 }
+
+impl Error {
+    /// The HTTP status a caller should see for this error.
+    pub fn status(&self) -> ::http::StatusCode {
+        use ::http::StatusCode;
+        match self {
+            Error::UnknownNamespace(_) | Error::InvalidBinding(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            Error::NotOwner { .. }
+            | Error::Overloaded
+            | Error::Commit(_)
+            | Error::Reset
+            | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A stable machine-readable code for the JSON error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::UnknownNamespace(_) => "unknown_namespace",
+            Error::InvalidBinding(_) => "invalid_binding",
+            Error::NotOwner { .. } => "not_owner",
+            Error::Overloaded => "overloaded",
+            Error::Commit(_) => "commit_failed",
+            Error::Reset => "object_reset",
+            Error::ShuttingDown => "shutting_down",
+        }
+    }
+
+    /// The response a client sees: the stable JSON error body.
+    pub fn to_response(&self) -> Response {
+        error_response(self.status(), self.code(), &self.to_string())
+    }
+}
