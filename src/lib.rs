@@ -1,4 +1,7 @@
+pub mod config;
+pub mod edge;
 pub mod id;
+pub mod node;
 pub mod object;
 pub mod replication;
 pub mod storage;

@@ -66,6 +66,24 @@ impl Db {
         }
     }
 
+    /// Records the shard count of a new data directory, or checks that an
+    /// existing one was created with the same count (it cannot change).
+    pub fn check_shard_count(&self, shards: u16) -> Result<(), Error> {
+        let key = vec![keys::RaftKind::ShardCount as u8];
+        match self.get_raft(&key)? {
+            None => {
+                let mut batch = WriteBatch::default();
+                batch.put_cf(&self.raft_cf(), key, shards.to_be_bytes());
+                self.write(batch)
+            }
+            Some(v) if v.as_slice() == shards.to_be_bytes() => Ok(()),
+            Some(v) => Err(Error::Corrupt(format!(
+                "data directory was created with {} shards, not {shards}; the shard count cannot change",
+                v.get(..2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
+            ))),
+        }
+    }
+
     pub(crate) fn raft_cf(&self) -> Arc<BoundColumnFamily<'_>> {
         self.inner
             .cf_handle(CF_RAFT)

@@ -26,6 +26,8 @@ pub enum RaftKind {
     Applied = 0x05,
     /// `[0x06][shard]` → the current snapshot (meta and data).
     Snapshot = 0x06,
+    /// `[0x7e]` (no shard) → the number of shards, fixed at creation.
+    ShardCount = 0x7e,
     /// `[0x7f]` (no shard) → the on-disk format version.
     Format = 0x7f,
 }

@@ -1,0 +1,146 @@
+//! HTTP requests in, worker responses out.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use bytes::Bytes;
+
+use super::{Shared, websocket};
+use crate::object::{self, ClientIp, UpgradeLink, Worker, error_response};
+
+pub(super) fn router<W: Worker>(shared: Arc<Shared<W>>) -> Router {
+    Router::new().fallback(handle::<W>).with_state(shared)
+}
+
+async fn handle<W: Worker>(
+    State(shared): State<Arc<Shared<W>>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    let (mut parts, body) = req.into_parts();
+    let upgrade = if wants_websocket(&parts.headers) {
+        match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(up) => Some(up),
+            Err(rejection) => return rejection_response(rejection.status(), &rejection.body_text()),
+        }
+    } else {
+        None
+    };
+    let limit = shared.opts.max_request_body_bytes;
+    let body = if upgrade.is_some() {
+        Bytes::new()
+    } else {
+        if content_length(&parts.headers).is_some_and(|n| n > limit) {
+            return too_large(limit);
+        }
+        match axum::body::to_bytes(body, limit).await {
+            Ok(b) => b,
+            Err(_) => return too_large(limit),
+        }
+    };
+    let ip = client_ip(&parts.headers, peer, shared.opts.trusted_proxy_header.as_ref());
+    let mut builder = axum::http::Request::builder()
+        .method(parts.method.clone())
+        .uri(parts.uri.clone())
+        .version(parts.version);
+    if let Some(headers) = builder.headers_mut() {
+        *headers = parts.headers.clone();
+    }
+    let mut worker_req = match builder.body(body) {
+        Ok(r) => r,
+        Err(e) => return rejection_response(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    worker_req.extensions_mut().insert(ClientIp(ip));
+
+    let mut resp = shared.worker.fetch(worker_req, &shared.env).await;
+    let link = resp.extensions_mut().remove::<UpgradeLink>().and_then(|l| l.take());
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return match (upgrade, link) {
+            (Some(up), Some(link)) => websocket::upgrade(shared, up, link),
+            _ => {
+                tracing::error!("worker answered 101 without an accepted WebSocket");
+                into_axum(error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                ))
+            }
+        };
+    }
+    if let Some(link) = link {
+        // Accepted but not returned as a 101: the client never connects.
+        let _ = shared
+            .client
+            .socket_closed(&link.object, link.socket, 1006, "not upgraded".into());
+    }
+    into_axum(resp)
+}
+
+fn into_axum(resp: object::Response) -> axum::response::Response {
+    resp.map(Body::from)
+}
+
+fn wants_websocket(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+fn content_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn too_large(limit: usize) -> axum::response::Response {
+    into_axum(error_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        &format!("request body exceeds {limit} bytes"),
+    ))
+}
+
+fn rejection_response(status: StatusCode, message: &str) -> axum::response::Response {
+    into_axum(error_response(status, "bad_request", message))
+}
+
+/// The client's address: the trusted proxy header's (first) address when
+/// one is configured and valid, else the socket peer.
+fn client_ip(headers: &HeaderMap, peer: SocketAddr, trusted: Option<&HeaderName>) -> IpAddr {
+    trusted
+        .and_then(|name| headers.get(name))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| peer.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ip_trusts_only_the_configured_header() {
+        let peer: SocketAddr = "10.0.0.1:5000".parse().expect("addr");
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", "203.0.113.7, 10.0.0.2".parse().expect("value"));
+        headers.insert("cf-connecting-ip", "198.51.100.4".parse().expect("value"));
+        assert_eq!(client_ip(&headers, peer, None), peer.ip());
+        let xff = HeaderName::from_static("x-forwarded-for");
+        assert_eq!(client_ip(&headers, peer, Some(&xff)).to_string(), "203.0.113.7");
+        let cf = HeaderName::from_static("cf-connecting-ip");
+        assert_eq!(client_ip(&headers, peer, Some(&cf)).to_string(), "198.51.100.4");
+        headers.insert("cf-connecting-ip", "garbage".parse().expect("value"));
+        assert_eq!(client_ip(&headers, peer, Some(&cf)), peer.ip());
+    }
+}

@@ -1,0 +1,157 @@
+//! Bridges a client's WebSocket to its object's socket.
+//!
+//! Client frames go to the object client; frames the object released go to
+//! the client. The edge also keeps the connection honest: it pings on a
+//! heartbeat and treats a silent client as gone (1006 to the object),
+//! refuses oversized messages with 1009, answers close frames, and closes
+//! every socket with 1001 when the node shuts down.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+
+use super::Shared;
+use crate::object::{Message, ServerFrame, SocketLink, Worker};
+
+/// Completes the upgrade and spawns the bridge.
+pub(super) fn upgrade<W: Worker>(
+    shared: Arc<Shared<W>>,
+    up: WebSocketUpgrade,
+    link: SocketLink,
+) -> Response {
+    let limit = shared.opts.max_message_bytes;
+    let client = shared.client.clone();
+    let (object, socket) = (link.object.clone(), link.socket);
+    let tracker = shared.sockets.clone();
+    up.max_message_size(limit)
+        .max_frame_size(limit)
+        .on_failed_upgrade(move |e| {
+            tracing::debug!(error = %e, "websocket upgrade failed");
+            let _ = client.socket_closed(&object, socket, 1006, "upgrade failed".into());
+        })
+        .on_upgrade(move |ws| tracker.track_future(bridge(shared, ws, link)))
+}
+
+/// How a bridged socket ended, and so what the object is told.
+enum End {
+    /// The client sent a close frame, or vanished (1006).
+    Client(u16, String),
+    /// A message over the size limit.
+    TooBig,
+    /// No answer to heartbeats, or a send timed out.
+    Dead,
+    /// The node is shutting down.
+    Shutdown,
+    /// The object closed it, or dropped it; it already knows.
+    Object,
+}
+
+async fn bridge<W: Worker>(shared: Arc<Shared<W>>, ws: WebSocket, mut link: SocketLink) {
+    let opts = &shared.opts;
+    let client = &shared.client;
+    let (object, socket) = (link.object.clone(), link.socket);
+    let (mut tx, mut rx) = ws.split();
+    let mut heartbeat = tokio::time::interval(opts.heartbeat_interval);
+    heartbeat.tick().await;
+    let mut last_seen = Instant::now();
+
+    let end = loop {
+        let out: Option<WsMessage> = tokio::select! {
+            frame = link.outgoing.recv() => match frame {
+                Some(ServerFrame::Message(Message::Text(t))) => Some(WsMessage::Text(t.into())),
+                Some(ServerFrame::Message(Message::Binary(b))) => Some(WsMessage::Binary(b)),
+                Some(ServerFrame::Close { code, reason }) => {
+                    let _ = send(&mut tx, close(code, &reason), opts.heartbeat_timeout).await;
+                    break End::Object;
+                }
+                None => {
+                    // Dropped by the object: the client did not keep up,
+                    // or the object was reset.
+                    let _ = send(&mut tx, close(1013, "try again later"), opts.heartbeat_timeout).await;
+                    break End::Object;
+                }
+            },
+            msg = rx.next() => {
+                last_seen = Instant::now();
+                let forward = match msg {
+                    Some(Ok(WsMessage::Text(t))) => Message::Text(t.as_str().to_owned()),
+                    Some(Ok(WsMessage::Binary(b))) => Message::Binary(b),
+                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                    Some(Ok(WsMessage::Close(frame))) => {
+                        let (code, reason) = frame
+                            .map(|f| (f.code, f.reason.as_str().to_owned()))
+                            .unwrap_or((1005, String::new()));
+                        break End::Client(code, reason);
+                    }
+                    Some(Err(e)) if is_too_big(&e) => {
+                        let _ = send(&mut tx, close(1009, "message too big"), opts.heartbeat_timeout).await;
+                        break End::TooBig;
+                    }
+                    Some(Err(_)) | None => break End::Client(1006, String::new()),
+                };
+                if let Err(e) = client.socket_message(&object, socket, forward) {
+                    tracing::warn!(%object, error = %e, "cannot deliver socket message");
+                    let _ = send(&mut tx, close(1011, "object unavailable"), opts.heartbeat_timeout).await;
+                    break End::Client(1006, "object unavailable".into());
+                }
+                None
+            }
+            _ = heartbeat.tick() => {
+                if last_seen.elapsed() > opts.heartbeat_interval + opts.heartbeat_timeout {
+                    break End::Dead;
+                }
+                Some(WsMessage::Ping(Default::default()))
+            }
+            _ = shared.sockets_closing.cancelled() => {
+                let _ = send(&mut tx, close(1001, "server shutting down"), opts.heartbeat_timeout).await;
+                break End::Shutdown;
+            }
+        };
+        if let Some(msg) = out {
+            if !send(&mut tx, msg, opts.heartbeat_timeout).await {
+                break End::Dead;
+            }
+        }
+    };
+
+    let told = match end {
+        End::Client(code, reason) => client.socket_closed(&object, socket, code, reason),
+        End::TooBig => client
+            .socket_error(&object, socket, "message too big".into())
+            .and_then(|()| client.socket_closed(&object, socket, 1009, "message too big".into())),
+        End::Dead => client.socket_closed(&object, socket, 1006, "heartbeat timeout".into()),
+        End::Shutdown => client.socket_closed(&object, socket, 1001, "server shutting down".into()),
+        End::Object => Ok(()),
+    };
+    if let Err(e) = told {
+        tracing::debug!(%object, error = %e, "cannot tell object its socket closed");
+    }
+    // Flush our close frame (or the reply to the client's) and end.
+    let _ = tokio::time::timeout(opts.heartbeat_timeout, tx.close()).await;
+}
+
+fn close(code: u16, reason: &str) -> WsMessage {
+    WsMessage::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+/// Sends with a deadline; `false` if the client is gone or too slow.
+async fn send(
+    tx: &mut futures_util::stream::SplitSink<WebSocket, WsMessage>,
+    msg: WsMessage,
+    deadline: std::time::Duration,
+) -> bool {
+    matches!(tokio::time::timeout(deadline, tx.send(msg)).await, Ok(Ok(())))
+}
+
+fn is_too_big(e: &axum::Error) -> bool {
+    matches!(
+        std::error::Error::source(e).and_then(|s| s.downcast_ref::<tungstenite::Error>()),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}

@@ -1,0 +1,175 @@
+//! Wires the layers of a node together and runs them: a narrated startup
+//! and an ordered shutdown. `roost dev` is one [`DevNode`]: every shard a
+//! single-voter Raft group on this process, the edge on the same process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::HeaderName;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::edge::{Edge, EdgeOptions};
+use crate::object::{Bindings, Limits, Runtime, RuntimeOptions, Worker};
+use crate::replication::{ReplicationOptions, Replicas};
+use crate::storage::Db;
+
+/// Why a node could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
+    #[error("open data store: {0}")]
+    Storage(#[from] crate::storage::Error),
+    #[error("start replication: {0}")]
+    Replication(#[from] crate::replication::Error),
+    #[error("start object runtime: {0}")]
+    Runtime(#[from] crate::object::Error),
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid trusted proxy header `{0}`")]
+    ProxyHeader(String),
+}
+
+/// A running all-in-one node (`roost dev`).
+pub struct DevNode {
+    edge: Edge,
+    runtime: Runtime,
+    replicas: Arc<Replicas>,
+    data_dir: PathBuf,
+    grace: Duration,
+}
+
+impl DevNode {
+    /// Starts a node serving `worker` and the classes in `bindings`.
+    pub async fn start_with<W: Worker>(
+        config: Config,
+        bindings: Bindings,
+        worker: W,
+    ) -> Result<DevNode, Error> {
+        config.validate()?;
+        let data_dir = config.node.data_dir.clone();
+        tracing::info!(dir = %data_dir.display(), "opening data store");
+        let db = Db::open(&data_dir.join("db"))?;
+        db.check_shard_count(config.node.shards)?;
+
+        tracing::info!(shards = config.node.shards, "starting raft groups");
+        let replicas = Replicas::open_single_node(
+            db.clone(),
+            config.node.id,
+            config.http.listen.to_string(),
+            config.node.shards,
+            replication_options(&config),
+        )
+        .await?;
+        replicas.wait_for_leaders(Duration::from_secs(30)).await?;
+        let replicas = Arc::new(replicas);
+
+        tracing::info!("starting object runtime");
+        let runtime = Runtime::start(db, replicas.clone(), bindings, runtime_options(&config))?;
+
+        let addr = config.http.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Listen { addr, source })?;
+        let edge = Edge::start(
+            listener,
+            worker,
+            Arc::new(runtime.clone()),
+            runtime.namespaces(),
+            edge_options(&config)?,
+        )
+        .map_err(|source| Error::Listen { addr, source })?;
+        tracing::info!(addr = %edge.local_addr(), "serving HTTP and WebSockets");
+        Ok(DevNode {
+            edge,
+            runtime,
+            replicas,
+            data_dir,
+            grace: Duration::from_millis(config.shutdown_grace_ms),
+        })
+    }
+
+    /// The address the edge listens on (useful with port 0).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.edge.local_addr()
+    }
+
+    /// Objects with a running executor right now.
+    pub fn live_objects(&self) -> usize {
+        self.runtime.live_objects()
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// Shuts down in order: stop accepting and close sockets (1001), let
+    /// executors finish and release committed outputs, stop Raft, close
+    /// the store. Acknowledged writes are already durable; this only makes
+    /// the exit clean.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        tracing::info!("shutting down: closing client connections");
+        self.edge.shutdown(self.grace).await;
+        tracing::info!("shutting down: draining objects");
+        if tokio::time::timeout(self.grace, self.runtime.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("objects did not drain in time");
+        }
+        tracing::info!("shutting down: stopping raft groups");
+        self.replicas.shutdown().await;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+fn replication_options(config: &Config) -> ReplicationOptions {
+    let r = &config.raft;
+    ReplicationOptions {
+        heartbeat_ms: r.heartbeat_ms,
+        election_timeout_min_ms: r.election_timeout_min_ms,
+        election_timeout_max_ms: r.election_timeout_max_ms,
+        snapshot_logs_since_last: r.snapshot_logs_since_last,
+        max_batch_bytes: r.max_batch_bytes,
+        max_in_flight: r.max_in_flight,
+    }
+}
+
+fn runtime_options(config: &Config) -> RuntimeOptions {
+    let l = &config.limits;
+    RuntimeOptions {
+        idle_timeout: Duration::from_millis(config.objects.idle_timeout_ms),
+        socket_buffer: config.websocket.max_socket_buffer,
+        limits: Limits {
+            max_key_bytes: l.max_key_bytes,
+            max_value_bytes: l.max_value_bytes,
+            max_keys_per_call: l.max_keys_per_call,
+            max_attachment_bytes: l.max_attachment_bytes,
+            ..Limits::default()
+        },
+        ..RuntimeOptions::default()
+    }
+}
+
+fn edge_options(config: &Config) -> Result<EdgeOptions, Error> {
+    let trusted_proxy_header = match &config.http.trusted_proxy_header {
+        None => None,
+        Some(h) if h.is_empty() => None,
+        Some(h) => Some(HeaderName::try_from(h.as_str()).map_err(|_| Error::ProxyHeader(h.clone()))?),
+    };
+    Ok(EdgeOptions {
+        trusted_proxy_header,
+        max_request_body_bytes: config.http.max_request_body_bytes,
+        max_message_bytes: config.websocket.max_message_bytes,
+        heartbeat_interval: Duration::from_millis(config.websocket.heartbeat_interval_ms),
+        heartbeat_timeout: Duration::from_millis(config.websocket.heartbeat_timeout_ms),
+    })
+}
