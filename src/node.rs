@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::edge::{Edge, EdgeOptions};
 use crate::object::{Bindings, Limits, Runtime, RuntimeOptions, Worker};
-use crate::replication::{ReplicationOptions, Replicas};
+use crate::replication::{Replicas, ReplicationOptions};
 use crate::storage::Db;
 
 /// Why a node could not start or stop cleanly.
@@ -163,7 +163,9 @@ fn edge_options(config: &Config) -> Result<EdgeOptions, Error> {
     let trusted_proxy_header = match &config.http.trusted_proxy_header {
         None => None,
         Some(h) if h.is_empty() => None,
-        Some(h) => Some(HeaderName::try_from(h.as_str()).map_err(|_| Error::ProxyHeader(h.clone()))?),
+        Some(h) => {
+            Some(HeaderName::try_from(h.as_str()).map_err(|_| Error::ProxyHeader(h.clone()))?)
+        }
     };
     Ok(EdgeOptions {
         trusted_proxy_header,

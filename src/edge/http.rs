@@ -26,7 +26,9 @@ async fn handle<W: Worker>(
     let upgrade = if wants_websocket(&parts.headers) {
         match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
             Ok(up) => Some(up),
-            Err(rejection) => return rejection_response(rejection.status(), &rejection.body_text()),
+            Err(rejection) => {
+                return rejection_response(rejection.status(), &rejection.body_text());
+            }
         }
     } else {
         None
@@ -43,7 +45,11 @@ async fn handle<W: Worker>(
             Err(_) => return too_large(limit),
         }
     };
-    let ip = client_ip(&parts.headers, peer, shared.opts.trusted_proxy_header.as_ref());
+    let ip = client_ip(
+        &parts.headers,
+        peer,
+        shared.opts.trusted_proxy_header.as_ref(),
+    );
     let mut builder = axum::http::Request::builder()
         .method(parts.method.clone())
         .uri(parts.uri.clone())
@@ -58,7 +64,10 @@ async fn handle<W: Worker>(
     worker_req.extensions_mut().insert(ClientIp(ip));
 
     let mut resp = shared.worker.fetch(worker_req, &shared.env).await;
-    let link = resp.extensions_mut().remove::<UpgradeLink>().and_then(|l| l.take());
+    let link = resp
+        .extensions_mut()
+        .remove::<UpgradeLink>()
+        .and_then(|l| l.take());
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         return match (upgrade, link) {
             (Some(up), Some(link)) => websocket::upgrade(shared, up, link),
@@ -133,13 +142,22 @@ mod tests {
     fn client_ip_trusts_only_the_configured_header() {
         let peer: SocketAddr = "10.0.0.1:5000".parse().expect("addr");
         let mut headers = HeaderMap::new();
-        headers.insert("x-forwarded-for", "203.0.113.7, 10.0.0.2".parse().expect("value"));
+        headers.insert(
+            "x-forwarded-for",
+            "203.0.113.7, 10.0.0.2".parse().expect("value"),
+        );
         headers.insert("cf-connecting-ip", "198.51.100.4".parse().expect("value"));
         assert_eq!(client_ip(&headers, peer, None), peer.ip());
         let xff = HeaderName::from_static("x-forwarded-for");
-        assert_eq!(client_ip(&headers, peer, Some(&xff)).to_string(), "203.0.113.7");
+        assert_eq!(
+            client_ip(&headers, peer, Some(&xff)).to_string(),
+            "203.0.113.7"
+        );
         let cf = HeaderName::from_static("cf-connecting-ip");
-        assert_eq!(client_ip(&headers, peer, Some(&cf)).to_string(), "198.51.100.4");
+        assert_eq!(
+            client_ip(&headers, peer, Some(&cf)).to_string(),
+            "198.51.100.4"
+        );
         headers.insert("cf-connecting-ip", "garbage".parse().expect("value"));
         assert_eq!(client_ip(&headers, peer, Some(&cf)), peer.ip());
     }

@@ -146,7 +146,10 @@ async fn send(
     msg: WsMessage,
     deadline: std::time::Duration,
 ) -> bool {
-    matches!(tokio::time::timeout(deadline, tx.send(msg)).await, Ok(Ok(())))
+    matches!(
+        tokio::time::timeout(deadline, tx.send(msg)).await,
+        Ok(Ok(()))
+    )
 }
 
 fn is_too_big(e: &axum::Error) -> bool {

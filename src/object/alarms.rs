@@ -25,10 +25,21 @@ pub const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 
 pub(crate) enum Msg {
     /// The object's committed alarm is now `at` (`None`: no alarm).
-    Set { key: ObjectKey, at: Option<u64> },
-    Load { alarms: Vec<(u64, ObjectKey)> },
-    DropShard { shard: ShardId },
-    Outcome { key: ObjectKey, at: u64, ok: bool },
+    Set {
+        key: ObjectKey,
+        at: Option<u64>,
+    },
+    Load {
+        alarms: Vec<(u64, ObjectKey)>,
+    },
+    DropShard {
+        shard: ShardId,
+    },
+    Outcome {
+        key: ObjectKey,
+        at: u64,
+        ok: bool,
+    },
 }
 
 /// A cheap handle to the scheduler.
@@ -249,7 +260,10 @@ mod tests {
         let run = t.take_due(25);
         assert_eq!(run.len(), 2);
         assert!(matches!(&run[0], Action::Run(k, i) if *k == key("a") && i.scheduled_ms == 10));
-        assert!(t.take_due(100).is_empty(), "running alarms are not fired twice");
+        assert!(
+            t.take_due(100).is_empty(),
+            "running alarms are not fired twice"
+        );
         assert_eq!(t.outcome(key("a"), 10, true, 30), None);
         assert!(!t.entries.contains_key(&key("a")));
     }

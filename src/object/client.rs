@@ -22,27 +22,67 @@ pub struct FetchOutcome {
 
 /// Calls into objects, wherever they live.
 pub trait ObjectClient: Send + Sync + 'static {
-    fn fetch(&self, object: ObjectKey, req: Request) -> BoxFuture<'static, Result<FetchOutcome, Error>>;
-    fn socket_message(&self, object: &ObjectKey, socket: SocketId, msg: Message) -> Result<(), Error>;
-    fn socket_closed(&self, object: &ObjectKey, socket: SocketId, code: u16, reason: String) -> Result<(), Error>;
-    fn socket_error(&self, object: &ObjectKey, socket: SocketId, error: String) -> Result<(), Error>;
+    fn fetch(
+        &self,
+        object: ObjectKey,
+        req: Request,
+    ) -> BoxFuture<'static, Result<FetchOutcome, Error>>;
+    fn socket_message(
+        &self,
+        object: &ObjectKey,
+        socket: SocketId,
+        msg: Message,
+    ) -> Result<(), Error>;
+    fn socket_closed(
+        &self,
+        object: &ObjectKey,
+        socket: SocketId,
+        code: u16,
+        reason: String,
+    ) -> Result<(), Error>;
+    fn socket_error(
+        &self,
+        object: &ObjectKey,
+        socket: SocketId,
+        error: String,
+    ) -> Result<(), Error>;
 }
 
 impl ObjectClient for Runtime {
-    fn fetch(&self, object: ObjectKey, req: Request) -> BoxFuture<'static, Result<FetchOutcome, Error>> {
+    fn fetch(
+        &self,
+        object: ObjectKey,
+        req: Request,
+    ) -> BoxFuture<'static, Result<FetchOutcome, Error>> {
         let runtime = self.clone();
         Box::pin(async move { Runtime::fetch(&runtime, object, req).await })
     }
 
-    fn socket_message(&self, object: &ObjectKey, socket: SocketId, msg: Message) -> Result<(), Error> {
+    fn socket_message(
+        &self,
+        object: &ObjectKey,
+        socket: SocketId,
+        msg: Message,
+    ) -> Result<(), Error> {
         Runtime::socket_message(self, object, socket, msg)
     }
 
-    fn socket_closed(&self, object: &ObjectKey, socket: SocketId, code: u16, reason: String) -> Result<(), Error> {
+    fn socket_closed(
+        &self,
+        object: &ObjectKey,
+        socket: SocketId,
+        code: u16,
+        reason: String,
+    ) -> Result<(), Error> {
         Runtime::socket_closed(self, object, socket, code, reason)
     }
 
-    fn socket_error(&self, object: &ObjectKey, socket: SocketId, error: String) -> Result<(), Error> {
+    fn socket_error(
+        &self,
+        object: &ObjectKey,
+        socket: SocketId,
+        error: String,
+    ) -> Result<(), Error> {
         Runtime::socket_error(self, object, socket, error)
     }
 }

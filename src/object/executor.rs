@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::Error;
 use super::alarms::AlarmsHandle;
 use super::class::{AlarmInfo, DurableObject};
 use super::client::FetchOutcome;
@@ -28,7 +29,6 @@ use super::runtime::Runtime;
 use super::socket::{AcceptedSocket, Message, SharedHub, SocketId};
 use super::storage::{Limits, Storage};
 use super::view::AlarmChange;
-use super::Error;
 use crate::id::ObjectKey;
 use crate::replication::ShardHandle;
 use crate::storage::{Db, ObjectWrite};
@@ -109,7 +109,12 @@ pub(crate) async fn run<T: DurableObject>(act: Activation, mailbox: mpsc::Receiv
             act.alarms.clone(),
         ));
         let ctx = Context {
-            storage: Storage::new(act.db.clone(), act.shard.id(), act.key.clone(), act.limits.clone()),
+            storage: Storage::new(
+                act.db.clone(),
+                act.shard.id(),
+                act.key.clone(),
+                act.limits.clone(),
+            ),
             hub: act.hub.clone(),
             outputs: OutputSink::default(),
             socket_buffer: act.socket_buffer,

@@ -33,7 +33,11 @@ pub fn json<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {
 
 /// A plain-text response with `status`.
 pub fn text(status: StatusCode, body: impl Into<String>) -> Response {
-    with_type(status, "text/plain; charset=UTF-8", Bytes::from(body.into()))
+    with_type(
+        status,
+        "text/plain; charset=UTF-8",
+        Bytes::from(body.into()),
+    )
 }
 
 /// The stable error body every Roost component uses:
@@ -70,7 +74,11 @@ pub struct HandlerError {
 }
 
 impl HandlerError {
-    pub fn new(status: StatusCode, code: impl Into<Cow<'static, str>>, message: impl fmt::Display) -> Self {
+    pub fn new(
+        status: StatusCode,
+        code: impl Into<Cow<'static, str>>,
+        message: impl fmt::Display,
+    ) -> Self {
         HandlerError {
             status,
             code: code.into(),
@@ -100,7 +108,13 @@ impl HandlerError {
 
 impl fmt::Display for HandlerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -138,7 +152,10 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         let decoded = match bytes[i] {
             b'+' => Some((b' ', 1)),
-            b'%' => match (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            b'%' => match (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) {
                 (Some(hi), Some(lo)) => Some((hi << 4 | lo, 3)),
                 _ => None,
             },

@@ -112,17 +112,18 @@ fn deliver(object: &ObjectKey, hub: &SharedHub, alarms: &AlarmsHandle, out: Outp
     match out {
         Output::Frame { socket, frame } => hub.deliver(socket, frame),
         Output::Reply { reply, response } => {
-            let socket = response
-                .extensions()
-                .get::<AcceptedSocket>()
-                .and_then(|AcceptedSocket(id)| {
-                    let rx = hub.lock().sockets.get_mut(id)?.rx.take()?;
-                    Some(SocketLink {
-                        object: object.clone(),
-                        socket: *id,
-                        outgoing: rx,
-                    })
-                });
+            let socket =
+                response
+                    .extensions()
+                    .get::<AcceptedSocket>()
+                    .and_then(|AcceptedSocket(id)| {
+                        let rx = hub.lock().sockets.get_mut(id)?.rx.take()?;
+                        Some(SocketLink {
+                            object: object.clone(),
+                            socket: *id,
+                            outgoing: rx,
+                        })
+                    });
             let _ = reply.send(Ok(FetchOutcome { response, socket }));
         }
         Output::AlarmChanged(at) => alarms.set(object.clone(), at),

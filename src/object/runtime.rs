@@ -193,7 +193,12 @@ impl Runtime {
     }
 
     /// A message from the client of `socket`.
-    pub fn socket_message(&self, key: &ObjectKey, socket: SocketId, msg: Message) -> Result<(), Error> {
+    pub fn socket_message(
+        &self,
+        key: &ObjectKey,
+        socket: SocketId,
+        msg: Message,
+    ) -> Result<(), Error> {
         let hub = {
             let objects = self.objects(self.shard_of(key))?;
             match objects.get(key) {
@@ -219,7 +224,13 @@ impl Runtime {
     }
 
     /// The client closed `socket` (code 1006 if it vanished).
-    pub fn socket_closed(&self, key: &ObjectKey, socket: SocketId, code: u16, reason: String) -> Result<(), Error> {
+    pub fn socket_closed(
+        &self,
+        key: &ObjectKey,
+        socket: SocketId,
+        code: u16,
+        reason: String,
+    ) -> Result<(), Error> {
         {
             let objects = self.objects(self.shard_of(key))?;
             let Some(entry) = objects.get(key) else {
@@ -236,11 +247,23 @@ impl Runtime {
                 None => return Ok(()),
             }
         }
-        self.dispatch(key, Event::SocketClose { socket, code, reason })
+        self.dispatch(
+            key,
+            Event::SocketClose {
+                socket,
+                code,
+                reason,
+            },
+        )
     }
 
     /// A protocol error on `socket` (e.g. an oversized message).
-    pub fn socket_error(&self, key: &ObjectKey, socket: SocketId, error: String) -> Result<(), Error> {
+    pub fn socket_error(
+        &self,
+        key: &ObjectKey,
+        socket: SocketId,
+        error: String,
+    ) -> Result<(), Error> {
         self.dispatch(key, Event::SocketError { socket, error })
     }
 
@@ -269,7 +292,11 @@ impl Runtime {
         for _ in 0..2 {
             let handle = match &entry.executor {
                 Some(h) => h,
-                None => entry.executor.insert(self.activate(key, shard, &entry.hub, class.as_ref())),
+                None => {
+                    entry
+                        .executor
+                        .insert(self.activate(key, shard, &entry.hub, class.as_ref()))
+                }
             };
             match handle.tx.try_send(event) {
                 Ok(()) => return Ok(()),
@@ -289,7 +316,13 @@ impl Runtime {
         Err(Error::Reset)
     }
 
-    fn activate(&self, key: &ObjectKey, shard: &ShardHandle, hub: &SharedHub, class: &dyn Class) -> ExecutorHandle {
+    fn activate(
+        &self,
+        key: &ObjectKey,
+        shard: &ShardHandle,
+        hub: &SharedHub,
+        class: &dyn Class,
+    ) -> ExecutorHandle {
         let (tx, rx) = mpsc::channel(self.inner.opts.mailbox.max(1));
         let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
         let act = Activation {

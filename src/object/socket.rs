@@ -194,7 +194,10 @@ impl WebSocket {
     }
 
     /// Stores `value` with the socket; it survives eviction of the object.
-    pub fn serialize_attachment<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), HandlerError> {
+    pub fn serialize_attachment<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+    ) -> Result<(), HandlerError> {
         let bytes = serde_json::to_vec(value).map_err(HandlerError::internal)?;
         if bytes.len() > self.max_attachment {
             return Err(HandlerError::new(

@@ -71,9 +71,13 @@ impl From<StorageError> for HandlerError {
     fn from(e: StorageError) -> Self {
         let (status, code) = match &e {
             StorageError::KeyTooLarge { .. } => (StatusCode::BAD_REQUEST, "key_too_large"),
-            StorageError::ValueTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "value_too_large"),
+            StorageError::ValueTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "value_too_large")
+            }
             StorageError::TooManyKeys { .. } => (StatusCode::BAD_REQUEST, "too_many_keys"),
-            StorageError::EventTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "write_too_large"),
+            StorageError::EventTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "write_too_large")
+            }
             StorageError::InvalidOptions(_) => (StatusCode::BAD_REQUEST, "invalid_list_options"),
             StorageError::Encode(_) => (StatusCode::BAD_REQUEST, "invalid_value"),
             StorageError::Decode(_) | StorageError::Backend(_) => {

@@ -191,7 +191,10 @@ impl Reader<'_> {
         let mut upper: BTreeMap<&str, Option<&Bytes>> = BTreeMap::new();
         let mut base_visible = true;
         for layer in self.layers.iter().rev() {
-            for (k, v) in layer.map.range::<String, _>((range.lo.as_ref(), range.hi.as_ref())) {
+            for (k, v) in layer
+                .map
+                .range::<String, _>((range.lo.as_ref(), range.hi.as_ref()))
+            {
                 upper.entry(k.as_str()).or_insert(v.as_ref());
             }
             if layer.cleared {
@@ -291,14 +294,12 @@ impl Reader<'_> {
             }
             Bound::Unbounded => keys::prefix_end(&prefix),
         };
-        self.db
-            .scan_state(lo, hi, range.reverse)
-            .map(move |item| {
-                let (k, v) = item?;
-                let user = k.get(prefix_len..).unwrap_or_default();
-                let user = std::str::from_utf8(user)
-                    .map_err(|_| storage::Error::Corrupt("stored key is not UTF-8".into()))?;
-                Ok((user.to_owned(), Bytes::from(v.into_vec())))
-            })
+        self.db.scan_state(lo, hi, range.reverse).map(move |item| {
+            let (k, v) = item?;
+            let user = k.get(prefix_len..).unwrap_or_default();
+            let user = std::str::from_utf8(user)
+                .map_err(|_| storage::Error::Corrupt("stored key is not UTF-8".into()))?;
+            Ok((user.to_owned(), Bytes::from(v.into_vec())))
+        })
     }
 }

@@ -72,12 +72,18 @@ impl ShardHandle {
     }
     pub async fn propose(&self, write: ObjectWrite) -> Result<Commit, Error> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send((Some(write), tx)).await.map_err(|_| Error::ShuttingDown)?;
+        self.tx
+            .send((Some(write), tx))
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
         Ok(Commit(rx))
     }
     pub async fn barrier(&self) -> Result<Commit, Error> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send((None, tx)).await.map_err(|_| Error::ShuttingDown)?;
+        self.tx
+            .send((None, tx))
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
         Ok(Commit(rx))
     }
     pub fn is_leader(&self) -> bool {
@@ -121,9 +127,16 @@ impl Replicas {
                     let _ = reply.send(result);
                 }
             });
-            handles.push(ShardHandle { id, tx, leader: leader_rx.clone() });
+            handles.push(ShardHandle {
+                id,
+                tx,
+                leader: leader_rx.clone(),
+            });
         }
-        Ok(Replicas { shards: handles, _leader: leader_tx })
+        Ok(Replicas {
+            shards: handles,
+            _leader: leader_tx,
+        })
     }
     pub fn shard(&self, shard: ShardId) -> Option<&ShardHandle> {
         self.shards.get(usize::from(shard))

@@ -4,8 +4,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rocksdb::{
-    BoundColumnFamily, ColumnFamilyDescriptor, DBCompressionType, IteratorMode,
-    MultiThreaded, Options, ReadOptions, WriteBatch, WriteOptions,
+    BoundColumnFamily, ColumnFamilyDescriptor, DBCompressionType, IteratorMode, MultiThreaded,
+    Options, ReadOptions, WriteBatch, WriteOptions,
 };
 
 use super::{Error, keys};
@@ -184,10 +184,9 @@ impl Db {
         match self.get_state(&keys::alarm_key(shard, object))? {
             None => Ok(None),
             Some(v) => {
-                let bytes: [u8; 8] = v
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| Error::Corrupt(format!("alarm of {object} is {} bytes", v.len())))?;
+                let bytes: [u8; 8] = v.as_slice().try_into().map_err(|_| {
+                    Error::Corrupt(format!("alarm of {object} is {} bytes", v.len()))
+                })?;
                 Ok(Some(u64::from_be_bytes(bytes)))
             }
         }

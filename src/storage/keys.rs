@@ -134,7 +134,10 @@ pub fn decode_alarm_due(key: &[u8]) -> Option<(u64, ObjectKey)> {
     let time: [u8; 8] = key.get(3..11)?.try_into().ok()?;
     let ns_len = usize::from(*key.get(11)?);
     let ns = std::str::from_utf8(key.get(12..12 + ns_len)?).ok()?;
-    let id: [u8; ID_LEN] = key.get(12 + ns_len..12 + ns_len + ID_LEN)?.try_into().ok()?;
+    let id: [u8; ID_LEN] = key
+        .get(12 + ns_len..12 + ns_len + ID_LEN)?
+        .try_into()
+        .ok()?;
     if key.len() != 12 + ns_len + ID_LEN {
         return None;
     }

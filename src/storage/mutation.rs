@@ -17,15 +17,24 @@ use crate::id::{ObjectKey, ShardId};
 /// One change to an object's state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Mutation {
-    Put { key: String, value: Bytes },
-    Delete { key: String },
+    Put {
+        key: String,
+        value: Bytes,
+    },
+    Delete {
+        key: String,
+    },
     /// Remove every stored key of the object (not its alarm, as in Cloudflare).
     DeleteAll,
-    SetAlarm { at_ms: u64 },
+    SetAlarm {
+        at_ms: u64,
+    },
     DeleteAlarm,
     /// Delete the alarm only if it is still the one that fired at `at_ms`
     /// (a handler that set a new alarm keeps it).
-    DeleteAlarmIf { at_ms: u64 },
+    DeleteAlarmIf {
+        at_ms: u64,
+    },
 }
 
 /// All mutations of one event of one object, applied atomically and in order.
