@@ -1,3 +1,24 @@
+//! Roost: Cloudflare-style Durable Objects, self-hosted, replicated by Raft
+//! on RocksDB.
+//!
+//! The map, bottom-up (a module never imports from one above it):
+//!
+//! - [`id`]: object ids, namespaces and the shard an id maps to. Pure.
+//! - [`storage`]: the node's RocksDB, the typed keyspace, and how an
+//!   object's mutations become RocksDB writes. Knows nothing of Raft.
+//! - [`replication`]: one openraft group per shard over that RocksDB; the
+//!   group-commit proposer; read barriers; leadership.
+//! - [`object`]: the Durable Object SDK and runtime: executors with input
+//!   and output gates, the storage API, sockets, alarms, the registry, and
+//!   the worker-side stubs.
+//! - [`edge`]: axum HTTP and WebSocket front door; no state.
+//! - [`app`]: the built-in app (the seed's ChatRoom, RateLimiter, Counter
+//!   and router).
+//! - [`config`], [`telemetry`], [`node`]: layered configuration, logging,
+//!   and the wiring that starts and stops a node.
+//!
+//! The invariants every change must keep are in ARCHITECTURE.md.
+
 pub mod config;
 pub mod edge;
 pub mod id;
@@ -6,6 +27,7 @@ pub mod object;
 pub mod replication;
 pub mod storage;
 
+/// Generated protobuf types (kept at the rpc boundary).
 pub mod pb {
     tonic::include_proto!("roost.v1");
 }
