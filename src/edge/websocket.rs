@@ -110,10 +110,10 @@ async fn bridge<W: Worker>(shared: Arc<Shared<W>>, ws: WebSocket, mut link: Sock
                 break End::Shutdown;
             }
         };
-        if let Some(msg) = out {
-            if !send(&mut tx, msg, opts.heartbeat_timeout).await {
-                break End::Dead;
-            }
+        if let Some(msg) = out
+            && !send(&mut tx, msg, opts.heartbeat_timeout).await
+        {
+            break End::Dead;
         }
     };
 

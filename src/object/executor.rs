@@ -36,7 +36,7 @@ use crate::storage::{Db, ObjectWrite};
 /// What an executor is asked to do.
 pub(crate) enum Event {
     Fetch {
-        req: Request,
+        req: Box<Request>,
         reply: oneshot::Sender<Result<FetchOutcome, Error>>,
     },
     SocketMessage {
@@ -197,11 +197,11 @@ impl Executor {
                     continue;
                 }
             }
-            if let Some(o) = obj.as_mut() {
-                if !self.handle(o, event).await {
-                    // The handler panicked: rebuild from storage next time.
-                    obj = None;
-                }
+            if let Some(o) = obj.as_mut()
+                && !self.handle(o, event).await
+            {
+                // The handler panicked: rebuild from storage next time.
+                obj = None;
             }
         }
     }
@@ -252,7 +252,7 @@ impl Executor {
         match event {
             Event::Fetch { req, reply } => {
                 self.begin(is_websocket_upgrade(&req));
-                let result = AssertUnwindSafe(obj.fetch(&mut self.ctx, req))
+                let result = AssertUnwindSafe(obj.fetch(&mut self.ctx, *req))
                     .catch_unwind()
                     .await;
                 let (response, ok, alive) = match result {

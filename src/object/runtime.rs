@@ -188,7 +188,13 @@ impl Runtime {
     /// Runs a request on an object and waits for its (gated) response.
     pub async fn fetch(&self, key: ObjectKey, req: Request) -> Result<FetchOutcome, Error> {
         let (reply, rx) = oneshot::channel();
-        self.dispatch(&key, Event::Fetch { req, reply })?;
+        self.dispatch(
+            &key,
+            Event::Fetch {
+                req: Box::new(req),
+                reply,
+            },
+        )?;
         rx.await.map_err(|_| Error::Reset)?
     }
 
