@@ -1,4 +1,5 @@
 pub mod id;
+pub mod replication;
 pub mod storage;
 
 pub mod pb {
