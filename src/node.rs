@@ -140,6 +140,7 @@ fn replication_options(config: &Config) -> ReplicationOptions {
         snapshot_logs_since_last: r.snapshot_logs_since_last,
         max_batch_bytes: r.max_batch_bytes,
         max_in_flight: r.max_in_flight,
+        ..ReplicationOptions::default()
     }
 }
 

@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(roost: &Roost, path: &str) -> Ws {
     let (ws, resp) = tokio_tungstenite::connect_async(roost.ws_url(path))
@@ -65,16 +66,25 @@ async fn a_chat_session() {
     let roost = Roost::start(dir.path(), &[]);
 
     let mut alice = connect(&roost, "/room/test-room?name=Alice").await;
-    assert_eq!(next_json(&mut alice).await, json!({"type": "history", "messages": []}));
+    assert_eq!(
+        next_json(&mut alice).await,
+        json!({"type": "history", "messages": []})
+    );
     let join = next_json(&mut alice).await;
-    assert_eq!((join["type"].as_str(), join["name"].as_str()), (Some("join"), Some("Alice")));
+    assert_eq!(
+        (join["type"].as_str(), join["name"].as_str()),
+        (Some("join"), Some("Alice"))
+    );
     assert!(join["timestamp"].is_u64());
 
     let mut bob = connect(&roost, "/room/test-room/websocket?name=Bob").await;
     assert_eq!(next_json(&mut bob).await["type"], "history");
     assert_eq!(next_json(&mut bob).await["name"], "Bob");
     let join = next_json(&mut alice).await;
-    assert_eq!((join["type"].as_str(), join["name"].as_str()), (Some("join"), Some("Bob")));
+    assert_eq!(
+        (join["type"].as_str(), join["name"].as_str()),
+        (Some("join"), Some("Bob"))
+    );
 
     send_json(&mut alice, json!({"type": "message", "text": "hello"})).await;
     for ws in [&mut alice, &mut bob] {
@@ -82,11 +92,18 @@ async fn a_chat_session() {
         assert_eq!(m["type"], "message");
         assert_eq!(m["name"], "Alice");
         assert_eq!(m["text"], "hello");
-        assert!(m["id"].as_str().is_some_and(|id| id.starts_with("message:")));
+        assert!(
+            m["id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("message:"))
+        );
     }
 
     // A malformed frame gets an error frame; the socket stays usable.
-    alice.send(Message::Text("not json".into())).await.expect("send");
+    alice
+        .send(Message::Text("not json".into()))
+        .await
+        .expect("send");
     let err = next_json(&mut alice).await;
     assert_eq!(err["type"], "error");
     assert!(err["error"].is_string());
@@ -97,7 +114,10 @@ async fn a_chat_session() {
     // Bob leaves; Alice is told.
     bob.close(None).await.expect("close");
     let leave = next_json(&mut alice).await;
-    assert_eq!((leave["type"].as_str(), leave["name"].as_str()), (Some("leave"), Some("Bob")));
+    assert_eq!(
+        (leave["type"].as_str(), leave["name"].as_str()),
+        (Some("leave"), Some("Bob"))
+    );
 
     // History over HTTP: newest first.
     let history: Value = reqwest::get(roost.url("/room/test-room/history"))

@@ -42,19 +42,38 @@ async fn acknowledged_increments_survive_sigkill() {
             for i in 0..10_000usize {
                 let counter = (c + i) % COUNTERS;
                 let url = format!("{base}/counter/gate-{counter}/increment");
-                let Ok(resp) = client.post(url).send().await else { return };
+                let Ok(resp) = client.post(url).send().await else {
+                    return;
+                };
                 if resp.status() != 200 {
                     return;
                 }
-                let Ok(body) = resp.json::<Value>().await else { return };
-                let Some(v) = body["value"].as_i64() else { return };
-                acked.lock().expect("lock").entry(counter).or_default().push(v);
+                let Ok(body) = resp.json::<Value>().await else {
+                    return;
+                };
+                let Some(v) = body["value"].as_i64() else {
+                    return;
+                };
+                acked
+                    .lock()
+                    .expect("lock")
+                    .entry(counter)
+                    .or_default()
+                    .push(v);
             }
         }));
     }
     let enough = common::wait_until(Duration::from_secs(60), || {
         let acked = acked.clone();
-        async move { acked.lock().expect("lock").values().map(Vec::len).sum::<usize>() >= 400 }
+        async move {
+            acked
+                .lock()
+                .expect("lock")
+                .values()
+                .map(Vec::len)
+                .sum::<usize>()
+                >= 400
+        }
     })
     .await;
     assert!(enough, "increments are acknowledged");

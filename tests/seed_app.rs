@@ -67,10 +67,16 @@ async fn counter_routes() {
     let (s, _, b) = app.call("GET", "/counter/visits").await;
     assert_eq!((s, b), (200, json!({"value": 3})));
     let (s, _, b) = app.call("GET", "/counter/other").await;
-    assert_eq!((s, b), (200, json!({"value": 0})), "counters are independent");
+    assert_eq!(
+        (s, b),
+        (200, json!({"value": 0})),
+        "counters are independent"
+    );
     let (s, _, b) = app.call("POST", "/counter/visits/reset").await;
     assert_eq!((s, b), (200, json!({"value": 0})));
-    let (s, _, b) = app.call("POST", "/counter/visits/increment?amount=-7").await;
+    let (s, _, b) = app
+        .call("POST", "/counter/visits/increment?amount=-7")
+        .await;
     assert_eq!((s, b), (200, json!({"value": -7})));
 }
 
@@ -82,7 +88,10 @@ async fn counter_bad_input() {
             .call("POST", &format!("/counter/c/increment?amount={amount}"))
             .await;
         assert_eq!(s, 400, "amount={amount:?} → {b}");
-        assert!(is_json(&h) && error_code(&b).is_some(), "JSON error body: {b}");
+        assert!(
+            is_json(&h) && error_code(&b).is_some(),
+            "JSON error body: {b}"
+        );
     }
     let (_, _, b) = app.call("GET", "/counter/c").await;
     assert_eq!(b, json!({"value": 0}), "nothing was stored by bad requests");
@@ -111,10 +120,18 @@ async fn counter_bad_input() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_routes_are_json_404() {
     let app = App::start(&[]);
-    for (method, path) in [("GET", "/"), ("GET", "/nope"), ("DELETE", "/counter/x"), ("PUT", "/api/ping")] {
+    for (method, path) in [
+        ("GET", "/"),
+        ("GET", "/nope"),
+        ("DELETE", "/counter/x"),
+        ("PUT", "/api/ping"),
+    ] {
         let (s, h, b) = app.call(method, path).await;
         assert_eq!(s, 404, "{method} {path}");
-        assert!(is_json(&h) && error_code(&b).is_some(), "{method} {path}: {b}");
+        assert!(
+            is_json(&h) && error_code(&b).is_some(),
+            "{method} {path}: {b}"
+        );
     }
 }
 
@@ -159,7 +176,10 @@ async fn client_ip_header_is_believed_only_when_trusted() {
 
     // Trusted: each header value is its own client.
     let dir = tempfile::tempdir().expect("temp dir");
-    let roost = Roost::start_with_env(dir.path(), &[("ROOST_HTTP_TRUSTED_PROXY_HEADER", "CF-Connecting-IP")]);
+    let roost = Roost::start_with_env(
+        dir.path(),
+        &[("ROOST_HTTP_TRUSTED_PROXY_HEADER", "CF-Connecting-IP")],
+    );
     let http = reqwest::Client::new();
     for ip in ["203.0.113.1", "203.0.113.2"] {
         let resp = http
@@ -170,7 +190,9 @@ async fn client_ip_header_is_believed_only_when_trusted() {
             .expect("answered");
         assert_eq!(resp.status().as_u16(), 200);
         assert_eq!(
-            resp.headers().get("x-ratelimit-remaining").and_then(|v| v.to_str().ok()),
+            resp.headers()
+                .get("x-ratelimit-remaining")
+                .and_then(|v| v.to_str().ok()),
             Some("99"),
             "a fresh budget for {ip}"
         );

@@ -1,157 +1,54 @@
-//! SCAFFOLD ONLY — replaced by the openraft implementation (branch
-//! `replication`). Same public API; applies each write directly with a
-//! synced RocksDB write so the layers above can be built and tested.
+//! Replication: one openraft group per shard over the node's one RocksDB.
+//!
+//! Owns the Raft log store ([`log_store`]), the state machine that applies
+//! committed [`ObjectWrite`](crate::storage::ObjectWrite)s ([`state_machine`]),
+//! the network adaptation ([`network`]), each shard's proposer with group
+//! commit ([`shard`]) and the set of shards of a node ([`Replicas`]).
+//!
+//! Decides *when* writes reach RocksDB (after a quorum commit), never *what*
+//! they are: the bytes come from the object layer, the layout from
+//! [`crate::storage`]. Never imports from the layers above.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
+pub mod log_store;
+pub mod network;
+mod options;
+mod replicas;
+pub mod shard;
+pub mod state_machine;
+pub mod types;
 
-use tokio::sync::{mpsc, oneshot, watch};
+#[cfg(test)]
+mod tests;
 
-use crate::id::ShardId;
-use crate::storage::{self, Db, ObjectWrite};
+pub use network::{NoPeers, Peer, Transport};
+pub use options::ReplicationOptions;
+pub use replicas::Replicas;
+pub use shard::{Commit, ShardHandle};
+pub use types::{NodeId, Raft, ShardCommand, ShardReply, TypeConfig};
 
+use crate::storage;
+
+/// Errors of the replication layer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("not the leader (leader: {leader:?})")]
-    NotLeader { leader: Option<u64> },
-    #[error("shutting down")]
+    /// This node does not lead the shard; the write was not and will not be
+    /// committed. `leader` is the current leader, if known.
+    #[error("this node is not the shard's leader (leader: {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    /// The leader could not confirm its leadership with a quorum (a read
+    /// barrier failed); retry later.
+    #[error("the shard's leader cannot reach a quorum: {0}")]
+    NoQuorum(String),
+    /// The shard is shutting down; the outcome of a write in flight is unknown.
+    #[error("replication is shutting down")]
     ShuttingDown,
-    #[error(transparent)]
+    #[error("storage: {0}")]
     Storage(#[from] storage::Error),
-}
-
-#[derive(Clone, Debug)]
-pub struct ReplicationOptions {
-    pub heartbeat_ms: u64,
-    pub election_timeout_min_ms: u64,
-    pub election_timeout_max_ms: u64,
-    pub snapshot_logs_since_last: u64,
-    pub max_batch_bytes: usize,
-    pub max_in_flight: usize,
-}
-
-impl Default for ReplicationOptions {
-    fn default() -> Self {
-        ReplicationOptions {
-            heartbeat_ms: 100,
-            election_timeout_min_ms: 300,
-            election_timeout_max_ms: 600,
-            snapshot_logs_since_last: 20_000,
-            max_batch_bytes: 4 << 20,
-            max_in_flight: 8,
-        }
-    }
-}
-
-pub struct Commit(oneshot::Receiver<Result<(), Error>>);
-
-impl Future for Commit {
-    type Output = Result<(), Error>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(Error::ShuttingDown)))
-    }
-}
-
-type Item = (Option<ObjectWrite>, oneshot::Sender<Result<(), Error>>);
-
-#[derive(Clone)]
-pub struct ShardHandle {
-    id: ShardId,
-    tx: mpsc::Sender<Item>,
-    leader: watch::Receiver<bool>,
-}
-
-impl ShardHandle {
-    pub fn id(&self) -> ShardId {
-        self.id
-    }
-    pub async fn propose(&self, write: ObjectWrite) -> Result<Commit, Error> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send((Some(write), tx))
-            .await
-            .map_err(|_| Error::ShuttingDown)?;
-        Ok(Commit(rx))
-    }
-    pub async fn barrier(&self) -> Result<Commit, Error> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send((None, tx))
-            .await
-            .map_err(|_| Error::ShuttingDown)?;
-        Ok(Commit(rx))
-    }
-    pub fn is_leader(&self) -> bool {
-        *self.leader.borrow()
-    }
-    pub fn leadership(&self) -> watch::Receiver<bool> {
-        self.leader.clone()
-    }
-}
-
-pub struct Replicas {
-    shards: Vec<ShardHandle>,
-    _leader: watch::Sender<bool>,
-}
-
-impl Replicas {
-    pub async fn open_single_node(
-        db: Db,
-        _node_id: u64,
-        _addr: String,
-        shards: u16,
-        _opts: ReplicationOptions,
-    ) -> Result<Replicas, Error> {
-        let (leader_tx, leader_rx) = watch::channel(true);
-        let mut handles = Vec::new();
-        for id in 0..shards {
-            let (tx, mut rx) = mpsc::channel::<Item>(1024);
-            let db = db.clone();
-            tokio::spawn(async move {
-                while let Some((write, reply)) = rx.recv().await {
-                    let result = match write {
-                        None => Ok(()),
-                        Some(w) => {
-                            let mut batch = rocksdb::WriteBatch::default();
-                            match storage::mutation::stage(&db, &mut batch, id, &[w]) {
-                                Ok(()) => db.write_synced(batch).await.map_err(Error::from),
-                                Err(e) => Err(e.into()),
-                            }
-                        }
-                    };
-                    let _ = reply.send(result);
-                }
-            });
-            handles.push(ShardHandle {
-                id,
-                tx,
-                leader: leader_rx.clone(),
-            });
-        }
-        Ok(Replicas {
-            shards: handles,
-            _leader: leader_tx,
-        })
-    }
-    pub fn shard(&self, shard: ShardId) -> Option<&ShardHandle> {
-        self.shards.get(usize::from(shard))
-    }
-    pub fn shard_count(&self) -> u16 {
-        self.shards.len() as u16
-    }
-    pub async fn wait_for_leaders(&self, _timeout: Duration) -> Result<(), Error> {
-        Ok(())
-    }
-    pub async fn shutdown(&self) {}
-}
-
-#[allow(dead_code)]
-fn _assert_send_sync() {
-    fn is<T: Send + Sync>() {}
-    is::<Arc<Replicas>>();
+    /// A fatal or unexpected openraft error.
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("timed out")]
+    Timeout,
+    #[error("invalid replication options: {0}")]
+    Config(String),
 }

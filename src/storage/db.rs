@@ -156,6 +156,27 @@ impl Db {
             .map(|r| r.map_err(Error::from))
     }
 
+    /// Reads `raft_key` in the raft column family and every entry of the
+    /// state column family in `[lo, hi)` at one point in time (a RocksDB
+    /// snapshot), so that a Raft snapshot sees a shard's state and the log
+    /// position it was applied up to together, while writes go on.
+    pub fn read_consistent(
+        &self,
+        raft_key: &[u8],
+        lo: Vec<u8>,
+        hi: Vec<u8>,
+    ) -> Result<(Option<Vec<u8>>, Vec<Entry>), Error> {
+        let snapshot = self.inner.snapshot();
+        let meta = snapshot.get_cf(&self.raft_cf(), raft_key)?;
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(lo);
+        ro.set_iterate_upper_bound(hi);
+        let entries = snapshot
+            .iterator_cf_opt(&self.state_cf(), ro, IteratorMode::Start)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((meta, entries))
+    }
+
     /// Writes without waiting for the WAL to reach the disk. Used for state
     /// that can be rebuilt from the (synced) Raft log.
     pub fn write(&self, batch: WriteBatch) -> Result<(), Error> {

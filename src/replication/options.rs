@@ -1,0 +1,68 @@
+//! Tuning of every shard group of a node.
+
+/// How every shard group of a node runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicationOptions {
+    /// Interval between a leader's heartbeats, in milliseconds.
+    pub heartbeat_ms: u64,
+    /// Lower bound of the randomized election timeout, in milliseconds.
+    pub election_timeout_min_ms: u64,
+    /// Upper bound (exclusive) of the randomized election timeout, in milliseconds.
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot once this many entries were applied since the last one.
+    pub snapshot_logs_since_last: u64,
+    /// Entries kept in the log below the last snapshot (for slow followers);
+    /// older ones are purged.
+    pub snapshot_keep_logs: u64,
+    /// A group commit stops adding writes once its entry reaches this size
+    /// (by `ObjectWrite::approx_size`); one larger write still goes alone.
+    pub max_batch_bytes: usize,
+    /// A group commit holds at most this many writes and barriers.
+    pub max_batch_writes: usize,
+    /// Entries a shard's proposer keeps submitted but not yet applied.
+    pub max_in_flight: usize,
+    /// Proposals waiting for a shard's proposer before `propose` waits too.
+    pub queue_capacity: usize,
+}
+
+impl Default for ReplicationOptions {
+    fn default() -> Self {
+        ReplicationOptions {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            snapshot_logs_since_last: 20_000,
+            snapshot_keep_logs: 1_000,
+            max_batch_bytes: 4 << 20,
+            max_batch_writes: 4_096,
+            max_in_flight: 8,
+            queue_capacity: 8_192,
+        }
+    }
+}
+
+impl ReplicationOptions {
+    /// openraft's configuration of one shard's group, validated.
+    pub(crate) fn raft_config(
+        &self,
+        shard: crate::id::ShardId,
+    ) -> Result<openraft::Config, super::Error> {
+        if self.max_in_flight == 0 || self.max_batch_writes == 0 || self.queue_capacity == 0 {
+            return Err(super::Error::Config(
+                "max_in_flight, max_batch_writes and queue_capacity must be positive".into(),
+            ));
+        }
+        let config = openraft::Config {
+            cluster_name: format!("roost-shard-{shard}"),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last),
+            max_in_snapshot_log_to_keep: self.snapshot_keep_logs,
+            ..Default::default()
+        };
+        config
+            .validate()
+            .map_err(|e| super::Error::Config(e.to_string()))
+    }
+}

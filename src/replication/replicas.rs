@@ -1,0 +1,258 @@
+//! All shards of a node: opening their Raft groups over the one database,
+//! bootstrapping single-node groups, waiting for leaders, and shutting down.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::BasicNode;
+use openraft::error::{InitializeError, RaftError};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::log_store::LogStore;
+use super::network::{NetworkFactory, NoPeers, Transport};
+use super::shard::{self, Limits, Proposer, ShardHandle};
+use super::state_machine::StateMachine;
+use super::types::{NodeId, Raft};
+use super::{Error, ReplicationOptions};
+use crate::id::ShardId;
+use crate::storage::Db;
+
+/// How long shutdown lets submitted entries settle before stopping Raft.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Every shard group of this node.
+pub struct Replicas {
+    node_id: NodeId,
+    shards: Vec<ShardHandle>,
+    /// The tasks of each shard; taken by `shutdown`.
+    tasks: Mutex<Vec<ShardTasks>>,
+}
+
+struct ShardTasks {
+    raft: Raft,
+    /// Stops the proposer and the leadership watcher.
+    stop: CancellationToken,
+    proposer: JoinHandle<()>,
+    watcher: JoinHandle<()>,
+}
+
+impl Replicas {
+    /// Opens `shards` groups on this node as single voters (`roost dev`):
+    /// creates each Raft instance and initializes pristine groups with
+    /// `{node_id: BasicNode::new(addr)}`; a group that has state (a restart)
+    /// is never initialized again.
+    pub async fn open_single_node(
+        db: Db,
+        node_id: NodeId,
+        addr: String,
+        shards: u16,
+        opts: ReplicationOptions,
+    ) -> Result<Replicas, Error> {
+        let replicas = Replicas::open(db, node_id, shards, Arc::new(NoPeers), opts).await?;
+        if let Err(e) = replicas.initialize_single(node_id, &addr).await {
+            replicas.shutdown().await;
+            return Err(e);
+        }
+        Ok(replicas)
+    }
+
+    async fn initialize_single(&self, node_id: NodeId, addr: &str) -> Result<(), Error> {
+        for handle in &self.shards {
+            let raft = handle.raft();
+            let initialized = raft
+                .is_initialized()
+                .await
+                .map_err(|e| Error::Raft(e.to_string()))?;
+            if initialized {
+                continue;
+            }
+            tracing::info!(
+                shard = handle.id(),
+                node_id,
+                "initializing pristine shard group"
+            );
+            let members = BTreeMap::from([(node_id, BasicNode::new(addr))]);
+            match raft.initialize(members).await {
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(Error::Raft(e.to_string())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens `shards` groups on this node over `transport`, without
+    /// initializing any membership (the cluster layer does that).
+    pub async fn open<T: Transport>(
+        db: Db,
+        node_id: NodeId,
+        shards: u16,
+        transport: Arc<T>,
+        opts: ReplicationOptions,
+    ) -> Result<Replicas, Error> {
+        if shards == 0 {
+            return Err(Error::Config("a node needs at least one shard".into()));
+        }
+        let mut replicas = Replicas {
+            node_id,
+            shards: Vec::with_capacity(usize::from(shards)),
+            tasks: Mutex::new(Vec::new()),
+        };
+        for shard in 0..shards {
+            match open_shard(&db, node_id, shard, transport.clone(), &opts).await {
+                Ok((handle, tasks)) => {
+                    replicas.shards.push(handle);
+                    replicas.lock_tasks().push(tasks);
+                }
+                Err(e) => {
+                    replicas.shutdown().await;
+                    return Err(e);
+                }
+            }
+        }
+        tracing::info!(node_id, shards, "opened shard groups");
+        Ok(replicas)
+    }
+
+    fn lock_tasks(&self) -> std::sync::MutexGuard<'_, Vec<ShardTasks>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    pub fn shard(&self, shard: ShardId) -> Option<&ShardHandle> {
+        self.shards.get(usize::from(shard))
+    }
+
+    /// Every shard, indexed by shard id.
+    pub fn shards(&self) -> &[ShardHandle] {
+        &self.shards
+    }
+
+    pub fn shard_count(&self) -> u16 {
+        self.shards.len() as u16
+    }
+
+    /// Waits until every shard knows a leader, or `timeout` passes.
+    pub async fn wait_for_leaders(&self, timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + timeout;
+        for handle in &self.shards {
+            let mut metrics = handle.raft().metrics();
+            match tokio::time::timeout_at(
+                deadline,
+                metrics.wait_for(|m| m.current_leader.is_some()),
+            )
+            .await
+            {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return Err(Error::ShuttingDown),
+                Err(_) => {
+                    tracing::warn!(shard = handle.id(), "no leader before the deadline");
+                    return Err(Error::Timeout);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Shuts every shard down: stops taking proposals (queued ones fail
+    /// with `ShuttingDown`), lets submitted entries settle for a while, then
+    /// stops each Raft. Idempotent.
+    pub async fn shutdown(&self) {
+        let tasks = std::mem::take(&mut *self.lock_tasks());
+        if tasks.is_empty() {
+            return;
+        }
+        tracing::info!(
+            node_id = self.node_id,
+            shards = tasks.len(),
+            "shutting down shard groups"
+        );
+        for t in &tasks {
+            t.stop.cancel();
+        }
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        let mut rest = Vec::with_capacity(tasks.len());
+        for mut t in tasks {
+            let settled = tokio::time::timeout_at(deadline, &mut t.proposer)
+                .await
+                .is_ok();
+            rest.push((t, settled));
+        }
+        let stops = rest.iter().map(|(t, _)| t.raft.shutdown());
+        for result in futures_util::future::join_all(stops).await {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "raft task ended abnormally");
+            }
+        }
+        for (t, settled) in rest {
+            if !settled {
+                let _ = t.proposer.await;
+            }
+            let _ = t.watcher.await;
+        }
+        tracing::info!(node_id = self.node_id, "shard groups stopped");
+    }
+}
+
+impl Drop for Replicas {
+    fn drop(&mut self) {
+        // Without `shutdown`, at least stop taking proposals.
+        for t in self.lock_tasks().iter() {
+            t.stop.cancel();
+        }
+    }
+}
+
+async fn open_shard<T: Transport>(
+    db: &Db,
+    node_id: NodeId,
+    shard: ShardId,
+    transport: Arc<T>,
+    opts: &ReplicationOptions,
+) -> Result<(ShardHandle, ShardTasks), Error> {
+    let span = tracing::info_span!("shard", shard, node_id);
+    let config = Arc::new(opts.raft_config(shard)?);
+    let log = LogStore::new(db.clone(), shard);
+    let sm = StateMachine::open(db.clone(), shard).map_err(|e| Error::Raft(e.to_string()))?;
+    let network = NetworkFactory::new(shard, transport);
+    let raft = Raft::new(node_id, config, network, log, sm)
+        .instrument(span.clone())
+        .await
+        .map_err(|e| Error::Raft(format!("start raft of shard {shard}: {e}")))?;
+
+    let stop = CancellationToken::new();
+    let (queue_tx, queue_rx) = mpsc::channel(opts.queue_capacity);
+    let (leader_tx, leader_rx) = watch::channel(false);
+    let proposer = Proposer {
+        shard,
+        raft: raft.clone(),
+        queue: queue_rx,
+        stop: stop.clone(),
+        limits: Limits {
+            max_batch_bytes: opts.max_batch_bytes,
+            max_batch_writes: opts.max_batch_writes,
+            max_in_flight: opts.max_in_flight,
+        },
+    };
+    let proposer = tokio::spawn(proposer.run().instrument(span.clone()));
+    let watcher = tokio::spawn(
+        shard::watch_leadership(node_id, raft.metrics(), leader_tx, stop.clone()).instrument(span),
+    );
+    let handle = ShardHandle::new(shard, raft.clone(), queue_tx, leader_rx);
+    Ok((
+        handle,
+        ShardTasks {
+            raft,
+            stop,
+            proposer,
+            watcher,
+        },
+    ))
+}

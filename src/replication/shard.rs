@@ -1,0 +1,341 @@
+//! A shard as the object layer sees it: a [`ShardHandle`] that enqueues
+//! writes and read barriers, and the proposer task that turns the queue into
+//! group-committed Raft entries.
+//!
+//! The proposer drains whatever is queued into ONE [`ShardCommand`], hands it
+//! to openraft in queue order (so log order is proposal order), and keeps up
+//! to `max_in_flight` entries submitted at once; each waiter is told the
+//! outcome once its entry is committed and applied. Outcomes are delivered in
+//! queue order too. It never touches storage itself.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, RaftError};
+use openraft::{BasicNode, RaftMetrics, ServerState};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::Error;
+use super::types::{NodeId, Raft, ShardCommand};
+use crate::id::ShardId;
+use crate::storage::ObjectWrite;
+
+type Waiter = oneshot::Sender<Result<(), Error>>;
+
+/// What a shard's queue holds.
+pub(crate) enum Request {
+    Write { write: ObjectWrite, done: Waiter },
+    Barrier { done: Waiter },
+}
+
+/// Resolves once the proposed write (or barrier) is committed by a quorum and
+/// applied to RocksDB, or with the reason it was not. An `Err` other than
+/// [`Error::NotLeader`] leaves the write's fate unknown (it may still commit).
+#[must_use = "a Commit does nothing unless awaited; dropping it does not cancel the write"]
+pub struct Commit(oneshot::Receiver<Result<(), Error>>);
+
+impl Future for Commit {
+    type Output = Result<(), Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(Error::ShuttingDown)))
+    }
+}
+
+/// A cheap handle to one shard of this node. Clones share the shard.
+#[derive(Clone)]
+pub struct ShardHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: ShardId,
+    raft: Raft,
+    /// The proposer's queue; its order is the log's order.
+    queue: mpsc::Sender<Request>,
+    leadership: watch::Receiver<bool>,
+}
+
+impl ShardHandle {
+    pub(crate) fn new(
+        id: ShardId,
+        raft: Raft,
+        queue: mpsc::Sender<Request>,
+        leadership: watch::Receiver<bool>,
+    ) -> ShardHandle {
+        ShardHandle {
+            inner: Arc::new(Inner {
+                id,
+                raft,
+                queue,
+                leadership,
+            }),
+        }
+    }
+
+    pub fn id(&self) -> ShardId {
+        self.inner.id
+    }
+
+    /// Enqueues `write` for the shard's next log entry. Writes enqueued by
+    /// one caller reach the log in call order. Awaiting this is only
+    /// backpressure; the returned [`Commit`] resolves once the write is
+    /// committed and applied.
+    pub async fn propose(&self, write: ObjectWrite) -> Result<Commit, Error> {
+        let (done, rx) = oneshot::channel();
+        self.enqueue(Request::Write { write, done }).await?;
+        Ok(Commit(rx))
+    }
+
+    /// Enqueues a linearizable read barrier: its [`Commit`] resolves once this
+    /// node confirmed it still leads the shard after the call and applied
+    /// everything committed before it, and after every write enqueued before
+    /// it has resolved.
+    pub async fn barrier(&self) -> Result<Commit, Error> {
+        let (done, rx) = oneshot::channel();
+        self.enqueue(Request::Barrier { done }).await?;
+        Ok(Commit(rx))
+    }
+
+    async fn enqueue(&self, request: Request) -> Result<(), Error> {
+        self.inner
+            .queue
+            .send(request)
+            .await
+            .map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Whether this node currently leads the shard (as last reported by Raft).
+    pub fn is_leader(&self) -> bool {
+        *self.inner.leadership.borrow()
+    }
+
+    /// Changes of this node's leadership of the shard (true = leader). Turns
+    /// false when the shard shuts down.
+    pub fn leadership(&self) -> watch::Receiver<bool> {
+        self.inner.leadership.clone()
+    }
+
+    /// The shard's openraft instance: for the RPC layer to deliver peers'
+    /// messages, for membership changes and for metrics.
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+}
+
+/// How a group commit (or a barrier round) ended; shared by its waiters.
+#[derive(Clone, Debug)]
+enum Outcome {
+    Applied,
+    NotLeader(Option<NodeId>),
+    NoQuorum(String),
+    ShuttingDown,
+    Raft(String),
+}
+
+impl Outcome {
+    fn to_result(&self) -> Result<(), Error> {
+        match self {
+            Outcome::Applied => Ok(()),
+            Outcome::NotLeader(leader) => Err(Error::NotLeader { leader: *leader }),
+            Outcome::NoQuorum(e) => Err(Error::NoQuorum(e.clone())),
+            Outcome::ShuttingDown => Err(Error::ShuttingDown),
+            Outcome::Raft(e) => Err(Error::Raft(e.clone())),
+        }
+    }
+
+    fn from_fatal(fatal: &Fatal<NodeId>) -> Outcome {
+        match fatal {
+            Fatal::Stopped => Outcome::ShuttingDown,
+            other => Outcome::Raft(other.to_string()),
+        }
+    }
+
+    fn from_check(e: RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>) -> Outcome {
+        match e {
+            RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => {
+                Outcome::NotLeader(f.leader_id)
+            }
+            RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)) => {
+                Outcome::NoQuorum(q.to_string())
+            }
+            RaftError::Fatal(f) => Outcome::from_fatal(&f),
+        }
+    }
+}
+
+/// Batching limits of a proposer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub max_batch_bytes: usize,
+    pub max_batch_writes: usize,
+    pub max_in_flight: usize,
+}
+
+/// One group commit being assembled.
+#[derive(Default)]
+struct Batch {
+    writes: Vec<ObjectWrite>,
+    waiters: Vec<Waiter>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn push(&mut self, request: Request) {
+        match request {
+            Request::Write { write, done } => {
+                self.bytes += write.approx_size();
+                self.writes.push(write);
+                self.waiters.push(done);
+            }
+            Request::Barrier { done } => self.waiters.push(done),
+        }
+    }
+}
+
+/// A submitted batch: resolves to its waiters and how it ended.
+type Settling = Pin<Box<dyn Future<Output = (Vec<Waiter>, Outcome)> + Send>>;
+
+/// The task that owns a shard's queue.
+pub(crate) struct Proposer {
+    pub shard: ShardId,
+    pub raft: Raft,
+    pub queue: mpsc::Receiver<Request>,
+    pub stop: CancellationToken,
+    pub limits: Limits,
+}
+
+impl Proposer {
+    pub(crate) async fn run(self) {
+        let Proposer {
+            shard,
+            raft,
+            mut queue,
+            stop,
+            limits,
+        } = self;
+        let mut in_flight: FuturesOrdered<Settling> = FuturesOrdered::new();
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                Some((waiters, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                    settle(waiters, &outcome);
+                }
+                request = queue.recv(), if in_flight.len() < limits.max_in_flight => {
+                    let Some(first) = request else { break };
+                    let batch = collect(first, &mut queue, limits);
+                    in_flight.push_back(submit(shard, &raft, batch).await);
+                }
+            }
+        }
+        // Nothing still queued will be proposed.
+        queue.close();
+        while let Ok(request) = queue.try_recv() {
+            let (Request::Write { done, .. } | Request::Barrier { done }) = request;
+            let _ = done.send(Err(Error::ShuttingDown));
+        }
+        // What was submitted settles as Raft decides, or as it shuts down.
+        while let Some((waiters, outcome)) = in_flight.next().await {
+            settle(waiters, &outcome);
+        }
+        tracing::debug!("proposer stopped");
+    }
+}
+
+/// Takes `first` and whatever else is queued, within the limits.
+fn collect(first: Request, queue: &mut mpsc::Receiver<Request>, limits: Limits) -> Batch {
+    let mut batch = Batch::default();
+    batch.push(first);
+    while batch.waiters.len() < limits.max_batch_writes && batch.bytes < limits.max_batch_bytes {
+        match queue.try_recv() {
+            Ok(request) => batch.push(request),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// Hands `batch` to Raft and returns the future of its outcome. A batch with
+/// writes is one log entry; its commit also answers the barriers queued with
+/// it (it proves leadership after they were queued). A batch of barriers only
+/// is one read-index round.
+async fn submit(shard: ShardId, raft: &Raft, batch: Batch) -> Settling {
+    let Batch {
+        writes, waiters, ..
+    } = batch;
+    if writes.is_empty() {
+        tracing::trace!(shard, barriers = waiters.len(), "read barrier");
+        let raft = raft.clone();
+        return Box::pin(async move {
+            let outcome = match raft.ensure_linearizable().await {
+                Ok(_) => Outcome::Applied,
+                Err(e) => Outcome::from_check(e),
+            };
+            (waiters, outcome)
+        });
+    }
+    tracing::trace!(
+        shard,
+        writes = writes.len(),
+        waiters = waiters.len(),
+        "group commit"
+    );
+    match raft.client_write_ff(ShardCommand { writes }).await {
+        Ok(applied) => Box::pin(async move {
+            let outcome = match applied.await {
+                Ok(Ok(_)) => Outcome::Applied,
+                Ok(Err(ClientWriteError::ForwardToLeader(f))) => Outcome::NotLeader(f.leader_id),
+                Ok(Err(e)) => Outcome::Raft(e.to_string()),
+                Err(_) => Outcome::ShuttingDown,
+            };
+            (waiters, outcome)
+        }),
+        Err(fatal) => {
+            let outcome = Outcome::from_fatal(&fatal);
+            Box::pin(std::future::ready((waiters, outcome)))
+        }
+    }
+}
+
+fn settle(waiters: Vec<Waiter>, outcome: &Outcome) {
+    if let Outcome::Raft(e) | Outcome::NoQuorum(e) = outcome {
+        tracing::warn!(error = %e, waiters = waiters.len(), "group commit failed");
+    }
+    for waiter in waiters {
+        // The caller may have stopped waiting; the write stands regardless.
+        let _ = waiter.send(outcome.to_result());
+    }
+}
+
+/// Mirrors Raft's metrics into `leadership` until `stop` or Raft ends.
+pub(crate) async fn watch_leadership(
+    node_id: NodeId,
+    mut metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
+    leadership: watch::Sender<bool>,
+    stop: CancellationToken,
+) {
+    loop {
+        let leader = {
+            let m = metrics.borrow_and_update();
+            m.state == ServerState::Leader && m.current_leader == Some(node_id)
+        };
+        leadership.send_if_modified(|current| {
+            let changed = *current != leader;
+            *current = leader;
+            changed
+        });
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            changed = metrics.changed() => if changed.is_err() { break },
+        }
+    }
+    leadership.send_if_modified(|current| std::mem::replace(current, false));
+}
