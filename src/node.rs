@@ -39,6 +39,7 @@ pub enum Error {
 
 /// A running all-in-one node (`roost dev`).
 pub struct DevNode {
+    db: Db,
     edge: Edge,
     runtime: Runtime,
     replicas: Arc<Replicas>,
@@ -72,7 +73,7 @@ impl DevNode {
         let replicas = Arc::new(replicas);
 
         tracing::info!("starting object runtime");
-        let runtime = Runtime::start(db, replicas.clone(), bindings, runtime_options(&config))?;
+        let runtime = Runtime::start(db.clone(), replicas.clone(), bindings, runtime_options(&config))?;
 
         let addr = config.http.listen;
         let listener = TcpListener::bind(addr)
@@ -88,6 +89,7 @@ impl DevNode {
         .map_err(|source| Error::Listen { addr, source })?;
         tracing::info!(addr = %edge.local_addr(), "serving HTTP and WebSockets");
         Ok(DevNode {
+            db,
             edge,
             runtime,
             replicas,
@@ -115,17 +117,34 @@ impl DevNode {
     /// the store. Acknowledged writes are already durable; this only makes
     /// the exit clean.
     pub async fn shutdown(self) -> Result<(), Error> {
+        let DevNode {
+            db,
+            edge,
+            runtime,
+            replicas,
+            grace,
+            ..
+        } = self;
         tracing::info!("shutting down: closing client connections");
-        self.edge.shutdown(self.grace).await;
+        edge.shutdown(grace).await;
         tracing::info!("shutting down: draining objects");
-        if tokio::time::timeout(self.grace, self.runtime.shutdown())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(grace, runtime.shutdown()).await.is_err() {
             tracing::warn!("objects did not drain in time");
         }
         tracing::info!("shutting down: stopping raft groups");
-        self.replicas.shutdown().await;
+        replicas.shutdown().await;
+        drop((runtime, replicas));
+        // Background tasks (Raft's state machine worker among them) let go
+        // of the store shortly after they stop; wait so that the data
+        // directory can be reopened as soon as this returns.
+        let deadline = tokio::time::Instant::now() + grace;
+        while db.handles() > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if db.handles() > 1 {
+            tracing::warn!(handles = db.handles(), "data store still in use at exit");
+        }
+        drop(db);
         tracing::info!("shutdown complete");
         Ok(())
     }

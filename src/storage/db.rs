@@ -84,6 +84,12 @@ impl Db {
         }
     }
 
+    /// How many handles share this instance (the database closes when the
+    /// last one is dropped).
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.inner)
+    }
+
     pub(crate) fn raft_cf(&self) -> Arc<BoundColumnFamily<'_>> {
         self.inner
             .cf_handle(CF_RAFT)
