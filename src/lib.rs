@@ -1,3 +1,4 @@
+pub mod app;
 pub mod id;
 pub mod object;
 pub mod replication;
