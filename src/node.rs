@@ -48,6 +48,11 @@ pub struct DevNode {
 }
 
 impl DevNode {
+    /// Starts a node serving the built-in app (the seed's classes and router).
+    pub async fn start(config: Config) -> Result<DevNode, Error> {
+        Self::start_with(config, crate::app::bindings(), crate::app::SeedApp).await
+    }
+
     /// Starts a node serving `worker` and the classes in `bindings`.
     pub async fn start_with<W: Worker>(
         config: Config,
@@ -73,7 +78,12 @@ impl DevNode {
         let replicas = Arc::new(replicas);
 
         tracing::info!("starting object runtime");
-        let runtime = Runtime::start(db.clone(), replicas.clone(), bindings, runtime_options(&config))?;
+        let runtime = Runtime::start(
+            db.clone(),
+            replicas.clone(),
+            bindings,
+            runtime_options(&config),
+        )?;
 
         let addr = config.http.listen;
         let listener = TcpListener::bind(addr)
@@ -128,7 +138,10 @@ impl DevNode {
         tracing::info!("shutting down: closing client connections");
         edge.shutdown(grace).await;
         tracing::info!("shutting down: draining objects");
-        if tokio::time::timeout(grace, runtime.shutdown()).await.is_err() {
+        if tokio::time::timeout(grace, runtime.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!("objects did not drain in time");
         }
         tracing::info!("shutting down: stopping raft groups");
