@@ -1,105 +1,502 @@
-//! PLACEHOLDER — replaced by the layered configuration (branch `cli`).
+//! Layered configuration of a Roost node.
+//!
+//! Owns: the [`Config`] struct (every field documented with its unit and
+//! default), how its layers combine — defaults < config file < `ROOST_*`
+//! environment variables < command-line flags ([`Config::build`]) — and the
+//! one [`Config::validate`] that every path ends in. `roost.example.toml` at
+//! the repository root documents the same fields as a file; it is embedded as
+//! [`DOCUMENTED_DEFAULTS`] and a test keeps it equal to `Config::default()`.
+//!
+//! Never does: start anything, touch the data directory, or read the
+//! environment outside [`Config::build`]. What needs the disk (e.g. that
+//! `node.shards` matches an existing data directory) the node checks.
 
+mod documented;
+mod layers;
+#[cfg(test)]
+mod tests;
+
+use std::ffi::OsString;
+use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-#[derive(Clone, Debug)]
+use serde::{Deserialize, Serialize};
+
+pub use documented::DOCUMENTED_DEFAULTS;
+
+/// The config file read when no `--config` (or `ROOST_CONFIG`) names one,
+/// relative to the working directory, and only if it exists.
+pub const DEFAULT_FILE: &str = "roost.toml";
+
+/// The most shards a node may be created with.
+pub const MAX_SHARDS: u16 = 4096;
+
+/// Why a configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("read config file {}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parse config file {}", path.display())]
+    ParseFile {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("invalid configuration: {}", join(.0))]
+    Invalid(Vec<Problem>),
+    #[error("convert configuration to TOML: {0}")]
+    Render(String),
+}
+
+/// One reason a configuration is invalid: the field's path and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The field's path as in the config file, e.g. `node.shards`.
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+fn join(problems: &[Problem]) -> String {
+    let lines: Vec<String> = problems.iter().map(Problem::to_string).collect();
+    lines.join("; ")
+}
+
+/// Everything a node is configured with. See `roost.example.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// How long shutdown waits for in-flight requests and writes to finish
+    /// before the node stops anyway, in milliseconds. Default 10000.
+    pub shutdown_grace_ms: u64,
     pub node: NodeConfig,
     pub http: HttpConfig,
     pub objects: ObjectsConfig,
     pub limits: LimitsConfig,
     pub websocket: WebSocketConfig,
     pub raft: RaftConfig,
-    pub shutdown_grace_ms: u64,
+    pub log: LogConfig,
 }
-#[derive(Clone, Debug)]
+
+/// `[node]`: this node's identity and storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
+    /// This node's id within its cluster: positive, unique per node.
+    /// Default 1.
     pub id: u64,
+    /// Directory holding the node's RocksDB database; created if missing.
+    /// Default `./roost-data`.
     pub data_dir: PathBuf,
+    /// Number of shards (Raft groups) the object id space is split into,
+    /// 1..=4096. Fixed when the data directory is created: the node refuses
+    /// to start when it differs from the count recorded there. Default 64.
     pub shards: u16,
 }
-#[derive(Clone, Debug)]
+
+/// `[http]`: the HTTP and WebSocket front door.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
+    /// Address the HTTP and WebSocket server listens on. Default
+    /// `127.0.0.1:8787`.
     pub listen: SocketAddr,
+    /// Request header carrying the client's IP address behind a proxy you
+    /// trust, e.g. `CF-Connecting-IP` or `X-Forwarded-For`. Default none:
+    /// the client IP is the TCP peer address.
     pub trusted_proxy_header: Option<String>,
+    /// Largest HTTP request body accepted, in bytes. Default 1 MiB.
     pub max_request_body_bytes: usize,
 }
-#[derive(Clone, Debug)]
+
+/// `[objects]`: the object executors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ObjectsConfig {
+    /// An executor with no events and no pending writes for this long is
+    /// evicted from memory (its state stays on disk), in milliseconds.
+    /// Default 30000.
     pub idle_timeout_ms: u64,
 }
-#[derive(Clone, Debug)]
+
+/// `[limits]`: sizes the storage API refuses to exceed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
+    /// Largest storage key, in bytes. Default 2048.
     pub max_key_bytes: usize,
+    /// Largest storage value, in bytes (serialized). Default 131072.
     pub max_value_bytes: usize,
+    /// Most keys one storage get/put/delete call may name. Default 128.
     pub max_keys_per_call: usize,
+    /// Largest WebSocket attachment (the small value an object keeps with
+    /// each of its sockets), in bytes (serialized). Default 2048.
     pub max_attachment_bytes: usize,
 }
-#[derive(Clone, Debug)]
+
+/// `[websocket]`: WebSocket connections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct WebSocketConfig {
+    /// Largest WebSocket message accepted or sent, in bytes. Default 1 MiB.
     pub max_message_bytes: usize,
+    /// How often the server pings each socket, in milliseconds.
+    /// Default 30000.
     pub heartbeat_interval_ms: u64,
+    /// How long the server waits for the pong before closing the socket, in
+    /// milliseconds. Default 10000.
     pub heartbeat_timeout_ms: u64,
+    /// Outgoing frames queued per socket; a socket whose client reads too
+    /// slowly to keep its queue under this is closed, in frames.
+    /// Default 1024.
     pub max_socket_buffer: usize,
 }
-#[derive(Clone, Debug)]
+
+/// `[raft]`: replication timing and batching, the same for every shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RaftConfig {
+    /// How often a shard's leader sends heartbeats, in milliseconds.
+    /// Default 100.
     pub heartbeat_ms: u64,
+    /// Shortest election timeout, in milliseconds; must exceed
+    /// `heartbeat_ms`. Default 300.
     pub election_timeout_min_ms: u64,
+    /// Longest election timeout, in milliseconds; must exceed
+    /// `election_timeout_min_ms`. Default 600.
     pub election_timeout_max_ms: u64,
+    /// A shard takes a snapshot after this many log entries since its last
+    /// one, in entries. Default 20000.
     pub snapshot_logs_since_last: u64,
+    /// Largest batch of log entries sent to a follower in one message, in
+    /// bytes. Default 4 MiB.
     pub max_batch_bytes: usize,
+    /// Most replication messages in flight to one follower at once.
+    /// Default 8.
     pub max_in_flight: usize,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {0}")]
-pub struct Error(String);
+/// `[log]`: what the node logs and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Log line format. Default `text`.
+    pub format: LogFormat,
+    /// Which logs to emit, as a tracing filter (`info`,
+    /// `roost=debug,info`, ...); `RUST_LOG`, when set, replaces it.
+    /// Default `info`.
+    pub filter: String,
+}
 
-impl Config {
-    pub fn validate(&self) -> Result<(), Error> {
-        Ok(())
-    }
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people: one aligned line per event.
+    Text,
+    /// For machines: one JSON object per line.
+    Json,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            node: NodeConfig {
-                id: 1,
-                data_dir: "./roost-data".into(),
-                shards: 64,
-            },
-            http: HttpConfig {
-                listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
-                trusted_proxy_header: None,
-                max_request_body_bytes: 1 << 20,
-            },
-            objects: ObjectsConfig {
-                idle_timeout_ms: 30_000,
-            },
-            limits: LimitsConfig {
-                max_key_bytes: 2048,
-                max_value_bytes: 131_072,
-                max_keys_per_call: 128,
-                max_attachment_bytes: 2048,
-            },
-            websocket: WebSocketConfig {
-                max_message_bytes: 1 << 20,
-                heartbeat_interval_ms: 30_000,
-                heartbeat_timeout_ms: 10_000,
-                max_socket_buffer: 1024,
-            },
-            raft: RaftConfig {
-                heartbeat_ms: 100,
-                election_timeout_min_ms: 300,
-                election_timeout_max_ms: 600,
-                snapshot_logs_since_last: 20_000,
-                max_batch_bytes: 4 << 20,
-                max_in_flight: 8,
-            },
             shutdown_grace_ms: 10_000,
+            node: NodeConfig::default(),
+            http: HttpConfig::default(),
+            objects: ObjectsConfig::default(),
+            limits: LimitsConfig::default(),
+            websocket: WebSocketConfig::default(),
+            raft: RaftConfig::default(),
+            log: LogConfig::default(),
         }
     }
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            id: 1,
+            data_dir: PathBuf::from("./roost-data"),
+            shards: 64,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            trusted_proxy_header: None,
+            max_request_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for ObjectsConfig {
+    fn default() -> Self {
+        ObjectsConfig {
+            idle_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_key_bytes: 2048,
+            max_value_bytes: 128 * 1024,
+            max_keys_per_call: 128,
+            max_attachment_bytes: 2048,
+        }
+    }
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        WebSocketConfig {
+            max_message_bytes: 1024 * 1024,
+            heartbeat_interval_ms: 30_000,
+            heartbeat_timeout_ms: 10_000,
+            max_socket_buffer: 1024,
+        }
+    }
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            snapshot_logs_since_last: 20_000,
+            max_batch_bytes: 4 * 1024 * 1024,
+            max_in_flight: 8,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+/// The command-line layer: each `Some` replaces what the lower layers gave.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`: `http.listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--data-dir`: `node.data_dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--shards`: `node.shards`.
+    pub shards: Option<u16>,
+    /// `--log-format`: `log.format`.
+    pub log_format: Option<LogFormat>,
+}
+
+impl Overrides {
+    fn apply(self, config: &mut Config) {
+        if let Some(listen) = self.listen {
+            config.http.listen = listen;
+        }
+        if let Some(data_dir) = self.data_dir {
+            config.node.data_dir = data_dir;
+        }
+        if let Some(shards) = self.shards {
+            config.node.shards = shards;
+        }
+        if let Some(format) = self.log_format {
+            config.log.format = format;
+        }
+    }
+}
+
+impl Config {
+    /// The effective configuration: defaults, then the config file (`file`,
+    /// or `./roost.toml` if it exists), then every `ROOST_<SECTION>_<FIELD>`
+    /// environment variable that is set, then `flags`; validated.
+    pub fn build(file: Option<&Path>, flags: Overrides) -> Result<Config, Error> {
+        Self::build_from(
+            file,
+            Path::new(DEFAULT_FILE),
+            &|var| std::env::var_os(var),
+            flags,
+        )
+    }
+
+    /// [`Config::build`] with the default file and the environment given.
+    fn build_from(
+        file: Option<&Path>,
+        default_file: &Path,
+        env: &dyn Fn(&str) -> Option<OsString>,
+        flags: Overrides,
+    ) -> Result<Config, Error> {
+        let mut config = layers::load(file, default_file, env)?;
+        flags.apply(&mut config);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// This configuration as TOML, each field under its documentation from
+    /// `roost.example.toml`: what `roost config` prints.
+    pub fn to_documented_toml(&self) -> Result<String, Error> {
+        documented::render(self)
+    }
+
+    /// Checks every rule a field must satisfy, and reports all that fail.
+    pub fn validate(&self) -> Result<(), Error> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, field: &'static str, message: &str| {
+            if !ok {
+                problems.push(Problem {
+                    field,
+                    message: message.to_owned(),
+                });
+            }
+        };
+        let at_least_1 = "must be at least 1";
+
+        check(self.node.id >= 1, "node.id", at_least_1);
+        check(
+            !self.node.data_dir.as_os_str().is_empty(),
+            "node.data_dir",
+            "must not be empty",
+        );
+        check(
+            (1..=MAX_SHARDS).contains(&self.node.shards),
+            "node.shards",
+            &format!(
+                "must be between 1 and {MAX_SHARDS}, got {}",
+                self.node.shards
+            ),
+        );
+
+        if let Some(header) = &self.http.trusted_proxy_header {
+            check(
+                is_header_name(header),
+                "http.trusted_proxy_header",
+                &format!("{header:?} is not an HTTP header name"),
+            );
+        }
+        let http = &self.http;
+        check(
+            http.max_request_body_bytes >= 1,
+            "http.max_request_body_bytes",
+            at_least_1,
+        );
+
+        check(
+            self.objects.idle_timeout_ms >= 1,
+            "objects.idle_timeout_ms",
+            at_least_1,
+        );
+
+        let limits = &self.limits;
+        check(
+            limits.max_key_bytes >= 1,
+            "limits.max_key_bytes",
+            at_least_1,
+        );
+        check(
+            limits.max_value_bytes >= 1,
+            "limits.max_value_bytes",
+            at_least_1,
+        );
+        check(
+            limits.max_keys_per_call >= 1,
+            "limits.max_keys_per_call",
+            at_least_1,
+        );
+        check(
+            limits.max_attachment_bytes >= 1,
+            "limits.max_attachment_bytes",
+            at_least_1,
+        );
+
+        let ws = &self.websocket;
+        check(
+            ws.max_message_bytes >= 1,
+            "websocket.max_message_bytes",
+            at_least_1,
+        );
+        check(
+            ws.heartbeat_interval_ms >= 1,
+            "websocket.heartbeat_interval_ms",
+            at_least_1,
+        );
+        check(
+            ws.heartbeat_timeout_ms >= 1,
+            "websocket.heartbeat_timeout_ms",
+            at_least_1,
+        );
+        check(
+            ws.max_socket_buffer >= 1,
+            "websocket.max_socket_buffer",
+            at_least_1,
+        );
+
+        let raft = &self.raft;
+        check(raft.heartbeat_ms >= 1, "raft.heartbeat_ms", at_least_1);
+        check(
+            raft.election_timeout_min_ms > raft.heartbeat_ms,
+            "raft.election_timeout_min_ms",
+            &format!(
+                "must exceed raft.heartbeat_ms ({}), got {}",
+                raft.heartbeat_ms, raft.election_timeout_min_ms
+            ),
+        );
+        check(
+            raft.election_timeout_max_ms > raft.election_timeout_min_ms,
+            "raft.election_timeout_max_ms",
+            &format!(
+                "must exceed raft.election_timeout_min_ms ({}), got {}",
+                raft.election_timeout_min_ms, raft.election_timeout_max_ms
+            ),
+        );
+        check(
+            raft.snapshot_logs_since_last >= 1,
+            "raft.snapshot_logs_since_last",
+            at_least_1,
+        );
+        check(
+            raft.max_batch_bytes >= 1,
+            "raft.max_batch_bytes",
+            at_least_1,
+        );
+        check(raft.max_in_flight >= 1, "raft.max_in_flight", at_least_1);
+
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.filter) {
+            check(false, "log.filter", &format!("not a tracing filter: {e}"));
+        }
+
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Invalid(problems))
+        }
+    }
+}
+
+/// Whether `name` is a valid HTTP header name (an RFC 9110 token).
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }

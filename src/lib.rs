@@ -27,6 +27,7 @@ pub mod node;
 pub mod object;
 pub mod replication;
 pub mod storage;
+pub mod telemetry;
 
 /// Generated protobuf types (kept at the rpc boundary).
 pub mod pb {

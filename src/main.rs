@@ -1,1 +1,168 @@
-fn main() {}
+//! The `roost` command: parses flags, builds the configuration, starts
+//! logging and a node, and stops the node on SIGTERM or SIGINT. Nothing else
+//! happens here; the node does the work.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use roost::config::{Config, LogFormat, Overrides};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Roost: Durable Objects, self-hosted.
+///
+/// Strongly consistent, single-threaded objects with transactional storage,
+/// alarms and WebSockets, replicated by Raft on RocksDB.
+///
+/// Settings come from, lowest first: defaults < the config file
+/// (--config, else ./roost.toml if it exists) < ROOST_<SECTION>_<FIELD>
+/// environment variables < flags. Every setting is documented in
+/// roost.example.toml; `roost config` prints the effective ones.
+#[derive(Debug, Parser)]
+#[command(name = "roost", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a single-node Roost for development, until SIGTERM or Ctrl-C.
+    ///
+    /// Serves the built-in app over HTTP and WebSocket on --listen and keeps
+    /// its data in --data-dir. Prints `roost dev: serving http://ADDR (data
+    /// in DIR)` once it is ready.
+    Dev(DevArgs),
+    /// Print the effective configuration as TOML, with each field's
+    /// documentation, and exit (fails if it is invalid).
+    Config(FileArgs),
+}
+
+#[derive(Debug, Args)]
+struct FileArgs {
+    /// Config file to read [default: ./roost.toml if it exists, else none]
+    #[arg(long, value_name = "PATH", env = "ROOST_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+// The flags below are not read from the environment by clap: the
+// configuration layer reads ROOST_* itself (and names a variable whose value
+// is bad), so their help only names the variable.
+#[derive(Debug, Args)]
+struct DevArgs {
+    #[command(flatten)]
+    file: FileArgs,
+
+    /// Address to serve HTTP and WebSocket on [default: 127.0.0.1:8787]
+    /// [env: ROOST_HTTP_LISTEN]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+
+    /// Directory for the node's data, created if missing [default:
+    /// ./roost-data] [env: ROOST_NODE_DATA_DIR]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Number of shards, 1..=4096; fixed when the data directory is created
+    /// [default: 64] [env: ROOST_NODE_SHARDS]
+    #[arg(long, value_name = "N")]
+    shards: Option<u16>,
+
+    /// Log line format [default: text] [env: ROOST_LOG_FORMAT]
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Dev(args) => dev(args).await,
+        Command::Config(args) => print_config(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("roost: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    let flags = Overrides {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        shards: args.shards,
+        log_format: args.log_format,
+    };
+    let config = Config::build(args.file.config.as_deref(), flags).context("load configuration")?;
+    roost::telemetry::init_logging(&config.log).context("start logging")?;
+
+    // Listen for signals before starting, so that one arriving during
+    // startup stops the node as soon as it is up.
+    let mut terminate = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("listen for SIGINT")?;
+
+    let data_dir = config.node.data_dir.clone();
+    let node = roost::node::DevNode::start(config)
+        .await
+        .context("start node")?;
+    println!(
+        "roost dev: serving http://{} (data in {})",
+        node.http_addr(),
+        data_dir.display()
+    );
+
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    tokio::select! {
+        stopped = node.shutdown() => stopped.context("shut down node"),
+        _ = terminate.recv() => anyhow::bail!("second SIGTERM: stopped without a clean shutdown"),
+        _ = interrupt.recv() => anyhow::bail!("second SIGINT: stopped without a clean shutdown"),
+    }
+}
+
+fn print_config(args: FileArgs) -> anyhow::Result<()> {
+    let config = Config::build(args.config.as_deref(), Overrides::default())
+        .context("load configuration")?;
+    print!("{}", config.to_documented_toml()?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    /// The defaults written in the flags' help match the real ones.
+    #[test]
+    fn help_shows_the_real_defaults() {
+        let mut command = Cli::command();
+        let help = command
+            .find_subcommand_mut("dev")
+            .expect("dev subcommand")
+            .render_long_help()
+            .to_string();
+        let defaults = Config::default();
+        for shown in [
+            format!("[default: {}]", defaults.http.listen),
+            format!("[default: {}]", defaults.node.data_dir.display()),
+            format!("[default: {}]", defaults.node.shards),
+            "[default: text]".to_owned(),
+        ] {
+            let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(flat.contains(&shown), "{shown} missing from:\n{help}");
+        }
+    }
+}

@@ -1,0 +1,31 @@
+# Roost's two everyday commands:
+#   make dev    start `roost dev` on http://127.0.0.1:8787 (data in ./roost-data);
+#               extra flags with ARGS, e.g. make dev ARGS="--listen 0.0.0.0:8787"
+#   make test   format check, clippy, and every test (what CI runs)
+#
+# `make dev` runs the debug build: it is the profile `make test` builds too,
+# so the two share one compiled RocksDB (a clean build of either profile takes
+# about 20 minutes on 2 cores). `make dev-release` builds the optimized binary
+# instead: faster to run, but a second, separate build.
+#
+# Builds go to CARGO_TARGET_DIR, outside the clone, so that every clone on a
+# machine (and every CI run) reuses them.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/roost-target
+ARGS ?=
+
+.PHONY: setup dev dev-release test
+
+setup:
+	@bash scripts/setup.sh
+
+dev: setup
+	cargo run -- dev $(ARGS)
+
+dev-release: setup
+	cargo run --release -- dev $(ARGS)
+
+test: setup
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo test --workspace --all-targets
+	cargo test --workspace --doc
