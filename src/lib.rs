@@ -26,6 +26,7 @@ pub mod id;
 pub mod node;
 pub mod object;
 pub mod replication;
+pub mod ring;
 pub mod storage;
 pub mod telemetry;
 
