@@ -20,6 +20,7 @@
 //! The invariants every change must keep are in ARCHITECTURE.md.
 
 pub mod app;
+pub mod cluster;
 pub mod config;
 pub mod edge;
 pub mod id;

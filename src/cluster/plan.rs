@@ -1,0 +1,118 @@
+//! Deciding how a shard's Raft group moves towards its placement.
+//!
+//! Pure: given the group's current voters and learners and the replicas the
+//! ring wants, say the one next step. The shard leader's reconciler carries
+//! the step out and asks again, so every change is small and safe:
+//! new replicas join as learners and catch up before they vote, and a voter
+//! leaves only in the same membership change that makes its replacements
+//! voters (never dropping below the replicas it keeps).
+
+use std::collections::BTreeSet;
+
+use crate::ring::NodeId;
+
+/// The next thing to do to a shard group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Membership already matches the placement.
+    Done,
+    /// Add this node as a learner and wait until it has caught up.
+    AddLearner(NodeId),
+    /// Make exactly these nodes the voters (joint consensus in openraft).
+    SetVoters(BTreeSet<NodeId>),
+    /// Drop these learners that the placement no longer wants.
+    RemoveLearners(BTreeSet<NodeId>),
+}
+
+/// The next step from (`voters`, `learners`) towards `desired` voters.
+/// `alive` are the nodes currently in the membership directory; a desired
+/// node that is not alive is skipped until it is.
+pub fn next_step(
+    voters: &BTreeSet<NodeId>,
+    learners: &BTreeSet<NodeId>,
+    desired: &[NodeId],
+    alive: &BTreeSet<NodeId>,
+) -> Step {
+    let desired: BTreeSet<NodeId> = desired
+        .iter()
+        .copied()
+        .filter(|n| alive.contains(n))
+        .collect();
+    if desired.is_empty() {
+        return Step::Done;
+    }
+    // Catch up every wanted node before it gets a vote.
+    if let Some(n) = desired
+        .iter()
+        .find(|n| !voters.contains(n) && !learners.contains(n))
+    {
+        return Step::AddLearner(*n);
+    }
+    if *voters != desired {
+        return Step::SetVoters(desired);
+    }
+    let stale: BTreeSet<NodeId> = learners.difference(&desired).copied().collect();
+    if !stale.is_empty() {
+        return Step::RemoveLearners(stale);
+    }
+    Step::Done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(ids: &[NodeId]) -> BTreeSet<NodeId> {
+        ids.iter().copied().collect()
+    }
+
+    #[test]
+    fn growing_from_one_voter_adds_learners_then_voters() {
+        let alive = set(&[1, 2, 3]);
+        let desired = [2, 1, 3];
+        assert_eq!(
+            next_step(&set(&[1]), &set(&[]), &desired, &alive),
+            Step::AddLearner(2)
+        );
+        assert_eq!(
+            next_step(&set(&[1]), &set(&[2]), &desired, &alive),
+            Step::AddLearner(3)
+        );
+        assert_eq!(
+            next_step(&set(&[1]), &set(&[2, 3]), &desired, &alive),
+            Step::SetVoters(set(&[1, 2, 3]))
+        );
+        assert_eq!(
+            next_step(&set(&[1, 2, 3]), &set(&[]), &desired, &alive),
+            Step::Done
+        );
+    }
+
+    #[test]
+    fn moving_a_replica_replaces_it_in_one_change() {
+        let alive = set(&[1, 2, 3, 4]);
+        let desired = [1, 2, 4];
+        assert_eq!(
+            next_step(&set(&[1, 2, 3]), &set(&[]), &desired, &alive),
+            Step::AddLearner(4)
+        );
+        assert_eq!(
+            next_step(&set(&[1, 2, 3]), &set(&[4]), &desired, &alive),
+            Step::SetVoters(set(&[1, 2, 4]))
+        );
+    }
+
+    #[test]
+    fn dead_nodes_are_not_added_and_stale_learners_go() {
+        let alive = set(&[1, 2]);
+        assert_eq!(
+            next_step(&set(&[1, 2]), &set(&[]), &[1, 2, 3], &alive),
+            Step::Done
+        );
+        assert_eq!(
+            next_step(&set(&[1, 2]), &set(&[5]), &[1, 2], &alive),
+            Step::RemoveLearners(set(&[5]))
+        );
+        assert_eq!(next_step(&set(&[1]), &set(&[]), &[], &alive), Step::Done);
+    }
+}
