@@ -9,6 +9,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::id::ShardId;
 use crate::storage::{self, Db, ObjectWrite};
@@ -97,6 +99,9 @@ impl ShardHandle {
 pub struct Replicas {
     shards: Vec<ShardHandle>,
     _leader: watch::Sender<bool>,
+    /// Stops the shard tasks; they hold the store until they end.
+    stop: CancellationToken,
+    tasks: TaskTracker,
 }
 
 impl Replicas {
@@ -108,12 +113,20 @@ impl Replicas {
         _opts: ReplicationOptions,
     ) -> Result<Replicas, Error> {
         let (leader_tx, leader_rx) = watch::channel(true);
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
         let mut handles = Vec::new();
         for id in 0..shards {
             let (tx, mut rx) = mpsc::channel::<Item>(1024);
             let db = db.clone();
-            tokio::spawn(async move {
-                while let Some((write, reply)) = rx.recv().await {
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                loop {
+                    let item = tokio::select! {
+                        item = rx.recv() => item,
+                        _ = stop.cancelled() => None,
+                    };
+                    let Some((write, reply)) = item else { break };
                     let result = match write {
                         None => Ok(()),
                         Some(w) => {
@@ -136,6 +149,8 @@ impl Replicas {
         Ok(Replicas {
             shards: handles,
             _leader: leader_tx,
+            stop,
+            tasks,
         })
     }
     pub fn shard(&self, shard: ShardId) -> Option<&ShardHandle> {
@@ -147,7 +162,13 @@ impl Replicas {
     pub async fn wait_for_leaders(&self, _timeout: Duration) -> Result<(), Error> {
         Ok(())
     }
-    pub async fn shutdown(&self) {}
+    /// Stops every shard task and waits for them: proposals still queued
+    /// fail with `ShuttingDown`, and no task holds the store afterwards.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
 }
 
 #[allow(dead_code)]
