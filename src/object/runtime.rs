@@ -124,6 +124,7 @@ struct Inner {
     objects: Vec<Mutex<HashMap<ObjectKey, Entry>>>,
     alarms: AlarmsHandle,
     shutdown: CancellationToken,
+    /// Executors, the alarm scheduler and the leadership watchers.
     executors: TaskTracker,
     generation: AtomicU64,
 }
@@ -154,14 +155,19 @@ impl Runtime {
             generation: AtomicU64::new(1),
         });
         let runtime = Runtime { inner };
-        tokio::spawn(alarms::run_scheduler(
+        // Tracked like the executors: `shutdown` waits for them, so no task
+        // still holds the store once it returns.
+        runtime.inner.executors.spawn(alarms::run_scheduler(
             runtime.clone(),
             alarm_rx,
             runtime.inner.shutdown.clone(),
         ));
         for shard in 0..shards {
             if let Some(handle) = runtime.inner.replicas.shard(shard) {
-                tokio::spawn(runtime.clone().watch_leadership(handle.clone()));
+                runtime
+                    .inner
+                    .executors
+                    .spawn(runtime.clone().watch_leadership(handle.clone()));
             }
         }
         Ok(runtime)
@@ -440,7 +446,8 @@ impl Runtime {
     }
 
     /// Stops taking events, lets every executor finish its queue and
-    /// release its committed outputs, and waits for them.
+    /// release its committed outputs, and waits for them and for the
+    /// runtime's own tasks (alarm scheduler, leadership watchers).
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
         self.inner.executors.close();

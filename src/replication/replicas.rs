@@ -144,13 +144,22 @@ impl Replicas {
         let deadline = Instant::now() + timeout;
         for handle in &self.shards {
             let mut metrics = handle.raft().metrics();
-            match tokio::time::timeout_at(
-                deadline,
-                metrics.wait_for(|m| m.current_leader.is_some()),
-            )
-            .await
-            {
-                Ok(Ok(_)) => {}
+            let node_id = self.node_id;
+            let mut leadership = handle.leadership();
+            let settled = async move {
+                let leader = metrics
+                    .wait_for(|m| m.current_leader.is_some())
+                    .await?
+                    .current_leader;
+                // When the leader is this node, also wait for the leadership
+                // watch to say so, so that routing agrees with Raft at once.
+                if leader == Some(node_id) {
+                    leadership.wait_for(|l| *l).await?;
+                }
+                Ok::<_, tokio::sync::watch::error::RecvError>(())
+            };
+            match tokio::time::timeout_at(deadline, settled).await {
+                Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(Error::ShuttingDown),
                 Err(_) => {
                     tracing::warn!(shard = handle.id(), "no leader before the deadline");

@@ -8,7 +8,12 @@ use std::time::Duration;
 use roost::config::Config;
 use roost::node::DevNode;
 use roost_example_kv::{KvWorker, bindings};
-use serde_json::Value;
+use serde_json::{Value, json};
+
+pub mod ws;
+
+/// Generous deadline for conditions that should hold within milliseconds.
+pub const SOON: Duration = Duration::from_secs(10);
 
 pub fn config(dir: &Path) -> Config {
     let mut config = Config::default();
@@ -68,4 +73,42 @@ impl Client {
         let body = resp.json().await.unwrap_or(Value::Null);
         (status, body)
     }
+
+    /// Posts `body` as is (no JSON encoding) to object `name`.
+    pub async fn raw(&self, name: &str, body: &'static str) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}/kv/{name}", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request is sent");
+        let status = resp.status().as_u16();
+        let body = resp.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// The value of `key` in object `name` (`Value::Null` if absent); panics
+    /// unless the request succeeds.
+    pub async fn get(&self, name: &str, key: &str) -> Value {
+        let (status, body) = self.op(name, json!({"op": "get", "key": key})).await;
+        assert_eq!(status, 200, "get {key} on {name}: {body}");
+        body["value"].clone()
+    }
+
+    /// Sends `op` to object `name` and asserts it succeeds; returns the body.
+    pub async fn ok(&self, name: &str, op: Value) -> Value {
+        let (status, body) = self.op(name, op.clone()).await;
+        assert_eq!(status, 200, "{op} on {name}: {body}");
+        body
+    }
+}
+
+/// Milliseconds since the Unix epoch (the clock alarms are set against).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
 }
