@@ -187,7 +187,7 @@ async fn run(args: &Args, settings: &Settings) -> Result<ExitCode, String> {
                 .map_err(|e| e.to_string())?;
             let base = dev.base_url();
             eprintln!(
-                "load: started roost dev at {base} (data dir {})",
+                "load: started roost dev at {base} (temp dir {})",
                 dev.data_dir().display()
             );
             (base, "roost dev".to_owned(), Some(dev))

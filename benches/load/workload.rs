@@ -22,6 +22,8 @@ use crate::report::Check;
 
 /// Parallel readers used by the correctness check.
 const CHECK_READERS: usize = 32;
+/// Tries per counter read in the correctness check.
+const CHECK_ATTEMPTS: u32 = 3;
 /// Error messages kept per client, to show what went wrong.
 const ERROR_SAMPLES_PER_CLIENT: usize = 3;
 
@@ -340,12 +342,7 @@ pub async fn check(client: &reqwest::Client, plan: &Plan, outcome: &Outcome) -> 
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(url) = urls.get(i) else { break };
-                match fetch_value(client.get(url)).await {
-                    Ok(v) => values.push((i, v)),
-                    Err(RequestError::Http(m) | RequestError::Transport(m)) => {
-                        return Err(format!("GET {url}: {m}"));
-                    }
-                }
+                values.push((i, read_counter(&client, url).await?));
             }
             Ok(values)
         });
@@ -363,6 +360,24 @@ pub async fn check(client: &reqwest::Client, plan: &Plan, outcome: &Outcome) -> 
         }
     }
     judge(plan, outcome, &finals)
+}
+
+/// GET a counter's value. A GET changes nothing, so transport errors (such
+/// as a pooled connection the server just closed) are retried a few times.
+async fn read_counter(client: &reqwest::Client, url: &str) -> Result<i64, String> {
+    let mut attempt = 1;
+    loop {
+        match fetch_value(client.get(url)).await {
+            Ok(v) => return Ok(v),
+            Err(RequestError::Transport(m)) if attempt < CHECK_ATTEMPTS => {
+                eprintln!("load: check: GET {url} failed (attempt {attempt}), retrying: {m}");
+                attempt += 1;
+            }
+            Err(RequestError::Http(m) | RequestError::Transport(m)) => {
+                return Err(format!("GET {url}: {m}"));
+            }
+        }
+    }
 }
 
 fn judge(plan: &Plan, outcome: &Outcome, finals: &[i64]) -> Check {
