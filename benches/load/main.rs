@@ -188,7 +188,7 @@ async fn run(args: &Args, settings: &Settings) -> Result<ExitCode, String> {
             let base = dev.base_url();
             eprintln!(
                 "load: started roost dev at {base} (temp dir {})",
-                dev.data_dir().display()
+                dev.temp_dir().display()
             );
             (base, "roost dev".to_owned(), Some(dev))
         }

@@ -116,7 +116,7 @@ impl RoostDev {
         format!("http://{}", self.addr)
     }
 
-    pub fn data_dir(&self) -> &Path {
+    pub fn temp_dir(&self) -> &Path {
         self.dir.path()
     }
 
