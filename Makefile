@@ -29,3 +29,5 @@ test: setup
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --workspace --all-targets
 	cargo test --workspace --doc
+	# A seconds-long smoke run of the load benchmark, so it cannot rot.
+	cargo test --bench load -- --bench --smoke
