@@ -9,6 +9,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         unsafe { std::env::set_var("PROTOC", protoc) };
     }
     println!("cargo:rerun-if-changed=proto");
-    tonic_prost_build::configure().compile_protos(&["proto/roost/v1/object.proto"], &["proto"])?;
+    tonic_prost_build::configure().compile_protos(
+        &["proto/roost/v1/object.proto", "proto/roost/v1/raft.proto"],
+        &["proto"],
+    )?;
     Ok(())
 }

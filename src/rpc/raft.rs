@@ -1,0 +1,373 @@
+//! Raft traffic between nodes over gRPC: [`RaftService`] hands peers'
+//! messages to this node's shard groups, [`GrpcTransport`] sends this node's
+//! to its peers, and [`serve`] runs the service on a listener.
+//!
+//! Owns the wire encoding of Raft messages (postcard inside the
+//! `RaftRequest` envelope, see `proto/roost/v1/raft.proto`) and one HTTP/2
+//! channel per peer address, shared by every shard. Never interprets Raft:
+//! openraft's messages pass through unchanged and its errors keep their
+//! meaning; a peer that cannot be reached is `Unreachable`, so openraft backs
+//! off instead of retrying at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
+};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Endpoint, Server};
+use tonic::{Code, Request, Response, Status};
+
+use super::Error;
+use super::pb::raft_client::RaftClient;
+use super::pb::raft_server::{self, RaftServer};
+use super::pb::{RaftReply, RaftRequest};
+use crate::replication::network::RpcError;
+use crate::replication::{NodeId, Peer, Raft, Replicas, Transport, TypeConfig};
+
+/// The largest message either side sends or accepts. A single log entry can
+/// be one group commit (`max_batch_bytes`, 4 MiB by default) plus one event's
+/// writes (at most 16 MiB by the object layer's limits); a snapshot chunk is
+/// openraft's `snapshot_max_chunk_size` (3 MiB by default). Both fit.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// An AppendEntries with several entries that encodes larger than this is
+/// refused as `PayloadTooLarge` before it is sent, and openraft retries
+/// with fewer entries: a message must reach the follower and be fsynced
+/// within openraft's append timeout (the heartbeat interval).
+pub const APPEND_TARGET_BYTES: usize = 4 << 20;
+
+/// How long connecting to a peer may take before the call fails (and the
+/// peer counts as unreachable).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// HTTP/2 pings on each peer channel, so a dead connection (a peer whose
+/// machine vanished) is noticed even without traffic.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Concurrent calls on one connection: every shard's replication streams
+/// and heartbeats to one peer share it.
+const MAX_CONCURRENT_STREAMS: u32 = 4096;
+
+/// The server side: delivers each message to this node's group of its shard.
+#[derive(Clone)]
+pub struct RaftService {
+    replicas: Arc<Replicas>,
+}
+
+impl RaftService {
+    pub fn new(replicas: Arc<Replicas>) -> RaftService {
+        RaftService { replicas }
+    }
+
+    /// The tonic service, with the message limits of this protocol, to add
+    /// to a `tonic::transport::Server` next to other services.
+    pub fn into_server(self) -> RaftServer<RaftService> {
+        RaftServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// The group a request is for.
+    fn route(&self, request: &RaftRequest) -> Result<Raft, Status> {
+        let me = self.replicas.node_id();
+        if request.target != me {
+            return Err(Status::failed_precondition(format!(
+                "this is node {me}, not node {}",
+                request.target
+            )));
+        }
+        u16::try_from(request.shard)
+            .ok()
+            .and_then(|shard| self.replicas.shard(shard))
+            .map(|handle| handle.raft().clone())
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "node {me} has no shard {} (it has {})",
+                    request.shard,
+                    self.replicas.shard_count()
+                ))
+            })
+    }
+}
+
+#[tonic::async_trait]
+impl raft_server::Raft for RaftService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let request = request.into_inner();
+        let raft = self.route(&request)?;
+        let rpc: AppendEntriesRequest<TypeConfig> = decode_request(&request.payload)?;
+        check_consecutive(&rpc)?;
+        reply(&raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let request = request.into_inner();
+        let raft = self.route(&request)?;
+        let rpc: VoteRequest<NodeId> = decode_request(&request.payload)?;
+        reply(&raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let request = request.into_inner();
+        let raft = self.route(&request)?;
+        let mut rpc: InstallSnapshotRequest<TypeConfig> = decode_request(&request.payload)?;
+        rpc.data = request.data;
+        reply(&raft.install_snapshot(rpc).await)
+    }
+}
+
+fn decode_request<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Status> {
+    postcard::from_bytes(payload)
+        .map_err(|e| Status::invalid_argument(format!("undecodable Raft message: {e}")))
+}
+
+/// openraft trusts that an AppendEntries' entries follow `prev_log_id` one
+/// index at a time (it only debug-asserts it); a message that decodes but
+/// breaks that is refused here instead.
+fn check_consecutive(rpc: &AppendEntriesRequest<TypeConfig>) -> Result<(), Status> {
+    let first = rpc.prev_log_id.map_or(0, |id| id.index + 1);
+    let mut last = rpc.prev_log_id;
+    for (expected, entry) in (first..).zip(&rpc.entries) {
+        let id = entry.log_id;
+        if id.index != expected || last.is_some_and(|last| id.leader_id.term < last.leader_id.term)
+        {
+            return Err(Status::invalid_argument(format!(
+                "entry {id} does not follow {last:?} in AppendEntries"
+            )));
+        }
+        last = Some(id);
+    }
+    Ok(())
+}
+
+fn reply<T: Serialize>(result: &T) -> Result<Response<RaftReply>, Status> {
+    let payload = postcard::to_stdvec(result)
+        .map_err(|e| Status::internal(format!("encode Raft reply: {e}")))?;
+    Ok(Response::new(RaftReply { payload }))
+}
+
+/// Serves [`RaftService`] on `listener` until `shutdown` is cancelled, then
+/// stops accepting and waits for the calls in progress to finish.
+pub async fn serve(
+    listener: TcpListener,
+    replicas: Arc<Replicas>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Server::builder()
+        .http2_adaptive_window(Some(true))
+        .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
+        .add_service(RaftService::new(replicas).into_server())
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await
+        .map_err(Error::Serve)
+}
+
+/// The client side: this node's [`Transport`] to its peers. One lazily
+/// connected channel per peer address carries every shard's messages to
+/// that peer (HTTP/2 multiplexing); a channel reconnects by itself after
+/// its peer comes back.
+#[derive(Default)]
+pub struct GrpcTransport {
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+#[derive(Clone, Copy)]
+enum Method {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+}
+
+impl GrpcTransport {
+    pub fn new() -> GrpcTransport {
+        GrpcTransport::default()
+    }
+
+    /// The peer addresses this transport holds a channel to, sorted.
+    pub fn peers(&self) -> Vec<String> {
+        let channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut addrs: Vec<String> = channels.keys().cloned().collect();
+        addrs.sort();
+        addrs
+    }
+
+    /// The channel to `addr` (`host:port`, or a URI), created on first use.
+    fn channel(&self, addr: &str) -> Result<Channel, Error> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let uri = if addr.contains("://") {
+            addr.to_owned()
+        } else {
+            format!("http://{addr}")
+        };
+        let endpoint = Endpoint::from_shared(uri).map_err(|source| Error::Address {
+            addr: addr.to_owned(),
+            source,
+        })?;
+        let channel = endpoint
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_adaptive_window(true)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        channels.insert(addr.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Sends one message and returns the peer's reply payload, within the
+    /// call's hard deadline (also sent to the peer as the gRPC timeout).
+    async fn call(
+        &self,
+        peer: &Peer,
+        method: Method,
+        payload: Vec<u8>,
+        data: Vec<u8>,
+        option: &RPCOption,
+    ) -> Result<Vec<u8>, Error> {
+        let mut client = RaftClient::new(self.channel(&peer.node.addr)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let ttl = option.hard_ttl();
+        let mut request = Request::new(RaftRequest {
+            shard: u32::from(peer.shard),
+            target: peer.id,
+            payload,
+            data,
+        });
+        request.set_timeout(ttl);
+        let call = async {
+            match method {
+                Method::AppendEntries => client.append_entries(request).await,
+                Method::Vote => client.vote(request).await,
+                Method::InstallSnapshot => client.install_snapshot(request).await,
+            }
+        };
+        match tokio::time::timeout(ttl, call).await {
+            Err(_) => Err(Error::Timeout(ttl)),
+            Ok(Err(status)) => Err(Error::Status(Box::new(status))),
+            Ok(Ok(reply)) => Ok(reply.into_inner().payload),
+        }
+    }
+
+    /// One round trip: the peer's answer, or its group's error as a
+    /// `RemoteError`, or the transport's failure.
+    async fn exchange<Resp, E>(
+        &self,
+        peer: &Peer,
+        method: Method,
+        payload: Vec<u8>,
+        data: Vec<u8>,
+        option: &RPCOption,
+    ) -> Result<Resp, RpcError<E>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let reply = self
+            .call(peer, method, payload, data, option)
+            .await
+            .map_err(transport_error)?;
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            postcard::from_bytes(&reply).map_err(|source| {
+                transport_error(Error::Codec {
+                    what: "decode the peer's Raft reply",
+                    source,
+                })
+            })?;
+        result.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(peer.id, peer.node.clone(), e))
+        })
+    }
+}
+
+fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, Error> {
+    postcard::to_stdvec(value).map_err(|source| Error::Codec { what, source })
+}
+
+/// A failure to reach the peer's group. Failures that retrying at once
+/// cannot fix (no connection, a peer without the shard or with another node
+/// id at that address) are `Unreachable`, so openraft backs off; the rest
+/// (timeouts, broken streams, undecodable replies) are `NetworkError`.
+fn transport_error<E: std::error::Error>(e: Error) -> RpcError<E> {
+    let backoff = match &e {
+        Error::Status(status) => matches!(
+            status.code(),
+            Code::Unavailable | Code::NotFound | Code::FailedPrecondition
+        ),
+        Error::Address { .. } => true,
+        Error::Serve(_) | Error::Codec { .. } | Error::Timeout(_) => false,
+    };
+    if backoff {
+        RPCError::Unreachable(Unreachable::new(&e))
+    } else {
+        RPCError::Network(NetworkError::new(&e))
+    }
+}
+
+impl Transport for GrpcTransport {
+    async fn append_entries(
+        &self,
+        peer: &Peer,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+        let entries = rpc.entries.len();
+        let payload = encode("encode AppendEntries", &rpc).map_err(transport_error)?;
+        if entries > 1 && payload.len() > APPEND_TARGET_BYTES {
+            let fit = entries as u128 * APPEND_TARGET_BYTES as u128 / payload.len() as u128;
+            let hint = u64::try_from(fit).unwrap_or(1).max(1);
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(hint),
+            ));
+        }
+        self.exchange(peer, Method::AppendEntries, payload, Vec::new(), &option)
+            .await
+    }
+
+    async fn vote(
+        &self,
+        peer: &Peer,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcError> {
+        let payload = encode("encode Vote", &rpc).map_err(transport_error)?;
+        self.exchange(peer, Method::Vote, payload, Vec::new(), &option)
+            .await
+    }
+
+    async fn install_snapshot(
+        &self,
+        peer: &Peer,
+        mut rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcError<InstallSnapshotError>> {
+        // The chunk travels as protobuf bytes (one copy), not through postcard.
+        let data = std::mem::take(&mut rpc.data);
+        let payload = encode("encode InstallSnapshot", &rpc).map_err(transport_error)?;
+        self.exchange(peer, Method::InstallSnapshot, payload, data, &option)
+            .await
+    }
+}
