@@ -11,6 +11,8 @@
 //! - [`object`]: the Durable Object SDK and runtime: executors with input
 //!   and output gates, the storage API, sockets, alarms, the registry, and
 //!   the worker-side stubs.
+//! - [`rpc`]: gRPC: the public object API served over a node's runtime, and
+//!   the client that reaches objects on another node through it.
 //! - [`edge`]: axum HTTP and WebSocket front door; no state.
 //! - [`app`]: the built-in app (the seed's ChatRoom, RateLimiter, Counter
 //!   and router).
@@ -28,10 +30,6 @@ pub mod node;
 pub mod object;
 pub mod replication;
 pub mod ring;
+pub mod rpc;
 pub mod storage;
 pub mod telemetry;
-
-/// Generated protobuf types (kept at the rpc boundary).
-pub mod pb {
-    tonic::include_proto!("roost.v1");
-}
