@@ -83,6 +83,7 @@ pub struct Config {
     pub shutdown_grace_ms: u64,
     pub node: NodeConfig,
     pub http: HttpConfig,
+    pub grpc: GrpcConfig,
     pub objects: ObjectsConfig,
     pub limits: LimitsConfig,
     pub websocket: WebSocketConfig,
@@ -119,6 +120,16 @@ pub struct HttpConfig {
     pub trusted_proxy_header: Option<String>,
     /// Largest HTTP request body accepted, in bytes. Default 1 MiB.
     pub max_request_body_bytes: usize,
+}
+
+/// `[grpc]`: the gRPC object API (Fetch, Call, Connect) that other services
+/// inside the cluster network, and edges, call objects through.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Address the gRPC object API listens on. It has no authentication:
+    /// keep it on a private network. Default `127.0.0.1:8789`.
+    pub listen: SocketAddr,
 }
 
 /// `[objects]`: the object executors.
@@ -216,6 +227,7 @@ impl Default for Config {
             shutdown_grace_ms: 10_000,
             node: NodeConfig::default(),
             http: HttpConfig::default(),
+            grpc: GrpcConfig::default(),
             objects: ObjectsConfig::default(),
             limits: LimitsConfig::default(),
             websocket: WebSocketConfig::default(),
@@ -241,6 +253,14 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
             trusted_proxy_header: None,
             max_request_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8789)),
         }
     }
 }
@@ -302,6 +322,8 @@ impl Default for LogConfig {
 pub struct Overrides {
     /// `--listen`: `http.listen`.
     pub listen: Option<SocketAddr>,
+    /// `--grpc-listen`: `grpc.listen`.
+    pub grpc_listen: Option<SocketAddr>,
     /// `--data-dir`: `node.data_dir`.
     pub data_dir: Option<PathBuf>,
     /// `--shards`: `node.shards`.
@@ -314,6 +336,9 @@ impl Overrides {
     fn apply(self, config: &mut Config) {
         if let Some(listen) = self.listen {
             config.http.listen = listen;
+        }
+        if let Some(listen) = self.grpc_listen {
+            config.grpc.listen = listen;
         }
         if let Some(data_dir) = self.data_dir {
             config.node.data_dir = data_dir;
@@ -399,6 +424,12 @@ impl Config {
             http.max_request_body_bytes >= 1,
             "http.max_request_body_bytes",
             at_least_1,
+        );
+
+        check(
+            !same_port(self.grpc.listen, http.listen),
+            "grpc.listen",
+            &format!("must not use the port of http.listen ({})", http.listen),
         );
 
         check(
@@ -491,6 +522,14 @@ impl Config {
             Err(Error::Invalid(problems))
         }
     }
+}
+
+/// Whether two listen addresses would claim the same port (port 0 never
+/// does: the OS picks a free one).
+fn same_port(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// Whether `name` is a valid HTTP header name (an RFC 9110 token).

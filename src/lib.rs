@@ -11,8 +11,9 @@
 //! - [`object`]: the Durable Object SDK and runtime: executors with input
 //!   and output gates, the storage API, sockets, alarms, the registry, and
 //!   the worker-side stubs.
-//! - [`rpc`]: tonic services and clients between nodes (Raft traffic by
-//!   shard over one channel per peer); generated code stays inside it.
+//! - [`rpc`]: gRPC: Raft traffic between nodes (by shard over one channel
+//!   per peer), the public object API served over a node's runtime, and the
+//!   client that reaches objects on another node; generated code stays in it.
 //! - [`edge`]: axum HTTP and WebSocket front door; no state.
 //! - [`app`]: the built-in app (the seed's ChatRoom, RateLimiter, Counter
 //!   and router).

@@ -31,9 +31,10 @@ struct Cli {
 enum Command {
     /// Run a single-node Roost for development, until SIGTERM or Ctrl-C.
     ///
-    /// Serves the built-in app over HTTP and WebSocket on --listen and keeps
-    /// its data in --data-dir. Prints `roost dev: serving http://ADDR (data
-    /// in DIR)` once it is ready.
+    /// Serves the built-in app over HTTP and WebSocket on --listen, the gRPC
+    /// object API on --grpc-listen, and keeps its data in --data-dir. Prints
+    /// `roost dev: serving http://ADDR (data in DIR)` and then
+    /// `roost dev: grpc on ADDR` once it is ready.
     Dev(DevArgs),
     /// Print the effective configuration as TOML, with each field's
     /// documentation, and exit (fails if it is invalid).
@@ -59,6 +60,11 @@ struct DevArgs {
     /// [env: ROOST_HTTP_LISTEN]
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+
+    /// Address to serve the gRPC object API on (no authentication: keep it
+    /// private) [default: 127.0.0.1:8789] [env: ROOST_GRPC_LISTEN]
+    #[arg(long, value_name = "ADDR")]
+    grpc_listen: Option<SocketAddr>,
 
     /// Directory for the node's data, created if missing [default:
     /// ./roost-data] [env: ROOST_NODE_DATA_DIR]
@@ -94,6 +100,7 @@ async fn main() -> ExitCode {
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let flags = Overrides {
         listen: args.listen,
+        grpc_listen: args.grpc_listen,
         data_dir: args.data_dir,
         shards: args.shards,
         log_format: args.log_format,
@@ -115,6 +122,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         node.http_addr(),
         data_dir.display()
     );
+    println!("roost dev: grpc on {}", node.grpc_addr());
 
     tokio::select! {
         _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
@@ -157,6 +165,7 @@ mod tests {
         let defaults = Config::default();
         for shown in [
             format!("[default: {}]", defaults.http.listen),
+            format!("[default: {}]", defaults.grpc.listen),
             format!("[default: {}]", defaults.node.data_dir.display()),
             format!("[default: {}]", defaults.node.shards),
             "[default: text]".to_owned(),

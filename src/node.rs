@@ -1,6 +1,7 @@
 //! Wires the layers of a node together and runs them: a narrated startup
 //! and an ordered shutdown. `roost dev` is one [`DevNode`]: every shard a
-//! single-voter Raft group on this process, the edge on the same process.
+//! single-voter Raft group on this process, the edge and the gRPC object
+//! API on the same process.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,11 +10,14 @@ use std::time::Duration;
 
 use axum::http::HeaderName;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::edge::{Edge, EdgeOptions};
 use crate::object::{Bindings, Limits, Runtime, RuntimeOptions, Worker};
 use crate::replication::{Replicas, ReplicationOptions};
+use crate::rpc::objects::{ObjectsLimits, ObjectsService};
 use crate::storage::Db;
 
 /// Why a node could not start or stop cleanly.
@@ -41,6 +45,7 @@ pub enum Error {
 pub struct DevNode {
     db: Db,
     edge: Edge,
+    grpc: Grpc,
     runtime: Runtime,
     replicas: Arc<Replicas>,
     data_dir: PathBuf,
@@ -89,6 +94,13 @@ impl DevNode {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| Error::Listen { addr, source })?;
+        let grpc_addr = config.grpc.listen;
+        let grpc_listener = TcpListener::bind(grpc_addr)
+            .await
+            .map_err(|source| Error::Listen {
+                addr: grpc_addr,
+                source,
+            })?;
         let edge = Edge::start(
             listener,
             worker,
@@ -98,9 +110,17 @@ impl DevNode {
         )
         .map_err(|source| Error::Listen { addr, source })?;
         tracing::info!(addr = %edge.local_addr(), "serving HTTP and WebSockets");
+
+        let service = ObjectsService::new(runtime.clone(), objects_limits(&config));
+        let grpc = Grpc::start(grpc_listener, service).map_err(|source| Error::Listen {
+            addr: grpc_addr,
+            source,
+        })?;
+        tracing::info!(addr = %grpc.addr, "serving the gRPC object API");
         Ok(DevNode {
             db,
             edge,
+            grpc,
             runtime,
             replicas,
             data_dir,
@@ -113,6 +133,11 @@ impl DevNode {
         self.edge.local_addr()
     }
 
+    /// The address the gRPC object API listens on (useful with port 0).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.addr
+    }
+
     /// Objects with a running executor right now.
     pub fn live_objects(&self) -> usize {
         self.runtime.live_objects()
@@ -122,14 +147,15 @@ impl DevNode {
         &self.data_dir
     }
 
-    /// Shuts down in order: stop accepting and close sockets (1001), let
-    /// executors finish and release committed outputs, stop Raft, close
-    /// the store. Acknowledged writes are already durable; this only makes
-    /// the exit clean.
+    /// Shuts down in order: stop accepting HTTP and gRPC and close sockets
+    /// (1001), let executors finish and release committed outputs, stop
+    /// Raft, close the store. Acknowledged writes are already durable; this
+    /// only makes the exit clean.
     pub async fn shutdown(self) -> Result<(), Error> {
         let DevNode {
             db,
             edge,
+            grpc,
             runtime,
             replicas,
             grace,
@@ -137,6 +163,7 @@ impl DevNode {
         } = self;
         tracing::info!("shutting down: closing client connections");
         edge.shutdown(grace).await;
+        grpc.shutdown(grace).await;
         tracing::info!("shutting down: draining objects");
         if tokio::time::timeout(grace, runtime.shutdown())
             .await
@@ -160,6 +187,46 @@ impl DevNode {
         drop(db);
         tracing::info!("shutdown complete");
         Ok(())
+    }
+}
+
+/// The gRPC object API server of a node.
+struct Grpc {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    server: JoinHandle<Result<(), crate::rpc::Error>>,
+}
+
+impl Grpc {
+    fn start(listener: TcpListener, service: ObjectsService) -> std::io::Result<Grpc> {
+        let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(crate::rpc::objects::serve(listener, service, stop.clone()));
+        Ok(Grpc { addr, stop, server })
+    }
+
+    /// Closes the bridged sockets (1001), stops accepting, and waits (up to
+    /// `grace`) for in-flight calls.
+    async fn shutdown(self, grace: Duration) {
+        tracing::info!("shutting down: closing gRPC streams");
+        self.stop.cancel();
+        let abort = self.server.abort_handle();
+        match tokio::time::timeout(grace, self.server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "gRPC server failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "gRPC server task failed"),
+            Err(_) => {
+                tracing::warn!(?grace, "gRPC server did not drain in time");
+                abort.abort();
+            }
+        }
+    }
+}
+
+fn objects_limits(config: &Config) -> ObjectsLimits {
+    ObjectsLimits {
+        max_request_body_bytes: config.http.max_request_body_bytes,
+        max_message_bytes: config.websocket.max_message_bytes,
     }
 }
 

@@ -44,12 +44,14 @@ fn help_documents_every_command_and_flag() {
     let dev = text(&dev.stdout);
     for expected in [
         "--listen <ADDR>",
+        "--grpc-listen <ADDR>",
         "--data-dir <DIR>",
         "--shards <N>",
         "--config <PATH>",
         "--log-format <FORMAT>",
         "ROOST_CONFIG",
         "ROOST_HTTP_LISTEN",
+        "ROOST_GRPC_LISTEN",
         "ROOST_NODE_DATA_DIR",
         "ROOST_NODE_SHARDS",
         "ROOST_LOG_FORMAT",
@@ -124,7 +126,14 @@ fn dev_serves_until_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let child = roost(dir.path())
-        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
         .arg(&data_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -154,6 +163,14 @@ fn dev_serves_until_sigterm() {
         !line.contains("127.0.0.1:0 "),
         "the bound port is shown: {line}"
     );
+    let grpc = lines
+        .recv_timeout(Duration::from_secs(10))
+        .expect("roost dev prints its gRPC line");
+    let grpc_addr = grpc
+        .strip_prefix("roost dev: grpc on ")
+        .unwrap_or_else(|| panic!("unexpected line: {grpc}"));
+    let grpc_addr: std::net::SocketAddr = grpc_addr.parse().expect("a socket address");
+    assert_ne!(grpc_addr.port(), 0, "the bound port is shown: {grpc}");
 
     let pid = running.0.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();

@@ -178,12 +178,14 @@ fn flags_override_env_and_file() {
     ];
     let flags = Overrides {
         listen: Some(addr("127.0.0.1:9002")),
+        grpc_listen: Some(addr("127.0.0.1:9003")),
         data_dir: Some(PathBuf::from("/tmp/flag")),
         shards: Some(32),
         log_format: Some(LogFormat::Json),
     };
     let config = build(Some(file), &env, flags).unwrap();
     assert_eq!(config.http.listen, addr("127.0.0.1:9002"));
+    assert_eq!(config.grpc.listen, addr("127.0.0.1:9003"));
     assert_eq!(config.node.data_dir, PathBuf::from("/tmp/flag"));
     assert_eq!(config.node.shards, 32);
     assert_eq!(config.log.format, LogFormat::Json);
@@ -282,6 +284,25 @@ fn election_timeouts_must_be_ordered() {
     let env = [("ROOST_RAFT_ELECTION_TIMEOUT_MAX_MS", "300")];
     let fields = problems(build(None, &env, Overrides::default()));
     assert_eq!(fields, ["raft.election_timeout_max_ms"]);
+}
+
+#[test]
+fn grpc_and_http_ports_must_differ() {
+    let mut config = Config::default();
+    config.grpc.listen = addr("0.0.0.0:8787");
+    assert_eq!(
+        problems(config.validate().map(|()| config.clone())),
+        ["grpc.listen"]
+    );
+    config.grpc.listen = addr("127.0.0.2:8787");
+    config.http.listen = addr("127.0.0.1:8787");
+    config.validate().expect("different IPs may share a port");
+    config.grpc.listen = addr("127.0.0.1:0");
+    config.http.listen = addr("127.0.0.1:0");
+    config.validate().expect("port 0 never collides");
+    let env = [("ROOST_GRPC_LISTEN", "127.0.0.1:7000")];
+    let config = build(None, &env, Overrides::default()).unwrap();
+    assert_eq!(config.grpc.listen, addr("127.0.0.1:7000"));
 }
 
 #[test]

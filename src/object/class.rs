@@ -6,12 +6,16 @@
 
 use std::future::Future;
 
+use bytes::Bytes;
+use http::StatusCode;
+
 use super::context::Context;
 use super::http::{HandlerError, Request, Response};
 use super::socket::{Message, WebSocket};
 
 /// What a handler returns: `Ok` or a [`HandlerError`] (an HTTP status and a
-/// JSON body for `fetch`; a logged failure, or a retry for `alarm`).
+/// JSON body for `fetch`, the caller's error for `call`; a logged failure,
+/// or a retry for `alarm`).
 pub type Result<T, E = HandlerError> = std::result::Result<T, E>;
 
 /// Why an alarm handler runs.
@@ -48,6 +52,29 @@ pub trait DurableObject: Sized + Send + 'static {
         ctx: &mut Context,
         req: Request,
     ) -> impl Future<Output = Result<Response>> + Send;
+
+    /// A typed method call (the gRPC object API's `Call`, [`Stub::call`]):
+    /// `method` and `payload` are encoded however the class and its callers
+    /// agree. Same semantics as `fetch`: an `Err` discards the event's writes
+    /// and reaches the caller; the answer leaves after the writes commit.
+    /// The default answers 501 `not_implemented`.
+    ///
+    /// [`Stub::call`]: super::Stub::call
+    fn call(
+        &mut self,
+        ctx: &mut Context,
+        method: String,
+        payload: Bytes,
+    ) -> impl Future<Output = Result<Bytes>> + Send {
+        let _ = (ctx, payload);
+        async move {
+            Err(HandlerError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "not_implemented",
+                format!("this object has no call handler (method `{method}`)"),
+            ))
+        }
+    }
 
     /// A message arrived on an accepted socket.
     fn websocket_message(

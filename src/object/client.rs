@@ -4,10 +4,11 @@
 //! and a node serving its own shards) and, in a cluster, by the gRPC client
 //! that forwards to the owner. The edge and workers only see this trait.
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
 use super::Error;
-use super::http::{Request, Response};
+use super::http::{HandlerError, Request, Response};
 use super::runtime::Runtime;
 use super::socket::{Message, SocketId, SocketLink};
 use crate::id::ObjectKey;
@@ -20,6 +21,9 @@ pub struct FetchOutcome {
     pub socket: Option<SocketLink>,
 }
 
+/// The answer of an object's `call` handler: its payload, or its error.
+pub type CallResult = Result<Bytes, HandlerError>;
+
 /// Calls into objects, wherever they live.
 pub trait ObjectClient: Send + Sync + 'static {
     fn fetch(
@@ -27,6 +31,13 @@ pub trait ObjectClient: Send + Sync + 'static {
         object: ObjectKey,
         req: Request,
     ) -> BoxFuture<'static, Result<FetchOutcome, Error>>;
+    /// A typed method call; `Ok(Err(_))` is the handler's own error.
+    fn call(
+        &self,
+        object: ObjectKey,
+        method: String,
+        payload: Bytes,
+    ) -> BoxFuture<'static, Result<CallResult, Error>>;
     fn socket_message(
         &self,
         object: &ObjectKey,
@@ -56,6 +67,16 @@ impl ObjectClient for Runtime {
     ) -> BoxFuture<'static, Result<FetchOutcome, Error>> {
         let runtime = self.clone();
         Box::pin(async move { Runtime::fetch(&runtime, object, req).await })
+    }
+
+    fn call(
+        &self,
+        object: ObjectKey,
+        method: String,
+        payload: Bytes,
+    ) -> BoxFuture<'static, Result<CallResult, Error>> {
+        let runtime = self.clone();
+        Box::pin(async move { Runtime::call(&runtime, object, method, payload).await })
     }
 
     fn socket_message(

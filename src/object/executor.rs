@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::FutureExt;
 use http::StatusCode;
 use tokio::sync::{mpsc, oneshot};
@@ -21,7 +22,7 @@ use tracing::Instrument;
 use super::Error;
 use super::alarms::AlarmsHandle;
 use super::class::{AlarmInfo, DurableObject};
-use super::client::FetchOutcome;
+use super::client::{CallResult, FetchOutcome};
 use super::context::Context;
 use super::http::{HandlerError, Request, Response, error_response, is_websocket_upgrade};
 use super::outbox::{GateState, Output, OutputSink, Release, run_releaser};
@@ -38,6 +39,11 @@ pub(crate) enum Event {
     Fetch {
         req: Box<Request>,
         reply: oneshot::Sender<Result<FetchOutcome, Error>>,
+    },
+    Call {
+        method: String,
+        payload: Bytes,
+        reply: oneshot::Sender<Result<CallResult, Error>>,
     },
     SocketMessage {
         socket: SocketId,
@@ -68,6 +74,9 @@ impl Event {
     pub(crate) fn fail(self, err: Error) {
         match self {
             Event::Fetch { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+            Event::Call { reply, .. } => {
                 let _ = reply.send(Err(err));
             }
             Event::Alarm { reply, .. } => {
@@ -262,6 +271,36 @@ impl Executor {
                 };
                 let response = self.settle_sockets(response, ok);
                 self.finish(ok, vec![Output::Reply { reply, response }])
+                    .await;
+                alive
+            }
+            Event::Call {
+                method,
+                payload,
+                reply,
+            } => {
+                self.begin(false);
+                let result = AssertUnwindSafe(obj.call(&mut self.ctx, method, payload))
+                    .catch_unwind()
+                    .await;
+                let (result, ok, alive) = match result {
+                    Ok(Ok(bytes)) => (Ok(bytes), true, true),
+                    Ok(Err(e)) => {
+                        if e.status.is_server_error() && e.status != StatusCode::NOT_IMPLEMENTED {
+                            tracing::error!(error = %e, "call handler failed");
+                        }
+                        (Err(e), false, true)
+                    }
+                    Err(_) => {
+                        tracing::error!("call handler panicked; resetting object");
+                        (
+                            Err(HandlerError::internal("call handler panicked")),
+                            false,
+                            false,
+                        )
+                    }
+                };
+                self.finish(ok, vec![Output::CallReply { reply, result }])
                     .await;
                 alive
             }
@@ -490,6 +529,9 @@ impl Executor {
         for out in outputs {
             match out {
                 Output::Reply { reply, .. } => {
+                    let _ = reply.send(Err(Error::Reset));
+                }
+                Output::CallReply { reply, .. } => {
                     let _ = reply.send(Err(Error::Reset));
                 }
                 Output::AlarmDone(tx) => {

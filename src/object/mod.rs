@@ -25,7 +25,7 @@ mod worker;
 
 pub use alarms::{FIRST_BACKOFF, MAX_RETRIES, now_ms};
 pub use class::{AlarmInfo, DurableObject, Result};
-pub use client::{FetchOutcome, ObjectClient};
+pub use client::{CallResult, FetchOutcome, ObjectClient};
 pub use context::Context;
 pub use http::{
     ClientIp, HandlerError, Request, Response, error_response, is_websocket_upgrade, json,
@@ -55,6 +55,10 @@ pub enum Error {
     Reset,
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// The node that runs the object could not be reached or answered with
+    /// something this node cannot name more precisely (a remote client).
+    #[error("the object's node is unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl Error {
@@ -69,7 +73,8 @@ impl Error {
             | Error::Overloaded
             | Error::Commit(_)
             | Error::Reset
-            | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            | Error::ShuttingDown
+            | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -83,6 +88,7 @@ impl Error {
             Error::Commit(_) => "commit_failed",
             Error::Reset => "object_reset",
             Error::ShuttingDown => "shutting_down",
+            Error::Unavailable(_) => "unavailable",
         }
     }
 

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Error;
 use super::alarms::AlarmsHandle;
-use super::client::FetchOutcome;
+use super::client::{CallResult, FetchOutcome};
 use super::http::Response;
 use super::socket::{AcceptedSocket, ServerFrame, SharedHub, SocketId, SocketLink};
 use crate::id::ObjectKey;
@@ -28,6 +28,11 @@ pub(crate) enum Output {
     Reply {
         reply: oneshot::Sender<Result<FetchOutcome, Error>>,
         response: Response,
+    },
+    /// The answer of a `call` handler.
+    CallReply {
+        reply: oneshot::Sender<Result<CallResult, Error>>,
+        result: CallResult,
     },
     /// The object's alarm is now this (after the event's commit).
     AlarmChanged(Option<u64>),
@@ -126,6 +131,9 @@ fn deliver(object: &ObjectKey, hub: &SharedHub, alarms: &AlarmsHandle, out: Outp
                     });
             let _ = reply.send(Ok(FetchOutcome { response, socket }));
         }
+        Output::CallReply { reply, result } => {
+            let _ = reply.send(Ok(result));
+        }
         Output::AlarmChanged(at) => alarms.set(object.clone(), at),
         Output::AlarmDone(tx) => {
             let _ = tx.send(true);
@@ -140,6 +148,9 @@ fn fail(hub: &SharedHub, out: Output) {
             if let Some(AcceptedSocket(id)) = response.extensions().get::<AcceptedSocket>() {
                 hub.lock().sockets.remove(id);
             }
+            let _ = reply.send(Err(Error::Reset));
+        }
+        Output::CallReply { reply, .. } => {
             let _ = reply.send(Err(Error::Reset));
         }
         Output::AlarmDone(tx) => {

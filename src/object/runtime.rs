@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -19,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use super::Error;
 use super::alarms::{self, AlarmsHandle};
 use super::class::DurableObject;
-use super::client::FetchOutcome;
+use super::client::{CallResult, FetchOutcome};
 use super::executor::{self, Activation, Event};
 use super::http::Request;
 use super::socket::{Message, ServerFrame, SharedHub, SocketId};
@@ -198,6 +199,27 @@ impl Runtime {
             &key,
             Event::Fetch {
                 req: Box::new(req),
+                reply,
+            },
+        )?;
+        rx.await.map_err(|_| Error::Reset)?
+    }
+
+    /// Runs a typed method call on an object and waits for its (gated)
+    /// answer: `Ok(Err(_))` is the handler's error, `Err(_)` means the call
+    /// did not run to an answer.
+    pub async fn call(
+        &self,
+        key: ObjectKey,
+        method: String,
+        payload: Bytes,
+    ) -> Result<CallResult, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.dispatch(
+            &key,
+            Event::Call {
+                method,
+                payload,
                 reply,
             },
         )?;

@@ -4,8 +4,10 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+
 use super::Error;
-use super::client::ObjectClient;
+use super::client::{CallResult, ObjectClient};
 use super::http::{Request, Response};
 use super::socket::SocketLink;
 use crate::id::{self, ObjectId, ObjectKey};
@@ -111,5 +113,13 @@ impl Stub {
                 .insert(UpgradeLink(Arc::new(Mutex::new(Some(link)))));
         }
         Ok(response)
+    }
+
+    /// Calls the object's `call` handler with `method` and `payload`.
+    /// `Ok(Err(_))` is the handler's own error.
+    pub async fn call(&self, method: &str, payload: Bytes) -> Result<CallResult, Error> {
+        self.client
+            .call(self.key.clone(), method.to_owned(), payload)
+            .await
     }
 }

@@ -1,13 +1,22 @@
-//! The rpc layer: tonic services and clients between nodes.
+//! The rpc layer: gRPC between Roost processes and for other services in
+//! the cluster.
 //!
-//! Owns the protobuf envelopes ([`pb`], generated from `proto/roost/v1/`),
-//! the gRPC servers and the per-peer channels. Generated code never leaks
-//! past this module: the layers below see only their own traits (e.g.
-//! [`replication::Transport`](crate::replication::Transport)), and callers
-//! above get plain Rust types. Never decides anything itself: it carries
-//! messages to the layer that owns them.
+//! Owns: the generated protobuf types ([`pb`], from `proto/roost/v1/`), Raft
+//! traffic between nodes ([`raft`]: by shard over one channel per peer), the
+//! public object API served by a node over its object runtime
+//! ([`objects`]), the client that implements
+//! [`crate::object::ObjectClient`] over it ([`remote`]), and the one
+//! translation between protobuf messages, gRPC statuses and the object
+//! layer's types (`convert`).
+//!
+//! Never: runs objects, touches storage or decides anything itself (it
+//! carries messages to the layer that owns them), or lets protobuf types
+//! leak into the layers below.
 
+mod convert;
+pub mod objects;
 pub mod raft;
+pub mod remote;
 
 pub use raft::{GrpcTransport, RaftService, serve};
 
@@ -24,6 +33,13 @@ pub enum Error {
     /// The gRPC server stopped with an error.
     #[error("serve gRPC: {0}")]
     Serve(#[source] tonic::transport::Error),
+    /// An endpoint URI is invalid.
+    #[error("invalid gRPC endpoint `{uri}`: {source}")]
+    Endpoint {
+        uri: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
     /// A peer's address does not make a valid URI.
     #[error("peer address {addr:?}: {source}")]
     Address {

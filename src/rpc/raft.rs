@@ -317,7 +317,7 @@ fn transport_error<E: std::error::Error>(e: Error) -> RpcError<E> {
             status.code(),
             Code::Unavailable | Code::NotFound | Code::FailedPrecondition
         ),
-        Error::Address { .. } => true,
+        Error::Address { .. } | Error::Endpoint { .. } => true,
         Error::Serve(_) | Error::Codec { .. } | Error::Timeout(_) => false,
     };
     if backoff {

@@ -13,8 +13,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         config.http.listen = listen.parse()?;
     }
     config.node.data_dir = args.next().unwrap_or_else(|| "./kv-data".into()).into();
+    // Any free port, so that the example runs next to `roost dev`.
+    config.grpc.listen = "127.0.0.1:0".parse()?;
     let node = DevNode::start_with(config, bindings(), KvWorker).await?;
-    println!("kv example: serving http://{}", node.http_addr());
+    println!(
+        "kv example: serving http://{} (gRPC on {})",
+        node.http_addr(),
+        node.grpc_addr()
+    );
     tokio::signal::ctrl_c().await?;
     node.shutdown().await?;
     Ok(())

@@ -18,6 +18,7 @@ pub const SOON: Duration = Duration::from_secs(10);
 pub fn config(dir: &Path) -> Config {
     let mut config = Config::default();
     config.http.listen = "127.0.0.1:0".parse().expect("loopback address");
+    config.grpc.listen = "127.0.0.1:0".parse().expect("loopback address");
     config.node.data_dir = dir.to_path_buf();
     config.node.shards = 4;
     config

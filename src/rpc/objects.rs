@@ -1,0 +1,376 @@
+//! The server side of the public object API (`roost.v1.Objects`): `Fetch`,
+//! `Call` and `Socket` over this node's object [`Runtime`].
+//!
+//! Who may call: any service inside the cluster network, and edges
+//! forwarding to the owner of an object. There is no authentication here;
+//! the network (NetworkPolicy, mTLS) must keep everyone else out.
+//!
+//! Owns: validating requests off the wire (sizes included), running them on
+//! the runtime, and bridging a `Socket` stream to an object's socket.
+//! Never: decides anything about an object's data, or answers for an object
+//! of a shard this node does not lead (the runtime refuses with `NotOwner`,
+//! which the caller sees as FAILED_PRECONDITION with `roost-shard`).
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::{Status, Streaming};
+
+use super::Error;
+use super::convert::{self, MAX_CALL_METHOD_BYTES};
+use super::pb::objects_server::{Objects, ObjectsServer};
+use super::pb::{self, socket_down, socket_up};
+use crate::object::{Runtime, ServerFrame, SocketLink, is_websocket_upgrade};
+
+/// Sizes the service accepts, from the node's configuration.
+#[derive(Clone, Debug)]
+pub struct ObjectsLimits {
+    /// Largest request body (`Fetch`, `Socket`'s `open`) or call payload,
+    /// in bytes (`http.max_request_body_bytes`).
+    pub max_request_body_bytes: usize,
+    /// Largest socket message, in bytes (`websocket.max_message_bytes`);
+    /// a larger one closes the socket with 1009.
+    pub max_message_bytes: usize,
+}
+
+impl Default for ObjectsLimits {
+    fn default() -> Self {
+        ObjectsLimits {
+            max_request_body_bytes: 1 << 20,
+            max_message_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Room for an encoded message's fields besides its body (headers, path).
+const ENVELOPE_BYTES: usize = 256 * 1024;
+/// Frames queued towards a `Socket` caller before the bridge waits (the
+/// object's own socket queue is behind it).
+const DOWN_BUFFER: usize = 32;
+
+/// The `roost.v1.Objects` service over a node's runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct ObjectsService {
+    runtime: Runtime,
+    limits: ObjectsLimits,
+    /// Cancelled to close every bridged socket with 1001.
+    closing: CancellationToken,
+    /// The socket bridges.
+    bridges: TaskTracker,
+}
+
+impl ObjectsService {
+    pub fn new(runtime: Runtime, limits: ObjectsLimits) -> Self {
+        ObjectsService {
+            runtime,
+            limits,
+            closing: CancellationToken::new(),
+            bridges: TaskTracker::new(),
+        }
+    }
+
+    /// The service for a tonic server, with the decoding limit set from the
+    /// limits (larger messages are refused with RESOURCE_EXHAUSTED).
+    pub fn into_server(self) -> ObjectsServer<Self> {
+        let limit = self
+            .limits
+            .max_request_body_bytes
+            .max(self.limits.max_message_bytes)
+            .saturating_add(ENVELOPE_BYTES);
+        ObjectsServer::new(self).max_decoding_message_size(limit)
+    }
+
+    /// Closes every bridged socket with 1001 (the object is told too) and
+    /// waits until the bridges have ended.
+    pub async fn close_sockets(&self) {
+        self.closing.cancel();
+        self.bridges.close();
+        self.bridges.wait().await;
+    }
+}
+
+/// Serves `service` on `listener` until `shutdown` is cancelled; then
+/// closes its sockets (1001), stops accepting, and waits for in-flight
+/// calls to finish.
+pub async fn serve(
+    listener: TcpListener,
+    service: ObjectsService,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let closer = service.clone();
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        // Finds callers that vanished while holding a socket stream open.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.cancelled().await;
+            closer.close_sockets().await;
+        })
+        .await
+        .map_err(Error::Serve)
+}
+
+type Reply<T> = Result<tonic::Response<T>, Status>;
+
+#[tonic::async_trait]
+impl Objects for ObjectsService {
+    async fn fetch(&self, request: tonic::Request<pb::FetchRequest>) -> Reply<pb::FetchResponse> {
+        let limit = self.limits.max_request_body_bytes;
+        let (key, req) = convert::request_from_pb(request.into_inner(), limit)?;
+        if is_websocket_upgrade(&req) {
+            return Err(Status::invalid_argument(
+                "a WebSocket upgrade request needs Socket, not Fetch",
+            ));
+        }
+        let outcome = self.runtime.fetch(key, req).await?;
+        if let Some(link) = outcome.socket {
+            // Not an upgrade request, so no socket can have been accepted;
+            // should one appear, nobody will ever connect to it.
+            let _ =
+                self.runtime
+                    .socket_closed(&link.object, link.socket, 1006, "not upgraded".into());
+        }
+        Ok(tonic::Response::new(convert::response_to_pb(
+            outcome.response,
+        )))
+    }
+
+    async fn call(&self, request: tonic::Request<pb::CallRequest>) -> Reply<pb::CallResponse> {
+        let req = request.into_inner();
+        let key = convert::object_key(req.object)?;
+        if req.method.is_empty() || req.method.len() > MAX_CALL_METHOD_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "a call method is 1..={MAX_CALL_METHOD_BYTES} bytes, got {}",
+                req.method.len()
+            )));
+        }
+        convert::check_size(
+            "call payload",
+            req.payload.len(),
+            self.limits.max_request_body_bytes,
+        )?;
+        let payload = bytes::Bytes::from(req.payload);
+        match self.runtime.call(key, req.method, payload).await? {
+            Ok(payload) => Ok(tonic::Response::new(pb::CallResponse {
+                payload: Vec::from(payload),
+            })),
+            Err(e) => Err(convert::handler_error_to_status(&e)),
+        }
+    }
+
+    type SocketStream = ReceiverStream<Result<pb::SocketDown, Status>>;
+
+    async fn socket(
+        &self,
+        request: tonic::Request<Streaming<pb::SocketUp>>,
+    ) -> Reply<Self::SocketStream> {
+        let mut up = request.into_inner();
+        let first = up
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("the stream ended before `open`"))?;
+        let Some(socket_up::Kind::Open(open)) = first.kind else {
+            return Err(Status::invalid_argument("the first message must be `open`"));
+        };
+        let (key, req) = convert::request_from_pb(open, self.limits.max_request_body_bytes)?;
+        if !is_websocket_upgrade(&req) {
+            return Err(Status::invalid_argument(
+                "`open` must be a WebSocket upgrade request (Upgrade: websocket)",
+            ));
+        }
+        let outcome = self.runtime.fetch(key, req).await?;
+        let (tx, rx) = mpsc::channel(DOWN_BUFFER);
+        let response = convert::response_to_pb(outcome.response);
+        let first = match &outcome.socket {
+            Some(link) => socket_down::Kind::Accepted(pb::SocketAccepted {
+                response: Some(response),
+                socket: link.socket,
+            }),
+            None => socket_down::Kind::Response(response),
+        };
+        // The channel is empty: this cannot fail for lack of room.
+        let _ = tx.try_send(Ok(pb::SocketDown { kind: Some(first) }));
+        if let Some(link) = outcome.socket {
+            let bridge = Bridge {
+                runtime: self.runtime.clone(),
+                down: tx,
+                max_message: self.limits.max_message_bytes,
+                closing: self.closing.clone(),
+            };
+            self.bridges.spawn(bridge.run(link, up));
+        }
+        Ok(tonic::Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// How a bridged socket ended, and so what the object is told.
+enum End {
+    /// The caller closed it (or vanished: 1006).
+    Closed(u16, String),
+    /// The node shuts down: 1001 both ways.
+    Shutdown,
+    /// A message over the size limit: an error, then a close with 1009.
+    TooBig,
+    /// The object closed or dropped it; it already knows.
+    Object,
+    /// The caller broke the protocol.
+    Invalid(String),
+    /// The runtime refused a message (e.g. the shard moved away).
+    Failed(crate::object::Error),
+}
+
+/// Bridges one accepted socket between its object and a `Socket` caller.
+struct Bridge {
+    runtime: Runtime,
+    down: mpsc::Sender<Result<pb::SocketDown, Status>>,
+    max_message: usize,
+    /// Cancelled when the node shuts down.
+    closing: CancellationToken,
+}
+
+impl Bridge {
+    async fn run(self, mut link: SocketLink, mut up: Streaming<pb::SocketUp>) {
+        let end = loop {
+            tokio::select! {
+                frame = link.outgoing.recv() => match frame {
+                    Some(ServerFrame::Message(msg)) => {
+                        let kind = socket_down::Kind::Message(convert::message_to_pb(msg));
+                        if !self.send(kind).await {
+                            break self.gone();
+                        }
+                    }
+                    Some(ServerFrame::Close { code, reason }) => {
+                        if !self.send(close(code, reason.clone())).await {
+                            self.send_last(Ok(close(code, reason)));
+                        }
+                        break End::Object;
+                    }
+                    // Dropped by the object (its client did not keep up, or
+                    // it was reset): end the stream without a close.
+                    None => break End::Object,
+                },
+                msg = up.message() => match msg {
+                    Ok(Some(pb::SocketUp { kind: Some(kind) })) => {
+                        if let Some(end) = self.handle_up(&link, kind) {
+                            break end;
+                        }
+                    }
+                    Ok(Some(pb::SocketUp { kind: None })) => {
+                        break End::Invalid("a SocketUp without a kind".into());
+                    }
+                    Ok(None) | Err(_) => break End::Closed(1006, String::new()),
+                },
+                _ = self.closing.cancelled() => break End::Shutdown,
+                _ = self.down.closed() => break self.gone(),
+            }
+        };
+        let (object, socket) = (&link.object, link.socket);
+        let told = match end {
+            End::Object => Ok(()),
+            End::Closed(code, reason) => self.runtime.socket_closed(object, socket, code, reason),
+            End::Shutdown => {
+                let reason = "server shutting down";
+                let told = self
+                    .runtime
+                    .socket_closed(object, socket, 1001, reason.into());
+                self.send_last(Ok(close(1001, reason.into())));
+                told
+            }
+            End::TooBig => {
+                let reason = "message too big";
+                let told = self
+                    .runtime
+                    .socket_error(object, socket, reason.into())
+                    .and_then(|()| {
+                        self.runtime
+                            .socket_closed(object, socket, 1009, reason.into())
+                    });
+                self.send_last(Ok(close(1009, reason.into())));
+                told
+            }
+            End::Invalid(message) => {
+                let told = self
+                    .runtime
+                    .socket_closed(object, socket, 1006, String::new());
+                self.send_last(Err(Status::invalid_argument(message)));
+                told
+            }
+            End::Failed(e) => {
+                let told = self
+                    .runtime
+                    .socket_closed(object, socket, 1006, String::new());
+                self.send_last(Err(Status::from(e)));
+                told
+            }
+        };
+        if let Err(e) = told {
+            tracing::debug!(%object, error = %e, "cannot tell object its socket closed");
+        }
+    }
+
+    /// Handles one message from the caller; `Some` ends the bridge.
+    fn handle_up(&self, link: &SocketLink, kind: socket_up::Kind) -> Option<End> {
+        let (object, socket) = (&link.object, link.socket);
+        let result = match kind {
+            socket_up::Kind::Message(msg) => {
+                let Some(msg) = convert::message_from_pb(msg) else {
+                    return Some(End::Invalid("a socket message without data".into()));
+                };
+                if msg.len() > self.max_message {
+                    return Some(End::TooBig);
+                }
+                self.runtime.socket_message(object, socket, msg)
+            }
+            socket_up::Kind::Close(pb::SocketClose { code, reason }) => {
+                return Some(match u16::try_from(code) {
+                    Ok(code) => End::Closed(code, reason),
+                    Err(_) => End::Invalid(format!("close code {code} is not 0..=65535")),
+                });
+            }
+            socket_up::Kind::Error(error) => self.runtime.socket_error(object, socket, error),
+            socket_up::Kind::Open(_) => {
+                return Some(End::Invalid("`open` is only the first message".into()));
+            }
+        };
+        result.err().map(End::Failed)
+    }
+
+    /// Why the caller can no longer be sent to.
+    fn gone(&self) -> End {
+        if self.closing.is_cancelled() {
+            End::Shutdown
+        } else {
+            End::Closed(1006, "caller went away".into())
+        }
+    }
+
+    /// Sends `kind` to the caller, waiting for room; `false` if it is gone
+    /// or the node shuts down meanwhile.
+    async fn send(&self, kind: socket_down::Kind) -> bool {
+        let item = Ok(pb::SocketDown { kind: Some(kind) });
+        tokio::select! {
+            sent = self.down.send(item) => sent.is_ok(),
+            _ = self.closing.cancelled() => false,
+        }
+    }
+
+    /// The stream's last item, if there is room for it (a caller that does
+    /// not read does not hold the bridge up).
+    fn send_last(&self, item: Result<socket_down::Kind, Status>) {
+        let item = item.map(|kind| pb::SocketDown { kind: Some(kind) });
+        let _ = self.down.try_send(item);
+    }
+}
+
+fn close(code: u16, reason: String) -> socket_down::Kind {
+    socket_down::Kind::Close(pb::SocketClose {
+        code: u32::from(code),
+        reason,
+    })
+}

@@ -1,0 +1,385 @@
+//! [`RemoteClient`]: an [`ObjectClient`] that reaches objects on another
+//! node over the public object API, so that an edge (or any worker) can
+//! forward to the node that owns an object.
+//!
+//! Owns: turning object calls into `Fetch`, `Call` and `Socket` RPCs and
+//! back, and the client end of each bridged socket (a map from socket to
+//! the sender of its `Socket` stream). Never: runs objects, or retries on
+//! its own (a `NotOwner` reaches the caller, who knows where to go next).
+//!
+//! Which node is called is decided in one place, [`RemoteClient::channel_for`]:
+//! one node today; the cluster's shard map later.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::StatusCode;
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+use tonic::transport::{Channel, Endpoint};
+
+use super::Error;
+use super::convert;
+use super::pb::objects_client::ObjectsClient;
+use super::pb::{self, socket_down, socket_up};
+use crate::id::ObjectKey;
+use crate::object::{
+    self, CallResult, FetchOutcome, Message, ObjectClient, Request, ServerFrame, SocketId,
+    SocketLink, is_websocket_upgrade,
+};
+
+/// Tunables of a [`RemoteClient`].
+#[derive(Clone, Debug)]
+pub struct RemoteOptions {
+    /// Messages queued towards one remote socket before `socket_message`
+    /// answers `Overloaded`, and frames queued towards its client.
+    pub socket_buffer: usize,
+    /// Largest message accepted from a node (a response, a call's answer,
+    /// a socket frame), in bytes.
+    pub max_response_bytes: usize,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        RemoteOptions {
+            socket_buffer: 1024,
+            max_response_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Calls objects on a remote node over gRPC. Cheap to clone.
+#[derive(Clone)]
+pub struct RemoteClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    channel: Channel,
+    opts: RemoteOptions,
+    /// The up-stream of every socket bridged through this client.
+    sockets: Mutex<HashMap<(ObjectKey, SocketId), Upstream>>,
+    /// Tells one `Socket` stream from another for the same socket id.
+    next_stream: AtomicU64,
+}
+
+struct Upstream {
+    stream: u64,
+    tx: mpsc::Sender<pb::SocketUp>,
+}
+
+impl RemoteClient {
+    /// A client over `channel` (to one node).
+    pub fn new(channel: Channel, opts: RemoteOptions) -> RemoteClient {
+        RemoteClient {
+            inner: Arc::new(Inner {
+                channel,
+                opts,
+                sockets: Mutex::new(HashMap::new()),
+                next_stream: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// A client of the node serving gRPC on `addr`. Connects on first use
+    /// (and reconnects after a failure); a node that cannot be reached makes
+    /// calls fail with [`object::Error::Unavailable`].
+    pub fn connect_lazy(addr: SocketAddr, opts: RemoteOptions) -> Result<RemoteClient, Error> {
+        let uri = format!("http://{addr}");
+        let endpoint = Endpoint::from_shared(uri.clone())
+            .map_err(|source| Error::Endpoint { uri, source })?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        Ok(RemoteClient::new(endpoint.connect_lazy(), opts))
+    }
+
+    /// The channel to the node that runs `key`. The seam for routing: one
+    /// node now; the cluster picks the leader of the object's shard here.
+    fn channel_for(&self, _key: &ObjectKey) -> Channel {
+        self.inner.channel.clone()
+    }
+
+    fn client_for(&self, key: &ObjectKey) -> ObjectsClient<Channel> {
+        ObjectsClient::new(self.channel_for(key))
+            .max_decoding_message_size(self.inner.opts.max_response_bytes)
+    }
+
+    /// Sockets bridged through this client right now.
+    pub fn open_sockets(&self) -> usize {
+        self.inner.sockets().len()
+    }
+
+    async fn fetch_plain(
+        &self,
+        key: ObjectKey,
+        req: Request,
+    ) -> Result<FetchOutcome, object::Error> {
+        let wire = convert::request_to_pb(&key, req);
+        let resp = self
+            .client_for(&key)
+            .fetch(wire)
+            .await
+            .map_err(|status| convert::error_from_status(&status, &key))?;
+        let response = convert::response_from_pb(resp.into_inner())?;
+        Ok(FetchOutcome {
+            response,
+            socket: None,
+        })
+    }
+
+    /// An upgrade request: opens a `Socket` stream and, if the object
+    /// accepts, bridges its frames into a [`SocketLink`].
+    async fn fetch_socket(
+        &self,
+        key: ObjectKey,
+        req: Request,
+    ) -> Result<FetchOutcome, object::Error> {
+        let buffer = self.inner.opts.socket_buffer.max(1);
+        let (up_tx, up_rx) = mpsc::channel(buffer);
+        let open = socket_up::Kind::Open(convert::request_to_pb(&key, req));
+        // The channel is empty: there is room.
+        let _ = up_tx.try_send(pb::SocketUp { kind: Some(open) });
+        let failed = |status: tonic::Status| convert::error_from_status(&status, &key);
+        let mut down = self
+            .client_for(&key)
+            .socket(ReceiverStream::new(up_rx))
+            .await
+            .map_err(failed)?
+            .into_inner();
+        let first = down.message().await.map_err(failed)?;
+        let malformed = |what: &str| object::Error::Unavailable(format!("Socket: {what}"));
+        match first.and_then(|m| m.kind) {
+            Some(socket_down::Kind::Response(resp)) => {
+                let response = convert::response_from_pb(resp)?;
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    return Err(malformed("a 101 response without a socket"));
+                }
+                Ok(FetchOutcome {
+                    response,
+                    socket: None,
+                })
+            }
+            Some(socket_down::Kind::Accepted(pb::SocketAccepted { response, socket })) => {
+                let response = response.ok_or_else(|| malformed("accepted without a response"))?;
+                let response = convert::response_from_pb(response)?;
+                if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    return Err(malformed("accepted with a status other than 101"));
+                }
+                let (frame_tx, frame_rx) = mpsc::channel(buffer);
+                let stream = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .sockets()
+                    .insert((key.clone(), socket), Upstream { stream, tx: up_tx });
+                tokio::spawn(forward_down(
+                    self.inner.clone(),
+                    key.clone(),
+                    socket,
+                    stream,
+                    down,
+                    frame_tx,
+                ));
+                Ok(FetchOutcome {
+                    response,
+                    socket: Some(SocketLink {
+                        object: key,
+                        socket,
+                        outgoing: frame_rx,
+                    }),
+                })
+            }
+            Some(_) => Err(malformed(
+                "the first message is neither accepted nor response",
+            )),
+            None => Err(malformed("the stream ended before an answer")),
+        }
+    }
+
+    /// Queues `kind` on the socket's stream. `last` ends the stream after it.
+    fn send_up(
+        &self,
+        key: &ObjectKey,
+        socket: SocketId,
+        kind: socket_up::Kind,
+        last: bool,
+    ) -> Result<(), object::Error> {
+        let mut sockets = self.inner.sockets();
+        let map_key = (key.clone(), socket);
+        let msg = pb::SocketUp { kind: Some(kind) };
+        if last {
+            // Gone from the map, the stream ends once its queue is sent.
+            let Some(up) = sockets.remove(&map_key) else {
+                return Ok(());
+            };
+            drop(sockets);
+            if let Err(TrySendError::Full(msg)) = up.tx.try_send(msg) {
+                // Keep the close: wait for room off the caller's path.
+                if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                    handle.spawn(async move {
+                        let _ = up.tx.send(msg).await;
+                    });
+                }
+            }
+            return Ok(());
+        }
+        // An unknown socket has ended already; its link is (being) closed.
+        let Some(up) = sockets.get(&map_key) else {
+            return Ok(());
+        };
+        match up.tx.try_send(msg) {
+            Ok(()) | Err(TrySendError::Closed(_)) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(object::Error::Overloaded),
+        }
+    }
+}
+
+impl Inner {
+    fn sockets(&self) -> MutexGuard<'_, HashMap<(ObjectKey, SocketId), Upstream>> {
+        self.sockets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Forwards a socket's frames from its `Socket` stream to the link, until
+/// either ends; then forgets the socket (which ends the up-stream: the
+/// object sees 1006 unless a close was sent).
+async fn forward_down(
+    inner: Arc<Inner>,
+    key: ObjectKey,
+    socket: SocketId,
+    stream: u64,
+    mut down: Streaming<pb::SocketDown>,
+    frames: mpsc::Sender<ServerFrame>,
+) {
+    loop {
+        let msg = tokio::select! {
+            msg = down.message() => msg,
+            _ = frames.closed() => break,
+        };
+        let frame = match msg.map(|m| m.and_then(|m| m.kind)) {
+            Ok(Some(socket_down::Kind::Message(m))) => match convert::message_from_pb(m) {
+                Some(m) => ServerFrame::Message(m),
+                None => {
+                    tracing::warn!(object = %key, "socket message without data from node");
+                    break;
+                }
+            },
+            Ok(Some(socket_down::Kind::Close(pb::SocketClose { code, reason }))) => {
+                ServerFrame::Close {
+                    code: u16::try_from(code).unwrap_or(1011),
+                    reason,
+                }
+            }
+            Ok(Some(_)) => {
+                tracing::warn!(object = %key, "unexpected message on a Socket stream");
+                break;
+            }
+            Ok(None) => break,
+            Err(status) => {
+                tracing::debug!(object = %key, %status, "Socket stream failed");
+                break;
+            }
+        };
+        let closed = matches!(frame, ServerFrame::Close { .. });
+        if frames.send(frame).await.is_err() || closed {
+            break;
+        }
+    }
+    {
+        let mut sockets = inner.sockets();
+        let map_key = (key, socket);
+        if sockets.get(&map_key).is_some_and(|up| up.stream == stream) {
+            sockets.remove(&map_key);
+        }
+    }
+    // Dropping the response could cancel the HTTP/2 stream before the
+    // queued close has left; let the node end it (it does once it has the
+    // close, or sees the up-stream end).
+    let _ = tokio::time::timeout(DRAIN, async {
+        while let Ok(Some(_)) = down.message().await {}
+    })
+    .await;
+}
+
+/// How long a finished socket's stream may take to end.
+const DRAIN: Duration = Duration::from_secs(10);
+
+impl ObjectClient for RemoteClient {
+    fn fetch(
+        &self,
+        object: ObjectKey,
+        req: Request,
+    ) -> BoxFuture<'static, Result<FetchOutcome, object::Error>> {
+        let this = self.clone();
+        Box::pin(async move {
+            if is_websocket_upgrade(&req) {
+                this.fetch_socket(object, req).await
+            } else {
+                this.fetch_plain(object, req).await
+            }
+        })
+    }
+
+    fn call(
+        &self,
+        object: ObjectKey,
+        method: String,
+        payload: Bytes,
+    ) -> BoxFuture<'static, Result<CallResult, object::Error>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let req = pb::CallRequest {
+                object: Some(convert::object_ref(&object)),
+                method,
+                payload: Vec::from(payload),
+            };
+            match this.client_for(&object).call(req).await {
+                Ok(resp) => Ok(Ok(Bytes::from(resp.into_inner().payload))),
+                Err(status) => match convert::handler_error_from_status(&status) {
+                    Some(e) => Ok(Err(e)),
+                    None => Err(convert::error_from_status(&status, &object)),
+                },
+            }
+        })
+    }
+
+    fn socket_message(
+        &self,
+        object: &ObjectKey,
+        socket: SocketId,
+        msg: Message,
+    ) -> Result<(), object::Error> {
+        let kind = socket_up::Kind::Message(convert::message_to_pb(msg));
+        self.send_up(object, socket, kind, false)
+    }
+
+    fn socket_closed(
+        &self,
+        object: &ObjectKey,
+        socket: SocketId,
+        code: u16,
+        reason: String,
+    ) -> Result<(), object::Error> {
+        let kind = socket_up::Kind::Close(pb::SocketClose {
+            code: u32::from(code),
+            reason,
+        });
+        self.send_up(object, socket, kind, true)
+    }
+
+    fn socket_error(
+        &self,
+        object: &ObjectKey,
+        socket: SocketId,
+        error: String,
+    ) -> Result<(), object::Error> {
+        self.send_up(object, socket, socket_up::Kind::Error(error), false)
+    }
+}

@@ -1,0 +1,62 @@
+//! Helpers for the tests of the gRPC object API: a dev node on port 0 and
+//! request builders.
+#![allow(dead_code)]
+
+use roost::config::Config;
+use roost::node::DevNode;
+use roost::rpc::pb::objects_client::ObjectsClient;
+use roost::rpc::pb::{self, object_ref};
+use serde_json::Value;
+use tonic::transport::Channel;
+
+/// The body limit the tests' nodes run with.
+pub const BODY_LIMIT: usize = 4096;
+
+pub fn config(dir: &std::path::Path) -> Config {
+    let mut config = Config::default();
+    config.http.listen = "127.0.0.1:0".parse().expect("loopback address");
+    config.grpc.listen = "127.0.0.1:0".parse().expect("loopback address");
+    config.http.max_request_body_bytes = BODY_LIMIT;
+    config.node.data_dir = dir.to_path_buf();
+    config.node.shards = 4;
+    config
+}
+
+pub async fn client(node: &DevNode) -> ObjectsClient<Channel> {
+    ObjectsClient::connect(format!("http://{}", node.grpc_addr()))
+        .await
+        .expect("gRPC connects")
+}
+
+pub fn by_name(namespace: &str, name: &str) -> Option<pb::ObjectRef> {
+    Some(pb::ObjectRef {
+        namespace: namespace.into(),
+        target: Some(object_ref::Target::Name(name.into())),
+    })
+}
+
+pub fn fetch(object: Option<pb::ObjectRef>, method: &str, path: &str) -> pb::FetchRequest {
+    pb::FetchRequest {
+        object,
+        method: method.into(),
+        path: path.into(),
+        headers: Vec::new(),
+        body: Vec::new(),
+        client_ip: String::new(),
+    }
+}
+
+pub fn header(name: &str, value: &str) -> pb::Header {
+    pb::Header {
+        name: name.into(),
+        value: value.as_bytes().to_vec(),
+    }
+}
+
+pub fn json_body(resp: &pb::FetchResponse) -> Value {
+    serde_json::from_slice(&resp.body).expect("a JSON body")
+}
+
+pub fn metadata<'a>(status: &'a tonic::Status, key: &str) -> Option<&'a str> {
+    status.metadata().get(key).and_then(|v| v.to_str().ok())
+}

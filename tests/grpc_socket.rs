@@ -1,0 +1,160 @@
+//! The `Socket` RPC from a plain tonic client: a chat room's WebSocket as a
+//! bidirectional stream, its end without a close (1006), and shutdown (1001).
+
+mod grpc_common;
+
+use std::time::Duration;
+
+use grpc_common::{by_name, client, config, fetch, header};
+use roost::node::DevNode;
+use roost::rpc::pb::objects_client::ObjectsClient;
+use roost::rpc::pb::{self, socket_down, socket_up};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+use tonic::transport::Channel;
+
+/// One `Socket` stream: what we send and what we get.
+struct Socket {
+    up: mpsc::Sender<pb::SocketUp>,
+    down: Streaming<pb::SocketDown>,
+}
+
+async fn connect_room(grpc: &mut ObjectsClient<Channel>, room: &str, name: &str) -> Socket {
+    let mut open = fetch(
+        by_name("CHAT_ROOM", room),
+        "GET",
+        &format!("/websocket?name={name}"),
+    );
+    open.headers.push(header("upgrade", "websocket"));
+    open.headers.push(header("connection", "Upgrade"));
+    let (up, rx) = mpsc::channel(16);
+    up.send(pb::SocketUp {
+        kind: Some(socket_up::Kind::Open(open)),
+    })
+    .await
+    .expect("queue open");
+    let mut down = grpc
+        .socket(ReceiverStream::new(rx))
+        .await
+        .expect("connect")
+        .into_inner();
+    match next_down(&mut down).await {
+        Some(socket_down::Kind::Accepted(accepted)) => {
+            let response = accepted.response.expect("the 101 response");
+            assert_eq!(response.status, 101);
+        }
+        other => panic!("expected accepted, got {other:?}"),
+    }
+    Socket { up, down }
+}
+
+async fn next_down(down: &mut Streaming<pb::SocketDown>) -> Option<socket_down::Kind> {
+    tokio::time::timeout(Duration::from_secs(10), down.message())
+        .await
+        .expect("a message in time")
+        .expect("a healthy stream")
+        .and_then(|m| m.kind)
+}
+
+/// The next text frame, as JSON.
+async fn next_json(socket: &mut Socket) -> Value {
+    match next_down(&mut socket.down).await {
+        Some(socket_down::Kind::Message(pb::SocketMessage {
+            data: Some(pb::socket_message::Data::Text(text)),
+        })) => serde_json::from_str(&text).expect("JSON frame"),
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
+async fn send_text(socket: &Socket, text: String) {
+    socket
+        .up
+        .send(pb::SocketUp {
+            kind: Some(socket_up::Kind::Message(pb::SocketMessage {
+                data: Some(pb::socket_message::Data::Text(text)),
+            })),
+        })
+        .await
+        .expect("send");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_bridges_a_chat_room() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = DevNode::start(config(dir.path()))
+        .await
+        .expect("node starts");
+    let mut grpc = client(&node).await;
+
+    // A non-101 answer is the first and last message.
+    let mut open = fetch(by_name("CHAT_ROOM", "r"), "GET", "/websocket?name=x");
+    open.headers.push(header("upgrade", "websocket"));
+    open.path = format!("/websocket?name={}", "n".repeat(65));
+    let stream = tokio_stream::iter(vec![pb::SocketUp {
+        kind: Some(socket_up::Kind::Open(open)),
+    }]);
+    let mut down = grpc.socket(stream).await.expect("connect").into_inner();
+    match next_down(&mut down).await {
+        Some(socket_down::Kind::Response(resp)) => assert_eq!(resp.status, 400),
+        other => panic!("expected a response, got {other:?}"),
+    }
+    assert!(next_down(&mut down).await.is_none());
+
+    let mut alice = connect_room(&mut grpc, "r", "Alice").await;
+    assert_eq!(
+        next_json(&mut alice).await,
+        json!({"type": "history", "messages": []})
+    );
+    assert_eq!(next_json(&mut alice).await["type"], "join");
+    let mut bob = connect_room(&mut grpc, "r", "Bob").await;
+    assert_eq!(next_json(&mut bob).await["type"], "history");
+    assert_eq!(next_json(&mut bob).await["name"], "Bob");
+    assert_eq!(next_json(&mut alice).await["name"], "Bob");
+
+    let text = json!({"type": "message", "text": "hi"}).to_string();
+    send_text(&alice, text).await;
+    for socket in [&mut alice, &mut bob] {
+        let frame = next_json(socket).await;
+        assert_eq!(
+            (frame["type"].as_str(), frame["text"].as_str()),
+            (Some("message"), Some("hi"))
+        );
+    }
+
+    // Bob's stream ends without a close: the room sees him leave (1006).
+    drop(bob);
+    let leave = next_json(&mut alice).await;
+    assert_eq!(
+        (leave["type"].as_str(), leave["name"].as_str()),
+        (Some("leave"), Some("Bob"))
+    );
+
+    // Alice closes: the node ends her stream.
+    alice
+        .up
+        .send(pb::SocketUp {
+            kind: Some(socket_up::Kind::Close(pb::SocketClose {
+                code: 1000,
+                reason: "bye".into(),
+            })),
+        })
+        .await
+        .expect("send close");
+    assert!(next_down(&mut alice.down).await.is_none());
+
+    // A socket open at shutdown is closed with 1001.
+    let mut carol = connect_room(&mut grpc, "r", "Carol").await;
+    assert_eq!(next_json(&mut carol).await["type"], "history");
+    assert_eq!(next_json(&mut carol).await["name"], "Carol");
+    let shutdown = tokio::spawn(node.shutdown());
+    match next_down(&mut carol.down).await {
+        Some(socket_down::Kind::Close(close)) => assert_eq!(close.code, 1001),
+        other => panic!("expected a close, got {other:?}"),
+    }
+    shutdown
+        .await
+        .expect("shutdown task")
+        .expect("clean shutdown");
+}
