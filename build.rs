@@ -10,7 +10,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("cargo:rerun-if-changed=proto");
     tonic_prost_build::configure().compile_protos(
-        &["proto/roost/v1/object.proto", "proto/roost/v1/raft.proto"],
+        &[
+            "proto/roost/v1/object.proto",
+            "proto/roost/v1/raft.proto",
+            "proto/roost/v1/cluster.proto",
+        ],
         &["proto"],
     )?;
     Ok(())

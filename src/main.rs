@@ -36,6 +36,18 @@ enum Command {
     /// `roost dev: serving http://ADDR (data in DIR)` and then
     /// `roost dev: grpc on ADDR` once it is ready.
     Dev(DevArgs),
+    /// Run a cluster node: hosts shard replicas, runs the objects of the
+    /// shards it leads, and serves gRPC (Raft, the object API, the cluster
+    /// service) on --grpc-listen. Without --join it starts a new cluster;
+    /// with --join it joins one through those nodes. On SIGTERM it moves its
+    /// leaderships to other nodes before it stops. Prints
+    /// `roost node: grpc on ADDR` once it is up.
+    Node(NodeArgs),
+    /// Run a stateless edge: serves the built-in app over HTTP and
+    /// WebSocket on --listen and sends each object call to the node that
+    /// leads the object's shard, learning the cluster from the --join
+    /// nodes. Prints `roost edge: serving http://ADDR` once it is up.
+    Edge(EdgeArgs),
     /// Print the effective configuration as TOML, with each field's
     /// documentation, and exit (fails if it is invalid).
     Config(FileArgs),
@@ -81,11 +93,76 @@ struct DevArgs {
     log_format: Option<LogFormat>,
 }
 
+#[derive(Debug, Args)]
+struct NodeArgs {
+    #[command(flatten)]
+    file: FileArgs,
+
+    /// This node's id, unique in the cluster, ≥ 1 [default: 1]
+    /// [env: ROOST_NODE_ID]
+    #[arg(long, value_name = "N")]
+    id: Option<u64>,
+
+    /// Address to serve gRPC on [default: 127.0.0.1:8789]
+    /// [env: ROOST_GRPC_LISTEN]
+    #[arg(long, value_name = "ADDR")]
+    grpc_listen: Option<SocketAddr>,
+
+    /// Address other nodes and edges reach this node at [default: the
+    /// bound --grpc-listen address]
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
+
+    /// Nodes to join the cluster through, comma-separated host:port
+    /// [default: none: start a new cluster]
+    #[arg(long, value_name = "ADDRS", value_delimiter = ',')]
+    join: Vec<String>,
+
+    /// Replicas per shard [default: 3]
+    #[arg(long, value_name = "R", default_value_t = 3)]
+    replication: usize,
+
+    /// Directory for the node's data, created if missing [default:
+    /// ./roost-data] [env: ROOST_NODE_DATA_DIR]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Number of shards, 1..=4096; the same on every node, fixed when the
+    /// cluster is created [default: 64] [env: ROOST_NODE_SHARDS]
+    #[arg(long, value_name = "N")]
+    shards: Option<u16>,
+
+    /// Log line format [default: text] [env: ROOST_LOG_FORMAT]
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Args)]
+struct EdgeArgs {
+    #[command(flatten)]
+    file: FileArgs,
+
+    /// Address to serve HTTP and WebSocket on [default: 127.0.0.1:8787]
+    /// [env: ROOST_HTTP_LISTEN]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+
+    /// Cluster nodes to learn the cluster from, comma-separated host:port
+    #[arg(long, value_name = "ADDRS", value_delimiter = ',', required = true)]
+    join: Vec<String>,
+
+    /// Log line format [default: text] [env: ROOST_LOG_FORMAT]
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Dev(args) => dev(args).await,
+        Command::Node(args) => node(args).await,
+        Command::Edge(args) => edge(args).await,
         Command::Config(args) => print_config(args),
     };
     match result {
@@ -133,6 +210,66 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         _ = terminate.recv() => anyhow::bail!("second SIGTERM: stopped without a clean shutdown"),
         _ = interrupt.recv() => anyhow::bail!("second SIGINT: stopped without a clean shutdown"),
     }
+}
+
+async fn node(args: NodeArgs) -> anyhow::Result<()> {
+    let flags = Overrides {
+        grpc_listen: args.grpc_listen,
+        data_dir: args.data_dir,
+        shards: args.shards,
+        log_format: args.log_format,
+        ..Overrides::default()
+    };
+    let mut config =
+        Config::build(args.file.config.as_deref(), flags).context("load configuration")?;
+    if let Some(id) = args.id {
+        config.node.id = id;
+    }
+    config.validate().context("load configuration")?;
+    roost::telemetry::init_logging(&config.log).context("start logging")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("listen for SIGINT")?;
+    let cluster = roost::node::cluster::ClusterArgs {
+        grpc_listen: config.grpc.listen,
+        advertise: args.advertise,
+        seeds: args.join,
+        replication: args.replication,
+    };
+    let node = roost::node::cluster::ClusterNode::start(config, cluster)
+        .await
+        .context("start node")?;
+    println!("roost node: grpc on {}", node.grpc_addr());
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: draining and shutting down"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: draining and shutting down"),
+    }
+    tokio::select! {
+        stopped = node.shutdown() => stopped.context("shut down node"),
+        _ = terminate.recv() => anyhow::bail!("second SIGTERM: stopped without a clean shutdown"),
+        _ = interrupt.recv() => anyhow::bail!("second SIGINT: stopped without a clean shutdown"),
+    }
+}
+
+async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
+    let flags = Overrides {
+        listen: args.listen,
+        log_format: args.log_format,
+        ..Overrides::default()
+    };
+    let config = Config::build(args.file.config.as_deref(), flags).context("load configuration")?;
+    roost::telemetry::init_logging(&config.log).context("start logging")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("listen for SIGINT")?;
+    let edge = roost::node::edge::EdgeNode::start(config, args.join)
+        .await
+        .context("start edge")?;
+    println!("roost edge: serving http://{}", edge.http_addr());
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    edge.shutdown().await;
+    Ok(())
 }
 
 fn print_config(args: FileArgs) -> anyhow::Result<()> {

@@ -20,6 +20,9 @@ use crate::replication::{Replicas, ReplicationOptions};
 use crate::rpc::objects::{ObjectsLimits, ObjectsService};
 use crate::storage::Db;
 
+pub mod cluster;
+pub mod edge;
+
 /// Why a node could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -39,6 +42,8 @@ pub enum Error {
     },
     #[error("invalid trusted proxy header `{0}`")]
     ProxyHeader(String),
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// A running all-in-one node (`roost dev`).
@@ -223,14 +228,14 @@ impl Grpc {
     }
 }
 
-fn objects_limits(config: &Config) -> ObjectsLimits {
+pub(crate) fn objects_limits(config: &Config) -> ObjectsLimits {
     ObjectsLimits {
         max_request_body_bytes: config.http.max_request_body_bytes,
         max_message_bytes: config.websocket.max_message_bytes,
     }
 }
 
-fn replication_options(config: &Config) -> ReplicationOptions {
+pub(crate) fn replication_options(config: &Config) -> ReplicationOptions {
     let r = &config.raft;
     ReplicationOptions {
         heartbeat_ms: r.heartbeat_ms,
@@ -243,7 +248,7 @@ fn replication_options(config: &Config) -> ReplicationOptions {
     }
 }
 
-fn runtime_options(config: &Config) -> RuntimeOptions {
+pub(crate) fn runtime_options(config: &Config) -> RuntimeOptions {
     let l = &config.limits;
     RuntimeOptions {
         idle_timeout: Duration::from_millis(config.objects.idle_timeout_ms),
@@ -259,7 +264,7 @@ fn runtime_options(config: &Config) -> RuntimeOptions {
     }
 }
 
-fn edge_options(config: &Config) -> Result<EdgeOptions, Error> {
+pub(crate) fn edge_options(config: &Config) -> Result<EdgeOptions, Error> {
     let trusted_proxy_header = match &config.http.trusted_proxy_header {
         None => None,
         Some(h) if h.is_empty() => None,

@@ -29,6 +29,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct Replicas {
     node_id: NodeId,
     shards: Vec<ShardHandle>,
+    /// Groups outside the object shard range (the cluster's metadata).
+    extra: Vec<ShardHandle>,
     /// The tasks of each shard; taken by `shutdown`.
     tasks: Mutex<Vec<ShardTasks>>,
 }
@@ -94,14 +96,44 @@ impl Replicas {
         transport: Arc<T>,
         opts: ReplicationOptions,
     ) -> Result<Replicas, Error> {
+        Self::open_with_groups(db, node_id, shards, &[], transport, opts).await
+    }
+
+    /// Like [`open`](Self::open), plus groups with ids outside `0..shards`
+    /// (e.g. the cluster's metadata group), reached with [`group`](Self::group).
+    pub async fn open_with_groups<T: Transport>(
+        db: Db,
+        node_id: NodeId,
+        shards: u16,
+        extra: &[ShardId],
+        transport: Arc<T>,
+        opts: ReplicationOptions,
+    ) -> Result<Replicas, Error> {
         if shards == 0 {
             return Err(Error::Config("a node needs at least one shard".into()));
         }
         let mut replicas = Replicas {
             node_id,
             shards: Vec::with_capacity(usize::from(shards)),
+            extra: Vec::new(),
             tasks: Mutex::new(Vec::new()),
         };
+        for &group in extra {
+            if group < shards {
+                replicas.shutdown().await;
+                return Err(Error::Config(format!("group {group} is an object shard")));
+            }
+            match open_shard(&db, node_id, group, transport.clone(), &opts).await {
+                Ok((handle, tasks)) => {
+                    replicas.extra.push(handle);
+                    replicas.lock_tasks().push(tasks);
+                }
+                Err(e) => {
+                    replicas.shutdown().await;
+                    return Err(e);
+                }
+            }
+        }
         for shard in 0..shards {
             match open_shard(&db, node_id, shard, transport.clone(), &opts).await {
                 Ok((handle, tasks)) => {
@@ -128,6 +160,12 @@ impl Replicas {
 
     pub fn shard(&self, shard: ShardId) -> Option<&ShardHandle> {
         self.shards.get(usize::from(shard))
+    }
+
+    /// Any group of this node: an object shard or an extra group.
+    pub fn group(&self, id: ShardId) -> Option<&ShardHandle> {
+        self.shard(id)
+            .or_else(|| self.extra.iter().find(|g| g.id() == id))
     }
 
     /// Every shard, indexed by shard id.

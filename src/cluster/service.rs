@@ -1,0 +1,217 @@
+//! The `Cluster` gRPC service (join, watch, elect, drain) and the client
+//! calls nodes and edges make to it.
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use super::control::{Control, Error};
+use super::directory::{Directory, NodeRecord, NodeState};
+use crate::id::ShardId;
+use crate::ring::NodeId;
+use crate::rpc::pb;
+use crate::rpc::pb::cluster_client::ClusterClient;
+
+/// Metadata key carrying the metadata leader's address on a redirect.
+pub const META_LEADER: &str = "roost-meta-leader";
+/// How often a watch stream repeats the view with fresh leader hints.
+const REFRESH: Duration = Duration::from_secs(1);
+
+/// Serves the `Cluster` service over a node's control plane.
+pub struct ClusterService {
+    control: Control,
+    shards: u16,
+}
+
+impl ClusterService {
+    pub fn new(control: Control, shards: u16) -> pb::cluster_server::ClusterServer<Self> {
+        pb::cluster_server::ClusterServer::new(ClusterService { control, shards })
+    }
+}
+
+fn to_status(e: Error) -> Status {
+    match e {
+        Error::NotLeader { leader } => {
+            let mut status = Status::failed_precondition("not the metadata leader");
+            if let Some(addr) = leader.and_then(|a| a.parse().ok()) {
+                status.metadata_mut().insert(META_LEADER, addr);
+            }
+            status
+        }
+        other => Status::unavailable(other.to_string()),
+    }
+}
+
+fn record_of(info: pb::NodeInfo) -> Result<NodeRecord, Status> {
+    if info.id == 0 || info.addr.is_empty() {
+        return Err(Status::invalid_argument(
+            "a node needs an id ≥ 1 and an address",
+        ));
+    }
+    Ok(NodeRecord {
+        id: info.id,
+        addr: info.addr,
+        state: if info.draining {
+            NodeState::Draining
+        } else {
+            NodeState::Active
+        },
+    })
+}
+
+/// The wire form of the cluster view.
+pub fn view(
+    dir: &Directory,
+    shards: u16,
+    replication: usize,
+    leaders: &[(ShardId, NodeId)],
+) -> pb::ClusterView {
+    pb::ClusterView {
+        nodes: dir
+            .nodes
+            .values()
+            .map(|n| pb::NodeInfo {
+                id: n.id,
+                addr: n.addr.clone(),
+                draining: n.state == NodeState::Draining,
+            })
+            .collect(),
+        shards: u32::from(shards),
+        replication: replication as u32,
+        leaders: leaders
+            .iter()
+            .map(|(s, n)| pb::ShardLeader {
+                shard: u32::from(*s),
+                node: *n,
+            })
+            .collect(),
+    }
+}
+
+type ViewStream = Pin<Box<dyn Stream<Item = Result<pb::ClusterView, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for ClusterService {
+    async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::JoinReply>, Status> {
+        let node = req
+            .into_inner()
+            .node
+            .ok_or_else(|| Status::invalid_argument("missing node"))?;
+        let record = record_of(node)?;
+        tracing::info!(node_id = record.id, addr = %record.addr, "node asks to join");
+        self.control.admit(record).await.map_err(to_status)?;
+        Ok(Response::new(pb::JoinReply {}))
+    }
+
+    type WatchStream = ViewStream;
+
+    async fn watch(
+        &self,
+        _req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let (tx, rx) = mpsc::channel(4);
+        let control = self.control.clone();
+        let shards = self.shards;
+        tokio::spawn(async move {
+            let mut dir = control.directory();
+            loop {
+                let current = dir.borrow_and_update().clone();
+                let v = view(&current, shards, control.replication(), &control.leaders());
+                if tx.send(Ok(v)).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    changed = dir.changed() => if changed.is_err() { return },
+                    _ = tokio::time::sleep(REFRESH) => {}
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn elect(
+        &self,
+        req: Request<pb::ElectRequest>,
+    ) -> Result<Response<pb::ElectReply>, Status> {
+        let shard = ShardId::try_from(req.into_inner().shard)
+            .map_err(|_| Status::invalid_argument("shard out of range"))?;
+        self.control.elect(shard).await.map_err(to_status)?;
+        Ok(Response::new(pb::ElectReply {}))
+    }
+
+    async fn set_state(
+        &self,
+        req: Request<pb::SetStateRequest>,
+    ) -> Result<Response<pb::SetStateReply>, Status> {
+        let req = req.into_inner();
+        let state = if req.draining {
+            NodeState::Draining
+        } else {
+            NodeState::Active
+        };
+        self.control
+            .set_state(req.node, state)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::SetStateReply {}))
+    }
+}
+
+/// A client to a node's `Cluster` service at `addr` (host:port).
+pub async fn connect(addr: &str) -> Result<ClusterClient<Channel>, tonic::transport::Error> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10));
+    Ok(ClusterClient::new(endpoint.connect().await?))
+}
+
+/// Joins the cluster through `seeds`, following redirects to the metadata
+/// leader, until admitted or `deadline` passes.
+pub async fn join(seeds: &[String], me: &NodeRecord, deadline: Duration) -> Result<(), String> {
+    let until = tokio::time::Instant::now() + deadline;
+    let mut candidates: Vec<String> = seeds.to_vec();
+    let mut tried: BTreeSet<String> = BTreeSet::new();
+    let mut last_error = String::from("no seeds");
+    while tokio::time::Instant::now() < until {
+        let Some(addr) = candidates.first().cloned() else {
+            candidates = seeds.to_vec();
+            tried.clear();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        candidates.remove(0);
+        tried.insert(addr.clone());
+        let req = pb::JoinRequest {
+            node: Some(pb::NodeInfo {
+                id: me.id,
+                addr: me.addr.clone(),
+                draining: false,
+            }),
+        };
+        match connect(&addr).await {
+            Ok(mut client) => match client.join(req).await {
+                Ok(_) => return Ok(()),
+                Err(status) => {
+                    last_error = format!("{addr}: {}", status.message());
+                    if let Some(leader) = status
+                        .metadata()
+                        .get(META_LEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .filter(|l| !tried.contains(*l))
+                    {
+                        candidates.insert(0, leader.to_owned());
+                    }
+                }
+            },
+            Err(e) => last_error = format!("{addr}: {e}"),
+        }
+    }
+    Err(last_error)
+}

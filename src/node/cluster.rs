@@ -1,0 +1,241 @@
+//! `roost node`: one member of a cluster. It hosts replicas of every shard
+//! group (most of them idle until the ring gives it a share), runs the
+//! executors of the shards it leads, and serves gRPC: Raft between nodes,
+//! the object API for edges and services, and the cluster service.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use super::Error;
+use crate::cluster::directory::{META_SHARD, NodeRecord, NodeState};
+use crate::cluster::service::{self as cluster_service, ClusterService};
+use crate::cluster::{Control, ControlOptions};
+use crate::config::Config;
+use crate::object::{Bindings, Runtime};
+use crate::replication::Replicas;
+use crate::rpc::objects::ObjectsService;
+use crate::rpc::raft::{GrpcTransport, RaftService};
+use crate::storage::Db;
+
+/// How a node finds and joins its cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterArgs {
+    /// Where the node's gRPC services listen.
+    pub grpc_listen: SocketAddr,
+    /// The address others reach it at (defaults to the bound address).
+    pub advertise: Option<String>,
+    /// Nodes to join through; empty bootstraps a new cluster.
+    pub seeds: Vec<String>,
+    /// Replicas per shard.
+    pub replication: usize,
+}
+
+/// A running cluster node.
+pub struct ClusterNode {
+    db: Db,
+    replicas: Arc<Replicas>,
+    runtime: Runtime,
+    control: Control,
+    grpc_addr: SocketAddr,
+    /// Stops the control loop (first, so it does not take leadership back).
+    control_stop: CancellationToken,
+    /// Stops the gRPC server.
+    stop: CancellationToken,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    grace: Duration,
+}
+
+impl ClusterNode {
+    /// Starts a node serving the built-in app's classes.
+    pub async fn start(config: Config, args: ClusterArgs) -> Result<ClusterNode, Error> {
+        Self::start_with(config, args, crate::app::bindings()).await
+    }
+
+    pub async fn start_with(
+        config: Config,
+        args: ClusterArgs,
+        bindings: Bindings,
+    ) -> Result<ClusterNode, Error> {
+        config.validate()?;
+        let node_id = config.node.id;
+        let data_dir = config.node.data_dir.clone();
+        tracing::info!(node_id, dir = %data_dir.display(), "opening data store");
+        let db = Db::open(&data_dir.join("db"))?;
+        db.check_shard_count(config.node.shards)?;
+
+        let listener = TcpListener::bind(args.grpc_listen)
+            .await
+            .map_err(|source| Error::Listen {
+                addr: args.grpc_listen,
+                source,
+            })?;
+        let grpc_addr = listener.local_addr().map_err(|source| Error::Listen {
+            addr: args.grpc_listen,
+            source,
+        })?;
+        let advertise = args
+            .advertise
+            .clone()
+            .unwrap_or_else(|| grpc_addr.to_string());
+
+        tracing::info!(node_id, shards = config.node.shards, "opening raft groups");
+        let transport = Arc::new(GrpcTransport::new());
+        let replicas = Replicas::open_with_groups(
+            db.clone(),
+            node_id,
+            config.node.shards,
+            &[META_SHARD],
+            transport,
+            super::replication_options(&config),
+        )
+        .await?;
+        let replicas = Arc::new(replicas);
+        let meta = replicas
+            .group(META_SHARD)
+            .cloned()
+            .ok_or_else(|| Error::Cluster("metadata group missing".into()))?;
+
+        let control = Control::new(
+            ControlOptions {
+                node_id,
+                advertise: advertise.clone(),
+                replication: args.replication.max(1),
+                meta_voters: 5,
+            },
+            db.clone(),
+            replicas.clone(),
+            meta,
+        );
+
+        tracing::info!("starting object runtime");
+        let runtime = Runtime::start(
+            db.clone(),
+            replicas.clone(),
+            bindings,
+            super::runtime_options(&config),
+        )?;
+
+        tracing::info!(addr = %grpc_addr, "serving gRPC (raft, objects, cluster)");
+        let stop = CancellationToken::new();
+        let objects = ObjectsService::new(runtime.clone(), super::objects_limits(&config));
+        let server = tonic::transport::Server::builder()
+            .add_service(RaftService::new(replicas.clone()).into_server())
+            .add_service(objects.into_server())
+            .add_service(ClusterService::new(control.clone(), config.node.shards))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                stop.clone().cancelled_owned(),
+            );
+        let server = tokio::spawn(server);
+
+        if !control
+            .is_member()
+            .await
+            .map_err(|e| Error::Cluster(e.to_string()))?
+        {
+            if args.seeds.is_empty() {
+                control
+                    .bootstrap()
+                    .await
+                    .map_err(|e| Error::Cluster(e.to_string()))?;
+            } else {
+                let me = NodeRecord {
+                    id: node_id,
+                    addr: advertise.clone(),
+                    state: NodeState::Active,
+                };
+                tracing::info!(seeds = ?args.seeds, "joining the cluster");
+                cluster_service::join(&args.seeds, &me, Duration::from_secs(120))
+                    .await
+                    .map_err(Error::Cluster)?;
+            }
+        }
+        let control_stop = CancellationToken::new();
+        tokio::spawn(control.clone().run(control_stop.clone()));
+        tracing::info!(node_id, "node is up");
+        Ok(ClusterNode {
+            db,
+            replicas,
+            runtime,
+            control,
+            grpc_addr,
+            control_stop,
+            stop,
+            server,
+            grace: Duration::from_millis(config.shutdown_grace_ms),
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    pub fn control(&self) -> &Control {
+        &self.control
+    }
+
+    /// Moves every leadership this node holds to another voter, so that a
+    /// restart drops no requests; waits (up to `grace`) until it leads
+    /// nothing.
+    pub async fn drain_leadership(&self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let led = self.control.led_shards();
+            if led.is_empty() || tokio::time::Instant::now() >= deadline {
+                if !led.is_empty() {
+                    tracing::warn!(
+                        shards = led.len(),
+                        "still leading shards at the drain deadline"
+                    );
+                }
+                return;
+            }
+            let dir = self.control.directory().borrow().clone();
+            for (shard, voters) in led {
+                let Some(target) = voters.into_iter().find(|v| *v != self.control.node_id()) else {
+                    continue;
+                };
+                let Some(addr) = dir.addr(target).map(str::to_owned) else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    if let Ok(mut client) = cluster_service::connect(&addr).await {
+                        let _ = client
+                            .elect(crate::rpc::pb::ElectRequest {
+                                shard: u32::from(shard),
+                            })
+                            .await;
+                    }
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Drains leadership, then stops serving, executors and Raft.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        self.control_stop.cancel();
+        tracing::info!("shutting down: moving leaderships away");
+        self.drain_leadership(self.grace).await;
+        self.stop.cancel();
+        let _ = tokio::time::timeout(self.grace, self.server).await;
+        tracing::info!("shutting down: draining objects");
+        let _ = tokio::time::timeout(self.grace, self.runtime.shutdown()).await;
+        tracing::info!("shutting down: stopping raft groups");
+        self.replicas.shutdown().await;
+        drop(self.replicas);
+        drop(self.runtime);
+        drop(self.control);
+        let deadline = tokio::time::Instant::now() + self.grace;
+        while self.db.handles() > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
