@@ -83,6 +83,7 @@ pub struct Config {
     pub shutdown_grace_ms: u64,
     pub node: NodeConfig,
     pub http: HttpConfig,
+    pub admin: AdminConfig,
     pub objects: ObjectsConfig,
     pub limits: LimitsConfig,
     pub websocket: WebSocketConfig,
@@ -119,6 +120,17 @@ pub struct HttpConfig {
     pub trusted_proxy_header: Option<String>,
     /// Largest HTTP request body accepted, in bytes. Default 1 MiB.
     pub max_request_body_bytes: usize,
+}
+
+/// `[admin]`: the admin HTTP server (metrics and diagnostics), apart from
+/// user traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address the admin server listens on: Prometheus metrics on
+    /// `/metrics`, the busiest objects on `/admin/hot-objects`. Default
+    /// `127.0.0.1:9787`.
+    pub listen: SocketAddr,
 }
 
 /// `[objects]`: the object executors.
@@ -216,6 +228,7 @@ impl Default for Config {
             shutdown_grace_ms: 10_000,
             node: NodeConfig::default(),
             http: HttpConfig::default(),
+            admin: AdminConfig::default(),
             objects: ObjectsConfig::default(),
             limits: LimitsConfig::default(),
             websocket: WebSocketConfig::default(),
@@ -241,6 +254,14 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
             trusted_proxy_header: None,
             max_request_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9787)),
         }
     }
 }
@@ -302,6 +323,8 @@ impl Default for LogConfig {
 pub struct Overrides {
     /// `--listen`: `http.listen`.
     pub listen: Option<SocketAddr>,
+    /// `--admin-listen`: `admin.listen`.
+    pub admin_listen: Option<SocketAddr>,
     /// `--data-dir`: `node.data_dir`.
     pub data_dir: Option<PathBuf>,
     /// `--shards`: `node.shards`.
@@ -314,6 +337,9 @@ impl Overrides {
     fn apply(self, config: &mut Config) {
         if let Some(listen) = self.listen {
             config.http.listen = listen;
+        }
+        if let Some(listen) = self.admin_listen {
+            config.admin.listen = listen;
         }
         if let Some(data_dir) = self.data_dir {
             config.node.data_dir = data_dir;
@@ -399,6 +425,13 @@ impl Config {
             http.max_request_body_bytes >= 1,
             "http.max_request_body_bytes",
             at_least_1,
+        );
+
+        let admin = self.admin.listen;
+        check(
+            admin != http.listen || admin.port() == 0,
+            "admin.listen",
+            &format!("must differ from http.listen ({})", http.listen),
         );
 
         check(

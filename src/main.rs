@@ -32,8 +32,10 @@ enum Command {
     /// Run a single-node Roost for development, until SIGTERM or Ctrl-C.
     ///
     /// Serves the built-in app over HTTP and WebSocket on --listen and keeps
-    /// its data in --data-dir. Prints `roost dev: serving http://ADDR (data
-    /// in DIR)` once it is ready.
+    /// its data in --data-dir, and metrics on --admin-listen. Prints `roost
+    /// dev: serving http://ADDR (data in DIR)`, then `roost dev: admin on
+    /// http://ADDR`, once it is ready. Traces are exported over OTLP when
+    /// OTEL_EXPORTER_OTLP_ENDPOINT is set.
     Dev(DevArgs),
     /// Print the effective configuration as TOML, with each field's
     /// documentation, and exit (fails if it is invalid).
@@ -59,6 +61,11 @@ struct DevArgs {
     /// [env: ROOST_HTTP_LISTEN]
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+
+    /// Address to serve /metrics and /admin/hot-objects on [default:
+    /// 127.0.0.1:9787] [env: ROOST_ADMIN_LISTEN]
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<SocketAddr>,
 
     /// Directory for the node's data, created if missing [default:
     /// ./roost-data] [env: ROOST_NODE_DATA_DIR]
@@ -94,13 +101,20 @@ async fn main() -> ExitCode {
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let flags = Overrides {
         listen: args.listen,
+        admin_listen: args.admin_listen,
         data_dir: args.data_dir,
         shards: args.shards,
         log_format: args.log_format,
     };
     let config = Config::build(args.file.config.as_deref(), flags).context("load configuration")?;
-    roost::telemetry::init_logging(&config.log).context("start logging")?;
+    let telemetry = roost::telemetry::init(&config.log).context("start logging")?;
+    let result = serve(config).await;
+    // The last spans leave before the process does.
+    telemetry.shutdown().await;
+    result
+}
 
+async fn serve(config: Config) -> anyhow::Result<()> {
     // Listen for signals before starting, so that one arriving during
     // startup stops the node as soon as it is up.
     let mut terminate = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
@@ -115,6 +129,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         node.http_addr(),
         data_dir.display()
     );
+    println!("roost dev: admin on http://{}", node.admin_addr());
 
     tokio::select! {
         _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
@@ -157,6 +172,7 @@ mod tests {
         let defaults = Config::default();
         for shown in [
             format!("[default: {}]", defaults.http.listen),
+            format!("[default: {}]", defaults.admin.listen),
             format!("[default: {}]", defaults.node.data_dir.display()),
             format!("[default: {}]", defaults.node.shards),
             "[default: text]".to_owned(),

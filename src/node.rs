@@ -1,6 +1,9 @@
 //! Wires the layers of a node together and runs them: a narrated startup
 //! and an ordered shutdown. `roost dev` is one [`DevNode`]: every shard a
-//! single-voter Raft group on this process, the edge on the same process.
+//! single-voter Raft group on this process, the edge on the same process,
+//! and the admin server (`/metrics`) on its own listener.
+
+mod admin;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,6 +18,7 @@ use crate::edge::{Edge, EdgeOptions};
 use crate::object::{Bindings, Limits, Runtime, RuntimeOptions, Worker};
 use crate::replication::{Replicas, ReplicationOptions};
 use crate::storage::Db;
+use crate::telemetry::admin::Admin;
 
 /// Why a node could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +45,7 @@ pub enum Error {
 pub struct DevNode {
     db: Db,
     edge: Edge,
+    admin: Admin,
     runtime: Runtime,
     replicas: Arc<Replicas>,
     data_dir: PathBuf,
@@ -60,6 +65,8 @@ impl DevNode {
         worker: W,
     ) -> Result<DevNode, Error> {
         config.validate()?;
+        // First, so that every layer's metrics reach the recorder.
+        let metrics = crate::telemetry::metrics::install();
         let data_dir = config.node.data_dir.clone();
         tracing::info!(dir = %data_dir.display(), "opening data store");
         let db = Db::open(&data_dir.join("db"))?;
@@ -98,9 +105,12 @@ impl DevNode {
         )
         .map_err(|source| Error::Listen { addr, source })?;
         tracing::info!(addr = %edge.local_addr(), "serving HTTP and WebSockets");
+        let admin = admin::start(config.admin.listen, metrics, &db, &runtime).await?;
+        tracing::info!(addr = %admin.local_addr(), "serving metrics and admin endpoints");
         Ok(DevNode {
             db,
             edge,
+            admin,
             runtime,
             replicas,
             data_dir,
@@ -111,6 +121,11 @@ impl DevNode {
     /// The address the edge listens on (useful with port 0).
     pub fn http_addr(&self) -> SocketAddr {
         self.edge.local_addr()
+    }
+
+    /// The address of the admin server: `/metrics`, `/admin/hot-objects`.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr()
     }
 
     /// Objects with a running executor right now.
@@ -130,6 +145,7 @@ impl DevNode {
         let DevNode {
             db,
             edge,
+            admin,
             runtime,
             replicas,
             grace,
@@ -146,6 +162,8 @@ impl DevNode {
         }
         tracing::info!("shutting down: stopping raft groups");
         replicas.shutdown().await;
+        // Last, so that metrics are served while the node drains.
+        admin.shutdown().await;
         drop((runtime, replicas));
         // Background tasks (Raft's state machine worker among them) let go
         // of the store shortly after they stop; wait so that the data

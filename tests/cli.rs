@@ -44,12 +44,14 @@ fn help_documents_every_command_and_flag() {
     let dev = text(&dev.stdout);
     for expected in [
         "--listen <ADDR>",
+        "--admin-listen <ADDR>",
         "--data-dir <DIR>",
         "--shards <N>",
         "--config <PATH>",
         "--log-format <FORMAT>",
         "ROOST_CONFIG",
         "ROOST_HTTP_LISTEN",
+        "ROOST_ADMIN_LISTEN",
         "ROOST_NODE_DATA_DIR",
         "ROOST_NODE_SHARDS",
         "ROOST_LOG_FORMAT",
@@ -124,7 +126,8 @@ fn dev_serves_until_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let child = roost(dir.path())
-        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["dev", "--listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -153,6 +156,13 @@ fn dev_serves_until_sigterm() {
     assert!(
         !line.contains("127.0.0.1:0 "),
         "the bound port is shown: {line}"
+    );
+    let admin = lines
+        .recv_timeout(Duration::from_secs(10))
+        .expect("roost dev prints its admin line");
+    assert!(
+        admin.starts_with("roost dev: admin on http://127.0.0.1:") && !admin.ends_with(":0"),
+        "{admin}"
     );
 
     let pid = running.0.id().to_string();
