@@ -1,6 +1,8 @@
 //! The metric table's rules, and what `/metrics` renders.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
 
 use super::*;
 
