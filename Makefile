@@ -2,6 +2,10 @@
 #   make dev    start `roost dev` on http://127.0.0.1:8787 (data in ./roost-data);
 #               extra flags with ARGS, e.g. make dev ARGS="--listen 0.0.0.0:8787"
 #   make test   format check, clippy, and every test (what CI runs)
+#   make ops-checks
+#               the deploy artifacts, offline: promtool on a running roost's
+#               /metrics, the alert rules and their unit tests, the Grafana
+#               dashboards against Grafana's schema (CI runs it after test)
 #
 # `make dev` runs the debug build: it is the profile `make test` builds too,
 # so the two share one compiled RocksDB (a clean build of either profile takes
@@ -13,7 +17,7 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/roost-target
 ARGS ?=
 
-.PHONY: setup dev dev-release test
+.PHONY: setup dev dev-release test ops-checks
 
 setup:
 	@bash scripts/setup.sh
@@ -31,3 +35,9 @@ test: setup
 	cargo test --workspace --doc
 	# A seconds-long smoke run of the load benchmark, so it cannot rot.
 	cargo test --bench load -- --bench --smoke
+
+# Builds exactly what `make test` builds (a no-op right after it), so that the
+# debug `roost` binary the checks start is current.
+ops-checks: setup
+	cargo test --workspace --all-targets --no-run
+	bash scripts/ops-checks.sh

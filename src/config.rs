@@ -84,6 +84,7 @@ pub struct Config {
     pub node: NodeConfig,
     pub http: HttpConfig,
     pub grpc: GrpcConfig,
+    pub admin: AdminConfig,
     pub objects: ObjectsConfig,
     pub limits: LimitsConfig,
     pub websocket: WebSocketConfig,
@@ -120,6 +121,17 @@ pub struct HttpConfig {
     pub trusted_proxy_header: Option<String>,
     /// Largest HTTP request body accepted, in bytes. Default 1 MiB.
     pub max_request_body_bytes: usize,
+}
+
+/// `[admin]`: the admin HTTP server (metrics and diagnostics), apart from
+/// user traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address the admin server listens on: Prometheus metrics on
+    /// `/metrics`, the busiest objects on `/admin/hot-objects`. Default
+    /// `127.0.0.1:9787`.
+    pub listen: SocketAddr,
 }
 
 /// `[grpc]`: the gRPC object API (Fetch, Call, Connect) that other services
@@ -228,6 +240,7 @@ impl Default for Config {
             node: NodeConfig::default(),
             http: HttpConfig::default(),
             grpc: GrpcConfig::default(),
+            admin: AdminConfig::default(),
             objects: ObjectsConfig::default(),
             limits: LimitsConfig::default(),
             websocket: WebSocketConfig::default(),
@@ -253,6 +266,14 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
             trusted_proxy_header: None,
             max_request_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9787)),
         }
     }
 }
@@ -324,6 +345,8 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     /// `--grpc-listen`: `grpc.listen`.
     pub grpc_listen: Option<SocketAddr>,
+    /// `--admin-listen`: `admin.listen`.
+    pub admin_listen: Option<SocketAddr>,
     /// `--data-dir`: `node.data_dir`.
     pub data_dir: Option<PathBuf>,
     /// `--shards`: `node.shards`.
@@ -339,6 +362,9 @@ impl Overrides {
         }
         if let Some(listen) = self.grpc_listen {
             config.grpc.listen = listen;
+        }
+        if let Some(listen) = self.admin_listen {
+            config.admin.listen = listen;
         }
         if let Some(data_dir) = self.data_dir {
             config.node.data_dir = data_dir;
@@ -424,6 +450,16 @@ impl Config {
             http.max_request_body_bytes >= 1,
             "http.max_request_body_bytes",
             at_least_1,
+        );
+
+        check(
+            !same_port(self.admin.listen, http.listen)
+                && !same_port(self.admin.listen, self.grpc.listen),
+            "admin.listen",
+            &format!(
+                "must not use the port of http.listen ({}) or grpc.listen",
+                http.listen
+            ),
         );
 
         check(

@@ -17,8 +17,10 @@
 //! - [`edge`]: axum HTTP and WebSocket front door; no state.
 //! - [`app`]: the built-in app (the seed's ChatRoom, RateLimiter, Counter
 //!   and router).
-//! - [`config`], [`telemetry`], [`node`]: layered configuration, logging,
-//!   and the wiring that starts and stops a node.
+//! - [`config`], [`telemetry`], [`node`]: layered configuration; logs,
+//!   traces and metrics (`telemetry::metrics` names every metric, and any
+//!   layer may record through it); and the wiring that starts and stops a
+//!   node, with its admin server.
 //!
 //! The invariants every change must keep are in ARCHITECTURE.md.
 

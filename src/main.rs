@@ -35,6 +35,11 @@ enum Command {
     /// object API on --grpc-listen, and keeps its data in --data-dir. Prints
     /// `roost dev: serving http://ADDR (data in DIR)` and then
     /// `roost dev: grpc on ADDR` once it is ready.
+    /// Serves the built-in app over HTTP and WebSocket on --listen and keeps
+    /// its data in --data-dir, and metrics on --admin-listen. Prints `roost
+    /// dev: serving http://ADDR (data in DIR)`, then `roost dev: admin on
+    /// http://ADDR`, once it is ready. Traces are exported over OTLP when
+    /// OTEL_EXPORTER_OTLP_ENDPOINT is set.
     Dev(DevArgs),
     /// Run a cluster node: hosts shard replicas, runs the objects of the
     /// shards it leads, and serves gRPC (Raft, the object API, the cluster
@@ -77,6 +82,10 @@ struct DevArgs {
     /// private) [default: 127.0.0.1:8789] [env: ROOST_GRPC_LISTEN]
     #[arg(long, value_name = "ADDR")]
     grpc_listen: Option<SocketAddr>,
+    /// Address to serve /metrics and /admin/hot-objects on [default:
+    /// 127.0.0.1:9787] [env: ROOST_ADMIN_LISTEN]
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<SocketAddr>,
 
     /// Directory for the node's data, created if missing [default:
     /// ./roost-data] [env: ROOST_NODE_DATA_DIR]
@@ -178,13 +187,20 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let flags = Overrides {
         listen: args.listen,
         grpc_listen: args.grpc_listen,
+        admin_listen: args.admin_listen,
         data_dir: args.data_dir,
         shards: args.shards,
         log_format: args.log_format,
     };
     let config = Config::build(args.file.config.as_deref(), flags).context("load configuration")?;
-    roost::telemetry::init_logging(&config.log).context("start logging")?;
+    let telemetry = roost::telemetry::init(&config.log).context("start logging")?;
+    let result = serve(config).await;
+    // The last spans leave before the process does.
+    telemetry.shutdown().await;
+    result
+}
 
+async fn serve(config: Config) -> anyhow::Result<()> {
     // Listen for signals before starting, so that one arriving during
     // startup stops the node as soon as it is up.
     let mut terminate = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
@@ -200,6 +216,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         data_dir.display()
     );
     println!("roost dev: grpc on {}", node.grpc_addr());
+    println!("roost dev: admin on http://{}", node.admin_addr());
 
     tokio::select! {
         _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
@@ -303,6 +320,7 @@ mod tests {
         for shown in [
             format!("[default: {}]", defaults.http.listen),
             format!("[default: {}]", defaults.grpc.listen),
+            format!("[default: {}]", defaults.admin.listen),
             format!("[default: {}]", defaults.node.data_dir.display()),
             format!("[default: {}]", defaults.node.shards),
             "[default: text]".to_owned(),

@@ -2,6 +2,10 @@
 //! and an ordered shutdown. `roost dev` is one [`DevNode`]: every shard a
 //! single-voter Raft group on this process, the edge and the gRPC object
 //! API on the same process.
+//! single-voter Raft group on this process, the edge on the same process,
+//! and the admin server (`/metrics`) on its own listener.
+
+mod admin;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,6 +23,7 @@ use crate::object::{Bindings, Limits, Runtime, RuntimeOptions, Worker};
 use crate::replication::{Replicas, ReplicationOptions};
 use crate::rpc::objects::{ObjectsLimits, ObjectsService};
 use crate::storage::Db;
+use crate::telemetry::admin::Admin;
 
 pub mod cluster;
 pub mod edge;
@@ -51,6 +56,7 @@ pub struct DevNode {
     db: Db,
     edge: Edge,
     grpc: Grpc,
+    admin: Admin,
     runtime: Runtime,
     replicas: Arc<Replicas>,
     data_dir: PathBuf,
@@ -70,6 +76,8 @@ impl DevNode {
         worker: W,
     ) -> Result<DevNode, Error> {
         config.validate()?;
+        // First, so that every layer's metrics reach the recorder.
+        let metrics = crate::telemetry::metrics::install();
         let data_dir = config.node.data_dir.clone();
         tracing::info!(dir = %data_dir.display(), "opening data store");
         let db = Db::open(&data_dir.join("db"))?;
@@ -122,10 +130,13 @@ impl DevNode {
             source,
         })?;
         tracing::info!(addr = %grpc.addr, "serving the gRPC object API");
+        let admin = admin::start(config.admin.listen, metrics, &db, &runtime).await?;
+        tracing::info!(addr = %admin.local_addr(), "serving metrics and admin endpoints");
         Ok(DevNode {
             db,
             edge,
             grpc,
+            admin,
             runtime,
             replicas,
             data_dir,
@@ -141,6 +152,11 @@ impl DevNode {
     /// The address the gRPC object API listens on (useful with port 0).
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc.addr
+    }
+
+    /// The address of the admin server: `/metrics`, `/admin/hot-objects`.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr()
     }
 
     /// Objects with a running executor right now.
@@ -161,6 +177,7 @@ impl DevNode {
             db,
             edge,
             grpc,
+            admin,
             runtime,
             replicas,
             grace,
@@ -178,6 +195,8 @@ impl DevNode {
         }
         tracing::info!("shutting down: stopping raft groups");
         replicas.shutdown().await;
+        // Last, so that metrics are served while the node drains.
+        admin.shutdown().await;
         drop((runtime, replicas));
         // Background tasks (Raft's state machine worker among them) let go
         // of the store shortly after they stop; wait so that the data

@@ -45,6 +45,7 @@ fn help_documents_every_command_and_flag() {
     for expected in [
         "--listen <ADDR>",
         "--grpc-listen <ADDR>",
+        "--admin-listen <ADDR>",
         "--data-dir <DIR>",
         "--shards <N>",
         "--config <PATH>",
@@ -52,6 +53,7 @@ fn help_documents_every_command_and_flag() {
         "ROOST_CONFIG",
         "ROOST_HTTP_LISTEN",
         "ROOST_GRPC_LISTEN",
+        "ROOST_ADMIN_LISTEN",
         "ROOST_NODE_DATA_DIR",
         "ROOST_NODE_SHARDS",
         "ROOST_LOG_FORMAT",
@@ -126,14 +128,9 @@ fn dev_serves_until_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let child = roost(dir.path())
-        .args([
-            "dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--grpc-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
+        .args(["dev", "--listen", "127.0.0.1:0"])
+        .args(["--grpc-listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -171,6 +168,13 @@ fn dev_serves_until_sigterm() {
         .unwrap_or_else(|| panic!("unexpected line: {grpc}"));
     let grpc_addr: std::net::SocketAddr = grpc_addr.parse().expect("a socket address");
     assert_ne!(grpc_addr.port(), 0, "the bound port is shown: {grpc}");
+    let admin = lines
+        .recv_timeout(Duration::from_secs(10))
+        .expect("roost dev prints its admin line");
+    assert!(
+        admin.starts_with("roost dev: admin on http://127.0.0.1:") && !admin.ends_with(":0"),
+        "{admin}"
+    );
 
     let pid = running.0.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();

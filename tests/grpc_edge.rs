@@ -31,6 +31,7 @@ fn config(dir: &std::path::Path) -> Config {
     let mut config = Config::default();
     config.http.listen = "127.0.0.1:0".parse().expect("loopback address");
     config.grpc.listen = "127.0.0.1:0".parse().expect("loopback address");
+    config.admin.listen = "127.0.0.1:0".parse().expect("loopback address");
     config.node.data_dir = dir.to_path_buf();
     config.node.shards = 4;
     config

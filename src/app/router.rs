@@ -22,7 +22,9 @@ use http::{HeaderValue, Method, StatusCode, Uri};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::object::{self, ClientIp, Env, HandlerError, Request, Response, Worker, error_response};
+use crate::object::{
+    self, ClientIp, Env, HandlerError, Request, Response, Route, Worker, error_response,
+};
 
 /// Requests a client IP may make to `/api/*` per window.
 const API_LIMIT: u64 = 100;
@@ -50,18 +52,29 @@ async fn route(req: Request, env: &Env) -> Response {
     let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(&path).split('/').collect();
     let method = req.method().clone();
     let get = method == Method::GET || method == Method::HEAD;
-    let result = match segments.as_slice() {
-        ["room", room, ..] if !room.is_empty() => chat_room(req, env, room).await,
-        ["api", ..] if get => api(req, env).await,
-        ["counter", name] if get && !name.is_empty() => counter_get(req, env, name).await,
+    // Each route's template labels the edge's metrics and trace span.
+    let (route, result) = match segments.as_slice() {
+        ["room", room, ..] if !room.is_empty() => {
+            ("/room/:roomId/*", chat_room(req, env, room).await)
+        }
+        ["api", "ping"] if get => ("/api/ping", api(req, env).await),
+        ["api", ..] if get => ("/api/*", api(req, env).await),
+        ["counter", name] if get && !name.is_empty() => {
+            ("/counter/:name", counter_get(req, env, name).await)
+        }
         ["counter", name, action]
             if method == Method::POST && !name.is_empty() && !action.is_empty() =>
         {
-            counter_post(req, env, name, action).await
+            (
+                "/counter/:name/:action",
+                counter_post(req, env, name, action).await,
+            )
         }
-        _ => Ok(not_found(&method, &path)),
+        _ => return not_found(&method, &path),
     };
-    result.unwrap_or_else(Fail::into_response)
+    let mut response = result.unwrap_or_else(Fail::into_response);
+    response.extensions_mut().insert(Route(route));
+    response
 }
 
 /// Why a route ends early.

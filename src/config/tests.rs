@@ -179,6 +179,7 @@ fn flags_override_env_and_file() {
     let flags = Overrides {
         listen: Some(addr("127.0.0.1:9002")),
         grpc_listen: Some(addr("127.0.0.1:9003")),
+        admin_listen: Some(addr("127.0.0.1:9004")),
         data_dir: Some(PathBuf::from("/tmp/flag")),
         shards: Some(32),
         log_format: Some(LogFormat::Json),
@@ -186,6 +187,7 @@ fn flags_override_env_and_file() {
     let config = build(Some(file), &env, flags).unwrap();
     assert_eq!(config.http.listen, addr("127.0.0.1:9002"));
     assert_eq!(config.grpc.listen, addr("127.0.0.1:9003"));
+    assert_eq!(config.admin.listen, addr("127.0.0.1:9004"));
     assert_eq!(config.node.data_dir, PathBuf::from("/tmp/flag"));
     assert_eq!(config.node.shards, 32);
     assert_eq!(config.log.format, LogFormat::Json);
@@ -312,6 +314,25 @@ fn trusted_proxy_header_must_be_a_header_name() {
         let fields = problems(build(None, &env, Overrides::default()));
         assert_eq!(fields, ["http.trusted_proxy_header"], "{bad:?}");
     }
+}
+
+#[test]
+fn admin_listener_is_apart_from_user_traffic() {
+    let env = [
+        ("ROOST_HTTP_LISTEN", "127.0.0.1:8000"),
+        ("ROOST_ADMIN_LISTEN", "127.0.0.1:8000"),
+    ];
+    assert_eq!(
+        problems(build(None, &env, Overrides::default())),
+        ["admin.listen"]
+    );
+    // Two OS-chosen ports never clash.
+    let env = [
+        ("ROOST_HTTP_LISTEN", "127.0.0.1:0"),
+        ("ROOST_ADMIN_LISTEN", "127.0.0.1:0"),
+    ];
+    let config = build(None, &env, Overrides::default()).unwrap();
+    assert_eq!(config.admin.listen, addr("127.0.0.1:0"));
 }
 
 #[test]

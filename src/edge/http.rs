@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
@@ -9,16 +10,39 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use bytes::Bytes;
+use tracing::Instrument as _;
 
 use super::{Shared, websocket};
-use crate::object::{self, ClientIp, UpgradeLink, Worker, error_response};
+use crate::object::{self, ClientIp, Route, UpgradeLink, Worker, error_response};
+use crate::telemetry::{metrics, traces};
 
 pub(super) fn router<W: Worker>(shared: Arc<Shared<W>>) -> Router {
     Router::new().fallback(handle::<W>).with_state(shared)
 }
 
+/// One request, inside its server span (continuing the client's
+/// `traceparent`), counted and timed by the route the worker named.
 async fn handle<W: Worker>(
     State(shared): State<Arc<Shared<W>>>,
+    peer: ConnectInfo<SocketAddr>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let span = traces::http_server_span(&method, req.uri().path(), req.headers());
+    let in_flight = metrics::http_in_flight();
+    let resp = respond(shared, peer, req).instrument(span.clone()).await;
+    drop(in_flight);
+    let route = resp.extensions().get::<Route>().map(|r| r.0);
+    let status = resp.status().as_u16();
+    traces::record_http_response(&span, &method, route, status);
+    let route = route.unwrap_or(metrics::OTHER_ROUTE);
+    metrics::http_request(route, &method, status, started.elapsed());
+    resp
+}
+
+async fn respond<W: Worker>(
+    shared: Arc<Shared<W>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: axum::extract::Request,
 ) -> axum::response::Response {
@@ -69,8 +93,15 @@ async fn handle<W: Worker>(
         .remove::<UpgradeLink>()
         .and_then(|l| l.take());
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let route = resp.extensions().get::<Route>().copied();
         return match (upgrade, link) {
-            (Some(up), Some(link)) => websocket::upgrade(shared, up, link),
+            (Some(up), Some(link)) => {
+                let mut switched = websocket::upgrade(shared, up, link);
+                if let Some(route) = route {
+                    switched.extensions_mut().insert(route);
+                }
+                switched
+            }
             _ => {
                 tracing::error!("worker answered 101 without an accepted WebSocket");
                 into_axum(error_response(

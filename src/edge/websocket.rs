@@ -15,6 +15,7 @@ use futures_util::{SinkExt, StreamExt};
 
 use super::Shared;
 use crate::object::{Message, ServerFrame, SocketLink, Worker};
+use crate::telemetry::metrics;
 
 /// Completes the upgrade and spawns the bridge.
 pub(super) fn upgrade<W: Worker>(
@@ -53,6 +54,8 @@ async fn bridge<W: Worker>(shared: Arc<Shared<W>>, ws: WebSocket, mut link: Sock
     let opts = &shared.opts;
     let client = &shared.client;
     let (object, socket) = (link.object.clone(), link.socket);
+    let binding = object.namespace.clone();
+    let _open = metrics::websocket_open(&binding);
     let (mut tx, mut rx) = ws.split();
     let mut heartbeat = tokio::time::interval(opts.heartbeat_interval);
     heartbeat.tick().await;
@@ -61,8 +64,14 @@ async fn bridge<W: Worker>(shared: Arc<Shared<W>>, ws: WebSocket, mut link: Sock
     let end = loop {
         let out: Option<WsMessage> = tokio::select! {
             frame = link.outgoing.recv() => match frame {
-                Some(ServerFrame::Message(Message::Text(t))) => Some(WsMessage::Text(t.into())),
-                Some(ServerFrame::Message(Message::Binary(b))) => Some(WsMessage::Binary(b)),
+                Some(ServerFrame::Message(Message::Text(t))) => {
+                    metrics::websocket_frame(&binding, "out", t.len());
+                    Some(WsMessage::Text(t.into()))
+                }
+                Some(ServerFrame::Message(Message::Binary(b))) => {
+                    metrics::websocket_frame(&binding, "out", b.len());
+                    Some(WsMessage::Binary(b))
+                }
                 Some(ServerFrame::Close { code, reason }) => {
                     let _ = send(&mut tx, close(code, &reason), opts.heartbeat_timeout).await;
                     break End::Object;
@@ -92,6 +101,11 @@ async fn bridge<W: Worker>(shared: Arc<Shared<W>>, ws: WebSocket, mut link: Sock
                     }
                     Some(Err(_)) | None => break End::Client(1006, String::new()),
                 };
+                let size = match &forward {
+                    Message::Text(t) => t.len(),
+                    Message::Binary(b) => b.len(),
+                };
+                metrics::websocket_frame(&binding, "in", size);
                 if let Err(e) = client.socket_message(&object, socket, forward) {
                     tracing::warn!(%object, error = %e, "cannot deliver socket message");
                     let _ = send(&mut tx, close(1011, "object unavailable"), opts.heartbeat_timeout).await;
@@ -117,6 +131,7 @@ async fn bridge<W: Worker>(shared: Arc<Shared<W>>, ws: WebSocket, mut link: Sock
         }
     };
 
+    metrics::websocket_closed(&binding, end.label());
     let told = match end {
         End::Client(code, reason) => client.socket_closed(&object, socket, code, reason),
         End::TooBig => client
@@ -131,6 +146,19 @@ async fn bridge<W: Worker>(shared: Arc<Shared<W>>, ws: WebSocket, mut link: Sock
     }
     // Flush our close frame (or the reply to the client's) and end.
     let _ = tokio::time::timeout(opts.heartbeat_timeout, tx.close()).await;
+}
+
+impl End {
+    /// The `end` label of `roost_websocket_closes_total`.
+    fn label(&self) -> &'static str {
+        match self {
+            End::Client(..) => "client",
+            End::TooBig => "too_big",
+            End::Dead => "dead",
+            End::Shutdown => "shutdown",
+            End::Object => "object",
+        }
+    }
 }
 
 fn close(code: u16, reason: &str) -> WsMessage {

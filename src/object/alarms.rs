@@ -17,6 +17,7 @@ use super::class::AlarmInfo;
 use super::executor::Event;
 use super::runtime::Runtime;
 use crate::id::{ObjectKey, ShardId};
+use crate::telemetry::metrics::{self, AlarmEvent};
 
 /// Retries after the first failed run (Cloudflare: 6).
 pub const MAX_RETRIES: u32 = 6;
@@ -205,24 +206,41 @@ pub(crate) async fn run_scheduler(
             _ = shutdown.cancelled() => return,
         };
         match msg {
-            Some(Msg::Set { key, at }) => table.set(key, at),
+            Some(Msg::Set { key, at }) => {
+                if at.is_some() {
+                    metrics::alarm(&key.namespace, AlarmEvent::Scheduled);
+                }
+                table.set(key, at)
+            }
             Some(Msg::Load { alarms }) => table.load(alarms),
             Some(Msg::DropShard { shard }) => {
                 let shards = runtime.shard_count();
                 table.drop_shard(|k| k.id.shard(shards), shard)
             }
             Some(Msg::Outcome { key, at, ok }) => {
-                if let Some(Action::GiveUp(key, at)) = table.outcome(key, at, ok, now_ms()) {
-                    let _ = runtime.dispatch(&key, Event::AlarmGiveUp { scheduled_ms: at });
+                // Still the run we started (not replaced meanwhile)?
+                let ours = table
+                    .entries
+                    .get(&key)
+                    .is_some_and(|e| e.at == at && e.running);
+                match table.outcome(key.clone(), at, ok, now_ms()) {
+                    Some(Action::GiveUp(key, at)) => {
+                        metrics::alarm(&key.namespace, AlarmEvent::Failed);
+                        let _ = runtime.dispatch(&key, Event::AlarmGiveUp { scheduled_ms: at });
+                    }
+                    _ if ours && !ok => metrics::alarm(&key.namespace, AlarmEvent::Retried),
+                    _ => {}
                 }
             }
             None => {}
         }
         for action in table.take_due(now_ms()) {
             if let Action::Run(key, info) = action {
+                metrics::alarm(&key.namespace, AlarmEvent::Fired);
                 fire(&runtime, &outcome_tx, key, info);
             }
         }
+        metrics::alarms_pending(table.entries.len());
     }
 }
 

@@ -10,7 +10,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -25,7 +25,7 @@ use super::class::{AlarmInfo, DurableObject};
 use super::client::{CallResult, FetchOutcome};
 use super::context::Context;
 use super::http::{HandlerError, Request, Response, error_response, is_websocket_upgrade};
-use super::outbox::{GateState, Output, OutputSink, Release, run_releaser};
+use super::outbox::{CommitTrace, GateState, Output, OutputSink, Release, run_releaser};
 use super::runtime::Runtime;
 use super::socket::{AcceptedSocket, Message, SharedHub, SocketId};
 use super::storage::{Limits, Storage};
@@ -33,6 +33,7 @@ use super::view::AlarmChange;
 use crate::id::ObjectKey;
 use crate::replication::ShardHandle;
 use crate::storage::{Db, ObjectWrite};
+use crate::telemetry::{metrics, traces};
 
 /// What an executor is asked to do.
 pub(crate) enum Event {
@@ -69,7 +70,39 @@ pub(crate) enum Event {
     },
 }
 
+/// An event in a mailbox: when it was queued, and the span that was current
+/// then (the edge's request span, say), which its handler span continues
+/// across the task boundary.
+pub(crate) struct Queued {
+    pub event: Event,
+    pub since: Instant,
+    pub parent: tracing::Span,
+}
+
+impl Queued {
+    pub(crate) fn new(event: Event) -> Queued {
+        Queued {
+            event,
+            since: Instant::now(),
+            parent: tracing::Span::current(),
+        }
+    }
+}
+
 impl Event {
+    /// The `event` label of metrics and spans.
+    fn kind(&self) -> &'static str {
+        match self {
+            Event::Fetch { .. } => "fetch",
+            Event::Call { .. } => "call",
+            Event::SocketMessage { .. } => "socket_message",
+            Event::SocketClose { .. } => "socket_close",
+            Event::SocketError { .. } => "socket_error",
+            Event::Alarm { .. } => "alarm",
+            Event::AlarmGiveUp { .. } => "alarm_give_up",
+        }
+    }
+
     /// Tells the sender the event will not run.
     pub(crate) fn fail(self, err: Error) {
         match self {
@@ -105,7 +138,7 @@ pub(crate) struct Activation {
 /// How often an idle executor with writes still in flight checks again.
 const RECHECK: Duration = Duration::from_millis(20);
 
-pub(crate) async fn run<T: DurableObject>(act: Activation, mailbox: mpsc::Receiver<Event>) {
+pub(crate) async fn run<T: DurableObject>(act: Activation, mailbox: mpsc::Receiver<Queued>) {
     let span = tracing::debug_span!("object", object = %act.key, shard = act.shard.id());
     async move {
         let (release_tx, release_rx) = mpsc::unbounded_channel();
@@ -136,6 +169,7 @@ pub(crate) async fn run<T: DurableObject>(act: Activation, mailbox: mpsc::Receiv
             gate,
             release_tx,
             seq: 0,
+            failed: false,
         };
         exec.event_loop::<T>(mailbox).await;
         drop(exec.release_tx);
@@ -153,10 +187,12 @@ struct Executor {
     release_tx: mpsc::UnboundedSender<Release>,
     /// Sequence number of the object's last proposed write.
     seq: u64,
+    /// The current event ended in `finish(false)` (its handler failed).
+    failed: bool,
 }
 
 impl Executor {
-    async fn event_loop<T: DurableObject>(&mut self, mut mailbox: mpsc::Receiver<Event>) {
+    async fn event_loop<T: DurableObject>(&mut self, mut mailbox: mpsc::Receiver<Queued>) {
         // Everything committed before we took over must be applied before
         // the object reads its state.
         let ready = match self.act.shard.barrier().await {
@@ -193,7 +229,11 @@ impl Executor {
                     continue;
                 }
             };
-            let Some(event) = event else { return };
+            let Some(queued) = event else {
+                // The runtime let go of us (lost leadership, or replaced).
+                metrics::object_evicted(&self.act.key.namespace, "reset");
+                return;
+            };
             self.ctx
                 .storage
                 .pending
@@ -201,13 +241,13 @@ impl Executor {
             if obj.is_none() {
                 obj = self.init::<T>().await;
                 if obj.is_none() {
-                    event.fail(Error::Reset);
+                    queued.event.fail(Error::Reset);
                     self.gate.broken.store(true, Ordering::Release);
                     continue;
                 }
             }
             if let Some(o) = obj.as_mut()
-                && !self.handle(o, event).await
+                && !self.run_event(o, queued).await
             {
                 // The handler panicked: rebuild from storage next time.
                 obj = None;
@@ -217,15 +257,17 @@ impl Executor {
 
     /// Leaves the registry if nothing is queued (or `force`), failing
     /// whatever is left. Returns whether the executor is gone.
-    fn evict(&mut self, mailbox: &mut mpsc::Receiver<Event>, force: bool) -> bool {
+    fn evict(&mut self, mailbox: &mut mpsc::Receiver<Queued>, force: bool) -> bool {
         let runtime = self.act.runtime.clone();
         if !runtime.remove_executor(&self.act.key, self.act.generation, mailbox, force) {
             return false;
         }
         mailbox.close();
-        while let Ok(ev) = mailbox.try_recv() {
-            ev.fail(Error::Reset);
+        while let Ok(queued) = mailbox.try_recv() {
+            queued.event.fail(Error::Reset);
         }
+        let reason = if force { "reset" } else { "idle" };
+        metrics::object_evicted(&self.act.key.namespace, reason);
         tracing::debug!(force, "executor evicted");
         true
     }
@@ -249,6 +291,33 @@ impl Executor {
                 None
             }
         }
+    }
+
+    /// Runs one queued event inside its span, and accounts for it. Returns
+    /// `false` if the handler panicked.
+    async fn run_event<T: DurableObject>(&mut self, obj: &mut T, queued: Queued) -> bool {
+        let Queued {
+            event,
+            since,
+            parent,
+        } = queued;
+        let binding = self.act.key.namespace.clone();
+        let shard = self.act.shard.id();
+        metrics::object_queue_wait(&binding, since.elapsed());
+        let kind = event.kind();
+        let span = traces::object_event_span(&parent, &binding, &self.act.key, shard, kind);
+        let started = Instant::now();
+        self.failed = false;
+        let alive = self.handle(obj, event).instrument(span).await;
+        let busy = started.elapsed();
+        let outcome = match (alive, self.failed) {
+            (false, _) => "panic",
+            (true, true) => "error",
+            (true, false) => "ok",
+        };
+        metrics::object_event(&binding, kind, outcome, busy);
+        self.act.runtime.record_hot(shard, &self.act.key, busy);
+        alive
     }
 
     fn begin(&mut self, upgrade: bool) {
@@ -483,6 +552,7 @@ impl Executor {
     /// Ends an event: proposes its writes (if `ok`) and hands its outputs to
     /// the releaser behind the right gate.
     async fn finish(&mut self, ok: bool, extra: Vec<Output>) {
+        self.failed |= !ok;
         let mut outputs = self.ctx.outputs.take();
         if !ok {
             // A failed event's writes are rolled back, and so is what it sent.
@@ -491,13 +561,15 @@ impl Executor {
         }
         outputs.extend(extra);
         let layer = self.ctx.storage.take_event_layer();
-        let (gate, seq) = if layer.is_empty() {
+        let shard = self.act.shard.id();
+        let (gate, seq, trace) = if layer.is_empty() {
             if outputs.is_empty() {
                 return;
             }
+            let trace = CommitTrace::start(shard, "read_barrier");
             // A read must not leave before this node is confirmed leader.
             match self.act.shard.barrier().await {
-                Ok(commit) => (Some(commit), None),
+                Ok(commit) => (Some(commit), None, trace),
                 Err(e) => return self.fail_now(outputs, Error::Commit(e)),
             }
         } else {
@@ -510,13 +582,19 @@ impl Executor {
                 object: self.act.key.clone(),
                 mutations: layer.to_mutations(),
             };
+            let trace = CommitTrace::start(shard, "write");
             match self.act.shard.propose(write).await {
-                Ok(commit) => (Some(commit), Some(self.seq)),
+                Ok(commit) => (Some(commit), Some(self.seq), trace),
                 Err(e) => return self.fail_now(outputs, Error::Commit(e)),
             }
         };
         self.gate.in_flight.fetch_add(1, Ordering::AcqRel);
-        let release = Release { gate, seq, outputs };
+        let release = Release {
+            gate,
+            seq,
+            outputs,
+            trace,
+        };
         if self.release_tx.send(release).is_err() {
             self.gate.in_flight.fetch_sub(1, Ordering::AcqRel);
             self.gate.broken.store(true, Ordering::Release);

@@ -19,6 +19,13 @@ pub type Response = http::Response<Bytes>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
 
+/// The route a worker matched, as a template (`/counter/:name`), set on its
+/// response. The edge labels its metrics and names its server span
+/// (`http.route`) with it; without one the route is `other`. A template,
+/// never the raw path: the set of values must stay small.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route(pub &'static str);
+
 /// A JSON response with `status`.
 pub fn json<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {
     match serde_json::to_vec(body) {

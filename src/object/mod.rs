@@ -28,7 +28,7 @@ pub use class::{AlarmInfo, DurableObject, Result};
 pub use client::{CallResult, FetchOutcome, ObjectClient};
 pub use context::Context;
 pub use http::{
-    ClientIp, HandlerError, Request, Response, error_response, is_websocket_upgrade, json,
+    ClientIp, HandlerError, Request, Response, Route, error_response, is_websocket_upgrade, json,
     query_param, text,
 };
 pub use runtime::{Bindings, Runtime, RuntimeOptions};

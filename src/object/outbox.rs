@@ -8,8 +8,10 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
 
 use super::Error;
 use super::alarms::AlarmsHandle;
@@ -18,6 +20,7 @@ use super::http::Response;
 use super::socket::{AcceptedSocket, ServerFrame, SharedHub, SocketId, SocketLink};
 use crate::id::ObjectKey;
 use crate::replication::Commit;
+use crate::telemetry::{metrics, traces};
 
 /// One thing an event sends out.
 pub(crate) enum Output {
@@ -63,6 +66,27 @@ pub(crate) struct Release {
     /// The sequence number of the event's writes, if it wrote.
     pub seq: Option<u64>,
     pub outputs: Vec<Output>,
+    pub trace: CommitTrace,
+}
+
+/// How long a batch waits at the gate, as a span (a child of the event's
+/// span) and as `roost_object_commit_wait_seconds`.
+pub(crate) struct CommitTrace {
+    span: tracing::Span,
+    since: Instant,
+    /// `write` or `read_barrier`.
+    gate: &'static str,
+}
+
+impl CommitTrace {
+    /// Starts timing now, before the write or barrier is enqueued.
+    pub fn start(shard: crate::id::ShardId, gate: &'static str) -> CommitTrace {
+        CommitTrace {
+            span: traces::commit_span(shard, gate),
+            since: Instant::now(),
+            gate,
+        }
+    }
 }
 
 /// State the executor and its releaser share.
@@ -86,8 +110,16 @@ pub(crate) async fn run_releaser(
     alarms: AlarmsHandle,
 ) {
     while let Some(batch) = rx.recv().await {
+        let trace = &batch.trace;
         let result = match batch.gate {
-            Some(gate) => gate.await.map_err(Error::Commit),
+            Some(gate) => {
+                let done = gate.instrument(trace.span.clone()).await;
+                metrics::object_commit_wait(&object.namespace, trace.gate, trace.since.elapsed());
+                if done.is_err() {
+                    trace.span.record("otel.status_code", "ERROR");
+                }
+                done.map_err(Error::Commit)
+            }
             None if state.broken.load(Ordering::Acquire) => Err(Error::Reset),
             None => Ok(()),
         };

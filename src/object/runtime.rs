@@ -21,13 +21,15 @@ use super::Error;
 use super::alarms::{self, AlarmsHandle};
 use super::class::DurableObject;
 use super::client::{CallResult, FetchOutcome};
-use super::executor::{self, Activation, Event};
+use super::executor::{self, Activation, Event, Queued};
 use super::http::Request;
 use super::socket::{Message, ServerFrame, SharedHub, SocketId};
 use super::storage::Limits;
 use crate::id::{ObjectKey, ShardId};
 use crate::replication::{Replicas, ShardHandle};
 use crate::storage::Db;
+use crate::telemetry::hot::{self, Hot, HotObjects};
+use crate::telemetry::metrics;
 
 /// Tunables of the runtime.
 #[derive(Clone, Debug)]
@@ -54,13 +56,13 @@ impl Default for RuntimeOptions {
 
 /// Spawns executors of one class without knowing its type.
 trait Class: Send + Sync {
-    fn spawn(&self, tracker: &TaskTracker, act: Activation, mailbox: mpsc::Receiver<Event>);
+    fn spawn(&self, tracker: &TaskTracker, act: Activation, mailbox: mpsc::Receiver<Queued>);
 }
 
 struct ClassOf<T>(PhantomData<fn() -> T>);
 
 impl<T: DurableObject> Class for ClassOf<T> {
-    fn spawn(&self, tracker: &TaskTracker, act: Activation, mailbox: mpsc::Receiver<Event>) {
+    fn spawn(&self, tracker: &TaskTracker, act: Activation, mailbox: mpsc::Receiver<Queued>) {
         tracker.spawn(executor::run::<T>(act, mailbox));
     }
 }
@@ -98,7 +100,7 @@ impl Bindings {
 }
 
 struct ExecutorHandle {
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<Queued>,
     generation: u64,
 }
 
@@ -128,6 +130,8 @@ struct Inner {
     /// Executors, the alarm scheduler and the leadership watchers.
     executors: TaskTracker,
     generation: AtomicU64,
+    /// Events per object, for the busiest-objects view (one sketch a shard).
+    hot: HotObjects<ObjectKey>,
 }
 
 impl Runtime {
@@ -154,6 +158,7 @@ impl Runtime {
             shutdown,
             executors: TaskTracker::new(),
             generation: AtomicU64::new(1),
+            hot: HotObjects::new(usize::from(shards), hot::CAPACITY_PER_SHARD, hot::WINDOW),
         });
         let runtime = Runtime { inner };
         // Tracked like the executors: `shutdown` waits for them, so no task
@@ -322,7 +327,7 @@ impl Runtime {
             .ok_or_else(|| Error::UnknownNamespace(key.namespace.to_string()))?;
         let mut objects = self.objects(shard_id)?;
         let entry = objects.entry(key.clone()).or_default();
-        let mut event = event;
+        let mut queued = Queued::new(event);
         for _ in 0..2 {
             let handle = match &entry.executor {
                 Some(h) => h,
@@ -332,21 +337,22 @@ impl Runtime {
                         .insert(self.activate(key, shard, &entry.hub, class.as_ref()))
                 }
             };
-            match handle.tx.try_send(event) {
+            match handle.tx.try_send(queued) {
                 Ok(()) => return Ok(()),
-                Err(mpsc::error::TrySendError::Full(ev)) => {
-                    ev.fail(Error::Overloaded);
+                Err(mpsc::error::TrySendError::Full(q)) => {
+                    metrics::object_overloaded(&key.namespace);
+                    q.event.fail(Error::Overloaded);
                     return Err(Error::Overloaded);
                 }
-                Err(mpsc::error::TrySendError::Closed(ev)) => {
+                Err(mpsc::error::TrySendError::Closed(q)) => {
                     // The executor ended without leaving the registry
                     // (its task failed): replace it.
                     entry.executor = None;
-                    event = ev;
+                    queued = q;
                 }
             }
         }
-        event.fail(Error::Reset);
+        queued.event.fail(Error::Reset);
         Err(Error::Reset)
     }
 
@@ -373,6 +379,7 @@ impl Runtime {
             shutdown: self.inner.shutdown.clone(),
         };
         class.spawn(&self.inner.executors, act, rx);
+        metrics::object_activated(&key.namespace);
         ExecutorHandle { tx, generation }
     }
 
@@ -383,7 +390,7 @@ impl Runtime {
         &self,
         key: &ObjectKey,
         generation: u64,
-        mailbox: &mpsc::Receiver<Event>,
+        mailbox: &mpsc::Receiver<Queued>,
         force: bool,
     ) -> bool {
         let Ok(mut objects) = self.objects(self.shard_of(key)) else {
@@ -419,6 +426,16 @@ impl Runtime {
                     .count()
             })
             .sum()
+    }
+
+    /// Counts an event of `key` that kept its executor busy for `busy`.
+    pub(crate) fn record_hot(&self, shard: ShardId, key: &ObjectKey, busy: Duration) {
+        self.inner.hot.record(usize::from(shard), key, busy);
+    }
+
+    /// The `n` busiest objects of the last complete window, busiest first.
+    pub fn hot_objects(&self, n: usize) -> Vec<Hot<ObjectKey>> {
+        self.inner.hot.top(n)
     }
 
     pub(crate) fn shard_count(&self) -> u16 {

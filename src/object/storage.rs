@@ -18,6 +18,7 @@ use super::http::HandlerError;
 use super::view::{AlarmChange, Layer, Pending, Range, Reader};
 use crate::id::{ObjectKey, ShardId};
 use crate::storage::{self, Db};
+use crate::telemetry::metrics;
 
 /// Size limits on what objects store, enforced on every call.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -180,7 +181,10 @@ impl Storage {
     /// The value of `key`, if any.
     pub fn get(&self, key: &str) -> Result<Option<Bytes>, StorageError> {
         self.check_key(key)?;
-        Ok(self.reader().get(key)?)
+        let value = self.reader().get(key)?;
+        let bytes = key.len() + value.as_ref().map_or(0, Bytes::len);
+        metrics::storage_op(&self.object.namespace, "get", "read", bytes);
+        Ok(value)
     }
 
     /// The values of up to `max_keys_per_call` keys; missing keys are absent.
@@ -206,6 +210,8 @@ impl Storage {
             });
         }
         self.check_event_size(key.len() + value.len())?;
+        let bytes = key.len() + value.len();
+        metrics::storage_op(&self.object.namespace, "put", "write", bytes);
         self.top_layer().map.insert(key.to_owned(), Some(value));
         Ok(())
     }
@@ -224,6 +230,7 @@ impl Storage {
     /// Deletes `key`; returns whether it existed.
     pub fn delete(&mut self, key: &str) -> Result<bool, StorageError> {
         let existed = self.get(key)?.is_some();
+        metrics::storage_op(&self.object.namespace, "delete", "write", key.len());
         self.top_layer().map.insert(key.to_owned(), None);
         Ok(existed)
     }
@@ -246,7 +253,10 @@ impl Storage {
         let Some(range) = self.range(opts)? else {
             return Ok(Vec::new());
         };
-        Ok(self.reader().list(&range)?)
+        let entries = self.reader().list(&range)?;
+        let bytes = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
+        metrics::storage_op(&self.object.namespace, "list", "read", bytes);
+        Ok(entries)
     }
 
     fn range(&self, opts: &ListOptions) -> Result<Option<Range>, StorageError> {
@@ -303,6 +313,7 @@ impl Storage {
 
     /// Deletes every key of the object (its alarm stays, as in Cloudflare).
     pub fn delete_all(&mut self) -> Result<(), StorageError> {
+        metrics::storage_op(&self.object.namespace, "delete_all", "write", 0);
         let top = self.top_layer();
         top.map.clear();
         top.cleared = true;
@@ -333,17 +344,20 @@ impl Storage {
 
     /// The alarm time (ms since the Unix epoch), if one is set.
     pub fn get_alarm(&self) -> Result<Option<u64>, StorageError> {
+        metrics::storage_op(&self.object.namespace, "get_alarm", "read", 0);
         Ok(self.reader().alarm()?)
     }
 
     /// Sets the object's one alarm, replacing any other.
     pub fn set_alarm(&mut self, at_ms: u64) -> Result<(), StorageError> {
+        metrics::storage_op(&self.object.namespace, "set_alarm", "write", 0);
         self.top_layer().alarm = Some(AlarmChange::Set(at_ms));
         Ok(())
     }
 
     /// Removes the object's alarm, if any.
     pub fn delete_alarm(&mut self) -> Result<(), StorageError> {
+        metrics::storage_op(&self.object.namespace, "delete_alarm", "write", 0);
         self.top_layer().alarm = Some(AlarmChange::Delete);
         Ok(())
     }

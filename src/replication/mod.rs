@@ -11,6 +11,7 @@
 
 pub mod log_store;
 pub mod network;
+mod observe;
 mod options;
 mod replicas;
 pub mod shard;

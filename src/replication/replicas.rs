@@ -15,6 +15,7 @@ use tracing::Instrument;
 
 use super::log_store::LogStore;
 use super::network::{NetworkFactory, NoPeers, Transport};
+use super::observe;
 use super::shard::{self, Limits, Proposer, ShardHandle};
 use super::state_machine::StateMachine;
 use super::types::{NodeId, Raft};
@@ -290,8 +291,10 @@ async fn open_shard<T: Transport>(
     };
     let proposer = tokio::spawn(proposer.run().instrument(span.clone()));
     let watcher = tokio::spawn(
-        shard::watch_leadership(node_id, raft.metrics(), leader_tx, stop.clone()).instrument(span),
+        shard::watch_leadership(node_id, raft.metrics(), leader_tx, stop.clone())
+            .instrument(span.clone()),
     );
+    tokio::spawn(observe::observe(shard, node_id, raft.clone(), stop.clone()).instrument(span));
     let handle = ShardHandle::new(shard, raft.clone(), queue_tx, leader_rx);
     Ok((
         handle,

@@ -24,6 +24,7 @@ use super::Error;
 use super::types::{NodeId, Raft, ShardCommand};
 use crate::id::ShardId;
 use crate::storage::ObjectWrite;
+use crate::telemetry::metrics;
 
 type Waiter = oneshot::Sender<Result<(), Error>>;
 
@@ -151,6 +152,17 @@ impl Outcome {
         }
     }
 
+    /// The `outcome` label of `roost_raft_proposals_total`.
+    fn label(&self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::NotLeader(_) => "not_leader",
+            Outcome::NoQuorum(_) => "no_quorum",
+            Outcome::ShuttingDown => "shutting_down",
+            Outcome::Raft(_) => "error",
+        }
+    }
+
     fn from_fatal(fatal: &Fatal<NodeId>) -> Outcome {
         match fatal {
             Fatal::Stopped => Outcome::ShuttingDown,
@@ -269,8 +281,14 @@ fn collect(first: Request, queue: &mut mpsc::Receiver<Request>, limits: Limits) 
 /// is one read-index round.
 async fn submit(shard: ShardId, raft: &Raft, batch: Batch) -> Settling {
     let Batch {
-        writes, waiters, ..
+        writes,
+        waiters,
+        bytes,
     } = batch;
+    let started = std::time::Instant::now();
+    let settled = move |kind: &'static str, outcome: &Outcome| {
+        metrics::raft_proposal(kind, outcome.label(), started.elapsed());
+    };
     if writes.is_empty() {
         tracing::trace!(shard, barriers = waiters.len(), "read barrier");
         let raft = raft.clone();
@@ -279,9 +297,11 @@ async fn submit(shard: ShardId, raft: &Raft, batch: Batch) -> Settling {
                 Ok(_) => Outcome::Applied,
                 Err(e) => Outcome::from_check(e),
             };
+            settled("barrier", &outcome);
             (waiters, outcome)
         });
     }
+    metrics::raft_batch(writes.len(), bytes);
     tracing::trace!(
         shard,
         writes = writes.len(),
@@ -296,10 +316,12 @@ async fn submit(shard: ShardId, raft: &Raft, batch: Batch) -> Settling {
                 Ok(Err(e)) => Outcome::Raft(e.to_string()),
                 Err(_) => Outcome::ShuttingDown,
             };
+            settled("write", &outcome);
             (waiters, outcome)
         }),
         Err(fatal) => {
             let outcome = Outcome::from_fatal(&fatal);
+            settled("write", &outcome);
             Box::pin(std::future::ready((waiters, outcome)))
         }
     }

@@ -26,6 +26,7 @@ use super::types::{
 use crate::id::ShardId;
 use crate::storage::keys::{self, RaftKind};
 use crate::storage::{Db, ObjectWrite, mutation};
+use crate::telemetry::metrics;
 
 /// What `RaftKind::Applied` holds: how far the state has been applied.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -110,6 +111,7 @@ fn read_snapshot(db: &Db, shard: ShardId) -> Result<Option<StoredSnapshot>, Stor
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let started = std::time::Instant::now();
         let (lo, hi) = keys::shard_state_range(self.shard);
         let applied_key = keys::raft_key(RaftKind::Applied, self.shard);
         let db = self.db.clone();
@@ -151,6 +153,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 self.db.write(batch).map_err(write_snap)?;
             }
         }
+        metrics::raft_snapshot(self.shard, "built", started.elapsed());
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(stored.data)),
@@ -218,6 +221,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
+        let started = std::time::Instant::now();
         let data = snapshot.into_inner();
         let pairs: Vec<(Vec<u8>, Vec<u8>)> = decode(&data)
             .map_err(|e| read_snap(format!("decode snapshot {}: {e}", meta.snapshot_id)))?;
@@ -263,6 +267,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.db.write_synced(batch).await.map_err(write_snap)?;
         }
         tracing::info!(shard = self.shard, snapshot = %meta, keys = pairs.len(), "installed snapshot");
+        metrics::raft_snapshot(self.shard, "installed", started.elapsed());
         self.applied = applied;
         Ok(())
     }

@@ -199,11 +199,25 @@ impl Db {
         tokio::task::spawn_blocking(move || {
             let mut wo = WriteOptions::default();
             wo.set_sync(true);
-            inner.write_opt(batch, &wo)
+            let started = std::time::Instant::now();
+            let written = inner.write_opt(batch, &wo);
+            crate::telemetry::metrics::rocksdb_sync(started.elapsed());
+            written
         })
         .await
         .map_err(|e| Error::Io("synced write task".into(), std::io::Error::other(e)))??;
         Ok(())
+    }
+
+    /// An integer RocksDB property (e.g. `rocksdb.is-write-stopped`) of
+    /// each column family, by name; `None` where RocksDB does not know it.
+    /// DB-wide properties give the same value for every column family.
+    pub fn int_property(&self, name: &str) -> Result<Vec<(&'static str, Option<u64>)>, Error> {
+        let mut out = Vec::with_capacity(2);
+        for (cf_name, cf) in [(CF_RAFT, self.raft_cf()), (CF_STATE, self.state_cf())] {
+            out.push((cf_name, self.inner.property_int_value_cf(&cf, name)?));
+        }
+        Ok(out)
     }
 
     /// The alarm time of `object`, if it has one.

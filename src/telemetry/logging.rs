@@ -6,25 +6,40 @@
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::registry::LookupSpan;
 
 use super::Error;
 use crate::config::{LogConfig, LogFormat};
 
-/// Installs the process-wide subscriber: the filter is `RUST_LOG` when it is
-/// set and not empty, else `config.filter`. Fails if called twice.
+/// Installs the process-wide subscriber with logs only (no traces): the
+/// filter is `RUST_LOG` when it is set and not empty, else `config.filter`.
+/// Fails if called twice. See [`super::init`] for logs and traces.
 pub fn init_logging(config: &LogConfig) -> Result<(), Error> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    tracing_subscriber::registry()
+        .with(layer(config)?)
+        .try_init()
+        .map_err(|e| Error::Install(e.to_string()))
+}
+
+/// The log layer: text or JSON lines on stderr, with its own filter, so
+/// that another layer (traces) can see spans the logs leave out.
+pub(super) fn layer<S>(config: &LogConfig) -> Result<Box<dyn Layer<S> + Send + Sync>, Error>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+{
     let rust_log = std::env::var("RUST_LOG").ok();
     let filter = choose_filter(config, rust_log.as_deref())?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let installed = match config.format {
-        LogFormat::Text => builder
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    Ok(match config.format {
+        LogFormat::Text => fmt
             .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-        LogFormat::Json => builder.json().with_ansi(false).try_init(),
-    };
-    installed.map_err(|e| Error::Install(e.to_string()))
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => fmt.json().with_ansi(false).with_filter(filter).boxed(),
+    })
 }
 
 /// The filter from `RUST_LOG` if given and not empty, else from the config.

@@ -30,14 +30,9 @@ impl Roost {
 
     fn spawn(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Roost {
         let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
-            .args([
-                "dev",
-                "--listen",
-                "127.0.0.1:0",
-                "--grpc-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--data-dir")
+            .args(["dev", "--listen", "127.0.0.1:0"])
+            .args(["--grpc-listen", "127.0.0.1:0"])
+            .args(["--admin-listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .envs(env.iter().copied())

@@ -15,6 +15,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.node.data_dir = args.next().unwrap_or_else(|| "./kv-data".into()).into();
     // Any free port, so that the example runs next to `roost dev`.
     config.grpc.listen = "127.0.0.1:0".parse()?;
+    config.admin.listen = "127.0.0.1:0".parse()?;
     let node = DevNode::start_with(config, bindings(), KvWorker).await?;
     println!(
         "kv example: serving http://{} (gRPC on {})",

@@ -1,0 +1,98 @@
+//! What a node's admin server shows: the metrics sampled at scrape time
+//! (live objects, RocksDB properties) and the busiest objects, wired from
+//! the node's parts into [`telemetry::admin`](crate::telemetry::admin).
+
+use std::net::SocketAddr;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+
+use super::Error;
+use crate::object::Runtime;
+use crate::storage::Db;
+use crate::telemetry::admin::{Admin, AdminSources, HotObject};
+use crate::telemetry::metrics::{self, ColumnFamilySample, RocksDbSample};
+
+/// Serves the admin endpoints on `addr`, rendering the recorder of `handle`.
+pub(super) async fn start(
+    addr: SocketAddr,
+    handle: PrometheusHandle,
+    db: &Db,
+    runtime: &Runtime,
+) -> Result<Admin, Error> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen { addr, source })?;
+    let sample = {
+        let (db, runtime) = (db.clone(), runtime.clone());
+        move || {
+            metrics::objects_live(runtime.live_objects());
+            metrics::rocksdb(&rocksdb_sample(&db));
+        }
+    };
+    let hot = {
+        let runtime = runtime.clone();
+        move |n| hot_objects(&runtime, n)
+    };
+    let sources = AdminSources {
+        sample: Box::new(sample),
+        hot: Box::new(hot),
+    };
+    Admin::start(listener, handle, sources).map_err(|source| Error::Listen { addr, source })
+}
+
+fn hot_objects(runtime: &Runtime, n: usize) -> Vec<HotObject> {
+    runtime
+        .hot_objects(n)
+        .into_iter()
+        .enumerate()
+        .map(|(i, hot)| HotObject {
+            rank: i + 1,
+            binding: hot.key.namespace.to_string(),
+            id: hot.key.id.to_string(),
+            events: hot.counts.events,
+            error: hot.counts.error,
+            events_per_second: hot.events_per_second(),
+            busy_ratio: hot.busy_ratio(),
+            window_seconds: hot.window.as_secs_f64(),
+        })
+        .collect()
+}
+
+/// The RocksDB properties that matter to an operator. A property RocksDB
+/// cannot read leaves its gauge as it was (and is logged at debug).
+fn rocksdb_sample(db: &Db) -> RocksDbSample {
+    let read = |name: &str| match db.int_property(name) {
+        Ok(values) => values,
+        Err(e) => {
+            tracing::debug!(property = name, error = %e, "read rocksdb property");
+            Vec::new()
+        }
+    };
+    // DB-wide properties: every column family reports the same value.
+    let first = |name: &str| read(name).first().and_then(|(_, v)| *v);
+    let pending = read("rocksdb.estimate-pending-compaction-bytes");
+    let sst = read("rocksdb.total-sst-files-size");
+    let memtables = read("rocksdb.cur-size-all-mem-tables");
+    let of = |values: &[(&'static str, Option<u64>)], cf: &str| {
+        values
+            .iter()
+            .find(|(name, _)| *name == cf)
+            .and_then(|(_, v)| *v)
+    };
+    let column_families = sst
+        .iter()
+        .map(|&(name, size)| ColumnFamilySample {
+            name,
+            pending_compaction_bytes: of(&pending, name),
+            sst_files_bytes: size,
+            memtable_bytes: of(&memtables, name),
+        })
+        .collect();
+    RocksDbSample {
+        write_stopped: first("rocksdb.is-write-stopped"),
+        delayed_write_rate: first("rocksdb.actual-delayed-write-rate"),
+        running_compactions: first("rocksdb.num-running-compactions"),
+        column_families,
+    }
+}

@@ -1,0 +1,223 @@
+//! The admin HTTP server, on its own listener (`admin.listen`), apart from
+//! user traffic: `GET /metrics` (Prometheus text format) and
+//! `GET /admin/hot-objects` (the busiest objects, with their ids, as JSON).
+//!
+//! It knows nothing of the layers: the node hands it [`AdminSources`],
+//! closures that sample what is read at scrape time and rank the busiest
+//! objects.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::{self, RankedObject};
+
+/// How often histograms are folded and descriptions published, between
+/// scrapes (so memory stays bounded when nobody scrapes).
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The `Content-Type` of the Prometheus text format.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// One of the busiest objects, as `/admin/hot-objects` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HotObject {
+    /// 1 = busiest.
+    pub rank: usize,
+    pub binding: String,
+    /// The object id (hex).
+    pub id: String,
+    /// Events counted in the window (an upper bound; at most `error` of
+    /// them may belong to other objects).
+    pub events: u64,
+    pub error: u64,
+    pub events_per_second: f64,
+    /// Fraction of the window its executor was busy, 0..1.
+    pub busy_ratio: f64,
+    /// The length of the window the counts are from.
+    pub window_seconds: f64,
+}
+
+/// What the admin server shows, supplied by the node.
+pub struct AdminSources {
+    /// Sets the gauges that are sampled rather than recorded (live objects,
+    /// RocksDB properties); called before each render of `/metrics`.
+    pub sample: Box<dyn Fn() + Send + Sync>,
+    /// The busiest objects now, at most this many, busiest first.
+    pub hot: Box<dyn Fn(usize) -> Vec<HotObject> + Send + Sync>,
+}
+
+struct Shared {
+    handle: PrometheusHandle,
+    sources: AdminSources,
+}
+
+/// A running admin server.
+pub struct Admin {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Admin {
+    /// Serves `/metrics` from `handle` and the `sources` on `listener`.
+    pub fn start(
+        listener: TcpListener,
+        handle: PrometheusHandle,
+        sources: AdminSources,
+    ) -> std::io::Result<Admin> {
+        let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let shared = Arc::new(Shared { handle, sources });
+        let app = router(shared.clone());
+        let server = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let serve = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.clone().cancelled_owned());
+                let upkeep = async {
+                    let mut every = tokio::time::interval(UPKEEP_EVERY);
+                    loop {
+                        every.tick().await;
+                        shared.handle.run_upkeep();
+                    }
+                };
+                tokio::select! {
+                    served = serve => {
+                        if let Err(e) = served {
+                            tracing::warn!(error = %e, "admin server failed");
+                        }
+                    }
+                    () = upkeep => {}
+                }
+            }
+        });
+        Ok(Admin { addr, stop, server })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops serving and waits for the server (and the sources it holds) to
+    /// be dropped.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.server.await;
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/admin/hot-objects", get(hot_objects))
+        .with_state(shared)
+}
+
+async fn metrics_text(State(shared): State<Arc<Shared>>) -> Response {
+    (shared.sources.sample)();
+    let ranked: Vec<RankedObject> = (shared.sources.hot)(super::hot::TOP_N)
+        .into_iter()
+        .map(|o| RankedObject {
+            rank: o.rank,
+            binding: o.binding,
+            events_per_second: o.events_per_second,
+            busy_ratio: o.busy_ratio,
+        })
+        .collect();
+    let body = metrics::render(&shared.handle, &ranked);
+    ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], body).into_response()
+}
+
+#[derive(Serialize)]
+struct HotObjects {
+    objects: Vec<HotObject>,
+}
+
+async fn hot_objects(State(shared): State<Arc<Shared>>) -> Response {
+    let objects = (shared.sources.hot)(super::hot::TOP_N);
+    axum::Json(HotObjects { objects }).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources() -> AdminSources {
+        AdminSources {
+            sample: Box::new(|| {}),
+            hot: Box::new(|n| {
+                let one = HotObject {
+                    rank: 1,
+                    binding: "COUNTER".into(),
+                    id: "ab".repeat(32),
+                    events: 50,
+                    error: 0,
+                    events_per_second: 5.0,
+                    busy_ratio: 0.25,
+                    window_seconds: 10.0,
+                };
+                vec![one].into_iter().take(n).collect()
+            }),
+        }
+    }
+
+    /// An admin server on port 0 over a recorder of its own.
+    async fn start() -> Admin {
+        let recorder = metrics::builder().build_recorder();
+        let handle = recorder.handle();
+        ::metrics::with_local_recorder(&recorder, || {
+            metrics::describe();
+            metrics::objects_live(3);
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Admin::start(listener, handle, sources()).expect("start")
+    }
+
+    async fn get_body(admin: &Admin, path: &str) -> (String, String) {
+        let resp = reqwest::get(format!("http://{}{path}", admin.local_addr()))
+            .await
+            .expect("response");
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+        let content_type = resp.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        (content_type, resp.text().await.expect("body"))
+    }
+
+    #[tokio::test]
+    async fn metrics_are_prometheus_text_with_hot_objects_by_rank() {
+        let admin = start().await;
+        let (content_type, body) = get_body(&admin, "/metrics").await;
+        assert_eq!(content_type, PROMETHEUS_TEXT);
+        assert!(body.contains("roost_objects_live 3"), "{body}");
+        assert!(
+            body.contains("roost_hot_object_busy_ratio{rank=\"1\",binding=\"COUNTER\"} 0.25"),
+            "{body}"
+        );
+        assert!(!body.contains(&"ab".repeat(32)), "no object id on /metrics");
+        admin.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn hot_objects_are_json_with_ids() {
+        let admin = start().await;
+        let (content_type, body) = get_body(&admin, "/admin/hot-objects").await;
+        assert_eq!(content_type, "application/json");
+        let value: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(value["objects"][0]["id"], "ab".repeat(32));
+        assert_eq!(value["objects"][0]["rank"], 1);
+        admin.shutdown().await;
+    }
+}
