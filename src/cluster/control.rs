@@ -418,18 +418,24 @@ impl Control {
             .collect()
     }
 
-    /// The leader of every group this node has a view of.
-    pub fn leaders(&self) -> Vec<(ShardId, NodeId)> {
+    /// The leader of every object shard this node has a view of, with the
+    /// voters of the groups this node leads.
+    pub fn leaders(&self) -> Vec<(ShardId, NodeId, Vec<NodeId>)> {
+        let me = self.inner.opts.node_id;
         self.inner
             .replicas
             .shards()
             .iter()
             .filter_map(|g| {
-                g.raft()
-                    .metrics()
-                    .borrow()
-                    .current_leader
-                    .map(|l| (g.id(), l))
+                let metrics = g.raft().metrics();
+                let m = metrics.borrow();
+                let leader = m.current_leader?;
+                let voters = if leader == me && g.is_leader() {
+                    m.membership_config.membership().voter_ids().collect()
+                } else {
+                    Vec::new()
+                };
+                Some((g.id(), leader, voters))
             })
             .collect()
     }

@@ -70,7 +70,7 @@ pub fn view(
     dir: &Directory,
     shards: u16,
     replication: usize,
-    leaders: &[(ShardId, NodeId)],
+    leaders: &[(ShardId, NodeId, Vec<NodeId>)],
 ) -> pb::ClusterView {
     pb::ClusterView {
         nodes: dir
@@ -86,9 +86,10 @@ pub fn view(
         replication: replication as u32,
         leaders: leaders
             .iter()
-            .map(|(s, n)| pb::ShardLeader {
+            .map(|(s, n, voters)| pb::ShardLeader {
                 shard: u32::from(*s),
                 node: *n,
+                voters: voters.clone(),
             })
             .collect(),
     }

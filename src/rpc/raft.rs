@@ -90,7 +90,7 @@ impl RaftService {
         }
         u16::try_from(request.shard)
             .ok()
-            .and_then(|shard| self.replicas.shard(shard))
+            .and_then(|shard| self.replicas.group(shard))
             .map(|handle| handle.raft().clone())
             .ok_or_else(|| {
                 Status::not_found(format!(

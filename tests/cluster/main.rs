@@ -1,0 +1,257 @@
+//! A real cluster on loopback: three `roost node` processes and one
+//! `roost edge`, ports from the OS, temp data dirs. The seed app works
+//! through the edge, and SIGKILL of the node leading the most shards loses
+//! no acknowledged write.
+
+mod procs;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use roost::rpc::pb;
+use roost::rpc::pb::cluster_client::ClusterClient;
+use serde_json::{Value, json};
+
+const SHARDS: u16 = 8;
+
+/// Acknowledged values per counter, with when they were acknowledged.
+type Acked = Arc<Mutex<HashMap<usize, Vec<(i64, Instant)>>>>;
+
+/// The first view `addr` answers with, if it answers.
+async fn view_of(addr: &str) -> Option<pb::ClusterView> {
+    let mut client = ClusterClient::connect(format!("http://{addr}"))
+        .await
+        .ok()?;
+    let mut stream = client.watch(pb::WatchRequest {}).await.ok()?.into_inner();
+    tokio::time::timeout(Duration::from_secs(2), stream.message())
+        .await
+        .ok()?
+        .ok()?
+}
+
+/// For each shard, the leader and voters its leader reports.
+async fn groups(nodes: &[String]) -> BTreeMap<u32, (u64, usize)> {
+    let mut out = BTreeMap::new();
+    for addr in nodes {
+        if let Some(view) = view_of(addr).await {
+            for l in view.leaders {
+                if !l.voters.is_empty() {
+                    out.insert(l.shard, (l.node, l.voters.len()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Waits until every shard has a leader with `voters` voters.
+async fn wait_converged(
+    nodes: &[String],
+    voters: usize,
+    timeout: Duration,
+) -> BTreeMap<u32, (u64, usize)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let g = groups(nodes).await;
+        if g.len() == usize::from(SHARDS) && g.values().all(|(_, v)| *v == voters) {
+            return g;
+        }
+        assert!(Instant::now() < deadline, "cluster did not converge: {g:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn json_of(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_serve_through_the_edge_and_survive_sigkill() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let n1 = procs::node(root.path(), 1, "127.0.0.1:0", &[], SHARDS);
+    let seeds = vec![n1.addr.clone()];
+    let n2 = procs::node(root.path(), 2, "127.0.0.1:0", &seeds, SHARDS);
+    let n3 = procs::node(root.path(), 3, "127.0.0.1:0", &seeds, SHARDS);
+    let addrs = vec![n1.addr.clone(), n2.addr.clone(), n3.addr.clone()];
+    wait_converged(&addrs, 3, Duration::from_secs(90)).await;
+    let edge = procs::edge(&addrs);
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("{}{p}", edge.addr);
+
+    // The seed app through the edge.
+    let (s, b) = json_of(
+        http.get(url("/counter/visits"))
+            .send()
+            .await
+            .expect("answered"),
+    )
+    .await;
+    assert_eq!((s, b), (200, json!({"value": 0})));
+    let (s, b) = json_of(
+        http.post(url("/counter/visits/increment?amount=5"))
+            .send()
+            .await
+            .expect("answered"),
+    )
+    .await;
+    assert_eq!((s, b), (200, json!({"value": 5})));
+    let (s, b) = json_of(
+        http.post(url("/counter/visits/increment?amount=x"))
+            .send()
+            .await
+            .expect("answered"),
+    )
+    .await;
+    assert_eq!(s, 400, "{b}");
+    let (s, b) = json_of(http.get(url("/api/ping")).send().await.expect("answered")).await;
+    assert_eq!((s, b), (200, json!({"ok": true})));
+    let (s, b) = json_of(
+        http.get(url("/room/lobby/history"))
+            .send()
+            .await
+            .expect("answered"),
+    )
+    .await;
+    assert_eq!((s, b), (200, json!([])));
+
+    // Load on many counters, then SIGKILL the node leading the most shards.
+    let acked: Acked = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..8usize {
+        let (http, base, acked, stop) =
+            (http.clone(), edge.addr.clone(), acked.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let mut i = c;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let counter = i % 16;
+                i += 8;
+                let resp = http
+                    .post(format!("{base}/counter/f-{counter}/increment"))
+                    .timeout(Duration::from_secs(15))
+                    .send()
+                    .await;
+                let Ok(resp) = resp else { continue };
+                if resp.status() != 200 {
+                    continue;
+                }
+                let Ok(body) = resp.json::<Value>().await else {
+                    continue;
+                };
+                if let Some(v) = body["value"].as_i64() {
+                    acked
+                        .lock()
+                        .expect("lock")
+                        .entry(counter)
+                        .or_default()
+                        .push((v, Instant::now()));
+                }
+            }
+        }));
+    }
+    let count = |acked: &Acked| {
+        acked
+            .lock()
+            .expect("lock")
+            .values()
+            .map(Vec::len)
+            .sum::<usize>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&acked) < 300 {
+        assert!(Instant::now() < deadline, "load is acknowledged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let leaders = groups(&addrs).await;
+    let mut led: BTreeMap<u64, usize> = BTreeMap::new();
+    for (node, _) in leaders.values() {
+        *led.entry(*node).or_default() += 1;
+    }
+    let victim = led
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(id, _)| *id)
+        .expect("a leader");
+    let mut nodes: BTreeMap<u64, procs::Proc> = BTreeMap::from([(1, n1), (2, n2), (3, n3)]);
+    let victim_proc = nodes.remove(&victim).expect("victim process");
+    let victim_addr = victim_proc.addr.clone();
+    let killed_at = Instant::now();
+    victim_proc.kill9();
+
+    // Every counter takes writes again.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let recovered = {
+            let acked = acked.lock().expect("lock");
+            (0..16).all(|c| {
+                acked
+                    .get(&c)
+                    .is_some_and(|v| v.iter().any(|(_, t)| *t > killed_at))
+            })
+        };
+        if recovered {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writes resume after the leader is killed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Per counter, its first acknowledged write after the kill; the slowest
+    // of those is when every affected object was writable again.
+    let first_after = acked
+        .lock()
+        .expect("lock")
+        .values()
+        .filter_map(|v| v.iter().map(|(_, t)| *t).filter(|t| *t > killed_at).min())
+        .map(|t| t - killed_at)
+        .max();
+    eprintln!(
+        "failover: every counter writable again {first_after:?} after SIGKILL of node {victim}"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in clients {
+        let _ = c.await;
+    }
+
+    // The killed node comes back on its old address and catches up.
+    let back = procs::node(root.path(), victim, &victim_addr, &[], SHARDS);
+    nodes.insert(victim, back);
+    wait_converged(&addrs, 3, Duration::from_secs(90)).await;
+
+    let acked = acked.lock().expect("lock").clone();
+    for (counter, values) in &acked {
+        let mut sorted: Vec<i64> = values.iter().map(|(v, _)| *v).collect();
+        sorted.sort_unstable();
+        let n = sorted.len();
+        sorted.dedup();
+        assert_eq!(
+            sorted.len(),
+            n,
+            "counter {counter}: acknowledged values are unique"
+        );
+        let max = *sorted.last().expect("a value");
+        let (s, b) = json_of(
+            http.get(url(&format!("/counter/f-{counter}")))
+                .send()
+                .await
+                .expect("answered"),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        let after = b["value"].as_i64().expect("a value");
+        assert!(
+            after >= max,
+            "counter {counter}: {after} < acknowledged {max}"
+        );
+    }
+    drop(edge);
+    drop(nodes);
+}

@@ -1,0 +1,99 @@
+//! Real `roost node` and `roost edge` processes on loopback.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A child process that is killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    /// What the process printed after the marker (its address).
+    pub addr: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// SIGKILL: the node gets no chance to flush or hand anything over.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `roost ARGS` and waits (up to 120 s) for a stdout line containing
+/// `marker`; the word after it is the address.
+fn spawn(args: &[String], marker: &'static str) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("roost binary starts");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.split(marker).nth(1) {
+                let addr = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(120))
+        .unwrap_or_else(|_| panic!("roost {args:?} prints `{marker}` within 120 s"));
+    Proc { child, addr }
+}
+
+/// The data directory of node `id` under `root`.
+pub fn data_dir(root: &Path, id: u64) -> PathBuf {
+    root.join(format!("node-{id}"))
+}
+
+/// Starts node `id` on `grpc` (e.g. "127.0.0.1:0"), joining through `join`.
+pub fn node(root: &Path, id: u64, grpc: &str, join: &[String], shards: u16) -> Proc {
+    let mut args: Vec<String> = vec![
+        "node".into(),
+        "--id".into(),
+        id.to_string(),
+        "--grpc-listen".into(),
+        grpc.into(),
+        "--shards".into(),
+        shards.to_string(),
+        "--data-dir".into(),
+        data_dir(root, id).display().to_string(),
+    ];
+    if !join.is_empty() {
+        args.push("--join".into());
+        args.push(join.join(","));
+    }
+    spawn(&args, "roost node: grpc on ")
+}
+
+/// Starts an edge that learns the cluster from `join`.
+pub fn edge(join: &[String]) -> Proc {
+    let args: Vec<String> = vec![
+        "edge".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--join".into(),
+        join.join(","),
+    ];
+    let mut p = spawn(&args, "roost edge: serving http://");
+    p.addr = format!("http://{}", p.addr);
+    p
+}
