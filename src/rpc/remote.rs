@@ -283,7 +283,14 @@ async fn forward_down(
             }
             Ok(None) => break,
             Err(status) => {
+                // The owner is gone (or moved): tell the client to come
+                // back, as a restarting service does. Its object's state is
+                // in Raft; the new owner serves the reconnect.
                 tracing::debug!(object = %key, %status, "Socket stream failed");
+                let _ = frames.try_send(ServerFrame::Close {
+                    code: 1012,
+                    reason: "owner lost; reconnect".into(),
+                });
                 break;
             }
         };
