@@ -1,0 +1,120 @@
+//! How an event ends: which accepted sockets it keeps, and how its writes
+//! go to Raft and its outputs to the releaser behind the right gate (the
+//! output gate's entry point).
+
+use std::sync::atomic::Ordering;
+
+use http::StatusCode;
+
+use super::Executor;
+use crate::object::Error;
+use crate::object::http::{Response, error_response};
+use crate::object::outbox::{CommitTrace, Output, Release};
+use crate::object::socket::AcceptedSocket;
+use crate::storage::ObjectWrite;
+
+impl Executor {
+    /// Keeps a socket accepted by this event only if the response is the
+    /// 101 that completes it; forgets the others.
+    pub(super) fn settle_sockets(&mut self, mut response: Response, ok: bool) -> Response {
+        let returned = response.extensions().get::<AcceptedSocket>().copied();
+        let keep = match returned {
+            Some(AcceptedSocket(id))
+                if ok
+                    && response.status() == StatusCode::SWITCHING_PROTOCOLS
+                    && self.ctx.accepted.contains(&id) =>
+            {
+                Some(id)
+            }
+            _ => None,
+        };
+        if keep.is_none() {
+            response.extensions_mut().remove::<AcceptedSocket>();
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                response = error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                );
+            }
+        }
+        let mut hub = self.act.hub.lock();
+        for id in self.ctx.accepted.drain(..) {
+            if Some(id) != keep {
+                hub.sockets.remove(&id);
+            }
+        }
+        response
+    }
+
+    /// Ends an event: proposes its writes (if `ok`) and hands its outputs to
+    /// the releaser behind the right gate.
+    pub(super) async fn finish(&mut self, ok: bool, extra: Vec<Output>) {
+        self.failed |= !ok;
+        let mut outputs = self.ctx.outputs.take();
+        if !ok {
+            // A failed event's writes are rolled back, and so is what it sent.
+            self.ctx.storage.discard_event_layer();
+            outputs.clear();
+        }
+        outputs.extend(extra);
+        let layer = self.ctx.storage.take_event_layer();
+        let shard = self.act.shard.id();
+        let (gate, seq, trace) = if layer.is_empty() {
+            if outputs.is_empty() {
+                return;
+            }
+            let trace = CommitTrace::start(shard, "read_barrier");
+            // A read must not leave before this node is confirmed leader.
+            match self.act.shard.barrier().await {
+                Ok(commit) => (Some(commit), None, trace),
+                Err(e) => return self.fail_now(outputs, Error::Commit(e)),
+            }
+        } else {
+            self.seq += 1;
+            self.ctx.storage.pending.push(self.seq, &layer);
+            if let Some(change) = layer.alarm {
+                outputs.insert(0, Output::AlarmChanged(change.visible()));
+            }
+            let write = ObjectWrite {
+                object: self.act.key.clone(),
+                mutations: layer.to_mutations(),
+            };
+            let trace = CommitTrace::start(shard, "write");
+            match self.act.shard.propose(write).await {
+                Ok(commit) => (Some(commit), Some(self.seq), trace),
+                Err(e) => return self.fail_now(outputs, Error::Commit(e)),
+            }
+        };
+        self.gate.in_flight.fetch_add(1, Ordering::AcqRel);
+        let release = Release {
+            gate,
+            seq,
+            outputs,
+            trace,
+        };
+        if self.release_tx.send(release).is_err() {
+            self.gate.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.gate.broken.store(true, Ordering::Release);
+        }
+    }
+
+    pub(super) fn fail_now(&mut self, outputs: Vec<Output>, err: Error) {
+        tracing::warn!(error = %err, "cannot commit; resetting object");
+        self.gate.broken.store(true, Ordering::Release);
+        for out in outputs {
+            match out {
+                Output::Reply { reply, .. } => {
+                    let _ = reply.send(Err(Error::Reset));
+                }
+                Output::CallReply { reply, .. } => {
+                    let _ = reply.send(Err(Error::Reset));
+                }
+                Output::AlarmDone(tx) => {
+                    let _ = tx.send(false);
+                }
+                Output::Frame { .. } | Output::AlarmChanged(_) => {}
+            }
+        }
+    }
+}
