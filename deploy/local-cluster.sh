@@ -30,7 +30,8 @@ trap cleanup EXIT INT TERM
 seeds=""
 for i in $(seq 1 "$NODES"); do
     port=$((7800 + i))
-    args=(node --id "$i" --grpc-listen "127.0.0.1:$port" --data-dir "$DATA/node-$i")
+    args=(node --id "$i" --grpc-listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$((9800 + i))"
+          --data-dir "$DATA/node-$i")
     if [ -n "$seeds" ]; then args+=(--join "$seeds"); fi
     "$BIN" "${args[@]}" > "$DATA/node-$i.log" 2>&1 &
     pids+=("$!")
@@ -44,12 +45,14 @@ for i in $(seq 1 "$NODES"); do
     seeds="${seeds:+$seeds,}127.0.0.1:$port"
 done
 
-"$BIN" edge --listen "127.0.0.1:$EDGE_PORT" --join "$seeds" > "$DATA/edge.log" 2>&1 &
+"$BIN" edge --listen "127.0.0.1:$EDGE_PORT" --admin-listen 127.0.0.1:9800 --join "$seeds" \
+    > "$DATA/edge.log" 2>&1 &
 pids+=("$!")
 for _ in $(seq 1 600); do
     grep -q "roost edge: serving" "$DATA/edge.log" 2>/dev/null && break
     sleep 0.1
 done
 echo "edge: pid $! log $DATA/edge.log"
+echo "metrics: edge http://127.0.0.1:9800/metrics, node i http://127.0.0.1:980i/metrics"
 echo "Roost cluster ready: http://127.0.0.1:$EDGE_PORT  (Ctrl-C to stop)"
 wait

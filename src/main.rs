@@ -117,6 +117,11 @@ struct NodeArgs {
     #[arg(long, value_name = "ADDR")]
     grpc_listen: Option<SocketAddr>,
 
+    /// Address to serve /metrics and /admin/hot-objects on [default:
+    /// 127.0.0.1:9787] [env: ROOST_ADMIN_LISTEN]
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<SocketAddr>,
+
     /// Address other nodes and edges reach this node at [default: the
     /// bound --grpc-listen address]
     #[arg(long, value_name = "HOST:PORT")]
@@ -155,6 +160,11 @@ struct EdgeArgs {
     /// [env: ROOST_HTTP_LISTEN]
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+
+    /// Address to serve /metrics on [default: 127.0.0.1:9787]
+    /// [env: ROOST_ADMIN_LISTEN]
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<SocketAddr>,
 
     /// Cluster nodes to learn the cluster from, comma-separated host:port
     #[arg(long, value_name = "ADDRS", value_delimiter = ',', required = true)]
@@ -232,6 +242,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 async fn node(args: NodeArgs) -> anyhow::Result<()> {
     let flags = Overrides {
         grpc_listen: args.grpc_listen,
+        admin_listen: args.admin_listen,
         data_dir: args.data_dir,
         shards: args.shards,
         log_format: args.log_format,
@@ -256,6 +267,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
         .await
         .context("start node")?;
     println!("roost node: grpc on {}", node.grpc_addr());
+    println!("roost node: admin on http://{}", node.admin_addr());
     tokio::select! {
         _ = terminate.recv() => tracing::info!("SIGTERM: draining and shutting down"),
         _ = interrupt.recv() => tracing::info!("SIGINT: draining and shutting down"),
@@ -270,6 +282,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
 async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     let flags = Overrides {
         listen: args.listen,
+        admin_listen: args.admin_listen,
         log_format: args.log_format,
         ..Overrides::default()
     };
@@ -281,6 +294,7 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         .await
         .context("start edge")?;
     println!("roost edge: serving http://{}", edge.http_addr());
+    println!("roost edge: admin on http://{}", edge.admin_addr());
     tokio::select! {
         _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),

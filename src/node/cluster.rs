@@ -21,6 +21,7 @@ use crate::replication::Replicas;
 use crate::rpc::objects::ObjectsService;
 use crate::rpc::raft::{GrpcTransport, RaftService};
 use crate::storage::Db;
+use crate::telemetry::admin::Admin;
 
 /// How a node finds and joins its cluster.
 #[derive(Clone, Debug)]
@@ -38,6 +39,7 @@ pub struct ClusterArgs {
 /// A running cluster node.
 pub struct ClusterNode {
     db: Db,
+    admin: Admin,
     replicas: Arc<Replicas>,
     runtime: Runtime,
     control: Control,
@@ -62,6 +64,8 @@ impl ClusterNode {
         bindings: Bindings,
     ) -> Result<ClusterNode, Error> {
         config.validate()?;
+        // First, so that every layer's metrics reach the recorder.
+        let metrics = crate::telemetry::metrics::install();
         let node_id = config.node.id;
         let data_dir = config.node.data_dir.clone();
         tracing::info!(node_id, dir = %data_dir.display(), "opening data store");
@@ -120,6 +124,9 @@ impl ClusterNode {
             super::runtime_options(&config),
         )?;
 
+        let admin = super::admin::start(config.admin.listen, metrics, &db, &runtime).await?;
+        tracing::info!(addr = %admin.local_addr(), "serving metrics and admin endpoints");
+
         tracing::info!(addr = %grpc_addr, "serving gRPC (raft, objects, cluster)");
         let stop = CancellationToken::new();
         let objects = ObjectsService::new(runtime.clone(), super::objects_limits(&config));
@@ -160,6 +167,7 @@ impl ClusterNode {
         tracing::info!(node_id, "node is up");
         Ok(ClusterNode {
             db,
+            admin,
             replicas,
             runtime,
             control,
@@ -173,6 +181,11 @@ impl ClusterNode {
 
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
+    }
+
+    /// The admin server's address: `/metrics`, `/admin/hot-objects`.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr()
     }
 
     pub fn control(&self) -> &Control {
@@ -196,6 +209,7 @@ impl ClusterNode {
                 return;
             }
             let dir = self.control.directory().borrow().clone();
+            let mut handing_over = false;
             for (shard, voters) in led {
                 let Some(target) = voters.into_iter().find(|v| *v != self.control.node_id()) else {
                     continue;
@@ -203,6 +217,7 @@ impl ClusterNode {
                 let Some(addr) = dir.addr(target).map(str::to_owned) else {
                     continue;
                 };
+                handing_over = true;
                 tokio::spawn(async move {
                     if let Ok(mut client) = cluster_service::connect(&addr).await {
                         let _ = client
@@ -212,6 +227,10 @@ impl ClusterNode {
                             .await;
                     }
                 });
+            }
+            if !handing_over {
+                // Sole voter of what it leads: nobody to hand over to.
+                return;
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
@@ -228,6 +247,7 @@ impl ClusterNode {
         let _ = tokio::time::timeout(self.grace, self.runtime.shutdown()).await;
         tracing::info!("shutting down: stopping raft groups");
         self.replicas.shutdown().await;
+        self.admin.shutdown().await;
         drop(self.replicas);
         drop(self.runtime);
         drop(self.control);

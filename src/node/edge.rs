@@ -21,6 +21,7 @@ use crate::object::{self, CallResult, FetchOutcome, Message, ObjectClient, Reque
 use crate::ring::{NodeId, Placement};
 use crate::rpc::pb;
 use crate::rpc::remote::{RemoteClient, RemoteOptions};
+use crate::telemetry::admin::{Admin, AdminSources};
 
 /// How long an edge keeps retrying a call while leadership moves.
 const FAILOVER_WINDOW: Duration = Duration::from_secs(10);
@@ -337,6 +338,7 @@ async fn watch_view(client: ClusterClient, seeds: Vec<String>, stop: Cancellatio
 /// A running edge.
 pub struct EdgeNode {
     edge: Edge,
+    admin: Admin,
     stop: CancellationToken,
     grace: Duration,
 }
@@ -345,6 +347,7 @@ impl EdgeNode {
     /// Starts an edge that reaches the cluster through `seeds`.
     pub async fn start(config: Config, seeds: Vec<String>) -> Result<EdgeNode, Error> {
         config.validate()?;
+        let metrics = crate::telemetry::metrics::install();
         if seeds.is_empty() {
             return Err(Error::Cluster(
                 "an edge needs at least one seed node (--join)".into(),
@@ -377,8 +380,27 @@ impl EdgeNode {
         )
         .map_err(|source| Error::Listen { addr, source })?;
         tracing::info!(addr = %edge.local_addr(), "edge serving HTTP and WebSockets");
+        let admin_addr = config.admin.listen;
+        let admin_listener =
+            TcpListener::bind(admin_addr)
+                .await
+                .map_err(|source| Error::Listen {
+                    addr: admin_addr,
+                    source,
+                })?;
+        // An edge has no objects or storage: only its recorded metrics.
+        let sources = AdminSources {
+            sample: Box::new(|| {}),
+            hot: Box::new(|_| Vec::new()),
+        };
+        let admin =
+            Admin::start(admin_listener, metrics, sources).map_err(|source| Error::Listen {
+                addr: admin_addr,
+                source,
+            })?;
         Ok(EdgeNode {
             edge,
+            admin,
             stop,
             grace: Duration::from_millis(config.shutdown_grace_ms),
         })
@@ -388,8 +410,14 @@ impl EdgeNode {
         self.edge.local_addr()
     }
 
+    /// The admin server's address (`/metrics`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr()
+    }
+
     pub async fn shutdown(self) {
         self.edge.shutdown(self.grace).await;
         self.stop.cancel();
+        self.admin.shutdown().await;
     }
 }

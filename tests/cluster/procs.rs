@@ -72,6 +72,8 @@ pub fn node(root: &Path, id: u64, grpc: &str, join: &[String], shards: u16) -> P
         id.to_string(),
         "--grpc-listen".into(),
         grpc.into(),
+        "--admin-listen".into(),
+        "127.0.0.1:0".into(),
         "--shards".into(),
         shards.to_string(),
         "--data-dir".into(),
@@ -89,6 +91,8 @@ pub fn edge(join: &[String]) -> Proc {
     let args: Vec<String> = vec![
         "edge".into(),
         "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--admin-listen".into(),
         "127.0.0.1:0".into(),
         "--join".into(),
         join.join(","),
