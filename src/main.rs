@@ -254,14 +254,26 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
         config.node.id = id;
     }
     config.validate().context("load configuration")?;
-    roost::telemetry::init_logging(&config.log).context("start logging")?;
+    let telemetry = roost::telemetry::init(&config.log).context("start logging")?;
+    let result = serve_node(config, args.advertise, args.join, args.replication).await;
+    // The last spans leave before the process does.
+    telemetry.shutdown().await;
+    result
+}
+
+async fn serve_node(
+    config: Config,
+    advertise: Option<String>,
+    join: Vec<String>,
+    replication: usize,
+) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("listen for SIGINT")?;
     let cluster = roost::node::cluster::ClusterArgs {
         grpc_listen: config.grpc.listen,
-        advertise: args.advertise,
-        seeds: args.join,
-        replication: args.replication,
+        advertise,
+        seeds: join,
+        replication,
     };
     let node = roost::node::cluster::ClusterNode::start(config, cluster)
         .await
@@ -287,10 +299,16 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         ..Overrides::default()
     };
     let config = Config::build(args.file.config.as_deref(), flags).context("load configuration")?;
-    roost::telemetry::init_logging(&config.log).context("start logging")?;
+    let telemetry = roost::telemetry::init(&config.log).context("start logging")?;
+    let result = serve_edge(config, args.join).await;
+    telemetry.shutdown().await;
+    result
+}
+
+async fn serve_edge(config: Config, join: Vec<String>) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("listen for SIGINT")?;
-    let edge = roost::node::edge::EdgeNode::start(config, args.join)
+    let edge = roost::node::edge::EdgeNode::start(config, join)
         .await
         .context("start edge")?;
     println!("roost edge: serving http://{}", edge.http_addr());

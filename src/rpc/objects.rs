@@ -11,6 +11,9 @@
 //! of a shard this node does not lead (the runtime refuses with `NotOwner`,
 //! which the caller sees as FAILED_PRECONDITION with `roost-shard`).
 
+use tracing::Instrument as _;
+
+use crate::telemetry::traces;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -118,9 +121,12 @@ pub async fn serve(
 
 type Reply<T> = Result<tonic::Response<T>, Status>;
 
-#[tonic::async_trait]
-impl Objects for ObjectsService {
-    async fn fetch(&self, request: tonic::Request<pb::FetchRequest>) -> Reply<pb::FetchResponse> {
+/// The calls' bodies, run inside their server spans.
+impl ObjectsService {
+    async fn fetch_in(
+        &self,
+        request: tonic::Request<pb::FetchRequest>,
+    ) -> Reply<pb::FetchResponse> {
         let limit = self.limits.max_request_body_bytes;
         let (key, req) = convert::request_from_pb(request.into_inner(), limit)?;
         if is_websocket_upgrade(&req) {
@@ -141,7 +147,7 @@ impl Objects for ObjectsService {
         )))
     }
 
-    async fn call(&self, request: tonic::Request<pb::CallRequest>) -> Reply<pb::CallResponse> {
+    async fn call_in(&self, request: tonic::Request<pb::CallRequest>) -> Reply<pb::CallResponse> {
         let req = request.into_inner();
         let key = convert::object_key(req.object)?;
         if req.method.is_empty() || req.method.len() > MAX_CALL_METHOD_BYTES {
@@ -162,6 +168,19 @@ impl Objects for ObjectsService {
             })),
             Err(e) => Err(convert::handler_error_to_status(&e)),
         }
+    }
+}
+
+#[tonic::async_trait]
+impl Objects for ObjectsService {
+    async fn fetch(&self, request: tonic::Request<pb::FetchRequest>) -> Reply<pb::FetchResponse> {
+        let span = traces::rpc_server_span("roost.v1.Objects", "Fetch", request.metadata());
+        self.fetch_in(request).instrument(span).await
+    }
+
+    async fn call(&self, request: tonic::Request<pb::CallRequest>) -> Reply<pb::CallResponse> {
+        let span = traces::rpc_server_span("roost.v1.Objects", "Call", request.metadata());
+        self.call_in(request).instrument(span).await
     }
 
     type SocketStream = ReceiverStream<Result<pb::SocketDown, Status>>;

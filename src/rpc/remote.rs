@@ -33,6 +33,7 @@ use crate::object::{
     self, CallResult, FetchOutcome, Message, ObjectClient, Request, ServerFrame, SocketId,
     SocketLink, is_websocket_upgrade,
 };
+use crate::telemetry::traces;
 
 /// Tunables of a [`RemoteClient`].
 #[derive(Clone, Debug)]
@@ -123,7 +124,8 @@ impl RemoteClient {
         key: ObjectKey,
         req: Request,
     ) -> Result<FetchOutcome, object::Error> {
-        let wire = convert::request_to_pb(&key, req);
+        let mut wire = tonic::Request::new(convert::request_to_pb(&key, req));
+        traces::inject_current(wire.metadata_mut());
         let resp = self
             .client_for(&key)
             .fetch(wire)
@@ -347,6 +349,8 @@ impl ObjectClient for RemoteClient {
                 method,
                 payload: Vec::from(payload),
             };
+            let mut req = tonic::Request::new(req);
+            traces::inject_current(req.metadata_mut());
             match this.client_for(&object).call(req).await {
                 Ok(resp) => Ok(Ok(Bytes::from(resp.into_inner().payload))),
                 Err(status) => match convert::handler_error_from_status(&status) {

@@ -173,6 +173,71 @@ pub fn commit_span(shard: u16, gate: &'static str) -> Span {
     )
 }
 
+/// Reads `traceparent`/`tracestate` from gRPC request metadata.
+struct MetadataReader<'a>(&'a tonic::metadata::MetadataMap);
+
+impl Extractor for MetadataReader<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .filter_map(|k| match k {
+                tonic::metadata::KeyRef::Ascii(k) => Some(k.as_str()),
+                tonic::metadata::KeyRef::Binary(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// Writes `traceparent`/`tracestate` into gRPC request metadata.
+struct MetadataWriter<'a>(&'a mut tonic::metadata::MetadataMap);
+
+impl opentelemetry::propagation::Injector for MetadataWriter<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) = (
+            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+            tonic::metadata::MetadataValue::try_from(value.as_str()),
+        ) {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+/// Carries the current span's trace context to the node a call goes to.
+pub fn inject_current(metadata: &mut tonic::metadata::MetadataMap) {
+    let context = Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&context, &mut MetadataWriter(metadata))
+    });
+}
+
+/// The server span of one gRPC call (`rpc.*` semantic conventions),
+/// continuing the caller's trace from the request metadata.
+pub fn rpc_server_span(
+    service: &'static str,
+    method: &'static str,
+    metadata: &tonic::metadata::MetadataMap,
+) -> Span {
+    let span = tracing::info_span!(
+        target: TARGET,
+        "rpc.server",
+        otel.name = %format_args!("{service}/{method}"),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+    );
+    let parent =
+        opentelemetry::global::get_text_map_propagator(|p| p.extract(&MetadataReader(metadata)));
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+    span
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,5 @@
 //! Real `roost node` and `roost edge` processes on loopback.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -21,6 +22,14 @@ impl Drop for Proc {
 }
 
 impl Proc {
+    /// SIGTERM, then wait for the exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+
     /// SIGKILL: the node gets no chance to flush or hand anything over.
     pub fn kill9(mut self) {
         let _ = self.child.kill();
