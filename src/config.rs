@@ -203,11 +203,12 @@ pub struct RaftConfig {
     /// A shard takes a snapshot after this many log entries since its last
     /// one, in entries. Default 20000.
     pub snapshot_logs_since_last: u64,
-    /// Largest batch of log entries sent to a follower in one message, in
-    /// bytes. Default 4 MiB.
+    /// Largest group commit: the writes of many events packed into one
+    /// Raft log entry, in bytes. Default 4 MiB.
     pub max_batch_bytes: usize,
-    /// Most replication messages in flight to one follower at once.
-    /// Default 8.
+    /// Log entries a shard keeps in flight at once (pipelining): more helps
+    /// load spread over many objects, fewer makes bigger group commits for
+    /// one hot object. Default 4.
     pub max_in_flight: usize,
 }
 
@@ -324,7 +325,7 @@ impl Default for RaftConfig {
             election_timeout_max_ms: 600,
             snapshot_logs_since_last: 20_000,
             max_batch_bytes: 4 * 1024 * 1024,
-            max_in_flight: 8,
+            max_in_flight: 4,
         }
     }
 }

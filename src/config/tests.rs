@@ -375,7 +375,7 @@ fn documented_toml_round_trips() {
         "{text}"
     );
     assert!(
-        text.contains("# Most replication messages in flight"),
+        text.contains("# Log entries a shard keeps in flight at once"),
         "docs kept: {text}"
     );
 

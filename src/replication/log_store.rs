@@ -186,7 +186,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        // One batch, one fsync: RaftCore awaits this inline.
+        // One batch for all the entries.
         let mut batch = WriteBatch::default();
         let cf = self.db.raft_cf();
         for entry in entries {
@@ -198,16 +198,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             );
         }
         drop(cf);
-        match self.db.write_synced(batch).await {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(write(e))
-            }
-        }
+        // Written (and readable) now; durable, and reported to Raft as
+        // flushed, after the next WAL fsync, which other shards' appends
+        // share. RaftCore goes on meanwhile.
+        self.db
+            .write_then_sync(batch, move |result| {
+                callback.log_io_completed(result.map_err(|e| std::io::Error::other(e.to_string())));
+            })
+            .map_err(write)
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {

@@ -35,7 +35,7 @@ impl Default for ReplicationOptions {
             snapshot_keep_logs: 1_000,
             max_batch_bytes: 4 << 20,
             max_batch_writes: 4_096,
-            max_in_flight: 8,
+            max_in_flight: 4,
             queue_capacity: 8_192,
         }
     }

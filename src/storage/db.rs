@@ -8,18 +8,21 @@ use rocksdb::{
     Options, ReadOptions, WriteBatch, WriteOptions,
 };
 
+use super::wal_sync::WalSync;
 use super::{Error, keys};
 use crate::id::{ObjectKey, ShardId};
 
 const CF_RAFT: &str = "raft";
 const CF_STATE: &str = "state";
 
-type Rocks = rocksdb::DBWithThreadMode<MultiThreaded>;
+pub(super) type Rocks = rocksdb::DBWithThreadMode<MultiThreaded>;
 
 /// A cheap handle to the node's RocksDB. Clones share one instance.
 #[derive(Clone)]
 pub struct Db {
     inner: Arc<Rocks>,
+    /// Shares one WAL fsync among appends (see `wal_sync`).
+    wal_sync: Arc<WalSync>,
 }
 
 /// A key and value read back from a scan.
@@ -43,8 +46,12 @@ impl Db {
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()));
         let inner = Rocks::open_cf_descriptors(&opts, path, cfs)?;
+        let inner = Arc::new(inner);
+        let wal_sync =
+            WalSync::start(&inner).map_err(|e| Error::Io("start WAL sync thread".into(), e))?;
         let db = Db {
-            inner: Arc::new(inner),
+            inner,
+            wal_sync: Arc::new(wal_sync),
         };
         db.check_format()?;
         Ok(db)
@@ -207,6 +214,26 @@ impl Db {
         .await
         .map_err(|e| Error::Io("synced write task".into(), std::io::Error::other(e)))??;
         Ok(())
+    }
+
+    /// Writes `batch` at once (readable as soon as this returns) and calls
+    /// `done` when it is durable. The fsync is shared with every other
+    /// write waiting for one: group commit across the node's shards. If
+    /// the write itself fails, `done` is called with the error too.
+    pub fn write_then_sync(
+        &self,
+        batch: WriteBatch,
+        done: impl FnOnce(Result<(), Error>) + Send + 'static,
+    ) -> Result<(), Error> {
+        if let Err(e) = self.write(batch) {
+            let message = e.to_string();
+            done(Err(Error::Io(
+                "write".into(),
+                std::io::Error::other(message),
+            )));
+            return Err(e);
+        }
+        self.wal_sync.after_next_sync(Box::new(done))
     }
 
     /// An integer RocksDB property (e.g. `rocksdb.is-write-stopped`) of

@@ -8,6 +8,7 @@
 mod db;
 pub mod keys;
 pub mod mutation;
+mod wal_sync;
 
 pub use db::{Db, Entry};
 pub use mutation::{Mutation, ObjectWrite};
