@@ -22,6 +22,7 @@ use crate::ring::{NodeId, Placement};
 use crate::rpc::pb;
 use crate::rpc::remote::{RemoteClient, RemoteOptions};
 use crate::telemetry::admin::{Admin, AdminSources};
+use crate::telemetry::metrics;
 
 /// How long an edge keeps retrying a call while leadership moves.
 const FAILOVER_WINDOW: Duration = Duration::from_secs(10);
@@ -156,6 +157,22 @@ impl ClusterClient {
         F: FnMut(RemoteClient) -> Fut,
         Fut: std::future::Future<Output = Result<T, object::Error>>,
     {
+        let started = std::time::Instant::now();
+        let result = self.route_inner(key, &mut call).await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::forward(&key.namespace, outcome, started.elapsed());
+        result
+    }
+
+    async fn route_inner<T, F, Fut>(
+        &self,
+        key: &ObjectKey,
+        call: &mut F,
+    ) -> Result<T, object::Error>
+    where
+        F: FnMut(RemoteClient) -> Fut,
+        Fut: std::future::Future<Output = Result<T, object::Error>>,
+    {
         let deadline = tokio::time::Instant::now() + FAILOVER_WINDOW;
         let mut backoff = Duration::from_millis(20);
         loop {
@@ -168,6 +185,12 @@ impl ClusterClient {
                         return Ok(v);
                     }
                     Err(e) if not_executed(&e) => {
+                        let reason = if matches!(e, object::Error::NotOwner { .. }) {
+                            "not_owner"
+                        } else {
+                            "unreachable"
+                        };
+                        metrics::forward_retry(&key.namespace, reason);
                         self.forget_leader(key, node);
                         last = e;
                     }

@@ -85,6 +85,8 @@ pub const OBJECT_EVENTS: &str = "roost_object_events_total";
 pub const OBJECT_QUEUE_WAIT: &str = "roost_object_queue_wait_seconds";
 pub const OBJECT_HANDLER_DURATION: &str = "roost_object_handler_duration_seconds";
 pub const OBJECT_COMMIT_WAIT: &str = "roost_object_commit_wait_seconds";
+pub const FORWARD_DURATION: &str = "roost_forward_duration_seconds";
+pub const FORWARD_RETRIES: &str = "roost_forward_retries_total";
 pub const OBJECTS_LIVE: &str = "roost_objects_live";
 pub const OBJECT_ACTIVATIONS: &str = "roost_object_activations_total";
 pub const OBJECT_EVICTIONS: &str = "roost_object_evictions_total";
@@ -162,6 +164,10 @@ pub const ALL: &[Def] = &[
         "Time an executor spent on one event: the handler, then handing its writes to the shard's proposer (not the commit wait)."),
     def(OBJECT_COMMIT_WAIT, H(LATENCY_BUCKETS), Unit::Seconds, &[BINDING, GATE],
         "Time an event's outputs waited at the output gate: for its writes to commit (gate=write) or for a read barrier (gate=read_barrier)."),
+    def(FORWARD_DURATION, H(LATENCY_BUCKETS), Unit::Seconds, &[BINDING, OUTCOME],
+        "Time an edge spent forwarding one object call to its owner over gRPC, retries included, by outcome (ok, error)."),
+    def(FORWARD_RETRIES, C, Unit::Count, &[BINDING, REASON],
+        "Object calls an edge sent to another node because the first could not have run them (not_owner, unreachable)."),
     def(OBJECTS_LIVE, G, Unit::Count, &[],
         "Objects with a running executor on this node."),
     def(OBJECT_ACTIVATIONS, C, Unit::Count, &[BINDING],

@@ -103,6 +103,17 @@ pub fn object_commit_wait(binding: &Arc<str>, gate: &'static str, waited: Durati
     metrics::histogram!(OBJECT_COMMIT_WAIT, BINDING => b(binding), GATE => gate).record(waited);
 }
 
+/// An edge forwarded an object call in `took`, ending with `outcome`.
+pub fn forward(binding: &Arc<str>, outcome: &'static str, took: Duration) {
+    metrics::histogram!(FORWARD_DURATION, BINDING => b(binding), OUTCOME => outcome).record(took);
+}
+
+/// An edge tries another node for a call: `reason` is `not_owner` or
+/// `unreachable`.
+pub fn forward_retry(binding: &Arc<str>, reason: &'static str) {
+    metrics::counter!(FORWARD_RETRIES, BINDING => b(binding), REASON => reason).increment(1);
+}
+
 pub fn object_activated(binding: &Arc<str>) {
     metrics::counter!(OBJECT_ACTIVATIONS, BINDING => b(binding)).increment(1);
 }
