@@ -109,8 +109,13 @@ struct NodeArgs {
 
     /// This node's id, unique in the cluster, ≥ 1 [default: 1]
     /// [env: ROOST_NODE_ID]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "ordinal")]
     id: Option<u64>,
+
+    /// Sets the id to ORDINAL + 1: for a Kubernetes StatefulSet, whose pods
+    /// are numbered from 0 (the `apps.kubernetes.io/pod-index` label)
+    #[arg(long, value_name = "ORDINAL")]
+    ordinal: Option<u64>,
 
     /// Address to serve gRPC on [default: 127.0.0.1:8789]
     /// [env: ROOST_GRPC_LISTEN]
@@ -123,7 +128,8 @@ struct NodeArgs {
     admin_listen: Option<SocketAddr>,
 
     /// Address other nodes and edges reach this node at [default: the
-    /// bound --grpc-listen address]
+    /// bound --grpc-listen address]. A --join address equal to it is
+    /// skipped, so all nodes may share one --join list
     #[arg(long, value_name = "HOST:PORT")]
     advertise: Option<String>,
 
@@ -253,15 +259,32 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
     if let Some(id) = args.id {
         config.node.id = id;
     }
+    if let Some(ordinal) = args.ordinal {
+        config.node.id = ordinal
+            .checked_add(1)
+            .context("load configuration: --ordinal is too large")?;
+    }
     config.validate().context("load configuration")?;
-    roost::telemetry::init_logging(&config.log).context("start logging")?;
+    let telemetry = roost::telemetry::init(&config.log).context("start logging")?;
+    let result = serve_node(config, args.advertise, args.join, args.replication).await;
+    // The last spans leave before the process does.
+    telemetry.shutdown().await;
+    result
+}
+
+async fn serve_node(
+    config: Config,
+    advertise: Option<String>,
+    join: Vec<String>,
+    replication: usize,
+) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("listen for SIGINT")?;
     let cluster = roost::node::cluster::ClusterArgs {
         grpc_listen: config.grpc.listen,
-        advertise: args.advertise,
-        seeds: args.join,
-        replication: args.replication,
+        advertise,
+        seeds: join,
+        replication,
     };
     let node = roost::node::cluster::ClusterNode::start(config, cluster)
         .await
@@ -287,10 +310,16 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         ..Overrides::default()
     };
     let config = Config::build(args.file.config.as_deref(), flags).context("load configuration")?;
-    roost::telemetry::init_logging(&config.log).context("start logging")?;
+    let telemetry = roost::telemetry::init(&config.log).context("start logging")?;
+    let result = serve_edge(config, args.join).await;
+    telemetry.shutdown().await;
+    result
+}
+
+async fn serve_edge(config: Config, join: Vec<String>) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("listen for SIGINT")?;
-    let edge = roost::node::edge::EdgeNode::start(config, args.join)
+    let edge = roost::node::edge::EdgeNode::start(config, join)
         .await
         .context("start edge")?;
     println!("roost edge: serving http://{}", edge.http_addr());
