@@ -6,6 +6,10 @@
 #               the deploy artifacts, offline: promtool on a running roost's
 #               /metrics, the alert rules and their unit tests, the Grafana
 #               dashboards against Grafana's schema (CI runs it after test)
+#   make deploy-checks
+#               the Helm chart, Dockerfile and compose file, offline: render,
+#               helm lint, Kubernetes schemas, hadolint, compose schema, and
+#               the chart's commands run as local processes (CI: after ops-checks)
 #
 # `make dev` runs the debug build: it is the profile `make test` builds too,
 # so the two share one compiled RocksDB (a clean build of either profile takes
@@ -17,7 +21,7 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/roost-target
 ARGS ?=
 
-.PHONY: setup dev dev-release test ops-checks
+.PHONY: setup dev dev-release test ops-checks deploy-checks
 
 setup:
 	@bash scripts/setup.sh
@@ -41,3 +45,9 @@ test: setup
 ops-checks: setup
 	cargo test --workspace --all-targets --no-run
 	bash scripts/ops-checks.sh
+
+# Also needs the debug `roost` binary (for the chart's processes); promtool
+# comes from ops-checks.
+deploy-checks: setup
+	cargo build --bin roost
+	bash scripts/deploy-checks.sh

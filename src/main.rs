@@ -109,8 +109,13 @@ struct NodeArgs {
 
     /// This node's id, unique in the cluster, ≥ 1 [default: 1]
     /// [env: ROOST_NODE_ID]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "ordinal")]
     id: Option<u64>,
+
+    /// Sets the id to ORDINAL + 1: for a Kubernetes StatefulSet, whose pods
+    /// are numbered from 0 (the `apps.kubernetes.io/pod-index` label)
+    #[arg(long, value_name = "ORDINAL")]
+    ordinal: Option<u64>,
 
     /// Address to serve gRPC on [default: 127.0.0.1:8789]
     /// [env: ROOST_GRPC_LISTEN]
@@ -123,7 +128,8 @@ struct NodeArgs {
     admin_listen: Option<SocketAddr>,
 
     /// Address other nodes and edges reach this node at [default: the
-    /// bound --grpc-listen address]
+    /// bound --grpc-listen address]. A --join address equal to it is
+    /// skipped, so all nodes may share one --join list
     #[arg(long, value_name = "HOST:PORT")]
     advertise: Option<String>,
 
@@ -252,6 +258,11 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
         Config::build(args.file.config.as_deref(), flags).context("load configuration")?;
     if let Some(id) = args.id {
         config.node.id = id;
+    }
+    if let Some(ordinal) = args.ordinal {
+        config.node.id = ordinal
+            .checked_add(1)
+            .context("load configuration: --ordinal is too large")?;
     }
     config.validate().context("load configuration")?;
     let telemetry = roost::telemetry::init(&config.log).context("start logging")?;

@@ -130,7 +130,15 @@ impl DevNode {
             source,
         })?;
         tracing::info!(addr = %grpc.addr, "serving the gRPC object API");
-        let admin = admin::start(config.admin.listen, metrics, &db, &runtime).await?;
+        let admin = admin::start(
+            config.admin.listen,
+            metrics,
+            &db,
+            &runtime,
+            // A single node is ready once it serves.
+            Box::new(|| Ok(())),
+        )
+        .await?;
         tracing::info!(addr = %admin.local_addr(), "serving metrics and admin endpoints");
         Ok(DevNode {
             db,

@@ -13,12 +13,14 @@ use crate::storage::Db;
 use crate::telemetry::admin::{Admin, AdminSources, HotObject};
 use crate::telemetry::metrics::{self, ColumnFamilySample, RocksDbSample};
 
-/// Serves the admin endpoints on `addr`, rendering the recorder of `handle`.
+/// Serves the admin endpoints on `addr`, rendering the recorder of `handle`;
+/// `/readyz` answers with `ready`.
 pub(super) async fn start(
     addr: SocketAddr,
     handle: PrometheusHandle,
     db: &Db,
     runtime: &Runtime,
+    ready: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
 ) -> Result<Admin, Error> {
     let listener = TcpListener::bind(addr)
         .await
@@ -37,6 +39,7 @@ pub(super) async fn start(
     let sources = AdminSources {
         sample: Box::new(sample),
         hot: Box::new(hot),
+        ready,
     };
     Admin::start(listener, handle, sources).map_err(|source| Error::Listen { addr, source })
 }

@@ -124,7 +124,11 @@ impl ClusterNode {
             super::runtime_options(&config),
         )?;
 
-        let admin = super::admin::start(config.admin.listen, metrics, &db, &runtime).await?;
+        let ready = {
+            let control = control.clone();
+            Box::new(move || node_ready(&control))
+        };
+        let admin = super::admin::start(config.admin.listen, metrics, &db, &runtime, ready).await?;
         tracing::info!(addr = %admin.local_addr(), "serving metrics and admin endpoints");
 
         tracing::info!(addr = %grpc_addr, "serving gRPC (raft, objects, cluster)");
@@ -145,7 +149,17 @@ impl ClusterNode {
             .await
             .map_err(|e| Error::Cluster(e.to_string()))?
         {
-            if args.seeds.is_empty() {
+            // A node listed among its own seeds skips itself, so that every
+            // pod of a StatefulSet can get the same `--join` (the first
+            // pod's address): the first pod, finding no other seed,
+            // starts the cluster.
+            let seeds: Vec<String> = args
+                .seeds
+                .iter()
+                .filter(|s| **s != advertise)
+                .cloned()
+                .collect();
+            if seeds.is_empty() {
                 control
                     .bootstrap()
                     .await
@@ -156,8 +170,8 @@ impl ClusterNode {
                     addr: advertise.clone(),
                     state: NodeState::Active,
                 };
-                tracing::info!(seeds = ?args.seeds, "joining the cluster");
-                cluster_service::join(&args.seeds, &me, Duration::from_secs(120))
+                tracing::info!(?seeds, "joining the cluster");
+                cluster_service::join(&seeds, &me, Duration::from_secs(120))
                     .await
                     .map_err(Error::Cluster)?;
             }
@@ -258,4 +272,20 @@ impl ClusterNode {
         tracing::info!("shutdown complete");
         Ok(())
     }
+}
+
+/// `/readyz` of a node: it is an active member of the cluster directory and
+/// knows the metadata group's leader. (It does not yet wait for its shard
+/// replicas' logs to catch up.)
+fn node_ready(control: &Control) -> Result<(), String> {
+    let me = control.node_id();
+    if !control.directory().borrow().active().contains(&me) {
+        return Err(format!(
+            "node {me} is not an active member of the directory yet"
+        ));
+    }
+    if control.meta_leader_addr().is_none() {
+        return Err("no known leader of the metadata group".into());
+    }
+    Ok(())
 }

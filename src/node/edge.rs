@@ -397,7 +397,7 @@ impl EdgeNode {
         let edge = Edge::start(
             listener,
             crate::app::SeedApp,
-            Arc::new(client),
+            Arc::new(client.clone()),
             namespaces,
             super::edge_options(&config)?,
         )
@@ -412,9 +412,21 @@ impl EdgeNode {
                     source,
                 })?;
         // An edge has no objects or storage: only its recorded metrics.
+        // Ready: it has a cluster view to route with.
+        let ready = {
+            let client = client.clone();
+            move || {
+                if client.ready() {
+                    Ok(())
+                } else {
+                    Err("no cluster view".to_owned())
+                }
+            }
+        };
         let sources = AdminSources {
             sample: Box::new(|| {}),
             hot: Box::new(|_| Vec::new()),
+            ready: Box::new(ready),
         };
         let admin =
             Admin::start(admin_listener, metrics, sources).map_err(|source| Error::Listen {

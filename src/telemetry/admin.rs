@@ -1,6 +1,9 @@
 //! The admin HTTP server, on its own listener (`admin.listen`), apart from
-//! user traffic: `GET /metrics` (Prometheus text format) and
-//! `GET /admin/hot-objects` (the busiest objects, with their ids, as JSON).
+//! user traffic: `GET /metrics` (Prometheus text format),
+//! `GET /admin/hot-objects` (the busiest objects, with their ids, as JSON),
+//! and the probes: `GET /healthz` (200 while the process serves this
+//! listener: liveness) and `GET /readyz` (200 when the node's own readiness
+//! check passes, else 503 with the reason).
 //!
 //! It knows nothing of the layers: the node hands it [`AdminSources`],
 //! closures that sample what is read at scrape time and rank the busiest
@@ -55,6 +58,9 @@ pub struct AdminSources {
     pub sample: Box<dyn Fn() + Send + Sync>,
     /// The busiest objects now, at most this many, busiest first.
     pub hot: Box<dyn Fn(usize) -> Vec<HotObject> + Send + Sync>,
+    /// Whether the process is ready for traffic: `Err(reason)` when not.
+    /// What "ready" means is the owner's: see `/readyz` in the README.
+    pub ready: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
 }
 
 struct Shared {
@@ -121,6 +127,8 @@ fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))
         .route("/admin/hot-objects", get(hot_objects))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .with_state(shared)
 }
 
@@ -149,6 +157,22 @@ async fn hot_objects(State(shared): State<Arc<Shared>>) -> Response {
     axum::Json(HotObjects { objects }).into_response()
 }
 
+/// Liveness: answering at all is the signal.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    match (shared.sources.ready)() {
+        Ok(()) => "ready\n".into_response(),
+        Err(reason) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        )
+            .into_response(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +193,7 @@ mod tests {
                 };
                 vec![one].into_iter().take(n).collect()
             }),
+            ready: Box::new(|| Err("no view yet".into())),
         }
     }
 
@@ -218,6 +243,19 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&body).expect("json");
         assert_eq!(value["objects"][0]["id"], "ab".repeat(32));
         assert_eq!(value["objects"][0]["rank"], 1);
+        admin.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn healthz_is_ok_and_readyz_reports_the_reason() {
+        let admin = start().await;
+        let (_, body) = get_body(&admin, "/healthz").await;
+        assert_eq!(body, "ok\n");
+        let resp = reqwest::get(format!("http://{}/readyz", admin.local_addr()))
+            .await
+            .expect("response");
+        assert_eq!(resp.status(), 503);
+        assert_eq!(resp.text().await.expect("body"), "not ready: no view yet\n");
         admin.shutdown().await;
     }
 }

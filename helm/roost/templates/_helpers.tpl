@@ -1,0 +1,116 @@
+{{/* Chart name. */}}
+{{- define "roost.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Full name: release-chart, or fullnameOverride. */}}
+{{- define "roost.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "roost.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "roost.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "roost.selector" -}}
+app.kubernetes.io/name: {{ include "roost.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Resource names. */}}
+{{- define "roost.node" -}}{{ include "roost.fullname" . | trunc 58 | trimSuffix "-" }}-node{{- end -}}
+{{- define "roost.nodeHeadless" -}}{{ include "roost.fullname" . | trunc 49 | trimSuffix "-" }}-node-headless{{- end -}}
+{{- define "roost.edge" -}}{{ include "roost.fullname" . | trunc 58 | trimSuffix "-" }}-edge{{- end -}}
+{{- define "roost.config" -}}{{ include "roost.fullname" . | trunc 56 | trimSuffix "-" }}-config{{- end -}}
+
+{{- define "roost.serviceAccount" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "roost.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "roost.image" -}}
+{{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}
+{{- end -}}
+
+{{/* The DNS name of node pod N (0-based) through the headless Service. */}}
+{{- define "roost.nodeAddr" -}}
+{{- $ := index . 0 -}}
+{{- printf "%s-%d.%s.%s.svc.cluster.local:8789" (include "roost.node" $) (index . 1) (include "roost.nodeHeadless" $) $.Release.Namespace -}}
+{{- end -}}
+
+{{/* Every node's address, comma-separated: what edges join through. */}}
+{{- define "roost.nodeAddrs" -}}
+{{- $addrs := list -}}
+{{- range $i := until (int .Values.nodes.replicas) -}}
+{{- $addrs = append $addrs (include "roost.nodeAddr" (list $ $i)) -}}
+{{- end -}}
+{{- join "," $addrs -}}
+{{- end -}}
+
+{{/* Environment shared by nodes and edges; takes (list $ component). */}}
+{{- define "roost.env" -}}
+{{- $ := index . 0 -}}
+{{- $component := index . 1 -}}
+- name: ROOST_CONFIG
+  value: /etc/roost/roost.toml
+{{- with $.Values.tracing.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+- name: OTEL_SERVICE_NAME
+  value: {{ printf "%s-%s" $.Values.tracing.serviceName $component | quote }}
+{{- end }}
+{{- with $.Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Probes on the admin port; takes a probes value block. */}}
+{{- define "roost.probes" -}}
+startupProbe:
+  httpGet:
+    path: /healthz
+    port: admin
+  periodSeconds: {{ .startup.periodSeconds }}
+  failureThreshold: {{ .startup.failureThreshold }}
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: admin
+  periodSeconds: {{ .liveness.periodSeconds }}
+  failureThreshold: {{ .liveness.failureThreshold }}
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: admin
+  periodSeconds: {{ .readiness.periodSeconds }}
+  failureThreshold: {{ .readiness.failureThreshold }}
+{{- end -}}
+
+{{/* What the chart refuses to render. */}}
+{{- define "roost.validate" -}}
+{{- if .Values.tls.enabled -}}
+{{- fail "tls.enabled: mTLS between nodes and edges is not supported by roost yet; leave it false and rely on networkPolicy.enabled to restrict node gRPC" -}}
+{{- end -}}
+{{- if lt (int .Values.nodes.replicas) 1 -}}
+{{- fail "nodes.replicas must be at least 1" -}}
+{{- end -}}
+{{- if lt (int .Values.nodes.replication) 1 -}}
+{{- fail "nodes.replication must be at least 1" -}}
+{{- end -}}
+{{- end -}}

