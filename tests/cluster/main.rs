@@ -8,6 +8,7 @@ mod history;
 mod kill_cycles;
 mod load;
 mod procs;
+mod sigstop;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
