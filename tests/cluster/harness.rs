@@ -72,9 +72,10 @@ pub async fn wait_converged(
     }
 }
 
-/// Waits until every shard has a leader with `voters` voters and every
-/// node of `nodes` answers and names that same leader for every shard:
-/// the whole cluster is back in one piece.
+/// Waits until every shard has a leader with `voters` voters, every node
+/// of `nodes` answers, and every voter of each shard names that same
+/// leader: the whole cluster is back in one piece. (A node that left a
+/// shard's group no longer hears from its leader, so only voters count.)
 pub async fn wait_agreed(
     nodes: &[String],
     voters: usize,
@@ -83,29 +84,37 @@ pub async fn wait_agreed(
     let deadline = Instant::now() + timeout;
     loop {
         let g = groups(nodes).await;
-        let mut agreed =
-            g.len() == usize::from(SHARDS) && g.values().all(|x| x.voters.len() == voters);
+        let mut views = BTreeMap::new();
         for addr in nodes {
-            if !agreed {
-                break;
+            if let Some(view) = view_of(addr).await {
+                views.insert(addr.clone(), view);
             }
-            agreed = match view_of(addr).await {
-                Some(view) => {
-                    view.leaders.len() == usize::from(SHARDS)
-                        && view
-                            .leaders
-                            .iter()
-                            .all(|l| g.get(&l.shard).is_some_and(|x| x.leader == l.node))
-                }
-                None => false,
-            };
         }
+        let addr_of: BTreeMap<u64, String> = views
+            .values()
+            .flat_map(|v| v.nodes.iter().map(|n| (n.id, n.addr.clone())))
+            .collect();
+        let names = |node: u64, shard: u32| {
+            addr_of
+                .get(&node)
+                .and_then(|a| views.get(a))
+                .and_then(|v| v.leaders.iter().find(|l| l.shard == shard))
+                .map(|l| l.node)
+        };
+        let agreed = views.len() == nodes.len()
+            && g.len() == usize::from(SHARDS)
+            && g.iter().all(|(shard, x)| {
+                x.voters.len() == voters
+                    && x.voters.iter().all(|v| names(*v, *shard) == Some(x.leader))
+            });
         if agreed {
             return g;
         }
         assert!(
             Instant::now() < deadline,
-            "cluster did not come back together: {g:?}"
+            "cluster did not come back together: {g:?}, {} of {} nodes answer",
+            views.len(),
+            nodes.len()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

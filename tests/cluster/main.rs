@@ -8,6 +8,7 @@ mod history;
 mod kill_cycles;
 mod load;
 mod procs;
+mod scale_out;
 mod sigstop;
 
 use std::collections::{BTreeMap, HashMap};
