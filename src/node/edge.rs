@@ -27,6 +27,10 @@ use crate::telemetry::metrics;
 /// How long an edge keeps retrying a call while leadership moves.
 const FAILOVER_WINDOW: Duration = Duration::from_secs(10);
 
+/// A watch stream repeats the view every second; one silent this long is
+/// dead, and the edge watches another node.
+const VIEW_SILENCE: Duration = Duration::from_secs(3);
+
 /// What an edge knows of the cluster.
 #[derive(Default)]
 struct View {
@@ -337,14 +341,22 @@ async fn watch_view(client: ClusterClient, seeds: Vec<String>, stop: Cancellatio
         addrs.extend(seeds.iter().cloned());
         let addr = addrs[i % addrs.len().max(1)].clone();
         i += 1;
-        if let Ok(mut c) = cluster_service::connect(&addr).await
-            && let Ok(resp) = c.watch(pb::WatchRequest {}).await
-        {
+        // A node that accepts connections but never answers (paused with
+        // SIGSTOP, wedged) must not hold the edge's view: connecting and
+        // every message of the stream get a deadline.
+        let opened = tokio::time::timeout(VIEW_SILENCE, async {
+            let mut c = cluster_service::connect(&addr).await.ok()?;
+            c.watch(pb::WatchRequest {}).await.ok()
+        })
+        .await
+        .ok()
+        .flatten();
+        if let Some(resp) = opened {
             let mut stream = resp.into_inner();
             loop {
                 tokio::select! {
-                    msg = stream.message() => match msg {
-                        Ok(Some(v)) => client.apply(v),
+                    msg = tokio::time::timeout(VIEW_SILENCE, stream.message()) => match msg {
+                        Ok(Ok(Some(v))) => client.apply(v),
                         _ => break,
                     },
                     _ = stop.cancelled() => return,

@@ -3,73 +3,23 @@
 //! through the edge, and SIGKILL of the node leading the most shards loses
 //! no acknowledged write.
 
+mod harness;
+mod history;
+mod kill_cycles;
+mod load;
 mod procs;
+mod scale_out;
+mod sigstop;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use roost::rpc::pb;
-use roost::rpc::pb::cluster_client::ClusterClient;
+use harness::{SHARDS, groups, json_of, wait_converged};
 use serde_json::{Value, json};
-
-const SHARDS: u16 = 8;
 
 /// Acknowledged values per counter, with when they were acknowledged.
 type Acked = Arc<Mutex<HashMap<usize, Vec<(i64, Instant)>>>>;
-
-/// The first view `addr` answers with, if it answers.
-async fn view_of(addr: &str) -> Option<pb::ClusterView> {
-    let mut client = ClusterClient::connect(format!("http://{addr}"))
-        .await
-        .ok()?;
-    let mut stream = client.watch(pb::WatchRequest {}).await.ok()?.into_inner();
-    tokio::time::timeout(Duration::from_secs(2), stream.message())
-        .await
-        .ok()?
-        .ok()?
-}
-
-/// For each shard, the leader and voters its leader reports.
-async fn groups(nodes: &[String]) -> BTreeMap<u32, (u64, usize)> {
-    let mut out = BTreeMap::new();
-    for addr in nodes {
-        if let Some(view) = view_of(addr).await {
-            for l in view.leaders {
-                if !l.voters.is_empty() {
-                    out.insert(l.shard, (l.node, l.voters.len()));
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Waits until every shard has a leader with `voters` voters.
-async fn wait_converged(
-    nodes: &[String],
-    voters: usize,
-    timeout: Duration,
-) -> BTreeMap<u32, (u64, usize)> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let g = groups(nodes).await;
-        if g.len() == usize::from(SHARDS) && g.values().all(|(_, v)| *v == voters) {
-            return g;
-        }
-        assert!(Instant::now() < deadline, "cluster did not converge: {g:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn json_of(resp: reqwest::Response) -> (u16, Value) {
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_serve_through_the_edge_and_survive_sigkill() {
@@ -170,8 +120,8 @@ async fn three_nodes_serve_through_the_edge_and_survive_sigkill() {
     }
     let leaders = groups(&addrs).await;
     let mut led: BTreeMap<u64, usize> = BTreeMap::new();
-    for (node, _) in leaders.values() {
-        *led.entry(*node).or_default() += 1;
+    for g in leaders.values() {
+        *led.entry(g.leader).or_default() += 1;
     }
     let victim = led
         .iter()

@@ -1,6 +1,7 @@
 //! Real `roost node` and `roost edge` processes on loopback.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -37,12 +38,46 @@ impl Proc {
     }
 }
 
+impl Proc {
+    /// SIGSTOP: the process freezes mid-flight, sockets open.
+    pub fn pause(&self) {
+        signal(self.child.id(), "-STOP");
+    }
+
+    /// SIGCONT: a paused process runs again.
+    pub fn resume(&self) {
+        signal(self.child.id(), "-CONT");
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill(1) runs");
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// Starts `n` nodes (node 1 bootstraps, the others join through it).
+pub fn cluster(root: &Path, n: u64, shards: u16) -> BTreeMap<u64, Proc> {
+    let first = node(root, 1, "127.0.0.1:0", &[], shards);
+    let seeds = vec![first.addr.clone()];
+    let mut nodes = BTreeMap::from([(1, first)]);
+    for id in 2..=n {
+        nodes.insert(id, node(root, id, "127.0.0.1:0", &seeds, shards));
+    }
+    nodes
+}
+
 /// Runs `roost ARGS` and waits (up to 120 s) for a stdout line containing
 /// `marker`; the word after it is the address.
 fn spawn(args: &[String], marker: &'static str) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
         .args(args)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,openraft=off".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -1,0 +1,71 @@
+//! Adding a 4th node under load: it receives replicas (learner, then
+//! voter, then the old replica leaves), every shard keeps 3 voters, and
+//! the history checks out.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{SHARDS, groups, wait_agreed, wait_converged};
+use crate::load::Load;
+use crate::procs;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_node_joins_under_load_and_receives_replicas() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut nodes = procs::cluster(root.path(), 3, SHARDS);
+    let mut addrs: Vec<String> = nodes.values().map(|p| p.addr.clone()).collect();
+    let before = wait_converged(&addrs, 3, Duration::from_secs(90)).await;
+    let edge = procs::edge(&addrs);
+
+    let load = Load::start(&edge.addr, "o", 8, 24);
+    load.wait_acked(200, Duration::from_secs(60)).await;
+
+    let joined_at = load.history.now();
+    let n4 = procs::node(root.path(), 4, "127.0.0.1:0", &addrs, SHARDS);
+    addrs.push(n4.addr.clone());
+    nodes.insert(4, n4);
+
+    // Some shard's leader reports node 4 among its voters, every shard has
+    // 3 voters, and all four nodes agree on the leaders.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let after = loop {
+        let g = wait_agreed(&addrs, 3, Duration::from_secs(120)).await;
+        if g.values().any(|x| x.voters.contains(&4)) {
+            break g;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 4 received no replica: {g:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let moved: Vec<u32> = after
+        .iter()
+        .filter(|(_, x)| x.voters.contains(&4))
+        .map(|(s, _)| *s)
+        .collect();
+    eprintln!(
+        "scale out: node 4 votes in shards {moved:?} ({:?} after it started)",
+        Duration::from_micros(load.history.now().saturating_sub(joined_at))
+    );
+    for (shard, x) in &after {
+        let mut voters = x.voters.clone();
+        voters.sort_unstable();
+        eprintln!(
+            "shard {shard}: voters {:?} -> {voters:?}, leader {}",
+            before.get(shard).map(|b| &b.voters),
+            x.leader
+        );
+    }
+    // Writes keep flowing on every counter after the move.
+    let now = load.history.now();
+    load.wait_all_writable(now, Duration::from_secs(60)).await;
+    // The final view from every node still has 3 voters per shard.
+    let g = groups(&addrs).await;
+    assert!(
+        g.len() == usize::from(SHARDS) && g.values().all(|x| x.voters.len() == 3),
+        "{g:?}"
+    );
+    load.finish_and_check().await;
+    drop(edge);
+    drop(nodes);
+}
