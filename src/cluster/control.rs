@@ -419,7 +419,10 @@ impl Control {
     }
 
     /// The leader of every object shard this node has a view of, with the
-    /// voters of the groups this node leads.
+    /// voters of the groups this node leads. A node that has left a
+    /// shard's group (its replica moved away) hears nothing more from that
+    /// group and its last-known leader goes stale (often itself, if it led
+    /// the change that removed it), so it names no leader for it.
     pub fn leaders(&self) -> Vec<(ShardId, NodeId, Vec<NodeId>)> {
         let me = self.inner.opts.node_id;
         self.inner
@@ -429,6 +432,12 @@ impl Control {
             .filter_map(|g| {
                 let metrics = g.raft().metrics();
                 let m = metrics.borrow();
+                let membership = m.membership_config.membership();
+                if !membership.voter_ids().any(|v| v == me)
+                    && !membership.learner_ids().any(|l| l == me)
+                {
+                    return None;
+                }
                 let leader = m.current_leader?;
                 let voters = if leader == me && g.is_leader() {
                     m.membership_config.membership().voter_ids().collect()

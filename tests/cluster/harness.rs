@@ -73,9 +73,10 @@ pub async fn wait_converged(
 }
 
 /// Waits until every shard has a leader with `voters` voters, every node
-/// of `nodes` answers, and every voter of each shard names that same
-/// leader: the whole cluster is back in one piece. (A node that left a
-/// shard's group no longer hears from its leader, so only voters count.)
+/// of `nodes` answers, every voter of each shard names that same leader,
+/// and no node names another one: the whole cluster is back in one piece.
+/// (A node that left a shard's group no longer hears from its leader, so
+/// it may name none, but a stale name would misroute edges.)
 pub async fn wait_agreed(
     nodes: &[String],
     voters: usize,
@@ -106,6 +107,11 @@ pub async fn wait_agreed(
             && g.iter().all(|(shard, x)| {
                 x.voters.len() == voters
                     && x.voters.iter().all(|v| names(*v, *shard) == Some(x.leader))
+                    && views.values().all(|v| {
+                        v.leaders
+                            .iter()
+                            .all(|l| l.shard != *shard || l.node == x.leader)
+                    })
             });
         if agreed {
             return g;

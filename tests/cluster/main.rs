@@ -2,6 +2,11 @@
 //! `roost edge`, ports from the OS, temp data dirs. The seed app works
 //! through the edge, and SIGKILL of the node leading the most shards loses
 //! no acknowledged write.
+//!
+//! Longer failure tests live beside it, each with its own cluster:
+//! `kill_cycles.rs` (ten SIGKILL/restart cycles), `sigstop.rs` (a paused
+//! leader), `scale_out.rs` (a 4th node joins). They drive load with
+//! `load.rs` and check the recorded history with `history.rs`.
 
 mod harness;
 mod history;
