@@ -12,6 +12,7 @@ const CYCLES: usize = 10;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_sigkill_cycles_of_the_busiest_leader_keep_the_history_consistent() {
+    let _turn = crate::harness::one_at_a_time().await;
     let root = tempfile::tempdir().expect("temp dir");
     let mut nodes = procs::cluster(root.path(), 3, SHARDS);
     let addrs: Vec<String> = nodes.values().map(|p| p.addr.clone()).collect();

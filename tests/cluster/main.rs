@@ -28,6 +28,7 @@ type Acked = Arc<Mutex<HashMap<usize, Vec<(i64, Instant)>>>>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_serve_through_the_edge_and_survive_sigkill() {
+    let _turn = crate::harness::one_at_a_time().await;
     let root = tempfile::tempdir().expect("temp dir");
     let n1 = procs::node(root.path(), 1, "127.0.0.1:0", &[], SHARDS);
     let seeds = vec![n1.addr.clone()];

@@ -4,12 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{SHARDS, groups, wait_agreed, wait_converged};
+use crate::harness::{SHARDS, wait_agreed, wait_converged};
 use crate::load::Load;
 use crate::procs;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fourth_node_joins_under_load_and_receives_replicas() {
+    let _turn = crate::harness::one_at_a_time().await;
     let root = tempfile::tempdir().expect("temp dir");
     let mut nodes = procs::cluster(root.path(), 3, SHARDS);
     let mut addrs: Vec<String> = nodes.values().map(|p| p.addr.clone()).collect();
@@ -59,12 +60,9 @@ async fn a_fourth_node_joins_under_load_and_receives_replicas() {
     // Writes keep flowing on every counter after the move.
     let now = load.history.now();
     load.wait_all_writable(now, Duration::from_secs(60)).await;
-    // The final view from every node still has 3 voters per shard.
-    let g = groups(&addrs).await;
-    assert!(
-        g.len() == usize::from(SHARDS) && g.values().all(|x| x.voters.len() == 3),
-        "{g:?}"
-    );
+    // The cluster settles with 3 voters per shard (a shard may be in the
+    // middle of an election or a membership change at any one instant).
+    wait_converged(&addrs, 3, Duration::from_secs(60)).await;
     load.finish_and_check().await;
     drop(edge);
     drop(nodes);

@@ -11,6 +11,7 @@ use crate::procs;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_is_replaced_and_acknowledges_nothing_stale() {
+    let _turn = crate::harness::one_at_a_time().await;
     let root = tempfile::tempdir().expect("temp dir");
     let nodes = procs::cluster(root.path(), 3, SHARDS);
     let addrs: Vec<String> = nodes.values().map(|p| p.addr.clone()).collect();
