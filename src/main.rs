@@ -217,10 +217,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    // Listen for signals before starting, so that one arriving during
-    // startup stops the node as soon as it is up.
-    let mut terminate = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("listen for SIGINT")?;
+    let mut signals = Signals::listen()?;
 
     let data_dir = config.node.data_dir.clone();
     let node = roost::node::DevNode::start(config)
@@ -234,15 +231,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     println!("roost dev: grpc on {}", node.grpc_addr());
     println!("roost dev: admin on http://{}", node.admin_addr());
 
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
-    }
-    tokio::select! {
-        stopped = node.shutdown() => stopped.context("shut down node"),
-        _ = terminate.recv() => anyhow::bail!("second SIGTERM: stopped without a clean shutdown"),
-        _ = interrupt.recv() => anyhow::bail!("second SIGINT: stopped without a clean shutdown"),
-    }
+    signals.first("shutting down").await;
+    signals
+        .during(async { node.shutdown().await.context("shut down node") })
+        .await
 }
 
 async fn node(args: NodeArgs) -> anyhow::Result<()> {
@@ -278,8 +270,7 @@ async fn serve_node(
     join: Vec<String>,
     replication: usize,
 ) -> anyhow::Result<()> {
-    let mut terminate = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("listen for SIGINT")?;
+    let mut signals = Signals::listen()?;
     let cluster = roost::node::cluster::ClusterArgs {
         grpc_listen: config.grpc.listen,
         advertise,
@@ -291,15 +282,10 @@ async fn serve_node(
         .context("start node")?;
     println!("roost node: grpc on {}", node.grpc_addr());
     println!("roost node: admin on http://{}", node.admin_addr());
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM: draining and shutting down"),
-        _ = interrupt.recv() => tracing::info!("SIGINT: draining and shutting down"),
-    }
-    tokio::select! {
-        stopped = node.shutdown() => stopped.context("shut down node"),
-        _ = terminate.recv() => anyhow::bail!("second SIGTERM: stopped without a clean shutdown"),
-        _ = interrupt.recv() => anyhow::bail!("second SIGINT: stopped without a clean shutdown"),
-    }
+    signals.first("draining and shutting down").await;
+    signals
+        .during(async { node.shutdown().await.context("shut down node") })
+        .await
 }
 
 async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
@@ -317,19 +303,57 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve_edge(config: Config, join: Vec<String>) -> anyhow::Result<()> {
-    let mut terminate = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("listen for SIGINT")?;
+    let mut signals = Signals::listen()?;
     let edge = roost::node::edge::EdgeNode::start(config, join)
         .await
         .context("start edge")?;
     println!("roost edge: serving http://{}", edge.http_addr());
     println!("roost edge: admin on http://{}", edge.admin_addr());
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+    signals.first("shutting down").await;
+    signals
+        .during(async {
+            edge.shutdown().await;
+            Ok(())
+        })
+        .await
+}
+
+/// SIGTERM and SIGINT: the first stops the process cleanly, a second one
+/// during that shutdown stops it at once.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Listens before anything starts, so that a signal arriving during
+    /// startup stops the process as soon as it is up.
+    fn listen() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate()).context("listen for SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("listen for SIGINT")?,
+        })
     }
-    edge.shutdown().await;
-    Ok(())
+
+    /// Waits for the first signal.
+    async fn first(&mut self, then: &str) {
+        tokio::select! {
+            _ = self.terminate.recv() => tracing::info!("SIGTERM: {then}"),
+            _ = self.interrupt.recv() => tracing::info!("SIGINT: {then}"),
+        }
+    }
+
+    /// Runs `shutdown` unless a second signal comes first.
+    async fn during(
+        &mut self,
+        shutdown: impl std::future::Future<Output = anyhow::Result<()>>,
+    ) -> anyhow::Result<()> {
+        tokio::select! {
+            stopped = shutdown => stopped,
+            _ = self.terminate.recv() => anyhow::bail!("second SIGTERM: stopped without a clean shutdown"),
+            _ = self.interrupt.recv() => anyhow::bail!("second SIGINT: stopped without a clean shutdown"),
+        }
+    }
 }
 
 fn print_config(args: FileArgs) -> anyhow::Result<()> {
