@@ -41,25 +41,8 @@ WORK="$(mktemp -d)"
 started_at=$SECONDS
 trap 'rm -rf "$WORK"' EXIT
 
-passed=0
-failed=0
-failures=()
-
-# check NAME COMMAND...: runs COMMAND, quiet on success, its output on failure.
-check() {
-    local name="$1"
-    shift
-    local log="$WORK/check.log"
-    if "$@" >"$log" 2>&1; then
-        passed=$((passed + 1))
-        echo "ok      $name"
-    else
-        failed=$((failed + 1))
-        failures+=("$name")
-        echo "FAILED  $name"
-        sed 's/^/        /' "$log"
-    fi
-}
+# shellcheck source=scripts/lib/checks.sh
+source scripts/lib/checks.sh
 
 install_tools() {
     [ -f "$VENV/.installed" ] && return 0
@@ -140,8 +123,4 @@ check "docker-compose.yml against the compose spec schema" \
 check "compose prometheus.yml (promtool check config)" compose_prometheus
 check "the chart's nodes and edges, run as local processes, serve the seed app" chart_processes
 
-echo "deploy-checks: $passed passed, $failed failed ($((SECONDS - started_at)) s)"
-if [ "$failed" -gt 0 ]; then
-    printf '  failed: %s\n' "${failures[@]}"
-    exit 1
-fi
+summary deploy-checks

@@ -40,25 +40,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-passed=0
-failed=0
-failures=()
-
-# check NAME COMMAND...: runs COMMAND, quiet on success, its output on failure.
-check() {
-    local name="$1"
-    shift
-    local log="$WORK/check.log"
-    if "$@" >"$log" 2>&1; then
-        passed=$((passed + 1))
-        echo "ok      $name"
-    else
-        failed=$((failed + 1))
-        failures+=("$name")
-        echo "FAILED  $name"
-        sed 's/^/        /' "$log"
-    fi
-}
+# shellcheck source=scripts/lib/checks.sh
+source scripts/lib/checks.sh
 
 as_root() {
     if [ "$(id -u)" = 0 ]; then
@@ -293,8 +276,4 @@ for dashboard in deploy/grafana/*.json; do
 done
 check "rules and dashboards use defined metrics" check_metric_names
 
-echo "ops-checks: $passed passed, $failed failed ($((SECONDS - started_at)) s)"
-if [ "$failed" -gt 0 ]; then
-    printf '  failed: %s\n' "${failures[@]}"
-    exit 1
-fi
+summary ops-checks

@@ -206,17 +206,7 @@ impl DevNode {
         // Last, so that metrics are served while the node drains.
         admin.shutdown().await;
         drop((runtime, replicas));
-        // Background tasks (Raft's state machine worker among them) let go
-        // of the store shortly after they stop; wait so that the data
-        // directory can be reopened as soon as this returns.
-        let deadline = tokio::time::Instant::now() + grace;
-        while db.handles() > 1 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        if db.handles() > 1 {
-            tracing::warn!(handles = db.handles(), "data store still in use at exit");
-        }
-        drop(db);
+        db.close(grace).await;
         tracing::info!("shutdown complete");
         Ok(())
     }

@@ -265,10 +265,7 @@ impl ClusterNode {
         drop(self.replicas);
         drop(self.runtime);
         drop(self.control);
-        let deadline = tokio::time::Instant::now() + self.grace;
-        while self.db.handles() > 1 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.db.close(self.grace).await;
         tracing::info!("shutdown complete");
         Ok(())
     }

@@ -97,6 +97,22 @@ impl Db {
         Arc::strong_count(&self.inner)
     }
 
+    /// Closes this handle once it is the last one, waiting up to `within`
+    /// for background tasks (Raft's state machine worker among them) to let
+    /// go, so that the data directory can be reopened as soon as this
+    /// returns. Returns whether the database was closed.
+    pub async fn close(self, within: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.handles() > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let closed = self.handles() == 1;
+        if !closed {
+            tracing::warn!(handles = self.handles(), "data store still in use at exit");
+        }
+        closed
+    }
+
     pub(crate) fn raft_cf(&self) -> Arc<BoundColumnFamily<'_>> {
         self.inner
             .cf_handle(CF_RAFT)
