@@ -27,6 +27,10 @@ use crate::telemetry::metrics;
 /// How long an edge keeps retrying a call while leadership moves.
 const FAILOVER_WINDOW: Duration = Duration::from_secs(10);
 
+/// The longest pause between rounds of attempts while a shard has no
+/// leader: short, so a call goes through soon after an election ends.
+const MAX_BACKOFF: Duration = Duration::from_millis(100);
+
 /// A watch stream repeats the view every second; one silent this long is
 /// dead, and the edge watches another node.
 const VIEW_SILENCE: Duration = Duration::from_secs(3);
@@ -205,7 +209,7 @@ impl ClusterClient {
                 return Err(last);
             }
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(500));
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
@@ -220,16 +224,16 @@ impl ClusterClient {
 
 /// Whether a failed call certainly did not run on the object, so trying
 /// another node cannot run it twice: the node refused it (not the owner,
-/// shutting down) or could not be reached at all.
+/// shutting down) or no connection to it could be made. A connection that
+/// broke after the request was sent is not enough: the node may have run
+/// the call and committed its writes before it died.
 fn not_executed(e: &object::Error) -> bool {
-    match e {
-        object::Error::NotOwner { .. } | object::Error::ShuttingDown => true,
-        object::Error::Unavailable(msg) => {
-            let msg = msg.to_ascii_lowercase();
-            msg.contains("connect") || msg.contains("refused")
-        }
-        _ => false,
-    }
+    matches!(
+        e,
+        object::Error::NotOwner { .. }
+            | object::Error::ShuttingDown
+            | object::Error::Unreachable(_)
+    )
 }
 
 /// Rebuilds a request for another attempt (bodies are buffered bytes).
