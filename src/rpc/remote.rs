@@ -429,13 +429,13 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         drop(listener);
         let client = RemoteClient::connect_lazy(addr, RemoteOptions::default()).expect("client");
-        let err = client.fetch(key(), get()).await.err().expect("no server");
+        let Err(err) = client.fetch(key(), get()).await else {
+            panic!("a fetch with no server succeeded");
+        };
         assert!(matches!(err, object::Error::Unreachable(_)), "{err:?}");
-        let err = client
-            .call(key(), "m".into(), Bytes::new())
-            .await
-            .err()
-            .expect("no server");
+        let Err(err) = client.call(key(), "m".into(), Bytes::new()).await else {
+            panic!("a call with no server succeeded");
+        };
         assert!(matches!(err, object::Error::Unreachable(_)), "{err:?}");
     }
 
@@ -453,7 +453,9 @@ mod tests {
             }
         });
         let client = RemoteClient::connect_lazy(addr, RemoteOptions::default()).expect("client");
-        let err = client.fetch(key(), get()).await.err().expect("hung up");
+        let Err(err) = client.fetch(key(), get()).await else {
+            panic!("a fetch the server hung up on succeeded");
+        };
         assert!(matches!(err, object::Error::Unavailable(_)), "{err:?}");
     }
 }
