@@ -192,13 +192,17 @@ pub struct WebSocketConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct RaftConfig {
     /// How often a shard's leader sends heartbeats, in milliseconds.
-    /// Default 100.
+    /// Default 50.
     pub heartbeat_ms: u64,
     /// Shortest election timeout, in milliseconds; must exceed
-    /// `heartbeat_ms`. Default 300.
+    /// `heartbeat_ms`. Default 200.
     pub election_timeout_min_ms: u64,
     /// Longest election timeout, in milliseconds; must exceed
-    /// `election_timeout_min_ms`. Default 600.
+    /// `election_timeout_min_ms`. Default 400. It is also the leader lease
+    /// a follower grants: after a leader dies, its followers start an
+    /// election once they have not heard from it for this long plus their
+    /// own random timeout (checked every 1.5 × `heartbeat_ms`), so failover
+    /// takes about 0.6–0.9 s with the defaults.
     pub election_timeout_max_ms: u64,
     /// A shard takes a snapshot after this many log entries since its last
     /// one, in entries. Default 20000.
@@ -320,9 +324,9 @@ impl Default for WebSocketConfig {
 impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
-            heartbeat_ms: 100,
-            election_timeout_min_ms: 300,
-            election_timeout_max_ms: 600,
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 200,
+            election_timeout_max_ms: 400,
             snapshot_logs_since_last: 20_000,
             max_batch_bytes: 4 * 1024 * 1024,
             max_in_flight: 4,

@@ -279,11 +279,11 @@ fn shards_are_bounded() {
 
 #[test]
 fn election_timeouts_must_be_ordered() {
-    let env = [("ROOST_RAFT_ELECTION_TIMEOUT_MIN_MS", "100")];
+    let env = [("ROOST_RAFT_ELECTION_TIMEOUT_MIN_MS", "50")];
     let fields = problems(build(None, &env, Overrides::default()));
     assert_eq!(fields, ["raft.election_timeout_min_ms"]);
 
-    let env = [("ROOST_RAFT_ELECTION_TIMEOUT_MAX_MS", "300")];
+    let env = [("ROOST_RAFT_ELECTION_TIMEOUT_MAX_MS", "200")];
     let fields = problems(build(None, &env, Overrides::default()));
     assert_eq!(fields, ["raft.election_timeout_max_ms"]);
 }
