@@ -49,9 +49,10 @@ enum Command {
     /// `roost node: grpc on ADDR` once it is up.
     Node(NodeArgs),
     /// Run a stateless edge: serves the built-in app over HTTP and
-    /// WebSocket on --listen and sends each object call to the node that
-    /// leads the object's shard, learning the cluster from the --join
-    /// nodes. Prints `roost edge: serving http://ADDR` once it is up.
+    /// WebSocket on --listen and the gRPC object API on --grpc-listen, and
+    /// sends each object call to the node that leads the object's shard,
+    /// learning the cluster from the --join nodes. Prints `roost edge:
+    /// serving http://ADDR` once it is up.
     Edge(EdgeArgs),
     /// Print the effective configuration as TOML, with each field's
     /// documentation, and exit (fails if it is invalid).
@@ -171,6 +172,11 @@ struct EdgeArgs {
     /// [env: ROOST_ADMIN_LISTEN]
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<SocketAddr>,
+
+    /// Address to serve the gRPC object API (roost.v1.Objects) on, for
+    /// other services [default: 127.0.0.1:8789] [env: ROOST_GRPC_LISTEN]
+    #[arg(long, value_name = "ADDR")]
+    grpc_listen: Option<SocketAddr>,
 
     /// Cluster nodes to learn the cluster from, comma-separated host:port
     #[arg(long, value_name = "ADDRS", value_delimiter = ',', required = true)]
@@ -292,6 +298,7 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     let flags = Overrides {
         listen: args.listen,
         admin_listen: args.admin_listen,
+        grpc_listen: args.grpc_listen,
         log_format: args.log_format,
         ..Overrides::default()
     };
@@ -309,6 +316,7 @@ async fn serve_edge(config: Config, join: Vec<String>) -> anyhow::Result<()> {
         .context("start edge")?;
     println!("roost edge: serving http://{}", edge.http_addr());
     println!("roost edge: admin on http://{}", edge.admin_addr());
+    println!("roost edge: gRPC on {}", edge.grpc_addr());
     signals.first("shutting down").await;
     signals
         .during(async {

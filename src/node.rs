@@ -124,7 +124,7 @@ impl DevNode {
         .map_err(|source| Error::Listen { addr, source })?;
         tracing::info!(addr = %edge.local_addr(), "serving HTTP and WebSockets");
 
-        let service = ObjectsService::new(runtime.clone(), objects_limits(&config));
+        let service = ObjectsService::new(Arc::new(runtime.clone()), objects_limits(&config));
         let grpc = Grpc::start(grpc_listener, service).map_err(|source| Error::Listen {
             addr: grpc_addr,
             source,

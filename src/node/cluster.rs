@@ -133,7 +133,8 @@ impl ClusterNode {
 
         tracing::info!(addr = %grpc_addr, "serving gRPC (raft, objects, cluster)");
         let stop = CancellationToken::new();
-        let objects = ObjectsService::new(runtime.clone(), super::objects_limits(&config));
+        let objects =
+            ObjectsService::new(Arc::new(runtime.clone()), super::objects_limits(&config));
         let server = tonic::transport::Server::builder()
             .add_service(RaftService::new(replicas.clone()).into_server())
             .add_service(objects.into_server())

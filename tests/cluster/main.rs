@@ -5,9 +5,13 @@
 //!
 //! Longer failure tests live beside it, each with its own cluster:
 //! `kill_cycles.rs` (ten SIGKILL/restart cycles), `sigstop.rs` (a paused
-//! leader), `scale_out.rs` (a 4th node joins). They drive load with
+//! leader), `scale_out.rs` (a 4th node joins), `grpc_public.rs` (the public
+//! gRPC API from a plain client, through the edge and at the nodes). They drive load with
 //! `load.rs` and check the recorded history with `history.rs`.
 
+#[path = "../grpc_common/mod.rs"]
+mod grpc_common;
+mod grpc_public;
 mod harness;
 mod history;
 mod kill_cycles;
