@@ -126,11 +126,8 @@ impl ClusterClient {
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
         }
-        let sock: SocketAddr = addr
-            .parse()
-            .map_err(|_| object::Error::Unavailable(format!("bad node address {addr}")))?;
-        let client = RemoteClient::connect_lazy(sock, self.opts.clone())
-            .map_err(|e| object::Error::Unavailable(e.to_string()))?;
+        let client = RemoteClient::connect_lazy_to(addr, self.opts.clone())
+            .map_err(|e| object::Error::Unavailable(format!("bad node address {addr}: {e}")))?;
         clients.insert(addr.to_owned(), client.clone());
         Ok(client)
     }
@@ -345,7 +342,9 @@ async fn watch_view(client: ClusterClient, seeds: Vec<String>, stop: Cancellatio
         // SIGSTOP, wedged) must not hold the edge's view: connecting and
         // every message of the stream get a deadline.
         let opened = tokio::time::timeout(VIEW_SILENCE, async {
-            let mut c = cluster_service::connect(&addr).await.ok()?;
+            let mut c = cluster_service::connect(&addr, &client.opts.tls)
+                .await
+                .ok()?;
             c.watch(pb::WatchRequest {}).await.ok()
         })
         .await
@@ -388,7 +387,12 @@ impl EdgeNode {
                 "an edge needs at least one seed node (--join)".into(),
             ));
         }
-        let client = ClusterClient::new(RemoteOptions::default());
+        let tls = super::rpc_tls(&config)?;
+        tracing::info!(tls = %tls.describe(), "gRPC to the nodes");
+        let client = ClusterClient::new(RemoteOptions {
+            tls,
+            ..RemoteOptions::default()
+        });
         let stop = CancellationToken::new();
         tokio::spawn(watch_view(client.clone(), seeds, stop.clone()));
         tracing::info!("waiting for the cluster view");

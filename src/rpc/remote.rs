@@ -22,12 +22,13 @@ use http::StatusCode;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::Error;
 use super::convert;
 use super::pb::objects_client::ObjectsClient;
 use super::pb::{self, socket_down, socket_up};
+use super::tls::Tls;
 use crate::id::ObjectKey;
 use crate::object::{
     self, CallResult, FetchOutcome, Message, ObjectClient, Request, ServerFrame, SocketId,
@@ -44,6 +45,8 @@ pub struct RemoteOptions {
     /// Largest message accepted from a node (a response, a call's answer,
     /// a socket frame), in bytes.
     pub max_response_bytes: usize,
+    /// Plain or mutual TLS towards the node (default plain).
+    pub tls: Tls,
 }
 
 impl Default for RemoteOptions {
@@ -51,6 +54,7 @@ impl Default for RemoteOptions {
         RemoteOptions {
             socket_buffer: 1024,
             max_response_bytes: 64 << 20,
+            tls: Tls::plain(),
         }
     }
 }
@@ -92,9 +96,15 @@ impl RemoteClient {
     /// (and reconnects after a failure); a node that cannot be reached makes
     /// calls fail with [`object::Error::Unavailable`].
     pub fn connect_lazy(addr: SocketAddr, opts: RemoteOptions) -> Result<RemoteClient, Error> {
-        let uri = format!("http://{addr}");
-        let endpoint = Endpoint::from_shared(uri.clone())
-            .map_err(|source| Error::Endpoint { uri, source })?
+        Self::connect_lazy_to(&addr.to_string(), opts)
+    }
+
+    /// [`RemoteClient::connect_lazy`] to a node's `host:port` (a DNS name
+    /// is resolved at each connection), with `opts.tls`.
+    pub fn connect_lazy_to(addr: &str, opts: RemoteOptions) -> Result<RemoteClient, Error> {
+        let endpoint = opts
+            .tls
+            .endpoint(addr)?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
