@@ -5,13 +5,15 @@
 //!
 //! Longer failure tests live beside it, each with its own cluster:
 //! `kill_cycles.rs` (ten SIGKILL/restart cycles), `sigstop.rs` (a paused
-//! leader), `scale_out.rs` (a 4th node joins). They drive load with
+//! leader), `scale_out.rs` (a 4th node joins), `mtls.rs` (the cluster
+//! and an edge over mutual TLS). They drive load with
 //! `load.rs` and check the recorded history with `history.rs`.
 
 mod harness;
 mod history;
 mod kill_cycles;
 mod load;
+mod mtls;
 mod procs;
 mod scale_out;
 mod sigstop;
