@@ -1,7 +1,7 @@
 //! Mutual TLS on node gRPC: three nodes and an edge configured with `[tls]`
-//! (through `ROOST_TLS_*`) form a cluster and serve the seed app, and a
-//! node refuses gRPC clients that are plain, present no certificate, or
-//! present one from another CA.
+//! (through `ROOST_TLS_*`) form a cluster and serve the seed app (also
+//! after the counter's leader is killed), and a node refuses gRPC clients that are plain,
+//! present no certificate, or present one from another CA.
 //!
 //! Certificates are made at test time with the `openssl` command (a CA, and
 //! one certificate for every process naming `localhost` and `127.0.0.1`,
@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use roost::id::ObjectId;
 use roost::rpc::pb;
 use roost::rpc::tls::{Tls, TlsFiles};
 use serde_json::json;
@@ -110,8 +111,51 @@ async fn mtls_cluster_serves_and_refuses_clients_without_a_ca_certificate() {
     let wrong_server = watch(foreign_tls.endpoint(&addrs[0]).expect("endpoint")).await;
     assert!(wrong_server.is_err(), "a node is verified against the CA");
 
+    // The edge fails over between nodes over TLS as it does in plain: with
+    // the leader of the counter's shard killed, the counter takes
+    // increments again (a retried 503 may have been committed, hence `>`).
+    let shard = u32::from(ObjectId::from_name("COUNTER", "mtls").shard(SHARDS));
+    let view = watch(tls.endpoint(&addrs[0]).expect("endpoint"))
+        .await
+        .expect("a view");
+    let leader = view
+        .leaders
+        .iter()
+        .find(|l| l.shard == shard)
+        .map(|l| l.node)
+        .expect("the counter's shard has a leader");
+    let mut nodes = std::collections::BTreeMap::from([(1, n1), (2, n2), (3, n3)]);
+    nodes
+        .remove(&leader)
+        .expect("the leader is one of ours")
+        .kill9();
+    let killed_at = Instant::now();
+    let deadline = killed_at + Duration::from_secs(60);
+    let after_kill = loop {
+        let (s, b) = json_of(
+            http.post(url("/counter/mtls/increment"))
+                .send()
+                .await
+                .expect("answered"),
+        )
+        .await;
+        if s == 200 {
+            break b["value"].as_i64().expect("a value");
+        }
+        assert!(
+            s == 503 && Instant::now() < deadline,
+            "increment after node {leader} died: {s} {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(after_kill > 3, "{after_kill}");
+    eprintln!(
+        "mtls: counter writable {:?} after SIGKILL of node {leader}, its leader",
+        killed_at.elapsed()
+    );
+
     drop(edge);
-    drop((n1, n2, n3));
+    drop(nodes);
 }
 
 /// The first `Cluster.Watch` view from `endpoint`, or why there is none.
