@@ -50,7 +50,7 @@ pub enum Error {
     ProxyHeader(String),
     #[error("cluster: {0}")]
     Cluster(String),
-    #[error("node gRPC TLS: {0}")]
+    #[error("node gRPC TLS")]
     Tls(#[source] crate::rpc::Error),
 }
 
