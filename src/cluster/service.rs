@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::control::{Control, Error};
@@ -17,6 +17,7 @@ use crate::id::ShardId;
 use crate::ring::NodeId;
 use crate::rpc::pb;
 use crate::rpc::pb::cluster_client::ClusterClient;
+use crate::rpc::tls::Tls;
 
 /// Metadata key carrying the metadata leader's address on a redirect.
 pub const META_LEADER: &str = "roost-meta-leader";
@@ -165,17 +166,28 @@ impl pb::cluster_server::Cluster for ClusterService {
     }
 }
 
-/// A client to a node's `Cluster` service at `addr` (host:port).
-pub async fn connect(addr: &str) -> Result<ClusterClient<Channel>, tonic::transport::Error> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
+/// A client to a node's `Cluster` service at `addr` (host:port), over
+/// `tls` (plain or mutual TLS).
+pub async fn connect(addr: &str, tls: &Tls) -> Result<ClusterClient<Channel>, crate::rpc::Error> {
+    let endpoint = tls
+        .endpoint(addr)?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(10));
-    Ok(ClusterClient::new(endpoint.connect().await?))
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| crate::rpc::Error::connect(addr, &e))?;
+    Ok(ClusterClient::new(channel))
 }
 
-/// Joins the cluster through `seeds`, following redirects to the metadata
-/// leader, until admitted or `deadline` passes.
-pub async fn join(seeds: &[String], me: &NodeRecord, deadline: Duration) -> Result<(), String> {
+/// Joins the cluster through `seeds` (over `tls`), following redirects to
+/// the metadata leader, until admitted or `deadline` passes.
+pub async fn join(
+    seeds: &[String],
+    me: &NodeRecord,
+    deadline: Duration,
+    tls: &Tls,
+) -> Result<(), String> {
     let until = tokio::time::Instant::now() + deadline;
     let mut candidates: Vec<String> = seeds.to_vec();
     let mut tried: BTreeSet<String> = BTreeSet::new();
@@ -196,7 +208,7 @@ pub async fn join(seeds: &[String], me: &NodeRecord, deadline: Duration) -> Resu
                 draining: false,
             }),
         };
-        match connect(&addr).await {
+        match connect(&addr, tls).await {
             Ok(mut client) => match client.join(req).await {
                 Ok(_) => return Ok(()),
                 Err(status) => {

@@ -196,11 +196,8 @@ impl ClusterClient {
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
         }
-        let sock: SocketAddr = addr
-            .parse()
-            .map_err(|_| object::Error::Unavailable(format!("bad node address {addr}")))?;
-        let client = RemoteClient::connect_lazy(sock, self.opts.clone())
-            .map_err(|e| object::Error::Unavailable(e.to_string()))?;
+        let client = RemoteClient::connect_lazy_to(addr, self.opts.clone())
+            .map_err(|e| object::Error::Unavailable(format!("bad node address {addr}: {e}")))?;
         clients.insert(addr.to_owned(), client.clone());
         Ok(client)
     }
@@ -482,7 +479,9 @@ async fn watch_view(client: ClusterClient, seeds: Vec<String>, stop: Cancellatio
         // SIGSTOP, wedged) must not hold the edge's view: connecting and
         // every message of the stream get a deadline.
         let opened = tokio::time::timeout(VIEW_SILENCE, async {
-            let mut c = cluster_service::connect(&addr).await.ok()?;
+            let mut c = cluster_service::connect(&addr, &client.opts.tls)
+                .await
+                .ok()?;
             c.watch(pb::WatchRequest {}).await.ok()
         })
         .await
@@ -534,7 +533,12 @@ impl EdgeNode {
                 "an edge needs at least one seed node (--join)".into(),
             ));
         }
-        let client = ClusterClient::new(RemoteOptions::default());
+        let tls = super::rpc_tls(&config)?;
+        tracing::info!(tls = %tls.describe(), "gRPC to the nodes");
+        let client = ClusterClient::new(RemoteOptions {
+            tls,
+            ..RemoteOptions::default()
+        });
         let stop = CancellationToken::new();
         tokio::spawn(watch_view(client.clone(), seeds, stop.clone()));
         tracing::info!("waiting for the cluster view");
@@ -574,12 +578,17 @@ impl EdgeNode {
         })?;
         let service = ObjectsService::new(Arc::new(client.clone()), super::objects_limits(&config));
         let grpc_stop = CancellationToken::new();
-        let grpc = tokio::spawn(crate::rpc::objects::serve(
-            grpc_listener,
-            service,
-            grpc_stop.clone(),
-        ));
-        tracing::info!(addr = %grpc_addr, "edge serving the gRPC object API");
+        let grpc = {
+            let (tls, stop) = (client.opts.tls.clone(), grpc_stop.clone());
+            tokio::spawn(async move {
+                crate::rpc::objects::serve(grpc_listener, service, &tls, stop).await
+            })
+        };
+        tracing::info!(
+            addr = %grpc_addr,
+            tls = %client.opts.tls.describe(),
+            "edge serving the gRPC object API"
+        );
         let admin_addr = config.admin.listen;
         let admin_listener =
             TcpListener::bind(admin_addr)

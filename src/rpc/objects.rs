@@ -4,8 +4,10 @@
 //! to the owners.
 //!
 //! Who may call: any service inside the cluster network, and edges
-//! forwarding to the owner of an object. There is no authentication here;
-//! the network (NetworkPolicy, mTLS) must keep everyone else out.
+//! forwarding to the owner of an object. There is no authentication here
+//! beyond mutual TLS when `[tls]` is configured (then only holders of a
+//! certificate from its CA get in); otherwise the network (NetworkPolicy)
+//! must keep everyone else out.
 //!
 //! Owns: validating requests off the wire (sizes included), running them on
 //! the runtime, and bridging a `Socket` stream to an object's socket.
@@ -30,6 +32,7 @@ use super::Error;
 use super::convert::{self, MAX_CALL_METHOD_BYTES};
 use super::pb::objects_server::{Objects, ObjectsServer};
 use super::pb::{self, socket_down, socket_up};
+use super::tls::Tls;
 use crate::object::{ObjectClient, ServerFrame, SocketLink, is_websocket_upgrade};
 
 /// Sizes the service accepts, from the node's configuration.
@@ -101,17 +104,18 @@ impl ObjectsService {
     }
 }
 
-/// Serves `service` on `listener` until `shutdown` is cancelled; then
-/// closes its sockets (1001), stops accepting, and waits for in-flight
-/// calls to finish.
+/// Serves `service` on `listener` (plain or with mutual TLS, as `tls`
+/// says) until `shutdown` is cancelled; then closes its sockets (1001),
+/// stops accepting, and waits for in-flight calls to finish.
 pub async fn serve(
     listener: TcpListener,
     service: ObjectsService,
+    tls: &Tls,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let closer = service.clone();
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    tls.server()?
         // Finds callers that vanished while holding a socket stream open.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))

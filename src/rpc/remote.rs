@@ -22,12 +22,13 @@ use http::StatusCode;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::Error;
 use super::convert;
 use super::pb::objects_client::ObjectsClient;
 use super::pb::{self, socket_down, socket_up};
+use super::tls::Tls;
 use crate::id::ObjectKey;
 use crate::object::{
     self, CallResult, FetchOutcome, Message, ObjectClient, Request, ServerFrame, SocketId,
@@ -53,6 +54,8 @@ pub struct RemoteOptions {
     /// Largest message accepted from a node (a response, a call's answer,
     /// a socket frame), in bytes.
     pub max_response_bytes: usize,
+    /// Plain or mutual TLS towards the node (default plain).
+    pub tls: Tls,
 }
 
 impl Default for RemoteOptions {
@@ -60,6 +63,7 @@ impl Default for RemoteOptions {
         RemoteOptions {
             socket_buffer: 1024,
             max_response_bytes: 64 << 20,
+            tls: Tls::plain(),
         }
     }
 }
@@ -104,9 +108,15 @@ impl RemoteClient {
     /// answering keep-alive pings (a paused or partitioned node), fails the
     /// calls on it with [`object::Error::Unavailable`] (outcome unknown).
     pub fn connect_lazy(addr: SocketAddr, opts: RemoteOptions) -> Result<RemoteClient, Error> {
-        let uri = format!("http://{addr}");
-        let endpoint = Endpoint::from_shared(uri.clone())
-            .map_err(|source| Error::Endpoint { uri, source })?
+        Self::connect_lazy_to(&addr.to_string(), opts)
+    }
+
+    /// [`RemoteClient::connect_lazy`] to a node's `host:port` (a DNS name
+    /// is resolved at each connection), with `opts.tls`.
+    pub fn connect_lazy_to(addr: &str, opts: RemoteOptions) -> Result<RemoteClient, Error> {
+        let endpoint = opts
+            .tls
+            .endpoint(addr)?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)

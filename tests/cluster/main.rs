@@ -6,7 +6,8 @@
 //! Longer failure tests live beside it, each with its own cluster:
 //! `kill_cycles.rs` (ten SIGKILL/restart cycles), `sigstop.rs` (a paused
 //! leader), `scale_out.rs` (a 4th node joins), `grpc_public.rs` (the public
-//! gRPC API from a plain client, through the edge and at the nodes). They drive load with
+//! gRPC API from a plain client, through the edge and at the nodes),
+//! `mtls.rs` (the cluster and an edge over mutual TLS). They drive load with
 //! `load.rs` and check the recorded history with `history.rs`.
 
 #[path = "../grpc_common/mod.rs"]
@@ -16,6 +17,7 @@ mod harness;
 mod history;
 mod kill_cycles;
 mod load;
+mod mtls;
 mod procs;
 mod scale_out;
 #[path = "../seed_contract/mod.rs"]

@@ -75,7 +75,7 @@ pub fn cluster(root: &Path, n: u64, shards: u16) -> BTreeMap<u64, Proc> {
 /// Runs `roost ARGS` and waits (up to 120 s) for a stdout line containing
 /// `marker`; the word after it is the address.
 fn spawn(args: &[String], marker: &'static str) -> Proc {
-    let (child, mut addrs) = spawn_marked(args, &[marker]);
+    let (child, mut addrs) = spawn_marked(args, &[], &[marker]);
     Proc {
         child,
         addr: addrs.remove(0),
@@ -83,11 +83,16 @@ fn spawn(args: &[String], marker: &'static str) -> Proc {
     }
 }
 
-/// Starts `roost` with `args` and waits until it printed every marker; the
-/// word after each is returned, in the markers' order.
-fn spawn_marked(args: &[String], markers: &[&'static str]) -> (Child, Vec<String>) {
+/// Starts `roost` with `args` and `env` added, and waits until it printed
+/// every marker; the word after each is returned, in the markers' order.
+pub fn spawn_marked(
+    args: &[String],
+    env: &[(String, String)],
+    markers: &[&'static str],
+) -> (Child, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,openraft=off".into()),
@@ -166,6 +171,7 @@ pub fn edge(join: &[String]) -> Proc {
     ];
     let (child, addrs) = spawn_marked(
         &args,
+        &[],
         &["roost edge: serving http://", "roost edge: gRPC on "],
     );
     Proc {
