@@ -1,7 +1,8 @@
 //! Counter operations sent straight to one node over the public gRPC
-//! object API (`roost.v1.Objects/Fetch`), bypassing the edge, and recorded
-//! in a [`Recorder`] like the load's own: an answer other than 200 with a
-//! value, an error or a timeout is an unknown outcome.
+//! object API (`roost.v1.Objects/Fetch`), bypassing the edge, timed on a
+//! [`Recorder`]'s clock like the load's own (the caller decides when to
+//! add them to its history): an answer other than 200 with a value, an
+//! error or a timeout is an unknown outcome.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,10 +40,10 @@ impl Direct {
     }
 
     /// Increments (`Kind::Incr`) or reads counter `{prefix}-{counter}`,
-    /// giving up after `timeout`; records the operation and returns it.
+    /// giving up after `timeout`, timed on `clock`.
     pub async fn op(
         &self,
-        history: &Recorder,
+        clock: &Recorder,
         prefix: &str,
         counter: usize,
         kind: Kind,
@@ -64,7 +65,7 @@ impl Direct {
             client_ip: String::new(),
         };
         let mut client = self.client.clone();
-        let start = history.now();
+        let start = clock.now();
         let answer = tokio::time::timeout(timeout, client.fetch(req)).await;
         let outcome = match answer {
             Ok(Ok(resp)) if resp.get_ref().status == 200 => {
@@ -75,24 +76,22 @@ impl Direct {
             }
             _ => Outcome::Unknown,
         };
-        let op = Op {
+        Op {
             counter,
             kind,
             start,
-            end: history.now(),
+            end: clock.now(),
             outcome,
-        };
-        history.push(op);
-        op
+        }
     }
 }
 
 /// `tasks` tasks sending increments and reads (alternately) of `counters`
 /// to the node at `addr`, one at a time each, until `stop` is set; each
-/// task returns the operations it sent (also recorded in `history`).
+/// task returns the operations it sent, timed on `clock`.
 pub fn probe(
     addr: &str,
-    history: &Recorder,
+    clock: &Recorder,
     prefix: &str,
     counters: &[usize],
     tasks: usize,
@@ -102,7 +101,7 @@ pub fn probe(
     (0..tasks)
         .map(|t| {
             let direct = Direct::new(addr);
-            let (history, stop) = (history.clone(), stop.clone());
+            let (clock, stop) = (clock.clone(), stop.clone());
             let (prefix, counters) = (prefix.to_owned(), counters.to_vec());
             tokio::spawn(async move {
                 let mut ops = Vec::new();
@@ -110,7 +109,7 @@ pub fn probe(
                 while !stop.load(Ordering::Relaxed) && !counters.is_empty() {
                     let kind = if k % 2 == 0 { Kind::Incr } else { Kind::Read };
                     let counter = counters[(t + k) % counters.len()];
-                    ops.push(direct.op(&history, &prefix, counter, kind, timeout).await);
+                    ops.push(direct.op(&clock, &prefix, counter, kind, timeout).await);
                     k += 1;
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
