@@ -28,7 +28,7 @@
 //! only for the counters of the other shards; what the edge did with the
 //! cut-off node's counters is logged, not asserted.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -66,9 +66,9 @@ async fn an_isolated_leader_acknowledges_nothing_and_the_majority_serves() {
     let load = Load::start(&edge.addr, PREFIX, 8, COUNTERS);
     load.wait_acked(200, Duration::from_secs(60)).await;
 
-    // Cut off the busiest leader, once leadership has spread (so some
-    // shards stay with the majority's leaders across the cut).
-    wait_spread(&addrs).await;
+    // Cut off the busiest leader, once leadership has spread and settled
+    // (so some shards stay with the majority's leaders across the cut).
+    wait_settled(&addrs).await;
     let victim = busiest_leader(&addrs).await;
     let victim_addr = addrs[usize::try_from(victim - 1).expect("small id")].clone();
     let majority: Vec<String> = addrs
@@ -76,15 +76,24 @@ async fn an_isolated_leader_acknowledges_nothing_and_the_majority_serves() {
         .filter(|a| **a != victim_addr)
         .cloned()
         .collect();
-    let mut led = led_by(&addrs, victim, None).await;
+    let before = led_by(&addrs, victim, None).await;
     net.isolate(victim);
-    // What it claims now it claims until the cut heals (it hears no one).
-    led.extend(led_by(&[], victim, Some(&victim_addr)).await);
-    led.sort_unstable();
-    led.dedup();
-    eprintln!("node {victim} ({victim_addr}) cut off from its peers; it leads shards {led:?}");
-    let (stuck, free): (Vec<usize>, Vec<usize>) =
-        (0..COUNTERS).partition(|c| led.contains(&shard_of(&format!("{PREFIX}-{c}"), SHARDS)));
+    // What it claims now it claims until the cut heals: it hears no one.
+    let claimed = led_by(&[], victim, Some(&victim_addr)).await;
+    eprintln!(
+        "node {victim} ({victim_addr}) cut off from its peers; it led shards {before:?}, claims {claimed:?}"
+    );
+    assert!(
+        !claimed.is_empty(),
+        "the cut-off node leads no shard (leadership moved just before the cut)"
+    );
+    let of =
+        |shards: &[u32], c: &usize| shards.contains(&shard_of(&format!("{PREFIX}-{c}"), SHARDS));
+    // Its counters; and those certainly led by the majority across the cut.
+    let stuck: Vec<usize> = (0..COUNTERS).filter(|c| of(&claimed, c)).collect();
+    let free: Vec<usize> = (0..COUNTERS)
+        .filter(|c| !of(&claimed, c) && !of(&before, c))
+        .collect();
 
     // (a) Straight to the cut-off node, until the majority has served: no
     // increment may be acknowledged.
@@ -225,20 +234,27 @@ fn report_and_check_probes(ops: &[Op], counters: usize) {
     );
 }
 
-/// Waits until every shard has a leader and more than one node leads.
-async fn wait_spread(addrs: &[String]) {
+/// Waits until every shard has a leader, more than one node leads, and
+/// the leaders stayed the same for a second.
+async fn wait_settled(addrs: &[String]) {
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = BTreeMap::new();
     loop {
-        let g = groups(addrs).await;
-        let leaders: BTreeSet<u64> = g.values().map(|x| x.leader).collect();
-        if g.len() == usize::from(SHARDS) && leaders.len() > 1 {
+        let g: BTreeMap<u32, u64> = groups(addrs)
+            .await
+            .into_iter()
+            .map(|(s, x)| (s, x.leader))
+            .collect();
+        let leaders: BTreeSet<u64> = g.values().copied().collect();
+        if g.len() == usize::from(SHARDS) && leaders.len() > 1 && g == last {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "leadership did not spread over the nodes: {g:?}"
+            "leadership did not spread over the nodes and settle: {g:?}"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        last = g;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
