@@ -39,6 +39,8 @@ impl Net {
         remove_stale();
         let tag = format!("{PREFIX}{}", std::process::id());
         let subnet = free_subnet();
+        // Made before anything it names, so a failing step below (a panic)
+        // still drops it and removes what was made.
         let net = Net {
             tag,
             subnet,
