@@ -10,7 +10,8 @@
 //! - `dispatch`: one event through an object's executor on a single-node
 //!   setup (RocksDB in a temp dir, single-voter Raft groups, the object
 //!   runtime; no HTTP): a read-only `fetch` (dispatch + read barrier) and
-//!   one that writes one key (dispatch + group commit + WAL fsync).
+//!   one that writes one key (dispatch + group commit + WAL fsync), alone
+//!   and with 64 objects writing at once (their puts share group commits).
 //! - `commit`: N writes (1, 64, 1024) proposed to one shard's group commit
 //!   and awaited, so the per-write cost of batching shows (items/s).
 //!
@@ -30,6 +31,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use divan::counter::ItemsCount;
 use divan::{Bencher, black_box};
+use futures_util::future::join_all;
 use http::StatusCode;
 use roost::id::{ObjectId, ObjectKey};
 use roost::object::{self, Bindings, Context, DurableObject, Request, Response, Runtime};
@@ -61,6 +63,9 @@ fn put(object: &ObjectKey, key: &str, value: &'static [u8]) -> ObjectWrite {
     }
 }
 
+/// Nanosecond-scale benchmarks get a fixed sample size: divan's automatic
+/// one is thrown off by a single slow first sample on a busy machine.
+#[divan::bench_group(sample_size = 256)]
 mod ring {
     use super::*;
 
@@ -78,8 +83,9 @@ mod ring {
     }
 
     /// The whole placement of 64 shards, as a node or edge recomputes it on
-    /// every membership change.
-    #[divan::bench(args = NODES)]
+    /// every membership change. Slow (it walks the whole ring per shard):
+    /// one call per sample, at most 2 s per ring size.
+    #[divan::bench(args = NODES, sample_size = 1, max_time = 2)]
     fn placement_compute(bencher: Bencher, n: u64) {
         let nodes = nodes(n);
         bencher.bench_local(|| Placement::compute(black_box(&nodes), SHARDS, REPLICATION));
@@ -118,6 +124,7 @@ mod ring {
     }
 }
 
+#[divan::bench_group(sample_size = 256)]
 mod keyspace {
     use super::*;
 
@@ -327,6 +334,26 @@ mod dispatch {
             .bench_local_values(fetch);
     }
 
+    /// `n` writers, one event each in flight at once: executors run in
+    /// parallel and their puts share group commits (items/s).
+    #[divan::bench(args = [64], max_time = 3)]
+    fn fetch_write_one_key_concurrent(bencher: Bencher, n: usize) {
+        let node = Node::start(SHARDS, Some(Bindings::new().bind::<Writer>("WRITER")));
+        let runtime = node.runtime.clone().expect("node has a runtime");
+        let keys: Vec<ObjectKey> = (0..n).map(|i| object("WRITER", &format!("w{i}"))).collect();
+        let fetch_all = || {
+            let calls = keys
+                .iter()
+                .map(|key| runtime.fetch(key.clone(), Request::new(Bytes::new())));
+            for outcome in node.rt.block_on(join_all(calls)) {
+                assert_eq!(outcome.expect("fetch").response.status(), StatusCode::OK);
+            }
+        };
+        // Activation is not what is measured.
+        fetch_all();
+        bencher.counter(ItemsCount::new(n)).bench_local(fetch_all);
+    }
+
     /// Dispatch, the handler, and the read barrier that releases a
     /// read-only event's response.
     #[divan::bench(max_time = 3)]
@@ -352,9 +379,7 @@ mod commit {
     fn propose_and_await(bencher: Bencher, n: usize) {
         let node = Node::start(1, None);
         let shard = node.replicas.shard(0).expect("shard 0").clone();
-        let objects: Vec<ObjectKey> = (0..n)
-            .map(|i| object("BENCH", &format!("o{i}")))
-            .collect();
+        let objects: Vec<ObjectKey> = (0..n).map(|i| object("BENCH", &format!("o{i}"))).collect();
         bencher
             .counter(ItemsCount::new(n))
             .with_inputs(|| {
