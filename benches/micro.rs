@@ -3,7 +3,7 @@
 //!
 //! - `ring`: an object id's shard and its owner on rings of 3, 10 and 100
 //!   nodes (`ObjectId::from_name`, `ObjectId::shard`, `Placement::*`).
-//! - `keys`: the typed RocksDB keyspace (data, alarm and Raft log keys,
+//! - `keyspace`: the typed RocksDB keyspace (data, alarm and Raft log keys,
 //!   encoded and decoded), staging an entry's writes into a RocksDB batch
 //!   (`storage::mutation::stage`), and the postcard encoding of a log
 //!   entry's payload (`ShardCommand`).
@@ -21,8 +21,10 @@
 //! `cargo bench --bench micro` runs them all (pass divan's flags after
 //! `--`, e.g. a filter: `cargo bench --bench micro -- dispatch`). Without
 //! `--bench` (under `cargo test --bench micro` or `--all-targets`) divan
-//! runs each benchmark once, as a smoke test. Numbers from a debug build
-//! are meaningless: measure with `--release`.
+//! runs each benchmark once, as a smoke test. `cargo bench` builds the
+//! optimized `bench` profile (its own RocksDB build, ~20 min the first
+//! time); `cargo bench --profile dev --bench micro` reuses the debug build
+//! to check that the benchmarks run, but its numbers mean little.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
