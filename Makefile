@@ -40,6 +40,9 @@ test:
 	cargo test --workspace --doc
 	# A seconds-long smoke run of the load benchmark, so it cannot rot.
 	cargo test --bench load -- --bench --smoke
+	# The micro-benchmarks, each run once (divan's test mode: no `--bench`).
+	# `--all-targets` above already did that; this line names the smoke run.
+	cargo test --bench micro
 
 # Builds exactly what `make test` builds (a no-op right after it), so that the
 # debug `roost` binary the checks start is current.
