@@ -66,7 +66,7 @@ async fn join(url: String) -> Result<Ws, String> {
     let connect = async {
         let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
             .await
-            .map_err(|e| format!("connect {url}: {e}"))?;
+            .map_err(|e| format!("connect {url}: {}", crate::sockets::describe(&e)))?;
         while let Some(msg) = ws.next().await {
             let msg = msg.map_err(|e| format!("{url}: {e}"))?;
             if let Message::Text(t) = msg

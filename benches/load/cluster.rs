@@ -37,9 +37,15 @@ fn roost_cmd(bin: &Path) -> Command {
 
 impl Cluster {
     /// Starts `n` nodes (node 1 bootstraps, the others join through it),
-    /// waits until every shard has a leader with `min(n, 3)` voters, then
-    /// starts the edge.
-    pub async fn start(bin: &Path, n: u64, shards: u16) -> Result<Cluster, String> {
+    /// waits until every shard has a leader with `min(n, 3)` voters and
+    /// (for at most `spread_wait`) until every node leads a shard, as the
+    /// nodes claim their preferred leaderships, then starts the edge.
+    pub async fn start(
+        bin: &Path,
+        n: u64,
+        shards: u16,
+        spread_wait: Duration,
+    ) -> Result<Cluster, String> {
         let dir = tempfile::Builder::new()
             .prefix("roost-bench-cluster-")
             .tempdir()
@@ -81,6 +87,21 @@ impl Cluster {
         cluster
             .wait_converged(n.min(3) as usize, Duration::from_secs(180))
             .await?;
+        let deadline = Instant::now() + spread_wait;
+        loop {
+            let leading: std::collections::BTreeSet<u64> =
+                cluster.leaders().await.into_values().collect();
+            if leading.len() as u64 >= n.min(u64::from(shards)) {
+                break;
+            }
+            if Instant::now() > deadline {
+                eprintln!(
+                    "load: after {spread_wait:?} only nodes {leading:?} lead shards; going on"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let join: Vec<String> = cluster.addrs.values().cloned().collect();
         let mut cmd = roost_cmd(bin);
         cmd.arg("edge")
@@ -168,6 +189,11 @@ impl Cluster {
 
     pub fn log_dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Keeps the logs and data directories after the cluster stops.
+    pub fn keep_logs(&mut self) {
+        self.dir.disable_cleanup(true);
     }
 
     /// SIGTERM everything, the edge first.

@@ -22,8 +22,9 @@ pub mod etcdserverpb {
 use etcdserverpb::PutRequest;
 use etcdserverpb::kv_client::KvClient;
 
-/// The line etcd logs once it serves clients.
-const READY: &str = "ready to serve client requests";
+/// What etcd (3.4, zap logger) logs once it serves clients, after its
+/// member joined the cluster.
+const READY: &str = "serving client traffic";
 
 pub struct EtcdPlan {
     pub clients: usize,

@@ -68,7 +68,7 @@ pub struct Args {
     pub url: Option<String>,
 
     /// Scenarios to run, comma-separated. Default: hot,many (with --smoke:
-    /// hot,many,chat,cold,sockets; with --suite: all).
+    /// all but etcd; with --suite: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub scenario: Vec<ScenarioArg>,
 
@@ -250,6 +250,7 @@ impl Args {
                 ScenarioArg::Chat,
                 ScenarioArg::Cold,
                 ScenarioArg::Sockets,
+                ScenarioArg::Failover,
             ]
         } else {
             vec![ScenarioArg::Both]

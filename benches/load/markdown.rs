@@ -220,8 +220,7 @@ pub fn render(all: &[Figures], args: &Args, s: &Settings) -> String {
     let _ = writeln!(
         o,
         "- Peers: the seed app on workerd (`/work/shared/peer/start.sh`, one process, SQLite on the same disk, not replicated); \
-         etcd {} (3 members on loopback, same disk)\n",
-        "from Debian's etcd-server"
+         etcd from Debian's etcd-server (3 members on loopback, same disk)\n"
     );
 
     let _ = writeln!(o, "## Targets (issue 6)\n");

@@ -153,16 +153,16 @@ impl Spawned {
 
     /// SIGTERM, wait up to [`STOP_DEADLINE`], then SIGKILL.
     pub async fn stop(mut self) -> Result<(), Error> {
-        if let Some(pid) = self.child.id() {
-            if signal(pid, "-TERM") {
-                match tokio::time::timeout(STOP_DEADLINE, self.child.wait()).await {
-                    Ok(Ok(_)) => return Ok(()),
-                    Ok(Err(e)) => return Err(Error::Wait(e)),
-                    Err(_) => eprintln!(
-                        "load: {} ignored SIGTERM for {STOP_DEADLINE:?}; killing it",
-                        self.what
-                    ),
-                }
+        if let Some(pid) = self.child.id()
+            && signal(pid, "-TERM")
+        {
+            match tokio::time::timeout(STOP_DEADLINE, self.child.wait()).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => return Err(Error::Wait(e)),
+                Err(_) => eprintln!(
+                    "load: {} ignored SIGTERM for {STOP_DEADLINE:?}; killing it",
+                    self.what
+                ),
             }
         }
         self.child.kill().await.map_err(Error::Wait)

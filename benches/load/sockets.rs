@@ -19,6 +19,7 @@ use tokio::net::TcpSocket;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::report::Figures;
 use crate::sys::rss_bytes;
@@ -26,7 +27,13 @@ use crate::sys::rss_bytes;
 /// Connections per source address (under the ~28k ephemeral ports).
 const PER_SOURCE: usize = 20_000;
 /// Connection attempts in flight at once.
-const OPENING: usize = 256;
+const OPENING: usize = 64;
+/// Tries per socket: a refused upgrade (e.g. a 503 while the cluster is
+/// busy) is retried, and counted.
+const TRIES: u32 = 3;
+/// The client's read buffer per socket (tungstenite's default, 128 KiB,
+/// would cost the bench 6 GiB at 50,000 sockets).
+const CLIENT_READ_BUFFER: usize = 4096;
 const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct SocketsPlan {
@@ -77,20 +84,28 @@ async fn run_inner(plan: &SocketsPlan, fig: &mut Figures) -> Result<(), String> 
         let (opening, ready, mut stop) = (opening.clone(), ready_tx.clone(), stop_rx.clone());
         held.spawn(async move {
             let permit = opening.acquire_owned().await;
-            let ws = tokio::time::timeout(OPEN_TIMEOUT, open(source, server, &path)).await;
+            let mut tries = 0;
+            let opened = loop {
+                tries += 1;
+                let ws = tokio::time::timeout(OPEN_TIMEOUT, open(source, server, &path)).await;
+                let err = match ws {
+                    Ok(Ok(ws)) => break Ok(ws),
+                    Ok(Err(e)) => e,
+                    Err(_) => format!("{path}: not open within {OPEN_TIMEOUT:?}"),
+                };
+                if tries >= TRIES {
+                    break Err(err);
+                }
+            };
             drop(permit);
-            let mut ws = match ws {
-                Ok(Ok(ws)) => ws,
-                Ok(Err(e)) => {
+            let mut ws = match opened {
+                Ok(ws) => ws,
+                Err(e) => {
                     let _ = ready.send(Err(e));
                     return;
                 }
-                Err(_) => {
-                    let _ = ready.send(Err(format!("{path}: not open within {OPEN_TIMEOUT:?}")));
-                    return;
-                }
             };
-            let _ = ready.send(Ok(()));
+            let _ = ready.send(Ok(tries - 1));
             // Hold the socket, answering pings, until told to stop.
             loop {
                 tokio::select! {
@@ -107,10 +122,14 @@ async fn run_inner(plan: &SocketsPlan, fig: &mut Figures) -> Result<(), String> 
     }
     drop(ready_tx);
     let mut open_ok = 0usize;
+    let mut retries = 0u32;
     let mut errors = Vec::new();
     while let Some(r) = ready_rx.recv().await {
         match r {
-            Ok(()) => open_ok += 1,
+            Ok(n) => {
+                open_ok += 1;
+                retries += n;
+            }
             Err(e) => errors.push(e),
         }
         if open_ok + errors.len() == plan.sockets {
@@ -134,6 +153,7 @@ async fn run_inner(plan: &SocketsPlan, fig: &mut Figures) -> Result<(), String> 
     fig.set("sockets", open_ok as f64)
         .set("per_room", plan.per_room as f64)
         .set("open_s", open_time.as_secs_f64())
+        .set("open_retries", f64::from(retries))
         .set("edge_rss_before_mib", mib(edge_before))
         .set("edge_rss_mib", mib(edge_after))
         .set("edge_kib_per_socket", per(edge_before, edge_after));
@@ -178,9 +198,10 @@ async fn open(source: Ipv4Addr, server: SocketAddr, path: &str) -> Result<Ws, St
         .map_err(|e| format!("connect {server} from {source}: {e}"))?;
     let _ = tcp.set_nodelay(true);
     let url = format!("ws://{server}{path}");
-    let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), tcp)
+    let config = WebSocketConfig::default().read_buffer_size(CLIENT_READ_BUFFER);
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url.as_str(), tcp, Some(config))
         .await
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| format!("{url}: {}", describe(&e)))?;
     while let Some(msg) = ws.next().await {
         if let Message::Text(t) = msg.map_err(|e| format!("{url}: {e}"))?
             && t.contains(r#""type":"history""#)
@@ -189,4 +210,19 @@ async fn open(source: Ipv4Addr, server: SocketAddr, path: &str) -> Result<Ws, St
         }
     }
     Err(format!("{url}: closed before the history frame"))
+}
+
+/// A handshake error, with the body of an HTTP refusal (the server's reason).
+pub fn describe(e: &tokio_tungstenite::tungstenite::Error) -> String {
+    match e {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => {
+            let body = resp
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            format!("HTTP {}: {}", resp.status(), body.trim())
+        }
+        e => e.to_string(),
+    }
 }

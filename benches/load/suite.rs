@@ -8,6 +8,7 @@
 //! not). It never measures anything itself.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::chat::{self, ChatPlan};
 use crate::cluster::Cluster;
@@ -173,7 +174,8 @@ pub async fn run(args: &Args, s: &Settings) -> Result<bool, String> {
             "load: starting a 3-node cluster ({} shards)",
             s.cluster_shards
         );
-        let mut c = Cluster::start(&bin, 3, s.cluster_shards).await?;
+        let spread = Duration::from_secs(if args.smoke { 5 } else { 60 });
+        let mut c = Cluster::start(&bin, 3, s.cluster_shards, spread).await?;
         eprintln!(
             "load: cluster edge at {} (logs in {})",
             c.edge_url,
@@ -198,7 +200,7 @@ pub async fn run(args: &Args, s: &Settings) -> Result<bool, String> {
                     run_id: run_id.clone(),
                     clients: s.clients.min(s.failover_counters),
                     counters: s.failover_counters,
-                    before: s.warmup.max(std::time::Duration::from_secs(1)),
+                    before: s.warmup.max(Duration::from_secs(1)),
                     after: s.failover_after,
                 };
                 eprintln!(
@@ -210,6 +212,14 @@ pub async fn run(args: &Args, s: &Settings) -> Result<bool, String> {
             Ok::<_, String>(figs)
         }
         .await;
+        let failed = match &result {
+            Ok(figs) => figs.iter().any(|f| f.problem.is_some()),
+            Err(_) => true,
+        };
+        if failed {
+            c.keep_logs();
+            eprintln!("load: cluster logs kept in {}", c.log_dir().display());
+        }
         c.stop().await;
         all.extend(result?);
     }
