@@ -64,7 +64,8 @@ struct Log {
 /// the room broadcasts to it).
 async fn join(url: String) -> Result<Ws, String> {
     let connect = async {
-        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        // Without TCP_NODELAY a frame can wait ~40 ms for a delayed ACK.
+        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true)
             .await
             .map_err(|e| format!("connect {url}: {}", crate::sockets::describe(&e)))?;
         while let Some(msg) = ws.next().await {

@@ -117,7 +117,7 @@ async fn one_size(
 /// Sends `n` messages on a fresh socket, each after the previous one's
 /// echo (so all are stored), then closes the socket.
 async fn fill(url: &str, n: usize, text: &str) -> Result<(), String> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
         .await
         .map_err(|e| format!("connect {url}: {e}"))?;
     let frame = serde_json::json!({ "type": "message", "text": text }).to_string();

@@ -212,7 +212,7 @@ pub fn render(all: &[Figures], args: &Args, s: &Settings) -> String {
     let profile = all.first().map_or("release", |f| f.client_profile);
     let _ = writeln!(
         o,
-        "- Load generator build: {profile}; {} clients, {:.0} s measured after {:.0} s warmup per load scenario",
+        "- Load generator build: {profile}; {} clients, {:.1} s measured after {:.1} s warmup per load scenario",
         s.clients,
         s.duration.as_secs_f64(),
         s.warmup.as_secs_f64()
