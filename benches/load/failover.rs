@@ -1,6 +1,6 @@
-//! Failover: increments on many counters through the edge, SIGKILL of the
-//! node leading the most shards, and how long the counters of its shards
-//! stayed unwritable.
+//! Failover: increments on many counters through the edge (one closed-loop
+//! client per counter), SIGKILL of the node leading the most shards, and
+//! how long the counters of its shards stayed unwritable.
 //!
 //! Per affected counter (its shard was led by the killed node just before
 //! the kill): recovery = kill → completion of its first acknowledged
