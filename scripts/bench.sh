@@ -15,7 +15,9 @@
 #
 # Environment: CARGO_TARGET_DIR (default ~/.cache/roost-target, outside the
 # clone), BENCH_OUT (default BENCHMARKS.md in the clone), PEER_START,
-# PEER_PORT, ETCD_BIN (default: etcd on PATH).
+# PEER_PORT, ETCD_BIN (default: etcd on PATH), BENCH_PROFILE (default
+# release; `debug` only checks the script itself on a debug build: its
+# figures mean nothing).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/roost-target}"
@@ -29,9 +31,18 @@ fi
 ETCD_BIN="${ETCD_BIN:-$(command -v etcd || true)}"
 
 cd "$ROOT"
-echo "[bench] building (release) in $CARGO_TARGET_DIR" >&2
-cargo build --release --bin roost
-cargo bench --bench load --no-run
+echo "[bench] building (${BENCH_PROFILE:-release}) in $CARGO_TARGET_DIR" >&2
+case "${BENCH_PROFILE:-release}" in
+    release)
+        cargo build --release --bin roost
+        cargo bench --bench load --no-run
+        run=(cargo bench --bench load --) ;;
+    debug)
+        cargo build --bin roost
+        cargo test --bench load --no-run
+        run=(cargo test --bench load -- --bench) ;;
+    *) echo "[bench] BENCH_PROFILE must be release or debug" >&2; exit 2 ;;
+esac
 
 peer_pid=""
 cleanup() {
@@ -68,8 +79,10 @@ else
 fi
 
 log="$CARGO_TARGET_DIR/bench-last.log"
-echo "[bench] cargo bench --bench load -- ${args[*]} $* (output also in $log)" >&2
-cargo bench --bench load -- "${args[@]}" "$@" 2>&1 | tee "$log"
+echo "[bench] ${run[*]} ${args[*]} $* (output also in $log)" >&2
+set +e
+"${run[@]}" "${args[@]}" "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+set -e
 echo "[bench] wrote $OUT (exit $status)" >&2
 exit "$status"
