@@ -45,8 +45,10 @@ case "${BENCH_PROFILE:-release}" in
 esac
 
 peer_pid=""
+persist=""
 cleanup() {
     if [ -n "$peer_pid" ]; then kill -TERM "$peer_pid" 2>/dev/null || true; wait "$peer_pid" 2>/dev/null || true; fi
+    if [ -n "$persist" ]; then rm -rf "$persist"; fi
 }
 trap cleanup EXIT INT TERM
 
