@@ -22,6 +22,8 @@ pub struct Cluster {
     pub addrs: BTreeMap<u64, String>,
     edge: Option<Spawned>,
     pub edge_url: String,
+    /// Admin (metrics) URL of each live process, the edge included.
+    admins: BTreeMap<String, String>,
     pub shards: u16,
     dir: tempfile::TempDir,
 }
@@ -52,6 +54,7 @@ impl Cluster {
             .map_err(|e| format!("temp dir: {e}"))?;
         let mut nodes = BTreeMap::new();
         let mut addrs: BTreeMap<u64, String> = BTreeMap::new();
+        let mut admins = BTreeMap::new();
         for id in 1..=n {
             let mut cmd = roost_cmd(bin);
             cmd.arg("node")
@@ -69,11 +72,12 @@ impl Cluster {
                 &format!("roost node {id}"),
                 &dir.path().join(format!("node-{id}.log")),
                 Markers::Stdout,
-                &["roost node: grpc on "],
+                &["roost node: grpc on ", "roost node: admin on http://"],
             )
             .await
             .map_err(|e| e.to_string())?;
             addrs.insert(id, p.addrs[0].clone());
+            admins.insert(format!("node-{id}"), format!("http://{}", p.addrs[1]));
             nodes.insert(id, p);
         }
         let mut cluster = Cluster {
@@ -81,6 +85,7 @@ impl Cluster {
             addrs,
             edge: None,
             edge_url: String::new(),
+            admins,
             shards,
             dir,
         };
@@ -113,11 +118,17 @@ impl Cluster {
             "roost edge",
             &cluster.dir.path().join("edge.log"),
             Markers::Stdout,
-            &["roost edge: serving http://"],
+            &[
+                "roost edge: serving http://",
+                "roost edge: admin on http://",
+            ],
         )
         .await
         .map_err(|e| e.to_string())?;
         cluster.edge_url = format!("http://{}", edge.addrs[0]);
+        cluster
+            .admins
+            .insert("edge".into(), format!("http://{}", edge.addrs[1]));
         cluster.edge = Some(edge);
         Ok(cluster)
     }
@@ -178,12 +189,36 @@ impl Cluster {
         }
     }
 
+    /// Waits until no process reports an open WebSocket (the closes of a
+    /// scenario's sockets have all been handled), for at most `timeout`.
+    pub async fn wait_sockets_closed(
+        &self,
+        http: &reqwest::Client,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut open = 0.0;
+            for admin in self.admins.values() {
+                open += crate::sys::gauge_sum(http, admin, "roost_websockets_open").await?;
+            }
+            if open == 0.0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{open} WebSockets still open after {timeout:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// SIGKILL node `id`; returns when it is reaped.
     pub async fn kill9(&mut self, id: u64) -> Result<(), String> {
         let p = self
             .nodes
             .remove(&id)
             .ok_or_else(|| format!("no live node {id}"))?;
+        self.admins.remove(&format!("node-{id}"));
         p.kill9().await.map_err(|e| e.to_string())
     }
 

@@ -202,7 +202,13 @@ pub async fn run(args: &Args, s: &Settings) -> Result<bool, String> {
                 figs.extend(counters(args, s, &http, &run_id, &t, &mut ok).await?);
             }
             if cluster_sockets {
-                figs.push(sockets_on((socket_cap, s.sockets), args, &run_id, &t).await);
+                let mut f = sockets_on((socket_cap, s.sockets), args, &run_id, &t).await;
+                // The next scenario must not share the cluster with the
+                // closing of these sockets.
+                if let Err(e) = c.wait_sockets_closed(&http, Duration::from_secs(300)).await {
+                    f.fail(e);
+                }
+                figs.push(f);
             }
             if has(ScenarioArg::Failover) {
                 let plan = FailoverPlan {
