@@ -11,8 +11,8 @@
 //!
 //! Owns: the load during the kill and those figures. It never prints.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use roost::id::ObjectId;
@@ -23,6 +23,16 @@ use crate::report::Figures;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Pause after a failed request, so a failing edge is not spun on.
 const BACKOFF: Duration = Duration::from_millis(10);
+/// Load kept up after the last affected counter recovered.
+const TAIL: Duration = Duration::from_secs(1);
+
+/// What the clients share: when to stop, when the kill happened, and
+/// which counters have had a write acknowledged since.
+struct Shared {
+    stop: AtomicBool,
+    kill: OnceLock<Instant>,
+    recovered: Vec<AtomicBool>,
+}
 
 pub struct FailoverPlan {
     pub run_id: String,
@@ -66,10 +76,14 @@ async fn run_inner(
     plan: &FailoverPlan,
     fig: &mut Figures,
 ) -> Result<(), String> {
-    let stop = Arc::new(AtomicBool::new(false));
+    let shared = Arc::new(Shared {
+        stop: AtomicBool::new(false),
+        kill: OnceLock::new(),
+        recovered: (0..plan.counters).map(|_| AtomicBool::new(false)).collect(),
+    });
     let mut tasks = Vec::new();
     for c in 0..plan.clients {
-        let (http, stop) = (http.clone(), stop.clone());
+        let (http, shared) = (http.clone(), shared.clone());
         let urls: Vec<(usize, String)> = (c..plan.counters)
             .step_by(plan.clients)
             .map(|i| {
@@ -81,7 +95,7 @@ async fn run_inner(
                 (i, url)
             })
             .collect();
-        tasks.push(tokio::spawn(client(http, urls, stop)));
+        tasks.push(tokio::spawn(client(http, urls, shared)));
     }
     tokio::time::sleep(plan.before).await;
     let leaders = cluster.leaders().await;
@@ -90,7 +104,7 @@ async fn run_inner(
         *led.entry(*node).or_default() += 1;
     }
     let Some((&victim, &shards_led)) = led.iter().max_by_key(|(_, n)| **n) else {
-        stop.store(true, Ordering::Relaxed);
+        shared.stop.store(true, Ordering::Relaxed);
         return Err("no shard has a leader before the kill".into());
     };
     let affected: Vec<usize> = (0..plan.counters)
@@ -101,11 +115,27 @@ async fn run_inner(
         })
         .collect();
     let kill = Instant::now();
-    cluster.kill9(victim).await?;
+    let _ = shared.kill.set(kill);
+    let killed = cluster.kill9(victim).await;
     let kill_took = kill.elapsed();
-    // Let the load run after the kill (the recovery is computed afterwards).
-    tokio::time::sleep(plan.after).await;
-    stop.store(true, Ordering::Relaxed);
+    // Keep the load up until every affected counter took a write (then
+    // TAIL more), or `after` passed; the figures are computed afterwards.
+    let mut all_back: Option<Instant> = None;
+    while killed.is_ok() && kill.elapsed() < plan.after {
+        if all_back.is_none()
+            && affected
+                .iter()
+                .all(|&i| shared.recovered[i].load(Ordering::Relaxed))
+        {
+            all_back = Some(Instant::now());
+        }
+        if all_back.is_some_and(|t| t.elapsed() >= TAIL) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shared.stop.store(true, Ordering::Relaxed);
+    killed?;
     let mut ops = Vec::new();
     for t in tasks {
         ops.extend(t.await.map_err(|e| format!("client task: {e}"))?);
@@ -186,17 +216,13 @@ async fn run_inner(
 }
 
 /// One closed-loop client over its counters, round-robin, until `stop`.
-async fn client(
-    http: reqwest::Client,
-    urls: Vec<(usize, String)>,
-    stop: Arc<AtomicBool>,
-) -> Vec<Op> {
+async fn client(http: reqwest::Client, urls: Vec<(usize, String)>, shared: Arc<Shared>) -> Vec<Op> {
     let mut ops = Vec::new();
     if urls.is_empty() {
         return ops;
     }
     let mut k = 0;
-    while !stop.load(Ordering::Relaxed) {
+    while !shared.stop.load(Ordering::Relaxed) {
         let (counter, url) = &urls[k % urls.len()];
         k += 1;
         let start = Instant::now();
@@ -208,6 +234,12 @@ async fn client(
                 .and_then(|v| v["value"].as_i64()),
             _ => None,
         };
+        if value.is_some()
+            && let Some(kill) = shared.kill.get()
+            && start >= *kill
+        {
+            shared.recovered[*counter].store(true, Ordering::Relaxed);
+        }
         ops.push(Op {
             counter: *counter,
             start,

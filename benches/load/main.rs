@@ -159,8 +159,9 @@ pub struct Args {
     #[arg(long)]
     pub failover_counters: Option<usize>,
 
-    /// Seconds of load after the SIGKILL in the failover scenario.
-    /// Default 10 (5 with --smoke).
+    /// Longest load after the SIGKILL in the failover scenario, in seconds:
+    /// it stops 1 s after every affected counter took a write again, and
+    /// a counter that did not within this time is a failure. Default 30.
     #[arg(long)]
     pub failover_after: Option<f64>,
 
