@@ -112,6 +112,7 @@ impl Cluster {
         cmd.arg("edge")
             .args(["--listen", "127.0.0.1:0"])
             .args(["--admin-listen", "127.0.0.1:0"])
+            .args(["--grpc-listen", "127.0.0.1:0"])
             .args(["--join", &join.join(",")]);
         let edge = spawn(
             cmd,
