@@ -42,11 +42,9 @@ test:
 	cargo test --workspace --all-targets
 	cargo test --workspace --doc
 	# A short smoke run of every benchmark scenario against roost dev (and
-	# failover on a tiny 3-node cluster), so the suite cannot rot.
+	# failover on a tiny 3-node cluster), so the suite cannot rot. (The
+	# micro-benchmarks already ran once each above: divan's test mode.)
 	cargo test --bench load -- --bench --smoke
-	# The micro-benchmarks, each run once (divan's test mode: no `--bench`).
-	# `--all-targets` above already did that; this line names the smoke run.
-	cargo test --bench micro
 
 # Release builds of roost and the load generator, then the whole suite
 # with its peers; writes BENCHMARKS.md.
