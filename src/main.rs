@@ -187,6 +187,15 @@ struct EdgeArgs {
     log_format: Option<LogFormat>,
 }
 
+/// Raises the soft limit on open files to the hard limit: each socket a
+/// process holds (a client's WebSocket at an edge, a connection) is a file.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -216,6 +225,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     };
     let config = Config::build(args.file.config.as_deref(), flags).context("load configuration")?;
     let telemetry = roost::telemetry::init(&config.log).context("start logging")?;
+    raise_open_file_limit();
     let result = serve(config).await;
     // The last spans leave before the process does.
     telemetry.shutdown().await;
@@ -264,6 +274,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
     }
     config.validate().context("load configuration")?;
     let telemetry = roost::telemetry::init(&config.log).context("start logging")?;
+    raise_open_file_limit();
     let result = serve_node(config, args.advertise, args.join, args.replication).await;
     // The last spans leave before the process does.
     telemetry.shutdown().await;
@@ -304,6 +315,7 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     };
     let config = Config::build(args.file.config.as_deref(), flags).context("load configuration")?;
     let telemetry = roost::telemetry::init(&config.log).context("start logging")?;
+    raise_open_file_limit();
     let result = serve_edge(config, args.join).await;
     telemetry.shutdown().await;
     result

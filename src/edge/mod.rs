@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::HeaderName;
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -94,6 +95,13 @@ impl Edge {
         let stop_accepting = CancellationToken::new();
         let stop = stop_accepting.clone();
         let server = tokio::spawn(async move {
+            // No Nagle: a small frame must not wait for the client's
+            // delayed ACK of the previous one (~40 ms).
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY");
+                }
+            });
             axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -17,6 +17,9 @@ use super::Shared;
 use crate::object::{Message, ServerFrame, SocketLink, Worker};
 use crate::telemetry::metrics;
 
+/// Bytes read from a client's socket at a time.
+const READ_BUFFER: usize = 4096;
+
 /// Completes the upgrade and spawns the bridge.
 pub(super) fn upgrade<W: Worker>(
     shared: Arc<Shared<W>>,
@@ -27,8 +30,13 @@ pub(super) fn upgrade<W: Worker>(
     let client = shared.client.clone();
     let (object, socket) = (link.object.clone(), link.socket);
     let tracker = shared.sockets.clone();
+    // Small buffers: an idle socket then costs a few KiB instead of the
+    // 2 × 128 KiB tungstenite reserves by default; a large message is read
+    // in more, smaller reads, and each frame is written out at once.
     up.max_message_size(limit)
         .max_frame_size(limit)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
         .on_failed_upgrade(move |e| {
             tracing::debug!(error = %e, "websocket upgrade failed");
             let _ = client.socket_closed(&object, socket, 1006, "upgrade failed".into());

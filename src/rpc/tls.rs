@@ -25,6 +25,9 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server,
 
 use super::Error;
 
+/// Streams a client may reset before the server has accepted them.
+const MAX_PENDING_RESETS: usize = 4096;
+
 /// How long a TLS handshake may take, on either end, before the
 /// connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -115,7 +118,12 @@ impl Tls {
     /// A gRPC server builder: with mutual TLS, it requires every client to
     /// present a certificate signed by the CA.
     pub fn server(&self) -> Result<Server, Error> {
-        let builder = Server::builder();
+        // An edge cancels calls by the thousand when its clients go away
+        // (e.g. sockets opening while a load balancer drains); h2's default
+        // of 20 pending resets would drop the whole connection, and every
+        // other call on it.
+        let builder =
+            Server::builder().http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS));
         let Some(m) = &self.mutual else {
             return Ok(builder);
         };
