@@ -439,6 +439,12 @@ impl Control {
                     return None;
                 }
                 let leader = m.current_leader?;
+                if leader == me && !g.is_leader() {
+                    // Raft still says us, but no quorum acknowledged us
+                    // within the lease (cut off from the group): whoever
+                    // leads now, it is not certain to be this node.
+                    return None;
+                }
                 let voters = if leader == me && g.is_leader() {
                     m.membership_config.membership().voter_ids().collect()
                 } else {

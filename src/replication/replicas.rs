@@ -288,11 +288,18 @@ async fn open_shard<T: Transport>(
             max_batch_writes: opts.max_batch_writes,
             max_in_flight: opts.max_in_flight,
         },
+        lease: Duration::from_millis(opts.election_timeout_max_ms),
     };
     let proposer = tokio::spawn(proposer.run().instrument(span.clone()));
     let watcher = tokio::spawn(
-        shard::watch_leadership(node_id, raft.metrics(), leader_tx, stop.clone())
-            .instrument(span.clone()),
+        shard::watch_leadership(
+            node_id,
+            raft.metrics(),
+            Duration::from_millis(opts.election_timeout_max_ms),
+            leader_tx,
+            stop.clone(),
+        )
+        .instrument(span.clone()),
     );
     tokio::spawn(observe::observe(shard, node_id, raft.clone(), stop.clone()).instrument(span));
     let handle = ShardHandle::new(shard, raft.clone(), queue_tx, leader_rx);

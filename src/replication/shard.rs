@@ -12,6 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
@@ -222,6 +223,8 @@ pub(crate) struct Proposer {
     pub queue: mpsc::Receiver<Request>,
     pub stop: CancellationToken,
     pub limits: Limits,
+    /// The followers' leader lease (`election_timeout_max`).
+    pub lease: Duration,
 }
 
 impl Proposer {
@@ -232,6 +235,7 @@ impl Proposer {
             mut queue,
             stop,
             limits,
+            lease,
         } = self;
         let mut in_flight: FuturesOrdered<Settling> = FuturesOrdered::new();
         loop {
@@ -244,7 +248,7 @@ impl Proposer {
                 request = queue.recv(), if in_flight.len() < limits.max_in_flight => {
                     let Some(first) = request else { break };
                     let batch = collect(first, &mut queue, limits);
-                    in_flight.push_back(submit(shard, &raft, batch).await);
+                    in_flight.push_back(submit(shard, &raft, lease, batch).await);
                 }
             }
         }
@@ -279,7 +283,12 @@ fn collect(first: Request, queue: &mut mpsc::Receiver<Request>, limits: Limits) 
 /// writes is one log entry; its commit also answers the barriers queued with
 /// it (it proves leadership after they were queued). A batch of barriers only
 /// is one read-index round.
-async fn submit(shard: ShardId, raft: &Raft, batch: Batch) -> Settling {
+///
+/// A write whose leader goes a whole `lease` without a quorum's
+/// acknowledgement settles as `NoQuorum` (outcome unknown) instead of
+/// waiting for a commit that a cut-off leader may never see: its caller
+/// answers 503 rather than hang for as long as the partition lasts.
+async fn submit(shard: ShardId, raft: &Raft, lease: Duration, batch: Batch) -> Settling {
     let Batch {
         writes,
         waiters,
@@ -308,13 +317,22 @@ async fn submit(shard: ShardId, raft: &Raft, batch: Batch) -> Settling {
         waiters = waiters.len(),
         "group commit"
     );
+    let metrics = raft.metrics();
     match raft.client_write_ff(ShardCommand { writes }).await {
         Ok(applied) => Box::pin(async move {
-            let outcome = match applied.await {
-                Ok(Ok(_)) => Outcome::Applied,
-                Ok(Err(ClientWriteError::ForwardToLeader(f))) => Outcome::NotLeader(f.leader_id),
-                Ok(Err(e)) => Outcome::Raft(e.to_string()),
-                Err(_) => Outcome::ShuttingDown,
+            let outcome = tokio::select! {
+                result = applied => match result {
+                    Ok(Ok(_)) => Outcome::Applied,
+                    Ok(Err(ClientWriteError::ForwardToLeader(f))) => {
+                        Outcome::NotLeader(f.leader_id)
+                    }
+                    Ok(Err(e)) => Outcome::Raft(e.to_string()),
+                    Err(_) => Outcome::ShuttingDown,
+                },
+                () = lease_expired(metrics, lease) => Outcome::NoQuorum(format!(
+                    "no quorum acknowledged this leader for over {} ms",
+                    lease.as_millis()
+                )),
             };
             settled("write", &outcome);
             (waiters, outcome)
@@ -323,6 +341,31 @@ async fn submit(shard: ShardId, raft: &Raft, batch: Batch) -> Settling {
             let outcome = Outcome::from_fatal(&fatal);
             settled("write", &outcome);
             Box::pin(std::future::ready((waiters, outcome)))
+        }
+    }
+}
+
+/// Resolves once this node still leads by Raft's account but no quorum
+/// acknowledged it within `lease` (it is cut off, and its peers may have
+/// elected another leader). Never resolves once Raft stops.
+async fn lease_expired(
+    mut metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
+    lease: Duration,
+) {
+    let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+    loop {
+        {
+            let m = metrics.borrow_and_update();
+            let shared = m.membership_config.membership().voter_ids().count() > 1;
+            if shared
+                && m.state == ServerState::Leader
+                && m.millis_since_quorum_ack.is_some_and(|ms| ms > lease_ms)
+            {
+                return;
+            }
+        }
+        if metrics.changed().await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 }
@@ -338,16 +381,30 @@ fn settle(waiters: Vec<Waiter>, outcome: &Outcome) {
 }
 
 /// Mirrors Raft's metrics into `leadership` until `stop` or Raft ends.
+///
+/// A leader counts as one only while a quorum of its group acknowledged it
+/// within `lease` (its followers' leader lease: after that long without
+/// hearing from it they may elect another). openraft 0.9 has no
+/// check-quorum, so a leader cut off from its peers would otherwise go on
+/// believing it leads, taking calls it can never commit; this way it
+/// refuses them (`NotOwner`, which callers retry elsewhere) and stops naming
+/// itself leader. Safety does not depend on it: its writes cannot commit and
+/// its reads wait for a quorum either way.
 pub(crate) async fn watch_leadership(
     node_id: NodeId,
     mut metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
+    lease: Duration,
     leadership: watch::Sender<bool>,
     stop: CancellationToken,
 ) {
+    let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
     loop {
         let leader = {
             let m = metrics.borrow_and_update();
-            m.state == ServerState::Leader && m.current_leader == Some(node_id)
+            let alone = m.membership_config.membership().voter_ids().count() <= 1;
+            m.state == ServerState::Leader
+                && m.current_leader == Some(node_id)
+                && (alone || m.millis_since_quorum_ack.is_some_and(|ms| ms <= lease_ms))
         };
         leadership.send_if_modified(|current| {
             let changed = *current != leader;
