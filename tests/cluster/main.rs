@@ -5,7 +5,8 @@
 //!
 //! Longer failure tests live beside it, each with its own cluster:
 //! `kill_cycles.rs` (ten SIGKILL/restart cycles), `sigstop.rs` (a paused
-//! leader), `scale_out.rs` (a 4th node joins). They drive load with
+//! leader), `scale_out.rs` (a 4th node joins), `scale_in.rs` (a node is
+//! drained out and removed). They drive load with
 //! `load.rs` and check the recorded history with `history.rs`.
 
 mod harness;
@@ -13,6 +14,7 @@ mod history;
 mod kill_cycles;
 mod load;
 mod procs;
+mod scale_in;
 mod scale_out;
 mod sigstop;
 

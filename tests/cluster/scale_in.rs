@@ -1,0 +1,136 @@
+//! Scale-in under load: `roost node drain`, run as an operator would,
+//! takes the busiest leader out of a 4-node cluster. Every shard moves its
+//! replica off the node (the replacement catches up and votes before the
+//! drained replica leaves) and keeps 3 voters, the node leads nothing and
+//! leaves the directory, nothing acknowledged is lost, and the cluster
+//! keeps serving after the drained process is SIGKILLed.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{SHARDS, busiest_leader, view_of, wait_agreed, wait_converged};
+use crate::history::Outcome;
+use crate::load::Load;
+use crate::procs;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_leaves_the_ring_under_load_and_can_be_killed() {
+    let _turn = crate::harness::one_at_a_time().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut nodes = procs::cluster(root.path(), 4, SHARDS);
+    let addrs: Vec<String> = nodes.values().map(|p| p.addr.clone()).collect();
+    let before = wait_agreed(&addrs, 3, Duration::from_secs(120)).await;
+    let edge = procs::edge(&addrs);
+
+    let load = Load::start(&edge.addr, "d", 8, 24);
+    load.wait_acked(200, Duration::from_secs(60)).await;
+
+    let victim = busiest_leader(&addrs).await;
+    let victim_addr = nodes.get(&victim).expect("victim process").addr.clone();
+    let held: Vec<u32> = before
+        .iter()
+        .filter(|(_, g)| g.voters.contains(&victim))
+        .map(|(s, _)| *s)
+        .collect();
+    let rest: Vec<String> = addrs
+        .iter()
+        .filter(|a| **a != victim_addr)
+        .cloned()
+        .collect();
+
+    // Drain through any node (the victim itself included: it redirects).
+    let drain_args: Vec<String> = vec![
+        "node".into(),
+        "drain".into(),
+        "--join".into(),
+        addrs.join(","),
+        "--id".into(),
+        victim.to_string(),
+        "--timeout".into(),
+        "180".into(),
+    ];
+    let drain_started = load.history.now();
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking(move || procs::run(&drain_args))
+        .await
+        .expect("drain command ran");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "roost node drain failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains(&format!("node {victim} removed")),
+        "drain reports the removal:\n{stdout}"
+    );
+    eprintln!(
+        "scale in: node {victim} (voter in shards {held:?}) drained and removed in {:?}:\n{stdout}",
+        started.elapsed()
+    );
+
+    // The remaining nodes agree; every shard has 3 voters, none of them
+    // the drained node, which is no learner either, leads nothing, and is
+    // listed by no view.
+    let after = wait_agreed(&rest, 3, Duration::from_secs(60)).await;
+    for (shard, g) in &after {
+        assert!(
+            !g.voters.contains(&victim) && g.leader != victim,
+            "shard {shard} still has node {victim}: {g:?}"
+        );
+        eprintln!(
+            "shard {shard}: voters {:?} -> {:?}, leader {}",
+            before.get(shard).map(|b| &b.voters),
+            g.voters,
+            g.leader
+        );
+    }
+    for addr in &rest {
+        let view = view_of(addr).await.expect("a remaining node answers");
+        assert!(
+            view.nodes.iter().all(|n| n.id != victim),
+            "{addr} still lists node {victim}: {view:?}"
+        );
+        for l in &view.leaders {
+            assert!(
+                l.node != victim && !l.learners.contains(&victim),
+                "{addr}: shard {} still names node {victim}: {l:?}",
+                l.shard
+            );
+        }
+    }
+    // The drained node serves no view: its directory is no longer kept
+    // current.
+    assert!(
+        view_of(&victim_addr).await.is_none(),
+        "the drained node still serves a cluster view"
+    );
+    let ops = load.history.ops();
+    let during = ops.iter().filter(|o| o.start >= drain_started);
+    let (n, failed) = during.fold((0, 0), |(n, f), o| {
+        (n + 1, f + usize::from(o.outcome == Outcome::Unknown))
+    });
+    eprintln!("scale in: {n} operations during and after the drain, {failed} without an answer");
+
+    // Writes flow on every counter; then the drained process dies and
+    // nothing notices.
+    load.wait_all_writable(load.history.now(), Duration::from_secs(60))
+        .await;
+    let killed_at = load.history.now();
+    nodes.remove(&victim).expect("victim process").kill9();
+    load.wait_all_writable(load.history.now(), Duration::from_secs(60))
+        .await;
+    wait_converged(&rest, 3, Duration::from_secs(60)).await;
+    let unanswered = load
+        .history
+        .ops()
+        .iter()
+        .filter(|o| o.start >= killed_at && o.outcome == Outcome::Unknown)
+        .count();
+    assert_eq!(
+        unanswered, 0,
+        "operations went unanswered after the drained node was killed"
+    );
+    load.finish_and_check().await;
+    drop(edge);
+    drop(nodes);
+}
