@@ -78,14 +78,23 @@ impl fmt::Display for Progress {
         if self.answered == 0 {
             return write!(f, "no node answers with a cluster view");
         }
+        if self.holding.is_empty() && self.unknown.is_empty() {
+            return write!(f, "in no shard group");
+        }
         write!(
             f,
-            "still a member of {} shard groups {:?}, {} shards without a reachable leader {:?}",
+            "still in {} shard groups {:?}",
             self.holding.len(),
-            self.holding,
-            self.unknown.len(),
-            self.unknown
-        )
+            self.holding
+        )?;
+        if !self.unknown.is_empty() {
+            write!(
+                f,
+                "; no answer yet from the leaders of shards {:?}",
+                self.unknown
+            )?;
+        }
+        Ok(())
     }
 }
 

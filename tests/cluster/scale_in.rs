@@ -5,9 +5,12 @@
 //! leaves the directory, nothing acknowledged is lost, and the cluster
 //! keeps serving after the drained process is SIGKILLed.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use crate::harness::{SHARDS, busiest_leader, view_of, wait_agreed, wait_converged};
+use roost::ring::Placement;
+
+use crate::harness::{Group, SHARDS, busiest_leader, groups, view_of, wait_agreed, wait_converged};
 use crate::history::Outcome;
 use crate::load::Load;
 use crate::procs;
@@ -18,7 +21,10 @@ async fn a_drained_node_leaves_the_ring_under_load_and_can_be_killed() {
     let root = tempfile::tempdir().expect("temp dir");
     let mut nodes = procs::cluster(root.path(), 4, SHARDS);
     let addrs: Vec<String> = nodes.values().map(|p| p.addr.clone()).collect();
-    let before = wait_agreed(&addrs, 3, Duration::from_secs(120)).await;
+    wait_agreed(&addrs, 3, Duration::from_secs(120)).await;
+    // The 4th node joined last: wait until the ring's placement is real.
+    let ring: BTreeSet<u64> = nodes.keys().copied().collect();
+    let before = wait_placed(&addrs, &ring, Duration::from_secs(120)).await;
     let edge = procs::edge(&addrs);
 
     let load = Load::start(&edge.addr, "d", 8, 24);
@@ -31,6 +37,7 @@ async fn a_drained_node_leaves_the_ring_under_load_and_can_be_killed() {
         .filter(|(_, g)| g.voters.contains(&victim))
         .map(|(s, _)| *s)
         .collect();
+    assert!(!held.is_empty(), "node {victim} holds replicas: {before:?}");
     let rest: Vec<String> = addrs
         .iter()
         .filter(|a| **a != victim_addr)
@@ -133,4 +140,33 @@ async fn a_drained_node_leaves_the_ring_under_load_and_can_be_killed() {
     load.finish_and_check().await;
     drop(edge);
     drop(nodes);
+}
+
+/// Waits until every shard's voters are the replicas the ring gives it over
+/// `ring`, and every node agrees on the leaders.
+async fn wait_placed(
+    addrs: &[String],
+    ring: &BTreeSet<u64>,
+    timeout: Duration,
+) -> BTreeMap<u32, Group> {
+    let placement = Placement::compute(ring, SHARDS, 3);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let g = groups(addrs).await;
+        let placed = g.len() == usize::from(SHARDS)
+            && g.iter().all(|(shard, x)| {
+                let want: BTreeSet<u64> = u16::try_from(*shard)
+                    .map(|s| placement.replicas(s).iter().copied().collect())
+                    .unwrap_or_default();
+                x.voters.iter().copied().collect::<BTreeSet<u64>>() == want
+            });
+        if placed {
+            return wait_agreed(addrs, 3, timeout).await;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the groups did not reach the ring's placement: {g:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
