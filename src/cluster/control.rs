@@ -308,6 +308,13 @@ impl Control {
             return Ok(());
         }
         let alive: BTreeSet<NodeId> = dir.nodes.keys().copied().collect();
+        // A draining (or removed) node never campaigns, so it cannot win
+        // back a leadership it handed off; it still votes, so its groups
+        // keep their quorum while it is a member.
+        let campaigns = dir.is_active(self.inner.opts.node_id);
+        for group in std::iter::once(&self.inner.meta).chain(self.inner.replicas.shards()) {
+            group.raft().runtime_config().elect(campaigns);
+        }
         // The metadata group: the lowest-numbered active nodes vote; every
         // other member of the directory (draining ones too) follows as a
         // learner until it is removed, so its copy of the directory stays

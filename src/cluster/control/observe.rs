@@ -4,7 +4,7 @@
 //! changes anything.
 
 use crate::id::ShardId;
-use crate::ring::NodeId;
+use crate::ring::{NodeId, Placement};
 
 use super::Control;
 
@@ -43,8 +43,18 @@ impl Control {
     /// left a shard's group (its replica moved away) hears nothing more
     /// from that group and its last-known leader goes stale (often itself,
     /// if it led the change that removed it), so it names no leader for it.
+    /// Nor does a learner the ring does not want in the group: it is on
+    /// its way out, and once removed it is never told (a removed learner,
+    /// unlike a removed voter, never campaigns, so its stale leader would
+    /// otherwise stay forever).
     pub fn leaders(&self) -> Vec<ShardStatus> {
         let me = self.inner.opts.node_id;
+        let dir = self.inner.directory.borrow().clone();
+        let placement = Placement::compute(
+            &dir.active(),
+            self.inner.replicas.shard_count(),
+            self.inner.opts.replication,
+        );
         self.inner
             .replicas
             .shards()
@@ -53,9 +63,10 @@ impl Control {
                 let metrics = g.raft().metrics();
                 let m = metrics.borrow();
                 let membership = m.membership_config.membership();
-                if !membership.voter_ids().any(|v| v == me)
-                    && !membership.learner_ids().any(|l| l == me)
-                {
+                let voter = membership.voter_ids().any(|v| v == me);
+                let wanted_learner = membership.learner_ids().any(|l| l == me)
+                    && placement.replicas(g.id()).contains(&me);
+                if !voter && !wanted_learner {
                     return None;
                 }
                 let leader = m.current_leader?;
