@@ -167,16 +167,19 @@ struct NodeArgs {
 /// Operator commands on a running cluster's nodes.
 #[derive(Debug, Subcommand)]
 enum NodeAction {
-    /// Take a node out of the cluster: mark it draining, wait until every
-    /// shard has moved its replica elsewhere (a replacement catches up and
-    /// gets a vote before the drained replica leaves; the node leads
-    /// nothing), then remove it from the cluster directory. Prints progress
-    /// and `roost node drain: node N removed` when done; stop the node's
-    /// process afterwards. Safe to run again after a timeout. Refused if
-    /// fewer active nodes than the replication factor would remain.
+    /// Take a node out of the cluster for good (scale in)
+    ///
+    /// Marks the node draining, waits until every shard has moved its
+    /// replica elsewhere (a replacement catches up and gets a vote before
+    /// the drained replica leaves; the node leads nothing), then removes it
+    /// from the cluster directory. Prints progress and `roost node drain:
+    /// node N removed` when done; stop the node's process afterwards. Safe
+    /// to run again after a timeout. Refused if fewer active nodes than the
+    /// replication factor would remain.
     Drain(DrainArgs),
-    /// Make a draining node (not yet removed) active again: the ring gives
-    /// it replicas as before.
+    /// Make a draining node (not yet removed) active again
+    ///
+    /// The ring gives it replicas as before.
     Undrain(UndrainArgs),
 }
 
