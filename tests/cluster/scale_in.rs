@@ -3,7 +3,8 @@
 //! replica off the node (the replacement catches up and votes before the
 //! drained replica leaves) and keeps 3 voters, the node leads nothing and
 //! leaves the directory, nothing acknowledged is lost, and the cluster
-//! keeps serving after the drained process is SIGKILLed.
+//! keeps serving after the drained process is SIGKILLed. A drain that would
+//! leave fewer active nodes than replicas is refused.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -111,6 +112,29 @@ async fn a_drained_node_leaves_the_ring_under_load_and_can_be_killed() {
         view_of(&victim_addr).await.is_none(),
         "the drained node still serves a cluster view"
     );
+    // Three active nodes are left, as many as each shard's replicas: a
+    // second drain is refused, and changes nothing.
+    let refused = procs::run(&[
+        "node".into(),
+        "drain".into(),
+        "--join".into(),
+        rest.join(","),
+        "--id".into(),
+        "1".into(),
+        "--timeout".into(),
+        "30".into(),
+    ]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("fewer than the 3 replicas"),
+        "draining below R is refused: {stderr}"
+    );
+    let view = view_of(&rest[0]).await.expect("a remaining node answers");
+    assert!(
+        view.nodes.len() == 3 && view.nodes.iter().all(|n| !n.draining),
+        "the refused drain changed nothing: {view:?}"
+    );
+
     let ops = load.history.ops();
     let during = ops.iter().filter(|o| o.start >= drain_started);
     let (n, failed) = during.fold((0, 0), |(n, f), o| {
