@@ -394,6 +394,14 @@ impl Control {
                         .map_err(|e| e.to_string()),
                     None => Ok(()),
                 },
+                Step::Follow(n) => match addr_of.get(n) {
+                    Some(addr) => raft
+                        .add_learner(*n, BasicNode::new(addr), false)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    None => Ok(()),
+                },
                 Step::SetVoters(v) => raft
                     .change_membership(ChangeMembers::ReplaceAllVoters(v.clone()), retain)
                     .await

@@ -25,16 +25,20 @@ pub enum Step {
     AddLearner(NodeId),
     /// Make exactly these nodes the voters (joint consensus in openraft).
     SetVoters(BTreeSet<NodeId>),
+    /// Add this node as a learner that only follows (no waiting for it to
+    /// catch up: it never gets a vote from this).
+    Follow(NodeId),
     /// Drop these learners that the placement no longer wants.
     RemoveLearners(BTreeSet<NodeId>),
 }
 
 /// The next step from (`voters`, `learners`) towards `desired` voters.
 /// `alive` are the nodes currently in the membership directory; a desired
-/// node that is not alive is skipped until it is. Learners in `keep` stay
-/// (the metadata group keeps every directory member as a learner, so that
-/// each node, draining ones included, follows the directory); any other
-/// learner the placement does not want is removed.
+/// node that is not alive is skipped until it is. Nodes in `keep` that do
+/// not vote are (made, and stay) learners: the metadata group keeps every
+/// directory member as one, so that each node, draining ones included,
+/// follows the directory. Any other learner the placement does not want is
+/// removed.
 pub fn next_step(
     voters: &BTreeSet<NodeId>,
     learners: &BTreeSet<NodeId>,
@@ -59,6 +63,12 @@ pub fn next_step(
     }
     if *voters != desired {
         return Step::SetVoters(desired);
+    }
+    if let Some(n) = keep
+        .iter()
+        .find(|n| alive.contains(n) && !voters.contains(n) && !learners.contains(n))
+    {
+        return Step::Follow(*n);
     }
     let stale: BTreeSet<NodeId> = learners
         .iter()
@@ -146,6 +156,16 @@ mod tests {
         assert_eq!(
             next_step(&voters, &set(&[4]), &desired, &alive, &set(&[])),
             Step::SetVoters(set(&[1, 2, 4]))
+        );
+    }
+
+    #[test]
+    fn kept_nodes_missing_from_the_group_follow_it() {
+        // Node 4 was admitted (or dropped by a race with its admission).
+        let alive = set(&[1, 2, 3, 4]);
+        assert_eq!(
+            next_step(&set(&[1, 2, 3]), &set(&[]), &[1, 2, 3], &alive, &alive),
+            Step::Follow(4)
         );
     }
 
