@@ -186,7 +186,8 @@ enum NodeAction {
 #[derive(Debug, Args)]
 struct DrainArgs {
     /// Cluster nodes to reach the cluster through, comma-separated
-    /// host:port (any of them)
+    /// host:port (any of them; the drained node too, on a first run: the
+    /// command learns the others from it before it drains)
     #[arg(long, value_name = "ADDRS", value_delimiter = ',', required = true)]
     join: Vec<String>,
 

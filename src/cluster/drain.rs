@@ -104,10 +104,25 @@ impl fmt::Display for Progress {
 pub async fn drain(opts: &DrainOptions, mut report: impl FnMut(&Progress)) -> Result<(), Error> {
     let started = Instant::now();
     let deadline = started + opts.timeout;
-    set_state(&opts.seeds, opts.node, true, opts.timeout).await?;
+    // Learn every node's address while the seeds still answer: once it
+    // drains, the node serves no view, and it may be the only seed given.
+    let mut seeds: BTreeSet<String> = opts.seeds.iter().cloned().collect();
+    for seed in &opts.seeds {
+        if let Some(view) = view_of(seed).await {
+            seeds.extend(
+                view.nodes
+                    .iter()
+                    .filter(|n| n.id != opts.node)
+                    .map(|n| n.addr.clone()),
+            );
+            break;
+        }
+    }
+    let seeds: Vec<String> = seeds.into_iter().collect();
+    set_state(&seeds, opts.node, true, opts.timeout).await?;
     let mut last: Option<Progress> = None;
     loop {
-        let progress = progress(&opts.seeds, opts.node).await;
+        let progress = progress(&seeds, opts.node).await;
         if last.as_ref() != Some(&progress) {
             report(&progress);
         }
@@ -129,7 +144,7 @@ pub async fn drain(opts: &DrainOptions, mut report: impl FnMut(&Progress)) -> Re
             .saturating_duration_since(Instant::now())
             .max(Duration::from_secs(10));
         let node = opts.node;
-        on_meta_leader(&opts.seeds, left, |mut client| async move {
+        on_meta_leader(&seeds, left, |mut client| async move {
             client.remove(pb::RemoveRequest { node }).await.map(|_| ())
         })
         .await
