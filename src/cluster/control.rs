@@ -365,6 +365,14 @@ impl Control {
             let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
             (voters, learners)
         };
+        // A leader that voted itself out of the group (a drained replica)
+        // leads only until that change is applied, then steps down: it
+        // changes nothing more (openraft refuses membership changes from a
+        // leader outside the membership, and the group's next leader
+        // carries on).
+        if !voters.contains(&self.inner.opts.node_id) {
+            return;
+        }
         let step = plan::next_step(&voters, &learners, desired, alive, keep);
         let retain = !keep.is_empty();
         if step == Step::Done {

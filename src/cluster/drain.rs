@@ -48,7 +48,9 @@ pub struct DrainOptions {
     /// itself is fine too, it redirects to the metadata leader).
     pub seeds: Vec<String>,
     pub node: NodeId,
-    /// How long to wait for the replicas to move, in total.
+    /// How long to wait for the replicas to move (marking the node
+    /// draining may take up to 10 s more when the metadata group is busy
+    /// electing a leader).
     pub timeout: Duration,
     /// Forget the node once it holds no replicas.
     pub remove: bool,
@@ -119,7 +121,8 @@ pub async fn drain(opts: &DrainOptions, mut report: impl FnMut(&Progress)) -> Re
         }
     }
     let seeds: Vec<String> = seeds.into_iter().collect();
-    set_state(&seeds, opts.node, true, opts.timeout).await?;
+    let set_state_timeout = opts.timeout.max(Duration::from_secs(10));
+    set_state(&seeds, opts.node, true, set_state_timeout).await?;
     let mut last: Option<Progress> = None;
     loop {
         let progress = progress(&seeds, opts.node).await;

@@ -45,6 +45,43 @@ async fn a_drained_node_leaves_the_ring_under_load_and_can_be_killed() {
         .cloned()
         .collect();
 
+    // A drain that runs out of time leaves the node draining; undrain
+    // makes it active again, and the ring gives its replicas back.
+    let args = |words: &[&str]| -> Vec<String> { words.iter().map(|w| (*w).to_owned()).collect() };
+    let (join, id) = (rest.join(","), victim.to_string());
+    let timed_out = procs::run(&args(&[
+        "node",
+        "drain",
+        "--join",
+        &join,
+        "--id",
+        &id,
+        "--timeout",
+        "0",
+    ]));
+    let stderr = String::from_utf8_lossy(&timed_out.stderr);
+    assert!(
+        !timed_out.status.success() && stderr.contains("is not drained after"),
+        "a drain out of time fails: {stderr}"
+    );
+    let view = view_of(&rest[0]).await.expect("a node answers");
+    assert!(
+        view.nodes.iter().any(|n| n.id == victim && n.draining),
+        "node {victim} is left draining: {view:?}"
+    );
+    let undrained = procs::run(&args(&["node", "undrain", "--join", &join, "--id", &id]));
+    assert!(
+        undrained.status.success(),
+        "undrain: {}",
+        String::from_utf8_lossy(&undrained.stderr)
+    );
+    let view = view_of(&rest[0]).await.expect("a node answers");
+    assert!(
+        view.nodes.iter().any(|n| n.id == victim && !n.draining),
+        "node {victim} is active again: {view:?}"
+    );
+    wait_placed(&addrs, &ring, Duration::from_secs(120)).await;
+
     // Drain through the victim alone: it redirects to the metadata leader,
     // and the command learns the other nodes from its view.
     let drain_args: Vec<String> = vec![
