@@ -32,7 +32,8 @@ dev: setup
 dev-release: setup
 	cargo run --release -- dev $(ARGS)
 
-test: setup
+test:
+	@bash scripts/setup.sh --test
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --workspace --all-targets

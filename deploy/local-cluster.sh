@@ -6,8 +6,8 @@
 #   deploy/local-cluster.sh [NODES] [EDGE_PORT]      # defaults: 3 nodes, edge on 8787
 #
 # Kill a node by hand (kill -9 PID) and watch the edge keep serving: the
-# shards it led elect new leaders on the other nodes within about two
-# seconds. Restart it with the command printed for it.
+# shards it led elect new leaders on the other nodes within about a
+# second or two. Restart it with the command printed for it.
 set -euo pipefail
 NODES="${1:-3}"
 EDGE_PORT="${2:-8787}"
@@ -45,7 +45,8 @@ for i in $(seq 1 "$NODES"); do
     seeds="${seeds:+$seeds,}127.0.0.1:$port"
 done
 
-"$BIN" edge --listen "127.0.0.1:$EDGE_PORT" --admin-listen 127.0.0.1:9800 --join "$seeds" \
+"$BIN" edge --listen "127.0.0.1:$EDGE_PORT" --admin-listen 127.0.0.1:9800 \
+    --grpc-listen "127.0.0.1:$((EDGE_PORT + 2))" --join "$seeds" \
     > "$DATA/edge.log" 2>&1 &
 pids+=("$!")
 for _ in $(seq 1 600); do
@@ -53,6 +54,7 @@ for _ in $(seq 1 600); do
     sleep 0.1
 done
 echo "edge: pid $! log $DATA/edge.log"
+echo "gRPC object API: 127.0.0.1:$((EDGE_PORT + 2))"
 echo "metrics: edge http://127.0.0.1:9800/metrics, node i http://127.0.0.1:980i/metrics"
 echo "Roost cluster ready: http://127.0.0.1:$EDGE_PORT  (Ctrl-C to stop)"
 wait

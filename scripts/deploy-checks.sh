@@ -5,7 +5,7 @@
 #   - the Helm chart (helm/roost) rendered with its default values and with
 #     each helm/roost/ci/*.yaml, and `helm lint --strict` on each, through
 #     helm-python-sdk (Helm's Go SDK; no `helm` binary needed);
-#   - the chart refuses tls.enabled=true (mTLS is not implemented yet);
+#   - the chart refuses tls.enabled=true without tls.secretName;
 #   - every rendered manifest validated strictly against the Kubernetes
 #     schemas of the oldest and newest versions the chart supports (CRDs such
 #     as ServiceMonitor have no schema there: they only warn);
@@ -15,7 +15,9 @@
 #     committed beside it, and its prometheus.yml with promtool;
 #   - what the chart runs, run as local processes (scripts/deploy/
 #     chart_processes.py): the rendered nodes' and edges' commands, flags and
-#     env with the debug `roost`, the cluster forms and the seed app answers.
+#     env with the debug `roost`, the cluster forms and the seed app answers;
+#     once with the default values, once with tls.enabled (mutual TLS, with a
+#     Secret of certificates made by openssl).
 #
 # Tools are installed on first use at pinned versions into one venv under
 # $ROOST_OPS_CACHE (default ~/.cache/roost-ops) and reused.
@@ -86,15 +88,23 @@ compose_prometheus() {
         promtool check config "$WORK/prometheus.yml"
 }
 
+# chart_processes NAME VALUES: the chart rendered with VALUES (- for the
+# defaults), run as local processes.
 chart_processes() {
+    local name=$1 values=$2
     if [ ! -x "$ROOST_BIN" ]; then
         echo "no roost binary at $ROOST_BIN (run make test first, or set ROOST_BIN)"
         return 1
     fi
     # Rendered for the namespace chart_processes.py fills in.
-    PY scripts/deploy/render.py render "$CHART" - roost-ci "$WORK/processes.yaml" &&
+    PY scripts/deploy/render.py render "$CHART" "$values" roost-ci "$WORK/processes-$name.yaml" &&
         timeout 240 "$VENV/bin/python" scripts/deploy/chart_processes.py \
-            "$WORK/processes.yaml" "$ROOST_BIN" "$WORK/processes"
+            "$WORK/processes-$name.yaml" "$ROOST_BIN" "$WORK/processes-$name"
+}
+
+# The default values with mutual TLS on node gRPC.
+mtls_values() {
+    printf 'tls:\n  enabled: true\n  secretName: roost-tls\n' >"$WORK/mtls-values.yaml"
 }
 
 # --- run --------------------------------------------------------------------
@@ -114,13 +124,17 @@ for values in - "$CHART"/ci/*.yaml; do
         check "kubernetes-validate --strict $kube ($variant)" validate_k8s "$kube" "$out"
     done
 done
-check "chart refuses tls.enabled=true (mTLS not implemented)" \
-    PY scripts/deploy/render.py must-fail "$CHART" tls.enabled=true "not supported"
+check "chart refuses tls.enabled=true without tls.secretName" \
+    PY scripts/deploy/render.py must-fail "$CHART" tls.enabled=true "needs tls.secretName"
 check "hadolint deploy/Dockerfile" "$VENV/bin/hadolint" deploy/Dockerfile
 check "docker-compose.yml against the compose spec schema" \
     "$VENV/bin/check-jsonschema" --schemafile deploy/compose/compose-spec.schema.json \
     deploy/compose/docker-compose.yml
 check "compose prometheus.yml (promtool check config)" compose_prometheus
-check "the chart's nodes and edges, run as local processes, serve the seed app" chart_processes
+check "the chart's nodes and edges, run as local processes, serve the seed app" \
+    chart_processes default -
+mtls_values
+check "the same with tls.enabled (mutual TLS on node gRPC)" \
+    chart_processes mtls "$WORK/mtls-values.yaml"
 
 summary deploy-checks

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what building Roost needs that cargo cannot fetch, on Debian or
-# Ubuntu: libclang (librocksdb-sys runs bindgen at build time). Idempotent,
-# and silent when everything is already there. Run by `make dev`/`make test`.
+# Installs what building (and, with --test, testing) Roost needs that cargo
+# cannot fetch, on Debian or Ubuntu: libclang (librocksdb-sys runs bindgen at
+# build time). Idempotent, and silent when everything is already there. Run
+# by `make dev` and (with --test) `make test`.
 set -euo pipefail
 
 if ! command -v cargo >/dev/null 2>&1; then
@@ -10,9 +11,18 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
-if ! dpkg -s libclang-dev >/dev/null 2>&1; then
-    echo "setup: installing libclang-dev (needed to build RocksDB's bindings)"
+# libclang-dev for the build; with --test, also what the tests run: openssl
+# (certificates for the mTLS tests) and iproute2 (`ip netns`, the partition
+# test's network namespaces).
+packages=(libclang-dev)
+if [ "${1:-}" = "--test" ]; then packages+=(openssl iproute2); fi
+missing=()
+for p in "${packages[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
     as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
     as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi

@@ -52,9 +52,10 @@ enum Command {
     /// in); `roost node undrain` cancels a drain.
     Node(NodeArgs),
     /// Run a stateless edge: serves the built-in app over HTTP and
-    /// WebSocket on --listen and sends each object call to the node that
-    /// leads the object's shard, learning the cluster from the --join
-    /// nodes. Prints `roost edge: serving http://ADDR` once it is up.
+    /// WebSocket on --listen and the gRPC object API on --grpc-listen, and
+    /// sends each object call to the node that leads the object's shard,
+    /// learning the cluster from the --join nodes. Prints `roost edge:
+    /// serving http://ADDR` once it is up.
     Edge(EdgeArgs),
     /// Print the effective configuration as TOML, with each field's
     /// documentation, and exit (fails if it is invalid).
@@ -185,6 +186,11 @@ enum NodeAction {
 
 #[derive(Debug, Args)]
 struct DrainArgs {
+    /// The config file whose `[tls]` section (or ROOST_TLS_*) says how to
+    /// reach the cluster's gRPC
+    #[command(flatten)]
+    file: FileArgs,
+
     /// Cluster nodes to reach the cluster through, comma-separated
     /// host:port (any of them; the drained node too, on a first run: the
     /// command learns the others from it before it drains)
@@ -208,6 +214,9 @@ struct DrainArgs {
 
 #[derive(Debug, Args)]
 struct UndrainArgs {
+    #[command(flatten)]
+    file: FileArgs,
+
     /// Cluster nodes to reach the cluster through, comma-separated
     /// host:port (any of them)
     #[arg(long, value_name = "ADDRS", value_delimiter = ',', required = true)]
@@ -232,6 +241,11 @@ struct EdgeArgs {
     /// [env: ROOST_ADMIN_LISTEN]
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<SocketAddr>,
+
+    /// Address to serve the gRPC object API (roost.v1.Objects) on, for
+    /// other services [default: 127.0.0.1:8789] [env: ROOST_GRPC_LISTEN]
+    #[arg(long, value_name = "ADDR")]
+    grpc_listen: Option<SocketAddr>,
 
     /// Cluster nodes to learn the cluster from, comma-separated host:port
     #[arg(long, value_name = "ADDRS", value_delimiter = ',', required = true)]
@@ -362,6 +376,7 @@ async fn drain_node(args: DrainArgs) -> anyhow::Result<()> {
         node: id,
         timeout: std::time::Duration::from_secs(args.timeout),
         remove: !args.keep,
+        tls: cluster_tls(&args.file)?,
     };
     println!("roost node drain: marking node {id} draining");
     drain::drain(&opts, |progress| {
@@ -381,12 +396,21 @@ async fn drain_node(args: DrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How an operator command reaches the cluster's gRPC: plain, or mutual
+/// TLS with the `[tls]` files of the configuration (file and ROOST_TLS_*).
+fn cluster_tls(file: &FileArgs) -> anyhow::Result<roost::rpc::tls::Tls> {
+    let config = Config::build(file.config.as_deref(), Overrides::default())
+        .context("load configuration")?;
+    roost::node::rpc_tls(&config).context("load TLS files")
+}
+
 async fn undrain_node(args: UndrainArgs) -> anyhow::Result<()> {
     roost::cluster::drain::set_state(
         &args.join,
         args.id,
         false,
         std::time::Duration::from_secs(60),
+        &cluster_tls(&args.file)?,
     )
     .await
     .context("undrain")?;
@@ -398,6 +422,7 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     let flags = Overrides {
         listen: args.listen,
         admin_listen: args.admin_listen,
+        grpc_listen: args.grpc_listen,
         log_format: args.log_format,
         ..Overrides::default()
     };
@@ -415,6 +440,7 @@ async fn serve_edge(config: Config, join: Vec<String>) -> anyhow::Result<()> {
         .context("start edge")?;
     println!("roost edge: serving http://{}", edge.http_addr());
     println!("roost edge: admin on http://{}", edge.admin_addr());
+    println!("roost edge: gRPC on {}", edge.grpc_addr());
     signals.first("shutting down").await;
     signals
         .during(async {

@@ -22,6 +22,7 @@ use crate::edge::{Edge, EdgeOptions};
 use crate::object::{Bindings, Limits, Runtime, RuntimeOptions, Worker};
 use crate::replication::{Replicas, ReplicationOptions};
 use crate::rpc::objects::{ObjectsLimits, ObjectsService};
+use crate::rpc::tls::{Tls, TlsFiles};
 use crate::storage::Db;
 use crate::telemetry::admin::Admin;
 
@@ -49,6 +50,8 @@ pub enum Error {
     ProxyHeader(String),
     #[error("cluster: {0}")]
     Cluster(String),
+    #[error("node gRPC TLS")]
+    Tls(#[source] crate::rpc::Error),
 }
 
 /// A running all-in-one node (`roost dev`).
@@ -78,6 +81,7 @@ impl DevNode {
         config.validate()?;
         // First, so that every layer's metrics reach the recorder.
         let metrics = crate::telemetry::metrics::install();
+        let tls = rpc_tls(&config)?;
         let data_dir = config.node.data_dir.clone();
         tracing::info!(dir = %data_dir.display(), "opening data store");
         let db = Db::open(&data_dir.join("db"))?;
@@ -124,12 +128,13 @@ impl DevNode {
         .map_err(|source| Error::Listen { addr, source })?;
         tracing::info!(addr = %edge.local_addr(), "serving HTTP and WebSockets");
 
-        let service = ObjectsService::new(runtime.clone(), objects_limits(&config));
-        let grpc = Grpc::start(grpc_listener, service).map_err(|source| Error::Listen {
-            addr: grpc_addr,
-            source,
-        })?;
-        tracing::info!(addr = %grpc.addr, "serving the gRPC object API");
+        let service = ObjectsService::new(Arc::new(runtime.clone()), objects_limits(&config));
+        let grpc =
+            Grpc::start(grpc_listener, service, tls.clone()).map_err(|source| Error::Listen {
+                addr: grpc_addr,
+                source,
+            })?;
+        tracing::info!(addr = %grpc.addr, tls = %tls.describe(), "serving the gRPC object API");
         let admin = admin::start(
             config.admin.listen,
             metrics,
@@ -220,10 +225,13 @@ struct Grpc {
 }
 
 impl Grpc {
-    fn start(listener: TcpListener, service: ObjectsService) -> std::io::Result<Grpc> {
+    fn start(listener: TcpListener, service: ObjectsService, tls: Tls) -> std::io::Result<Grpc> {
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
-        let server = tokio::spawn(crate::rpc::objects::serve(listener, service, stop.clone()));
+        let shutdown = stop.clone();
+        let server = tokio::spawn(async move {
+            crate::rpc::objects::serve(listener, service, &tls, shutdown).await
+        });
         Ok(Grpc { addr, stop, server })
     }
 
@@ -250,6 +258,23 @@ pub(crate) fn objects_limits(config: &Config) -> ObjectsLimits {
         max_request_body_bytes: config.http.max_request_body_bytes,
         max_message_bytes: config.websocket.max_message_bytes,
     }
+}
+
+/// Plain node gRPC, or mutual TLS with the `[tls]` files (read now, so that
+/// a bad file stops the process at startup).
+pub fn rpc_tls(config: &Config) -> Result<Tls, Error> {
+    let t = &config.tls;
+    // `Config::validate` holds that the three files are set together.
+    let (Some(ca), Some(cert), Some(key)) = (&t.ca_file, &t.cert_file, &t.key_file) else {
+        return Ok(Tls::plain());
+    };
+    Tls::load(&TlsFiles {
+        ca_file: ca.clone(),
+        cert_file: cert.clone(),
+        key_file: key.clone(),
+        server_name: t.server_name.clone(),
+    })
+    .map_err(Error::Tls)
 }
 
 pub(crate) fn replication_options(config: &Config) -> ReplicationOptions {

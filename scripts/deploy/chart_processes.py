@@ -6,7 +6,10 @@ args and env exactly as rendered, fills in what Kubernetes would (the
 downward API's pod name, namespace and index; `$(VAR)` expansion in args;
 the ConfigMap and volume mounts as local directories) and maps the network
 onto loopback: every pod's `0.0.0.0:PORT` and `<pod>.<headless>...:PORT`
-become 127.0.0.1 with a port of its own. Then it starts the nodes in order
+become 127.0.0.1 with a port of its own. A Secret volume (the mTLS Secret
+of tls.enabled) gets what cert-manager would put there: `ca.crt`, `tls.crt`
+and `tls.key`, made here with `openssl` for a throwaway CA, the certificate
+naming 127.0.0.1 (where every node's address is mapped). Then it starts the nodes in order
 (waiting for each one's readinessProbe, as OrderedReady does), the edges,
 checks every probe path answers 200, increments a counter through an edge,
 and stops everything with SIGTERM, expecting clean exits.
@@ -17,6 +20,7 @@ and stops everything with SIGTERM, expecting clean exits.
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -47,6 +51,37 @@ def get(url, timeout=2.0):
         return None, str(e)
 
 
+_TLS_SECRET = None
+
+
+def tls_secret_files(workdir):
+    """ca.crt, tls.crt and tls.key (made once per run, in WORKDIR): a P-256
+    CA and one certificate for 127.0.0.1 with the server-auth and
+    client-auth uses."""
+    global _TLS_SECRET
+    if _TLS_SECRET is None:
+        d = os.path.join(workdir, "tls-secret")
+        os.makedirs(d, exist_ok=True)
+
+        def openssl(*args):
+            subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+        ec = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]
+        openssl("genpkey", *ec, "-out", "ca.key")
+        openssl("req", "-x509", "-new", "-key", "ca.key", "-out", "ca.crt", "-days", "2",
+                "-subj", "/CN=roost-ci-ca", "-addext", "basicConstraints=critical,CA:TRUE",
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        with open(os.path.join(d, "ext"), "w") as f:
+            f.write("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                    "extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=IP:127.0.0.1\n")
+        openssl("genpkey", *ec, "-out", "tls.key")
+        openssl("req", "-new", "-key", "tls.key", "-out", "tls.csr", "-subj", "/CN=roost-ci")
+        openssl("x509", "-req", "-in", "tls.csr", "-out", "tls.crt", "-days", "2", "-CA", "ca.crt",
+                "-CAkey", "ca.key", "-CAcreateserial", "-extfile", "ext")
+        _TLS_SECRET = {name: os.path.join(d, name) for name in ("ca.crt", "tls.crt", "tls.key")}
+    return _TLS_SECRET
+
+
 class Pod:
     def __init__(self, name, index, spec, workdir, configmaps):
         self.name, self.index, self.spec = name, index, spec
@@ -55,10 +90,10 @@ class Pod:
         self.container = spec["template"]["spec"]["containers"][0]
         self.ports = {p["containerPort"]: free_port() for p in self.container["ports"]}
         self.named_ports = {p["name"]: p["containerPort"] for p in self.container["ports"]}
-        self.mounts = self._mounts(spec, configmaps)
+        self.mounts = self._mounts(spec, configmaps, workdir)
         self.proc = None
 
-    def _mounts(self, spec, configmaps):
+    def _mounts(self, spec, configmaps, workdir):
         """Each volumeMount's path -> a local directory holding its files."""
         volumes = {v["name"]: v for v in spec["template"]["spec"].get("volumes", [])}
         mounts = {}
@@ -70,6 +105,9 @@ class Pod:
                 for key, text in configmaps[volume["configMap"]["name"]].items():
                     with open(os.path.join(local, key), "w") as f:
                         f.write(text)
+            if "secret" in volume:
+                for key, path in tls_secret_files(workdir).items():
+                    shutil.copy(path, os.path.join(local, key))
             # PVCs from volumeClaimTemplates and emptyDirs start empty.
             mounts[m["mountPath"]] = local
         return mounts

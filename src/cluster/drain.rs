@@ -16,6 +16,7 @@ use super::service::{self, on_meta_leader};
 use crate::id::ShardId;
 use crate::ring::NodeId;
 use crate::rpc::pb;
+use crate::rpc::tls::Tls;
 
 /// How often the drain looks at the shard groups.
 const POLL: Duration = Duration::from_millis(500);
@@ -54,6 +55,8 @@ pub struct DrainOptions {
     pub timeout: Duration,
     /// Forget the node once it holds no replicas.
     pub remove: bool,
+    /// Plain or mutual TLS, as the cluster's gRPC expects.
+    pub tls: Tls,
 }
 
 /// How far a drain has come, from the shard leaders' reports.
@@ -110,7 +113,7 @@ pub async fn drain(opts: &DrainOptions, mut report: impl FnMut(&Progress)) -> Re
     // drains, the node serves no view, and it may be the only seed given.
     let mut seeds: BTreeSet<String> = opts.seeds.iter().cloned().collect();
     for seed in &opts.seeds {
-        if let Some(view) = view_of(seed).await {
+        if let Some(view) = view_of(seed, &opts.tls).await {
             seeds.extend(
                 view.nodes
                     .iter()
@@ -122,10 +125,10 @@ pub async fn drain(opts: &DrainOptions, mut report: impl FnMut(&Progress)) -> Re
     }
     let seeds: Vec<String> = seeds.into_iter().collect();
     let set_state_timeout = opts.timeout.max(Duration::from_secs(10));
-    set_state(&seeds, opts.node, true, set_state_timeout).await?;
+    set_state(&seeds, opts.node, true, set_state_timeout, &opts.tls).await?;
     let mut last: Option<Progress> = None;
     loop {
-        let progress = progress(&seeds, opts.node).await;
+        let progress = progress(&seeds, opts.node, &opts.tls).await;
         if last.as_ref() != Some(&progress) {
             report(&progress);
         }
@@ -147,7 +150,7 @@ pub async fn drain(opts: &DrainOptions, mut report: impl FnMut(&Progress)) -> Re
             .saturating_duration_since(Instant::now())
             .max(Duration::from_secs(10));
         let node = opts.node;
-        on_meta_leader(&seeds, left, |mut client| async move {
+        on_meta_leader(&seeds, left, &opts.tls, |mut client| async move {
             client.remove(pb::RemoveRequest { node }).await.map(|_| ())
         })
         .await
@@ -162,8 +165,9 @@ pub async fn set_state(
     node: NodeId,
     draining: bool,
     timeout: Duration,
+    tls: &Tls,
 ) -> Result<(), Error> {
-    on_meta_leader(seeds, timeout, |mut client| async move {
+    on_meta_leader(seeds, timeout, tls, |mut client| async move {
         client
             .set_state(pb::SetStateRequest { node, draining })
             .await
@@ -178,9 +182,9 @@ pub async fn set_state(
 }
 
 /// The first view `addr` answers with, if it answers in time.
-async fn view_of(addr: &str) -> Option<pb::ClusterView> {
+async fn view_of(addr: &str, tls: &Tls) -> Option<pb::ClusterView> {
     let first = async {
-        let mut client = service::connect(addr).await.ok()?;
+        let mut client = service::connect(addr, tls).await.ok()?;
         let mut stream = client.watch(pb::WatchRequest {}).await.ok()?.into_inner();
         stream.message().await.ok()?
     };
@@ -189,7 +193,7 @@ async fn view_of(addr: &str) -> Option<pb::ClusterView> {
 
 /// Asks every node the seeds know of (but `node`) for its view, and sums
 /// up what the shard leaders among them report about `node`.
-async fn progress(seeds: &[String], node: NodeId) -> Progress {
+async fn progress(seeds: &[String], node: NodeId, tls: &Tls) -> Progress {
     let mut addrs: BTreeSet<String> = seeds.iter().cloned().collect();
     let mut views: BTreeMap<String, pb::ClusterView> = BTreeMap::new();
     let mut silent: BTreeSet<String> = BTreeSet::new();
@@ -199,7 +203,7 @@ async fn progress(seeds: &[String], node: NodeId) -> Progress {
         .find(|a| !views.contains_key(*a) && !silent.contains(*a))
         .cloned()
     {
-        match view_of(&addr).await {
+        match view_of(&addr, tls).await {
             Some(view) => {
                 for n in &view.nodes {
                     if n.id != node {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::control::{Control, Error, ShardStatus};
@@ -17,6 +17,7 @@ use super::directory::{Directory, NodeRecord, NodeState};
 use crate::id::ShardId;
 use crate::rpc::pb;
 use crate::rpc::pb::cluster_client::ClusterClient;
+use crate::rpc::tls::Tls;
 
 /// Metadata key carrying the metadata leader's address on a redirect.
 pub const META_LEADER: &str = "roost-meta-leader";
@@ -189,17 +190,28 @@ impl pb::cluster_server::Cluster for ClusterService {
     }
 }
 
-/// A client to a node's `Cluster` service at `addr` (host:port).
-pub async fn connect(addr: &str) -> Result<ClusterClient<Channel>, tonic::transport::Error> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
+/// A client to a node's `Cluster` service at `addr` (host:port), over
+/// `tls` (plain or mutual TLS).
+pub async fn connect(addr: &str, tls: &Tls) -> Result<ClusterClient<Channel>, crate::rpc::Error> {
+    let endpoint = tls
+        .endpoint(addr)?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(10));
-    Ok(ClusterClient::new(endpoint.connect().await?))
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| crate::rpc::Error::connect(addr, &e))?;
+    Ok(ClusterClient::new(channel))
 }
 
-/// Joins the cluster through `seeds`, following redirects to the metadata
-/// leader, until admitted or `deadline` passes.
-pub async fn join(seeds: &[String], me: &NodeRecord, deadline: Duration) -> Result<(), String> {
+/// Joins the cluster through `seeds` (over `tls`), following redirects to
+/// the metadata leader, until admitted or `deadline` passes.
+pub async fn join(
+    seeds: &[String],
+    me: &NodeRecord,
+    deadline: Duration,
+    tls: &Tls,
+) -> Result<(), String> {
     let req = pb::JoinRequest {
         node: Some(pb::NodeInfo {
             id: me.id,
@@ -207,7 +219,7 @@ pub async fn join(seeds: &[String], me: &NodeRecord, deadline: Duration) -> Resu
             draining: false,
         }),
     };
-    on_meta_leader(seeds, deadline, |mut client| {
+    on_meta_leader(seeds, deadline, tls, |mut client| {
         let req = req.clone();
         async move { client.join(req).await.map(|_| ()) }
     })
@@ -224,13 +236,14 @@ fn is_final(status: &Status) -> bool {
     }
 }
 
-/// Runs `call` on the metadata leader, found through `seeds` and the
-/// redirects nodes answer with, until it succeeds, is refused for good
-/// (not found, invalid, or a precondition the leader itself refused), or
-/// `deadline` passes; the error is the last answer.
+/// Runs `call` on the metadata leader, found through `seeds` (over `tls`)
+/// and the redirects nodes answer with, until it succeeds, is refused for
+/// good (not found, invalid, or a precondition the leader itself refused),
+/// or `deadline` passes; the error is the last answer.
 pub async fn on_meta_leader<T, F, Fut>(
     seeds: &[String],
     deadline: Duration,
+    tls: &Tls,
     mut call: F,
 ) -> Result<T, String>
 where
@@ -250,7 +263,7 @@ where
         };
         candidates.remove(0);
         tried.insert(addr.clone());
-        match connect(&addr).await {
+        match connect(&addr, tls).await {
             Ok(client) => match call(client).await {
                 Ok(v) => return Ok(v),
                 Err(status) => {

@@ -63,6 +63,12 @@ fn documented_defaults_are_the_defaults() {
 fn template_names_every_field_exactly_once() {
     let mut full = Config::default();
     full.http.trusted_proxy_header = Some("X-Forwarded-For".to_owned());
+    full.tls = TlsConfig {
+        ca_file: Some(PathBuf::from("/tls/ca.crt")),
+        cert_file: Some(PathBuf::from("/tls/tls.crt")),
+        key_file: Some(PathBuf::from("/tls/tls.key")),
+        server_name: Some("roost-node".to_owned()),
+    };
     let tree = layers::to_table(&full).expect("to table");
     let mut leaves = BTreeSet::new();
     for (key, value) in &tree {
@@ -279,11 +285,11 @@ fn shards_are_bounded() {
 
 #[test]
 fn election_timeouts_must_be_ordered() {
-    let env = [("ROOST_RAFT_ELECTION_TIMEOUT_MIN_MS", "100")];
+    let env = [("ROOST_RAFT_ELECTION_TIMEOUT_MIN_MS", "50")];
     let fields = problems(build(None, &env, Overrides::default()));
     assert_eq!(fields, ["raft.election_timeout_min_ms"]);
 
-    let env = [("ROOST_RAFT_ELECTION_TIMEOUT_MAX_MS", "300")];
+    let env = [("ROOST_RAFT_ELECTION_TIMEOUT_MAX_MS", "200")];
     let fields = problems(build(None, &env, Overrides::default()));
     assert_eq!(fields, ["raft.election_timeout_max_ms"]);
 }
@@ -366,6 +372,9 @@ fn documented_toml_round_trips() {
     config.http.trusted_proxy_header = Some("CF-Connecting-IP".to_owned());
     config.raft.max_in_flight = 3;
     config.log.format = LogFormat::Json;
+    config.tls.ca_file = Some(PathBuf::from("/etc/roost/tls/ca.crt"));
+    config.tls.cert_file = Some(PathBuf::from("/etc/roost/tls/tls.crt"));
+    config.tls.key_file = Some(PathBuf::from("/etc/roost/tls/tls.key"));
 
     let text = config.to_documented_toml().unwrap();
     let parsed: Config = toml::from_str(&text).expect("rendered config parses");
@@ -384,8 +393,96 @@ fn documented_toml_round_trips() {
         defaults.contains("\n# trusted_proxy_header = "),
         "{defaults}"
     );
+    assert!(defaults.contains("\n[tls]\n"), "{defaults}");
+    assert!(defaults.contains("\n# ca_file = "), "{defaults}");
+    assert!(
+        text.contains("\nca_file = \"/etc/roost/tls/ca.crt\"\n"),
+        "{text}"
+    );
     assert_eq!(
         toml::from_str::<Config>(&defaults).unwrap(),
         Config::default()
     );
+}
+
+#[test]
+fn tls_is_off_by_default_and_set_from_the_environment() {
+    assert_eq!(Config::default().tls, TlsConfig::default());
+    let env = [
+        ("ROOST_TLS_CA_FILE", "/etc/roost/tls/ca.crt"),
+        ("ROOST_TLS_CERT_FILE", "/etc/roost/tls/tls.crt"),
+        ("ROOST_TLS_KEY_FILE", "/etc/roost/tls/tls.key"),
+        ("ROOST_TLS_SERVER_NAME", "roost-node.default.svc"),
+    ];
+    let config = build(None, &env, Overrides::default()).unwrap();
+    assert_eq!(
+        config.tls,
+        TlsConfig {
+            ca_file: Some(PathBuf::from("/etc/roost/tls/ca.crt")),
+            cert_file: Some(PathBuf::from("/etc/roost/tls/tls.crt")),
+            key_file: Some(PathBuf::from("/etc/roost/tls/tls.key")),
+            server_name: Some("roost-node.default.svc".to_owned()),
+        }
+    );
+    let file = "[tls]\nca_file = \"ca.pem\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n";
+    let config = build(Some(file), &[], Overrides::default()).unwrap();
+    assert_eq!(config.tls.key_file, Some(PathBuf::from("k.pem")));
+    assert_eq!(config.tls.server_name, None);
+}
+
+#[test]
+fn tls_files_go_together() {
+    let env = [("ROOST_TLS_CA_FILE", "/ca.crt")];
+    assert_eq!(
+        problems(build(None, &env, Overrides::default())),
+        ["tls.cert_file", "tls.key_file"]
+    );
+    let env = [
+        ("ROOST_TLS_CERT_FILE", "/tls.crt"),
+        ("ROOST_TLS_KEY_FILE", ""),
+    ];
+    assert_eq!(
+        problems(build(None, &env, Overrides::default())),
+        ["tls.ca_file", "tls.key_file"]
+    );
+    let env = [("ROOST_TLS_SERVER_NAME", "roost-node")];
+    assert_eq!(
+        problems(build(None, &env, Overrides::default())),
+        ["tls.server_name"]
+    );
+}
+
+#[test]
+fn tls_server_name_must_be_a_name_or_an_address() {
+    let files = [
+        ("ROOST_TLS_CA_FILE", "/ca.crt"),
+        ("ROOST_TLS_CERT_FILE", "/tls.crt"),
+        ("ROOST_TLS_KEY_FILE", "/tls.key"),
+    ];
+    for good in [
+        "roost-node",
+        "node-0.roost.ns.svc.cluster.local",
+        "10.0.0.7",
+        "::1",
+    ] {
+        let mut env = files.to_vec();
+        env.push(("ROOST_TLS_SERVER_NAME", good));
+        assert!(build(None, &env, Overrides::default()).is_ok(), "{good:?}");
+    }
+    for bad in [
+        "",
+        "roost node",
+        "node:8789",
+        "-node",
+        "a..b",
+        "https://node",
+    ] {
+        let mut env = files.to_vec();
+        env.push(("ROOST_TLS_SERVER_NAME", bad));
+        assert_eq!(
+            problems(build(None, &env, Overrides::default())),
+            ["tls.server_name"],
+            "{bad:?}"
+        );
+    }
 }

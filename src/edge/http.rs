@@ -5,16 +5,22 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, BodyDataStream};
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
-use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use tracing::Instrument as _;
 
 use super::{Shared, websocket};
 use crate::object::{self, ClientIp, Route, UpgradeLink, Worker, error_response};
 use crate::telemetry::{metrics, traces};
+
+/// Most of an oversized body read and discarded before the 413.
+const DRAIN_BYTES: usize = 16 << 20;
+/// Longest time spent discarding an oversized body before the 413.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub(super) fn router<W: Worker>(shared: Arc<Shared<W>>) -> Router {
     Router::new().fallback(handle::<W>).with_state(shared)
@@ -62,12 +68,20 @@ async fn respond<W: Worker>(
         Bytes::new()
     } else {
         if content_length(&parts.headers).is_some_and(|n| n > limit) {
-            return too_large(limit);
+            return too_large_after_draining(body.into_data_stream(), limit).await;
         }
-        match axum::body::to_bytes(body, limit).await {
-            Ok(b) => b,
-            Err(_) => return too_large(limit),
+        let mut body = body.into_data_stream();
+        let mut buf = bytes::BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            let Ok(chunk) = chunk else {
+                return rejection_response(StatusCode::BAD_REQUEST, "the request body broke off");
+            };
+            if buf.len() + chunk.len() > limit {
+                return too_large_after_draining(body, limit).await;
+            }
+            buf.extend_from_slice(&chunk);
         }
+        buf.freeze()
     };
     let ip = client_ip(
         &parts.headers,
@@ -140,6 +154,31 @@ fn content_length(headers: &HeaderMap) -> Option<usize> {
         .trim()
         .parse()
         .ok()
+}
+
+/// A 413 for a body over `limit`, sent after reading and discarding what
+/// the client sends of it (up to [`DRAIN_BYTES`], for up to
+/// [`DRAIN_TIME`]): answering while the client is still writing makes the
+/// kernel reset the connection, and the client would see that instead of
+/// the 413. The connection closes after the answer.
+async fn too_large_after_draining(
+    mut body: BodyDataStream,
+    limit: usize,
+) -> axum::response::Response {
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut drained = 0usize;
+        while let Some(Ok(chunk)) = body.next().await {
+            drained += chunk.len();
+            if drained > DRAIN_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
+    let mut resp = too_large(limit);
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 fn too_large(limit: usize) -> axum::response::Response {

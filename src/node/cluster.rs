@@ -20,6 +20,7 @@ use crate::object::{Bindings, Runtime};
 use crate::replication::Replicas;
 use crate::rpc::objects::ObjectsService;
 use crate::rpc::raft::{GrpcTransport, RaftService};
+use crate::rpc::tls::Tls;
 use crate::storage::Db;
 use crate::telemetry::admin::Admin;
 
@@ -43,6 +44,8 @@ pub struct ClusterNode {
     replicas: Arc<Replicas>,
     runtime: Runtime,
     control: Control,
+    /// Plain or mutual TLS, for the node's own gRPC clients.
+    tls: Tls,
     grpc_addr: SocketAddr,
     /// Stops the control loop (first, so it does not take leadership back).
     control_stop: CancellationToken,
@@ -66,6 +69,7 @@ impl ClusterNode {
         config.validate()?;
         // First, so that every layer's metrics reach the recorder.
         let metrics = crate::telemetry::metrics::install();
+        let tls = super::rpc_tls(&config)?;
         let node_id = config.node.id;
         let data_dir = config.node.data_dir.clone();
         tracing::info!(node_id, dir = %data_dir.display(), "opening data store");
@@ -88,7 +92,7 @@ impl ClusterNode {
             .unwrap_or_else(|| grpc_addr.to_string());
 
         tracing::info!(node_id, shards = config.node.shards, "opening raft groups");
-        let transport = Arc::new(GrpcTransport::new());
+        let transport = Arc::new(GrpcTransport::with_tls(tls.clone()));
         let replicas = Replicas::open_with_groups(
             db.clone(),
             node_id,
@@ -131,10 +135,17 @@ impl ClusterNode {
         let admin = super::admin::start(config.admin.listen, metrics, &db, &runtime, ready).await?;
         tracing::info!(addr = %admin.local_addr(), "serving metrics and admin endpoints");
 
-        tracing::info!(addr = %grpc_addr, "serving gRPC (raft, objects, cluster)");
+        tracing::info!(
+            addr = %grpc_addr,
+            tls = %tls.describe(),
+            "serving gRPC (raft, objects, cluster)"
+        );
         let stop = CancellationToken::new();
-        let objects = ObjectsService::new(runtime.clone(), super::objects_limits(&config));
-        let server = tonic::transport::Server::builder()
+        let objects =
+            ObjectsService::new(Arc::new(runtime.clone()), super::objects_limits(&config));
+        let server = tls
+            .server()
+            .map_err(Error::Tls)?
             .add_service(RaftService::new(replicas.clone()).into_server())
             .add_service(objects.into_server())
             .add_service(ClusterService::new(control.clone(), config.node.shards))
@@ -171,7 +182,7 @@ impl ClusterNode {
                     state: NodeState::Active,
                 };
                 tracing::info!(?seeds, "joining the cluster");
-                cluster_service::join(&seeds, &me, Duration::from_secs(120))
+                cluster_service::join(&seeds, &me, Duration::from_secs(120), &tls)
                     .await
                     .map_err(Error::Cluster)?;
             }
@@ -185,6 +196,7 @@ impl ClusterNode {
             replicas,
             runtime,
             control,
+            tls,
             grpc_addr,
             control_stop,
             stop,
@@ -239,8 +251,9 @@ impl ClusterNode {
                     continue;
                 };
                 handing_over = true;
+                let tls = self.tls.clone();
                 tokio::spawn(async move {
-                    if let Ok(mut client) = cluster_service::connect(&addr).await {
+                    if let Ok(mut client) = cluster_service::connect(&addr, &tls).await {
                         let _ = client
                             .elect(crate::rpc::pb::ElectRequest {
                                 shard: u32::from(shard),

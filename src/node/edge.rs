@@ -1,7 +1,8 @@
 //! `roost edge`: the stateless front door of a cluster. It watches the
 //! cluster view from any node, serves HTTP and WebSockets with the built-in
-//! app, and sends each object call straight to the leader of the object's
-//! shard, following redirects when leadership has moved.
+//! app and the public gRPC object API (`roost.v1.Objects`) for other
+//! services, and sends each object call straight to the leader of the
+//! object's shard, following redirects when leadership has moved.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use crate::edge::Edge;
 use crate::id::{ObjectKey, ShardId};
 use crate::object::{self, CallResult, FetchOutcome, Message, ObjectClient, Request, SocketId};
 use crate::ring::{NodeId, Placement};
+use crate::rpc::objects::ObjectsService;
 use crate::rpc::pb;
 use crate::rpc::remote::{RemoteClient, RemoteOptions};
 use crate::telemetry::admin::{Admin, AdminSources};
@@ -26,6 +28,14 @@ use crate::telemetry::metrics;
 
 /// How long an edge keeps retrying a call while leadership moves.
 const FAILOVER_WINDOW: Duration = Duration::from_secs(10);
+
+/// The longest pause between rounds of attempts while a shard has no
+/// leader: short, so a call goes through soon after an election ends.
+const MAX_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How long a node that could not be reached, or left a call hanging, is
+/// tried after the others.
+const SUSPECT_FOR: Duration = Duration::from_secs(10);
 
 /// A watch stream repeats the view every second; one silent this long is
 /// dead, and the edge watches another node.
@@ -47,6 +57,10 @@ pub struct ClusterClient {
     clients: Arc<Mutex<HashMap<String, RemoteClient>>>,
     /// Which node each bridged socket lives on.
     sockets: Arc<Mutex<HashMap<(ObjectKey, SocketId), RemoteClient>>>,
+    /// Nodes that recently could not be reached or left a call hanging
+    /// (killed, paused, partitioned), with when: tried last until they
+    /// answer again or [`SUSPECT_FOR`] passes.
+    suspects: Arc<Mutex<HashMap<NodeId, std::time::Instant>>>,
     opts: RemoteOptions,
 }
 
@@ -56,6 +70,7 @@ impl ClusterClient {
             view: Arc::default(),
             clients: Arc::default(),
             sockets: Arc::default(),
+            suspects: Arc::default(),
             opts,
         }
     }
@@ -114,11 +129,66 @@ impl ClusterClient {
         }
         order.extend(view.nodes.keys().copied());
         let mut seen = BTreeSet::new();
+        order.retain(|n| seen.insert(*n));
+        // Suspects last, otherwise in the same order (a stable sort).
+        let suspects = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
+        order.sort_by_key(|n| {
+            suspects
+                .get(n)
+                .is_some_and(|since| since.elapsed() < SUSPECT_FOR)
+        });
         order
             .into_iter()
-            .filter(|n| seen.insert(*n))
             .filter_map(|n| view.nodes.get(&n).map(|a| (n, a.clone())))
             .collect()
+    }
+
+    /// The node to watch the cluster view from, round robin (`i`) over the
+    /// known nodes not suspected, or over every known node and seed when
+    /// all are suspects; with its id when it is a known node.
+    fn view_source(&self, seeds: &[String], i: usize) -> Option<(Option<NodeId>, String)> {
+        let view = self.read();
+        let suspects = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh: Vec<(Option<NodeId>, String)> = view
+            .nodes
+            .iter()
+            .filter(|(id, _)| {
+                suspects
+                    .get(id)
+                    .is_none_or(|since| since.elapsed() >= SUSPECT_FOR)
+            })
+            .map(|(id, a)| (Some(*id), a.clone()))
+            .collect();
+        let list = if fresh.is_empty() {
+            let mut all: Vec<(Option<NodeId>, String)> = view
+                .nodes
+                .iter()
+                .map(|(id, a)| (Some(*id), a.clone()))
+                .collect();
+            all.extend(
+                seeds
+                    .iter()
+                    .filter(|s| !view.nodes.values().any(|a| a == *s))
+                    .map(|s| (None, s.clone())),
+            );
+            all
+        } else {
+            fresh
+        };
+        if list.is_empty() {
+            return None;
+        }
+        list.get(i % list.len()).cloned()
+    }
+
+    /// Marks `node` suspect (`true`) or cleared (`false`).
+    fn suspect(&self, node: NodeId, suspect: bool) {
+        let mut suspects = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
+        if suspect {
+            suspects.insert(node, std::time::Instant::now());
+        } else {
+            suspects.remove(&node);
+        }
     }
 
     fn remote(&self, addr: &str) -> Result<RemoteClient, object::Error> {
@@ -126,11 +196,8 @@ impl ClusterClient {
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
         }
-        let sock: SocketAddr = addr
-            .parse()
-            .map_err(|_| object::Error::Unavailable(format!("bad node address {addr}")))?;
-        let client = RemoteClient::connect_lazy(sock, self.opts.clone())
-            .map_err(|e| object::Error::Unavailable(e.to_string()))?;
+        let client = RemoteClient::connect_lazy_to(addr, self.opts.clone())
+            .map_err(|e| object::Error::Unavailable(format!("bad node address {addr}: {e}")))?;
         clients.insert(addr.to_owned(), client.clone());
         Ok(client)
     }
@@ -156,13 +223,18 @@ impl ClusterClient {
     /// Runs `call` on the shard leader of `key`, retrying other candidates
     /// while the call was certainly not executed (not the owner, or the
     /// node could not be reached) until the failover window closes.
-    async fn route<T, F, Fut>(&self, key: &ObjectKey, mut call: F) -> Result<T, object::Error>
+    async fn route<T, F, Fut>(
+        &self,
+        key: &ObjectKey,
+        retry: Retry,
+        mut call: F,
+    ) -> Result<T, object::Error>
     where
         F: FnMut(RemoteClient) -> Fut,
         Fut: std::future::Future<Output = Result<T, object::Error>>,
     {
         let started = std::time::Instant::now();
-        let result = self.route_inner(key, &mut call).await;
+        let result = self.route_inner(key, retry, &mut call).await;
         let outcome = if result.is_ok() { "ok" } else { "error" };
         metrics::forward(&key.namespace, outcome, started.elapsed());
         result
@@ -171,6 +243,7 @@ impl ClusterClient {
     async fn route_inner<T, F, Fut>(
         &self,
         key: &ObjectKey,
+        retry: Retry,
         call: &mut F,
     ) -> Result<T, object::Error>
     where
@@ -179,33 +252,55 @@ impl ClusterClient {
     {
         let deadline = tokio::time::Instant::now() + FAILOVER_WINDOW;
         let mut backoff = Duration::from_millis(20);
+        let mut last = object::Error::Unavailable("no node known for this object".into());
+        // Nodes that failed this call with an unknown outcome (a broken or
+        // silent connection): not tried again for it, so a paused node
+        // costs a safe retry one keep-alive timeout, not the whole window.
+        let mut stalled: BTreeSet<NodeId> = BTreeSet::new();
         loop {
-            let mut last = object::Error::Unavailable("no node known for this object".into());
             for (node, addr) in self.candidates(key) {
+                if stalled.contains(&node) {
+                    continue;
+                }
                 let client = self.remote(&addr)?;
                 match call(client).await {
                     Ok(v) => {
                         self.learn_leader(key, node);
+                        self.suspect(node, false);
                         return Ok(v);
                     }
-                    Err(e) if not_executed(&e) => {
-                        let reason = if matches!(e, object::Error::NotOwner { .. }) {
-                            "not_owner"
-                        } else {
-                            "unreachable"
+                    Err(e) if retry.allows(&e) => {
+                        let reason = match e {
+                            object::Error::NotOwner { .. } => "not_owner",
+                            object::Error::Unreachable(_) => "unreachable",
+                            _ => "idempotent",
                         };
                         metrics::forward_retry(&key.namespace, reason);
                         self.forget_leader(key, node);
+                        if matches!(e, object::Error::Unavailable(_)) {
+                            stalled.insert(node);
+                        }
+                        if matches!(
+                            e,
+                            object::Error::Unavailable(_) | object::Error::Unreachable(_)
+                        ) {
+                            self.suspect(node, true);
+                        }
                         last = e;
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        if matches!(e, object::Error::Unavailable(_)) {
+                            self.suspect(node, true);
+                        }
+                        return Err(e);
+                    }
                 }
             }
             if tokio::time::Instant::now() + backoff >= deadline {
                 return Err(last);
             }
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(500));
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
@@ -218,18 +313,56 @@ impl ClusterClient {
     }
 }
 
+/// Which failed calls the edge tries again (on the next candidate node).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Retry {
+    /// Only calls that certainly did not run ([`not_executed`]).
+    NotExecuted,
+    /// Also calls whose outcome is unknown because leadership moved or the
+    /// connection broke: for requests that are safe to repeat (GET, HEAD,
+    /// OPTIONS, as HTTP proxies treat them). Running one twice changes no
+    /// stored state, and the one that failed released no output.
+    Idempotent,
+}
+
+impl Retry {
+    /// How a fetch of `req` may be retried: WebSocket upgrades (which may
+    /// write, e.g. a chat room's join) and other methods only when they
+    /// did not run.
+    fn for_request(req: &Request) -> Retry {
+        let safe = matches!(
+            *req.method(),
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+        );
+        if safe && !object::is_websocket_upgrade(req) {
+            Retry::Idempotent
+        } else {
+            Retry::NotExecuted
+        }
+    }
+
+    fn allows(self, e: &object::Error) -> bool {
+        not_executed(e)
+            || (self == Retry::Idempotent
+                && matches!(
+                    e,
+                    object::Error::Reset | object::Error::Commit(_) | object::Error::Unavailable(_)
+                ))
+    }
+}
+
 /// Whether a failed call certainly did not run on the object, so trying
 /// another node cannot run it twice: the node refused it (not the owner,
-/// shutting down) or could not be reached at all.
+/// shutting down) or no connection to it could be made. A connection that
+/// broke after the request was sent is not enough: the node may have run
+/// the call and committed its writes before it died.
 fn not_executed(e: &object::Error) -> bool {
-    match e {
-        object::Error::NotOwner { .. } | object::Error::ShuttingDown => true,
-        object::Error::Unavailable(msg) => {
-            let msg = msg.to_ascii_lowercase();
-            msg.contains("connect") || msg.contains("refused")
-        }
-        _ => false,
-    }
+    matches!(
+        e,
+        object::Error::NotOwner { .. }
+            | object::Error::ShuttingDown
+            | object::Error::Unreachable(_)
+    )
 }
 
 /// Rebuilds a request for another attempt (bodies are buffered bytes).
@@ -255,8 +388,9 @@ impl ObjectClient for ClusterClient {
         Box::pin(async move {
             let key = object.clone();
             let mut chosen: Option<RemoteClient> = None;
+            let retry = Retry::for_request(&req);
             let outcome = this
-                .route(&key, |client| {
+                .route(&key, retry, |client| {
                     let req = copy_request(&req);
                     let key = key.clone();
                     chosen = Some(client.clone());
@@ -282,7 +416,7 @@ impl ObjectClient for ClusterClient {
         let this = self.clone();
         Box::pin(async move {
             let key = object.clone();
-            this.route(&key, |client| {
+            this.route(&key, Retry::NotExecuted, |client| {
                 let (key, method, payload) = (key.clone(), method.clone(), payload.clone());
                 async move { ObjectClient::call(&client, key, method, payload).await }
             })
@@ -337,15 +471,17 @@ impl ObjectClient for ClusterClient {
 async fn watch_view(client: ClusterClient, seeds: Vec<String>, stop: CancellationToken) {
     let mut i = 0usize;
     loop {
-        let mut addrs: Vec<String> = client.read().nodes.values().cloned().collect();
-        addrs.extend(seeds.iter().cloned());
-        let addr = addrs[i % addrs.len().max(1)].clone();
+        let Some((node, addr)) = client.view_source(&seeds, i) else {
+            return;
+        };
         i += 1;
         // A node that accepts connections but never answers (paused with
         // SIGSTOP, wedged) must not hold the edge's view: connecting and
         // every message of the stream get a deadline.
         let opened = tokio::time::timeout(VIEW_SILENCE, async {
-            let mut c = cluster_service::connect(&addr).await.ok()?;
+            let mut c = cluster_service::connect(&addr, &client.opts.tls)
+                .await
+                .ok()?;
             c.watch(pb::WatchRequest {}).await.ok()
         })
         .await
@@ -357,7 +493,12 @@ async fn watch_view(client: ClusterClient, seeds: Vec<String>, stop: Cancellatio
                 tokio::select! {
                     msg = tokio::time::timeout(VIEW_SILENCE, stream.message()) => match msg {
                         Ok(Ok(Some(v))) => client.apply(v),
-                        _ => break,
+                        _ => {
+                            if let Some(node) = node {
+                                client.suspect(node, true);
+                            }
+                            break;
+                        }
                     },
                     _ = stop.cancelled() => return,
                 }
@@ -374,6 +515,10 @@ async fn watch_view(client: ClusterClient, seeds: Vec<String>, stop: Cancellatio
 pub struct EdgeNode {
     edge: Edge,
     admin: Admin,
+    /// The gRPC object API server, stopped by `grpc_stop`.
+    grpc: tokio::task::JoinHandle<Result<(), crate::rpc::Error>>,
+    grpc_addr: SocketAddr,
+    grpc_stop: CancellationToken,
     stop: CancellationToken,
     grace: Duration,
 }
@@ -388,7 +533,12 @@ impl EdgeNode {
                 "an edge needs at least one seed node (--join)".into(),
             ));
         }
-        let client = ClusterClient::new(RemoteOptions::default());
+        let tls = super::rpc_tls(&config)?;
+        tracing::info!(tls = %tls.describe(), "gRPC to the nodes");
+        let client = ClusterClient::new(RemoteOptions {
+            tls,
+            ..RemoteOptions::default()
+        });
         let stop = CancellationToken::new();
         tokio::spawn(watch_view(client.clone(), seeds, stop.clone()));
         tracing::info!("waiting for the cluster view");
@@ -415,6 +565,30 @@ impl EdgeNode {
         )
         .map_err(|source| Error::Listen { addr, source })?;
         tracing::info!(addr = %edge.local_addr(), "edge serving HTTP and WebSockets");
+        let grpc_addr = config.grpc.listen;
+        let grpc_listener = TcpListener::bind(grpc_addr)
+            .await
+            .map_err(|source| Error::Listen {
+                addr: grpc_addr,
+                source,
+            })?;
+        let grpc_addr = grpc_listener.local_addr().map_err(|source| Error::Listen {
+            addr: grpc_addr,
+            source,
+        })?;
+        let service = ObjectsService::new(Arc::new(client.clone()), super::objects_limits(&config));
+        let grpc_stop = CancellationToken::new();
+        let grpc = {
+            let (tls, stop) = (client.opts.tls.clone(), grpc_stop.clone());
+            tokio::spawn(async move {
+                crate::rpc::objects::serve(grpc_listener, service, &tls, stop).await
+            })
+        };
+        tracing::info!(
+            addr = %grpc_addr,
+            tls = %client.opts.tls.describe(),
+            "edge serving the gRPC object API"
+        );
         let admin_addr = config.admin.listen;
         let admin_listener =
             TcpListener::bind(admin_addr)
@@ -448,6 +622,9 @@ impl EdgeNode {
         Ok(EdgeNode {
             edge,
             admin,
+            grpc,
+            grpc_addr,
+            grpc_stop,
             stop,
             grace: Duration::from_millis(config.shutdown_grace_ms),
         })
@@ -462,9 +639,68 @@ impl EdgeNode {
         self.admin.local_addr()
     }
 
+    /// The gRPC object API's address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
     pub async fn shutdown(self) {
-        self.edge.shutdown(self.grace).await;
+        self.grpc_stop.cancel();
+        let (_, grpc) = tokio::join!(
+            self.edge.shutdown(self.grace),
+            tokio::time::timeout(self.grace, self.grpc)
+        );
+        if let Ok(Ok(Err(e))) = grpc {
+            tracing::warn!(error = %e, "gRPC server");
+        }
         self.stop.cancel();
         self.admin.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: &str, upgrade: bool) -> Request {
+        let mut req = Request::new(bytes::Bytes::new());
+        *req.method_mut() = method.parse().expect("method");
+        if upgrade {
+            let h = req.headers_mut();
+            h.insert(http::header::UPGRADE, "websocket".parse().expect("value"));
+            h.insert(http::header::CONNECTION, "Upgrade".parse().expect("value"));
+        }
+        req
+    }
+
+    #[test]
+    fn only_safe_requests_are_retried_when_their_outcome_is_unknown() {
+        let unknown = [
+            object::Error::Reset,
+            object::Error::Unavailable("connection closed".into()),
+        ];
+        let never_ran = [
+            object::Error::NotOwner { shard: 3 },
+            object::Error::ShuttingDown,
+            object::Error::Unreachable("refused".into()),
+        ];
+        for (method, upgrade, retried) in [
+            ("GET", false, true),
+            ("HEAD", false, true),
+            ("OPTIONS", false, true),
+            ("GET", true, false),
+            ("POST", false, false),
+            ("PUT", false, false),
+            ("DELETE", false, false),
+        ] {
+            let retry = Retry::for_request(&request(method, upgrade));
+            for e in &unknown {
+                assert_eq!(retry.allows(e), retried, "{method} upgrade={upgrade} {e:?}");
+            }
+            for e in &never_ran {
+                assert!(retry.allows(e), "{method} {e:?}");
+            }
+            assert!(!retry.allows(&object::Error::Overloaded), "{method}");
+        }
     }
 }

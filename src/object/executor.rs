@@ -236,6 +236,12 @@ impl Executor {
                 metrics::object_evicted(&self.act.key.namespace, "reset");
                 return;
             };
+            if !self.act.shard.is_leader() {
+                // Leadership moved while this event waited: it never ran,
+                // so the caller may safely retry it on the new leader.
+                queued.event.fail(self.not_owner());
+                continue;
+            }
             self.ctx
                 .storage
                 .pending
@@ -243,7 +249,7 @@ impl Executor {
             if obj.is_none() {
                 obj = self.init::<T>().await;
                 if obj.is_none() {
-                    queued.event.fail(Error::Reset);
+                    queued.event.fail(self.never_ran());
                     self.gate.broken.store(true, Ordering::Release);
                     continue;
                 }
@@ -266,12 +272,30 @@ impl Executor {
         }
         mailbox.close();
         while let Ok(queued) = mailbox.try_recv() {
-            queued.event.fail(Error::Reset);
+            queued.event.fail(self.never_ran());
         }
         let reason = if force { "reset" } else { "idle" };
         metrics::object_evicted(&self.act.key.namespace, reason);
         tracing::debug!(force, "executor evicted");
         true
+    }
+
+    /// This node does not lead the object's shard (any more).
+    fn not_owner(&self) -> Error {
+        Error::NotOwner {
+            shard: self.act.shard.id(),
+        }
+    }
+
+    /// The error for an event failed before its handler ran: not the
+    /// owner if leadership moved (the caller may retry elsewhere), else a
+    /// reset.
+    fn never_ran(&self) -> Error {
+        if self.act.shard.is_leader() {
+            Error::Reset
+        } else {
+            self.not_owner()
+        }
     }
 
     async fn init<T: DurableObject>(&mut self) -> Option<T> {

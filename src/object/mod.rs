@@ -59,6 +59,10 @@ pub enum Error {
     /// something this node cannot name more precisely (a remote client).
     #[error("the object's node is unavailable: {0}")]
     Unavailable(String),
+    /// No connection to the object's node could be made, so the call was
+    /// certainly never sent: trying another node cannot run it twice.
+    #[error("the object's node could not be reached: {0}")]
+    Unreachable(String),
 }
 
 impl Error {
@@ -74,7 +78,8 @@ impl Error {
             | Error::Commit(_)
             | Error::Reset
             | Error::ShuttingDown
-            | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | Error::Unavailable(_)
+            | Error::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -89,6 +94,7 @@ impl Error {
             Error::Reset => "object_reset",
             Error::ShuttingDown => "shutting_down",
             Error::Unavailable(_) => "unavailable",
+            Error::Unreachable(_) => "unreachable",
         }
     }
 

@@ -28,9 +28,9 @@ pub struct ReplicationOptions {
 impl Default for ReplicationOptions {
     fn default() -> Self {
         ReplicationOptions {
-            heartbeat_ms: 100,
-            election_timeout_min_ms: 300,
-            election_timeout_max_ms: 600,
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 200,
+            election_timeout_max_ms: 400,
             snapshot_logs_since_last: 20_000,
             snapshot_keep_logs: 1_000,
             max_batch_bytes: 4 << 20,

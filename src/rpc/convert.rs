@@ -40,7 +40,9 @@ impl From<object::Error> for Status {
             E::InvalidBinding(_) => Code::Internal,
             E::NotOwner { .. } => Code::FailedPrecondition,
             E::Overloaded => Code::ResourceExhausted,
-            E::Commit(_) | E::Reset | E::ShuttingDown | E::Unavailable(_) => Code::Unavailable,
+            E::Commit(_) | E::Reset | E::ShuttingDown | E::Unavailable(_) | E::Unreachable(_) => {
+                Code::Unavailable
+            }
         };
         let mut status = Status::new(code, e.to_string());
         let meta = status.metadata_mut();
@@ -56,6 +58,9 @@ impl From<object::Error> for Status {
 /// object that was called (for `UnknownNamespace`).
 pub(super) fn error_from_status(status: &Status, key: &ObjectKey) -> object::Error {
     use object::Error as E;
+    if never_sent(status) {
+        return E::Unreachable(status.message().to_owned());
+    }
     let meta = status.metadata();
     let shard = text(meta, SHARD_METADATA).and_then(|s| s.parse().ok());
     match (status.code(), text(meta, ERROR_METADATA), shard) {
@@ -68,6 +73,21 @@ pub(super) fn error_from_status(status: &Status, key: &ObjectKey) -> object::Err
         (Code::Unavailable, Some("shutting_down"), _) => E::ShuttingDown,
         (code, _, _) => E::Unavailable(format!("{code:?}: {}", status.message())),
     }
+}
+
+/// Whether `status` is this process's own failure to connect to the node
+/// (tonic's [`tonic::ConnectError`] in its source chain): a request that
+/// waits for a connection that never comes is never written to the wire.
+/// A status a remote node sent has no source, so it never qualifies.
+fn never_sent(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// A call handler's error as a status: the code follows the HTTP status,

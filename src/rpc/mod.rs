@@ -5,9 +5,10 @@
 //! traffic between nodes ([`raft`]: by shard over one channel per peer), the
 //! public object API served by a node over its object runtime
 //! ([`objects`]), the client that implements
-//! [`crate::object::ObjectClient`] over it ([`remote`]), and the one
+//! [`crate::object::ObjectClient`] over it ([`remote`]), the one
 //! translation between protobuf messages, gRPC statuses and the object
-//! layer's types (`convert`).
+//! layer's types (`convert`), and the one place that builds gRPC servers
+//! and client endpoints, plain or with mutual TLS ([`tls`]).
 //!
 //! Never: runs objects, touches storage or decides anything itself (it
 //! carries messages to the layer that owns them), or lets protobuf types
@@ -17,6 +18,7 @@ mod convert;
 pub mod objects;
 pub mod raft;
 pub mod remote;
+pub mod tls;
 
 pub use raft::{GrpcTransport, RaftService, serve};
 
@@ -25,6 +27,7 @@ pub mod pb {
     tonic::include_proto!("roost.v1");
 }
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Errors of the rpc layer.
@@ -47,6 +50,20 @@ pub enum Error {
         #[source]
         source: tonic::transport::Error,
     },
+    /// A TLS file could not be read, or holds no PEM block of its kind.
+    #[error("TLS {what} {}: {message}", path.display())]
+    TlsFile {
+        what: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    /// The TLS material does not make a valid server or client
+    /// configuration, or an address does not fit it.
+    #[error("TLS {what} configuration: {message}")]
+    Tls { what: &'static str, message: String },
+    /// No connection could be made to a peer.
+    #[error("connect to {addr}: {message}")]
+    Connect { addr: String, message: String },
     /// A message could not be encoded, or the peer's answer not decoded.
     #[error("{what}: {source}")]
     Codec {
@@ -61,4 +78,15 @@ pub enum Error {
     /// channel when it could not reach the peer).
     #[error("gRPC status {}: {}", .0.code(), .0.message())]
     Status(#[source] Box<tonic::Status>),
+}
+
+impl Error {
+    /// A failed connection to `addr`, with every cause (tonic's own message
+    /// is only "transport error"; the TLS or socket error is its source).
+    pub fn connect(addr: &str, error: &tonic::transport::Error) -> Error {
+        Error::Connect {
+            addr: addr.to_owned(),
+            message: tls::chain(error),
+        }
+    }
 }

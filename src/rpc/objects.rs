@@ -1,9 +1,13 @@
 //! The server side of the public object API (`roost.v1.Objects`): `Fetch`,
-//! `Call` and `Socket` over this node's object [`Runtime`].
+//! `Call` and `Socket` over an [`ObjectClient`]: a node's own `Runtime`
+//! (answering `NotOwner` for shards it does not lead), or an edge's router
+//! to the owners.
 //!
 //! Who may call: any service inside the cluster network, and edges
-//! forwarding to the owner of an object. There is no authentication here;
-//! the network (NetworkPolicy, mTLS) must keep everyone else out.
+//! forwarding to the owner of an object. There is no authentication here
+//! beyond mutual TLS when `[tls]` is configured (then only holders of a
+//! certificate from its CA get in); otherwise the network (NetworkPolicy)
+//! must keep everyone else out.
 //!
 //! Owns: validating requests off the wire (sizes included), running them on
 //! the runtime, and bridging a `Socket` stream to an object's socket.
@@ -14,6 +18,7 @@
 use tracing::Instrument as _;
 
 use crate::telemetry::traces;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -27,7 +32,8 @@ use super::Error;
 use super::convert::{self, MAX_CALL_METHOD_BYTES};
 use super::pb::objects_server::{Objects, ObjectsServer};
 use super::pb::{self, socket_down, socket_up};
-use crate::object::{Runtime, ServerFrame, SocketLink, is_websocket_upgrade};
+use super::tls::Tls;
+use crate::object::{ObjectClient, ServerFrame, SocketLink, is_websocket_upgrade};
 
 /// Sizes the service accepts, from the node's configuration.
 #[derive(Clone, Debug)]
@@ -55,10 +61,10 @@ const ENVELOPE_BYTES: usize = 256 * 1024;
 /// object's own socket queue is behind it).
 const DOWN_BUFFER: usize = 32;
 
-/// The `roost.v1.Objects` service over a node's runtime. Cheap to clone.
+/// The `roost.v1.Objects` service over an object client. Cheap to clone.
 #[derive(Clone)]
 pub struct ObjectsService {
-    runtime: Runtime,
+    objects: Arc<dyn ObjectClient>,
     limits: ObjectsLimits,
     /// Cancelled to close every bridged socket with 1001.
     closing: CancellationToken,
@@ -67,9 +73,11 @@ pub struct ObjectsService {
 }
 
 impl ObjectsService {
-    pub fn new(runtime: Runtime, limits: ObjectsLimits) -> Self {
+    /// The service over `objects`: a node's runtime (which answers
+    /// `NotOwner` for shards it does not lead) or an edge's router.
+    pub fn new(objects: Arc<dyn ObjectClient>, limits: ObjectsLimits) -> Self {
         ObjectsService {
-            runtime,
+            objects,
             limits,
             closing: CancellationToken::new(),
             bridges: TaskTracker::new(),
@@ -96,17 +104,18 @@ impl ObjectsService {
     }
 }
 
-/// Serves `service` on `listener` until `shutdown` is cancelled; then
-/// closes its sockets (1001), stops accepting, and waits for in-flight
-/// calls to finish.
+/// Serves `service` on `listener` (plain or with mutual TLS, as `tls`
+/// says) until `shutdown` is cancelled; then closes its sockets (1001),
+/// stops accepting, and waits for in-flight calls to finish.
 pub async fn serve(
     listener: TcpListener,
     service: ObjectsService,
+    tls: &Tls,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let closer = service.clone();
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    tls.server()?
         // Finds callers that vanished while holding a socket stream open.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -134,12 +143,12 @@ impl ObjectsService {
                 "a WebSocket upgrade request needs Socket, not Fetch",
             ));
         }
-        let outcome = self.runtime.fetch(key, req).await?;
+        let outcome = self.objects.fetch(key, req).await?;
         if let Some(link) = outcome.socket {
             // Not an upgrade request, so no socket can have been accepted;
             // should one appear, nobody will ever connect to it.
             let _ =
-                self.runtime
+                self.objects
                     .socket_closed(&link.object, link.socket, 1006, "not upgraded".into());
         }
         Ok(tonic::Response::new(convert::response_to_pb(
@@ -162,7 +171,7 @@ impl ObjectsService {
             self.limits.max_request_body_bytes,
         )?;
         let payload = bytes::Bytes::from(req.payload);
-        match self.runtime.call(key, req.method, payload).await? {
+        match self.objects.call(key, req.method, payload).await? {
             Ok(payload) => Ok(tonic::Response::new(pb::CallResponse {
                 payload: Vec::from(payload),
             })),
@@ -203,7 +212,7 @@ impl Objects for ObjectsService {
                 "`open` must be a WebSocket upgrade request (Upgrade: websocket)",
             ));
         }
-        let outcome = self.runtime.fetch(key, req).await?;
+        let outcome = self.objects.fetch(key, req).await?;
         let (tx, rx) = mpsc::channel(DOWN_BUFFER);
         let response = convert::response_to_pb(outcome.response);
         let first = match &outcome.socket {
@@ -217,7 +226,7 @@ impl Objects for ObjectsService {
         let _ = tx.try_send(Ok(pb::SocketDown { kind: Some(first) }));
         if let Some(link) = outcome.socket {
             let bridge = Bridge {
-                runtime: self.runtime.clone(),
+                objects: self.objects.clone(),
                 down: tx,
                 max_message: self.limits.max_message_bytes,
                 closing: self.closing.clone(),
@@ -246,7 +255,7 @@ enum End {
 
 /// Bridges one accepted socket between its object and a `Socket` caller.
 struct Bridge {
-    runtime: Runtime,
+    objects: Arc<dyn ObjectClient>,
     down: mpsc::Sender<Result<pb::SocketDown, Status>>,
     max_message: usize,
     /// Cancelled when the node shuts down.
@@ -292,11 +301,11 @@ impl Bridge {
         let (object, socket) = (&link.object, link.socket);
         let told = match end {
             End::Object => Ok(()),
-            End::Closed(code, reason) => self.runtime.socket_closed(object, socket, code, reason),
+            End::Closed(code, reason) => self.objects.socket_closed(object, socket, code, reason),
             End::Shutdown => {
                 let reason = "server shutting down";
                 let told = self
-                    .runtime
+                    .objects
                     .socket_closed(object, socket, 1001, reason.into());
                 self.send_last(Ok(close(1001, reason.into())));
                 told
@@ -304,10 +313,10 @@ impl Bridge {
             End::TooBig => {
                 let reason = "message too big";
                 let told = self
-                    .runtime
+                    .objects
                     .socket_error(object, socket, reason.into())
                     .and_then(|()| {
-                        self.runtime
+                        self.objects
                             .socket_closed(object, socket, 1009, reason.into())
                     });
                 self.send_last(Ok(close(1009, reason.into())));
@@ -315,14 +324,14 @@ impl Bridge {
             }
             End::Invalid(message) => {
                 let told = self
-                    .runtime
+                    .objects
                     .socket_closed(object, socket, 1006, String::new());
                 self.send_last(Err(Status::invalid_argument(message)));
                 told
             }
             End::Failed(e) => {
                 let told = self
-                    .runtime
+                    .objects
                     .socket_closed(object, socket, 1006, String::new());
                 self.send_last(Err(Status::from(e)));
                 told
@@ -344,7 +353,7 @@ impl Bridge {
                 if msg.len() > self.max_message {
                     return Some(End::TooBig);
                 }
-                self.runtime.socket_message(object, socket, msg)
+                self.objects.socket_message(object, socket, msg)
             }
             socket_up::Kind::Close(pb::SocketClose { code, reason }) => {
                 return Some(match u16::try_from(code) {
@@ -352,7 +361,7 @@ impl Bridge {
                     Err(_) => End::Invalid(format!("close code {code} is not 0..=65535")),
                 });
             }
-            socket_up::Kind::Error(error) => self.runtime.socket_error(object, socket, error),
+            socket_up::Kind::Error(error) => self.objects.socket_error(object, socket, error),
             socket_up::Kind::Open(_) => {
                 return Some(End::Invalid("`open` is only the first message".into()));
             }

@@ -1,6 +1,7 @@
 //! Raft traffic between nodes over gRPC: [`RaftService`] hands peers'
 //! messages to this node's shard groups, [`GrpcTransport`] sends this node's
-//! to its peers, and [`serve`] runs the service on a listener.
+//! to its peers, and [`serve`] runs the service on a listener. Servers and
+//! channels are built by [`super::tls`] (plain, or mutual TLS).
 //!
 //! Owns the wire encoding of Raft messages (postcard inside the
 //! `RaftRequest` envelope, see `proto/roost/v1/raft.proto`) and one HTTP/2
@@ -26,14 +27,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Code, Request, Response, Status};
 
 use super::Error;
 use super::pb::raft_client::RaftClient;
 use super::pb::raft_server::{self, RaftServer};
 use super::pb::{RaftReply, RaftRequest};
+use super::tls::Tls;
 use crate::replication::network::RpcError;
 use crate::replication::{NodeId, Peer, Raft, Replicas, Transport, TypeConfig};
 
@@ -164,15 +166,17 @@ fn reply<T: Serialize>(result: &T) -> Result<Response<RaftReply>, Status> {
     Ok(Response::new(RaftReply { payload }))
 }
 
-/// Serves [`RaftService`] on `listener` until `shutdown` is cancelled, then
-/// stops accepting and waits for the calls in progress to finish.
+/// Serves [`RaftService`] alone, plain, on `listener` until `shutdown` is
+/// cancelled, then stops accepting and waits for the calls in progress to
+/// finish. (A `roost node` serves it beside its other services.)
 pub async fn serve(
     listener: TcpListener,
     replicas: Arc<Replicas>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    Server::builder()
+    Tls::plain()
+        .server()?
         .http2_adaptive_window(Some(true))
         .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
         .add_service(RaftService::new(replicas).into_server())
@@ -188,6 +192,7 @@ pub async fn serve(
 #[derive(Default)]
 pub struct GrpcTransport {
     channels: Mutex<HashMap<String, Channel>>,
+    tls: Tls,
 }
 
 #[derive(Clone, Copy)]
@@ -198,8 +203,17 @@ enum Method {
 }
 
 impl GrpcTransport {
+    /// A transport over plain HTTP/2.
     pub fn new() -> GrpcTransport {
         GrpcTransport::default()
+    }
+
+    /// A transport whose channels use `tls` (plain or mutual TLS).
+    pub fn with_tls(tls: Tls) -> GrpcTransport {
+        GrpcTransport {
+            channels: Mutex::default(),
+            tls,
+        }
     }
 
     /// The peer addresses this transport holds a channel to, sorted.
@@ -216,16 +230,9 @@ impl GrpcTransport {
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let uri = if addr.contains("://") {
-            addr.to_owned()
-        } else {
-            format!("http://{addr}")
-        };
-        let endpoint = Endpoint::from_shared(uri).map_err(|source| Error::Address {
-            addr: addr.to_owned(),
-            source,
-        })?;
-        let channel = endpoint
+        let channel = self
+            .tls
+            .endpoint(addr)?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_adaptive_window(true)
@@ -317,7 +324,11 @@ fn transport_error<E: std::error::Error>(e: Error) -> RpcError<E> {
             status.code(),
             Code::Unavailable | Code::NotFound | Code::FailedPrecondition
         ),
-        Error::Address { .. } | Error::Endpoint { .. } => true,
+        Error::Address { .. }
+        | Error::Endpoint { .. }
+        | Error::TlsFile { .. }
+        | Error::Tls { .. }
+        | Error::Connect { .. } => true,
         Error::Serve(_) | Error::Codec { .. } | Error::Timeout(_) => false,
     };
     if backoff {

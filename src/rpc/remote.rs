@@ -22,18 +22,28 @@ use http::StatusCode;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::Error;
 use super::convert;
 use super::pb::objects_client::ObjectsClient;
 use super::pb::{self, socket_down, socket_up};
+use super::tls::Tls;
 use crate::id::ObjectKey;
 use crate::object::{
     self, CallResult, FetchOutcome, Message, ObjectClient, Request, ServerFrame, SocketId,
     SocketLink, is_websocket_upgrade,
 };
 use crate::telemetry::traces;
+
+/// How long connecting to a node may take before calls on it fail as
+/// unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often an HTTP/2 ping checks that a node still answers, and how long
+/// its answer may take: a paused or partitioned node fails the calls it
+/// holds within about five seconds instead of hanging them.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(2);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Tunables of a [`RemoteClient`].
 #[derive(Clone, Debug)]
@@ -44,6 +54,8 @@ pub struct RemoteOptions {
     /// Largest message accepted from a node (a response, a call's answer,
     /// a socket frame), in bytes.
     pub max_response_bytes: usize,
+    /// Plain or mutual TLS towards the node (default plain).
+    pub tls: Tls,
 }
 
 impl Default for RemoteOptions {
@@ -51,6 +63,7 @@ impl Default for RemoteOptions {
         RemoteOptions {
             socket_buffer: 1024,
             max_response_bytes: 64 << 20,
+            tls: Tls::plain(),
         }
     }
 }
@@ -89,16 +102,25 @@ impl RemoteClient {
     }
 
     /// A client of the node serving gRPC on `addr`. Connects on first use
-    /// (and reconnects after a failure); a node that cannot be reached makes
-    /// calls fail with [`object::Error::Unavailable`].
+    /// (and reconnects after a failure). A node no connection can be made to
+    /// makes calls fail with [`object::Error::Unreachable`] (never sent); a
+    /// connection that breaks after a call was sent, or that stops
+    /// answering keep-alive pings (a paused or partitioned node), fails the
+    /// calls on it with [`object::Error::Unavailable`] (outcome unknown).
     pub fn connect_lazy(addr: SocketAddr, opts: RemoteOptions) -> Result<RemoteClient, Error> {
-        let uri = format!("http://{addr}");
-        let endpoint = Endpoint::from_shared(uri.clone())
-            .map_err(|source| Error::Endpoint { uri, source })?
-            .connect_timeout(Duration::from_secs(5))
+        Self::connect_lazy_to(&addr.to_string(), opts)
+    }
+
+    /// [`RemoteClient::connect_lazy`] to a node's `host:port` (a DNS name
+    /// is resolved at each connection), with `opts.tls`.
+    pub fn connect_lazy_to(addr: &str, opts: RemoteOptions) -> Result<RemoteClient, Error> {
+        let endpoint = opts
+            .tls
+            .endpoint(addr)?
+            .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10))
+            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
         Ok(RemoteClient::new(endpoint.connect_lazy(), opts))
     }
@@ -392,5 +414,58 @@ impl ObjectClient for RemoteClient {
         error: String,
     ) -> Result<(), object::Error> {
         self.send_up(object, socket, socket_up::Kind::Error(error), false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::ObjectId;
+    use tokio::io::AsyncReadExt;
+
+    fn key() -> ObjectKey {
+        ObjectKey::new("COUNTERS", ObjectId::new_unique())
+    }
+
+    fn get() -> Request {
+        let mut req = Request::new(Bytes::new());
+        *req.uri_mut() = "/counter/a".parse().expect("static uri");
+        req
+    }
+
+    #[tokio::test]
+    async fn a_node_nothing_listens_on_is_unreachable() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let client = RemoteClient::connect_lazy(addr, RemoteOptions::default()).expect("client");
+        let Err(err) = client.fetch(key(), get()).await else {
+            panic!("a fetch with no server succeeded");
+        };
+        assert!(matches!(err, object::Error::Unreachable(_)), "{err:?}");
+        let Err(err) = client.call(key(), "m".into(), Bytes::new()).await else {
+            panic!("a call with no server succeeded");
+        };
+        assert!(matches!(err, object::Error::Unreachable(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_breaks_after_sending_is_not_unreachable() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // Accepts, reads what the client sends, and hangs up.
+        tokio::spawn(async move {
+            if let Ok((mut conn, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = conn.read(&mut buf).await;
+            }
+        });
+        let client = RemoteClient::connect_lazy(addr, RemoteOptions::default()).expect("client");
+        let Err(err) = client.fetch(key(), get()).await else {
+            panic!("a fetch the server hung up on succeeded");
+        };
+        assert!(matches!(err, object::Error::Unavailable(_)), "{err:?}");
     }
 }

@@ -167,7 +167,7 @@ pub const ALL: &[Def] = &[
     def(FORWARD_DURATION, H(LATENCY_BUCKETS), Unit::Seconds, &[BINDING, OUTCOME],
         "Time an edge spent forwarding one object call to its owner over gRPC, retries included, by outcome (ok, error)."),
     def(FORWARD_RETRIES, C, Unit::Count, &[BINDING, REASON],
-        "Object calls an edge sent to another node because the first could not have run them (not_owner, unreachable)."),
+        "Object calls an edge sent again, to another node: the first could not have run them (not_owner, unreachable), or they are safe to repeat (idempotent: GET, HEAD, OPTIONS)."),
     def(OBJECTS_LIVE, G, Unit::Count, &[],
         "Objects with a running executor on this node."),
     def(OBJECT_ACTIVATIONS, C, Unit::Count, &[BINDING],

@@ -157,3 +157,38 @@ pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
     static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     TURN.lock().await
 }
+
+/// Waits until the cluster has agreed ([`wait_agreed`]) and every shard is
+/// led by its preferred leader (the first of its replicas on the ring), so
+/// no planned leadership transfer is still to come.
+pub async fn wait_balanced(nodes: &[String], voters: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let g = wait_agreed(nodes, voters, timeout).await;
+        let ids: std::collections::BTreeSet<u64> = match view_of(&nodes[0]).await {
+            Some(v) => v
+                .nodes
+                .iter()
+                .filter(|n| !n.draining)
+                .map(|n| n.id)
+                .collect(),
+            None => Default::default(),
+        };
+        let placement = roost::ring::Placement::compute(&ids, SHARDS, voters);
+        let balanced = !ids.is_empty()
+            && g.iter().all(|(shard, x)| {
+                u16::try_from(*shard)
+                    .ok()
+                    .and_then(|s| placement.preferred_leader(s))
+                    == Some(x.leader)
+            });
+        if balanced {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shards are not led by their preferred leaders: {g:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,21 +1,29 @@
 //! A real cluster on loopback: three `roost node` processes and one
-//! `roost edge`, ports from the OS, temp data dirs. The seed app works
-//! through the edge, and SIGKILL of the node leading the most shards loses
+//! `roost edge`, ports from the OS, temp data dirs. The seed app passes
+//! its whole contract (tests/seed_contract/) through the edge, and SIGKILL of the node leading the most shards loses
 //! no acknowledged write.
 //!
 //! Longer failure tests live beside it, each with its own cluster:
 //! `kill_cycles.rs` (ten SIGKILL/restart cycles), `sigstop.rs` (a paused
 //! leader), `scale_out.rs` (a 4th node joins), `scale_in.rs` (a node is
-//! drained out and removed). They drive load with
+//! drained out and removed), `grpc_public.rs` (the public gRPC API from a
+//! plain client, through the edge and at the nodes), `mtls.rs` (the cluster
+//! and an edge over mutual TLS). They drive load with
 //! `load.rs` and check the recorded history with `history.rs`.
 
+#[path = "../grpc_common/mod.rs"]
+mod grpc_common;
+mod grpc_public;
 mod harness;
 mod history;
 mod kill_cycles;
 mod load;
+mod mtls;
 mod procs;
 mod scale_in;
 mod scale_out;
+#[path = "../seed_contract/mod.rs"]
+mod seed_contract;
 mod sigstop;
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use harness::{SHARDS, groups, json_of, wait_converged};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Acknowledged values per counter, with when they were acknowledged.
 type Acked = Arc<Mutex<HashMap<usize, Vec<(i64, Instant)>>>>;
@@ -42,41 +50,13 @@ async fn three_nodes_serve_through_the_edge_and_survive_sigkill() {
     let http = reqwest::Client::new();
     let url = |p: &str| format!("{}{p}", edge.addr);
 
-    // The seed app through the edge.
-    let (s, b) = json_of(
-        http.get(url("/counter/visits"))
-            .send()
-            .await
-            .expect("answered"),
-    )
-    .await;
-    assert_eq!((s, b), (200, json!({"value": 0})));
-    let (s, b) = json_of(
-        http.post(url("/counter/visits/increment?amount=5"))
-            .send()
-            .await
-            .expect("answered"),
-    )
-    .await;
-    assert_eq!((s, b), (200, json!({"value": 5})));
-    let (s, b) = json_of(
-        http.post(url("/counter/visits/increment?amount=x"))
-            .send()
-            .await
-            .expect("answered"),
-    )
-    .await;
-    assert_eq!(s, 400, "{b}");
-    let (s, b) = json_of(http.get(url("/api/ping")).send().await.expect("answered")).await;
-    assert_eq!((s, b), (200, json!({"ok": true})));
-    let (s, b) = json_of(
-        http.get(url("/room/lobby/history"))
-            .send()
-            .await
-            .expect("answered"),
-    )
-    .await;
-    assert_eq!((s, b), (200, json!([])));
+    // The seed app's whole contract through the edge: the same checks
+    // tests/seed_app.rs and tests/chat.rs run against `roost dev`. (Once
+    // leaders are where the ring prefers them: a call running on a leader
+    // that hands its shard over fails with 503 object_reset, which these
+    // checks do not expect.)
+    harness::wait_balanced(&addrs, 3, Duration::from_secs(90)).await;
+    seed_contract::all(&seed_contract::Base::new(edge.addr.clone())).await;
 
     // Load on many counters, then SIGKILL the node leading the most shards.
     let acked: Acked = Arc::default();

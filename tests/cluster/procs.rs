@@ -11,8 +11,11 @@ use std::time::Duration;
 /// A child process that is killed when dropped.
 pub struct Proc {
     pub child: Child,
-    /// What the process printed after the marker (its address).
+    /// What the process printed after the marker (its address): a node's
+    /// gRPC address, an edge's `http://` URL.
     pub addr: String,
+    /// An edge's gRPC object API address (empty for a node).
+    pub grpc: String,
 }
 
 impl Drop for Proc {
@@ -72,8 +75,24 @@ pub fn cluster(root: &Path, n: u64, shards: u16) -> BTreeMap<u64, Proc> {
 /// Runs `roost ARGS` and waits (up to 120 s) for a stdout line containing
 /// `marker`; the word after it is the address.
 fn spawn(args: &[String], marker: &'static str) -> Proc {
+    let (child, mut addrs) = spawn_marked(args, &[], &[marker]);
+    Proc {
+        child,
+        addr: addrs.remove(0),
+        grpc: String::new(),
+    }
+}
+
+/// Starts `roost` with `args` and `env` added, and waits until it printed
+/// every marker; the word after each is returned, in the markers' order.
+pub fn spawn_marked(
+    args: &[String],
+    env: &[(String, String)],
+    markers: &[&'static str],
+) -> (Child, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,openraft=off".into()),
@@ -84,23 +103,30 @@ fn spawn(args: &[String], marker: &'static str) -> Proc {
         .expect("roost binary starts");
     let stdout = child.stdout.take().expect("stdout is piped");
     let (tx, rx) = mpsc::channel();
+    let wanted: Vec<&'static str> = markers.to_vec();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Some(rest) = line.split(marker).nth(1) {
-                let addr = rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                let _ = tx.send(addr);
+            for (i, marker) in wanted.iter().enumerate() {
+                if let Some(rest) = line.split(marker).nth(1) {
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let _ = tx.send((i, addr));
+                }
             }
         }
     });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(120))
-        .unwrap_or_else(|_| panic!("roost {args:?} prints `{marker}` within 120 s"));
-    Proc { child, addr }
+    let mut found: BTreeMap<usize, String> = BTreeMap::new();
+    while found.len() < markers.len() {
+        let (i, addr) = rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("roost {args:?} prints {markers:?} within 120 s"));
+        found.insert(i, addr);
+    }
+    (child, found.into_values().collect())
 }
 
 /// The data directory of node `id` under `root`.
@@ -138,12 +164,21 @@ pub fn edge(join: &[String]) -> Proc {
         "127.0.0.1:0".into(),
         "--admin-listen".into(),
         "127.0.0.1:0".into(),
+        "--grpc-listen".into(),
+        "127.0.0.1:0".into(),
         "--join".into(),
         join.join(","),
     ];
-    let mut p = spawn(&args, "roost edge: serving http://");
-    p.addr = format!("http://{}", p.addr);
-    p
+    let (child, addrs) = spawn_marked(
+        &args,
+        &[],
+        &["roost edge: serving http://", "roost edge: gRPC on "],
+    );
+    Proc {
+        child,
+        addr: format!("http://{}", addrs[0]),
+        grpc: addrs[1].clone(),
+    }
 }
 
 /// Runs `roost ARGS` to completion (an operator command such as

@@ -69,6 +69,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $component := index . 1 -}}
 - name: ROOST_CONFIG
   value: /etc/roost/roost.toml
+{{- if $.Values.tls.enabled }}
+- name: ROOST_TLS_CA_FILE
+  value: /etc/roost-tls/ca.crt
+- name: ROOST_TLS_CERT_FILE
+  value: /etc/roost-tls/tls.crt
+- name: ROOST_TLS_KEY_FILE
+  value: /etc/roost-tls/tls.key
+{{- with $.Values.tls.serverName }}
+- name: ROOST_TLS_SERVER_NAME
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
 {{- with $.Values.tracing.otlpEndpoint }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ . | quote }}
@@ -78,6 +90,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- with $.Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+{{/* The names a node certificate must hold (subject alternative names). */}}
+{{- define "roost.tlsNames" -}}
+{{- $headless := include "roost.nodeHeadless" . -}}
+*.{{ $headless }}.{{ .Release.Namespace }}.svc.cluster.local, {{ $headless }}.{{ .Release.Namespace }}.svc.cluster.local, {{ $headless }}.{{ .Release.Namespace }}.svc
 {{- end -}}
 
 {{/* Probes on the admin port; takes a probes value block. */}}
@@ -104,8 +122,8 @@ readinessProbe:
 
 {{/* What the chart refuses to render. */}}
 {{- define "roost.validate" -}}
-{{- if .Values.tls.enabled -}}
-{{- fail "tls.enabled: mTLS between nodes and edges is not supported by roost yet; leave it false and rely on networkPolicy.enabled to restrict node gRPC" -}}
+{{- if and .Values.tls.enabled (not .Values.tls.secretName) -}}
+{{- fail "tls.enabled needs tls.secretName: a Secret with ca.crt, tls.crt and tls.key (see values.yaml for the names the certificate must hold)" -}}
 {{- end -}}
 {{- if lt (int .Values.nodes.replicas) 1 -}}
 {{- fail "nodes.replicas must be at least 1" -}}

@@ -108,8 +108,8 @@ pub fn forward(binding: &Arc<str>, outcome: &'static str, took: Duration) {
     metrics::histogram!(FORWARD_DURATION, BINDING => b(binding), OUTCOME => outcome).record(took);
 }
 
-/// An edge tries another node for a call: `reason` is `not_owner` or
-/// `unreachable`.
+/// An edge tries another node for a call: `reason` is `not_owner`,
+/// `unreachable` or `idempotent`.
 pub fn forward_retry(binding: &Arc<str>, reason: &'static str) {
     metrics::counter!(FORWARD_RETRIES, BINDING => b(binding), REASON => reason).increment(1);
 }
