@@ -139,6 +139,15 @@ impl pb::cluster_server::Cluster for ClusterService {
             let mut dir = control.directory();
             loop {
                 let current = dir.borrow_and_update().clone();
+                if !current.is_active(me) {
+                    // Draining now: the watcher goes to another node.
+                    let _ = tx
+                        .send(Err(Status::unavailable(format!(
+                            "node {me} is no longer an active member of the cluster"
+                        ))))
+                        .await;
+                    return;
+                }
                 let v = view(&current, shards, control.replication(), &control.leaders());
                 if tx.send(Ok(v)).await.is_err() {
                     return;
