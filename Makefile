@@ -6,6 +6,9 @@
 #               the deploy artifacts, offline: promtool on a running roost's
 #               /metrics, the alert rules and their unit tests, the Grafana
 #               dashboards against Grafana's schema (CI runs it after test)
+#   make bench  the benchmark suite (release builds, ~10 min): roost dev, a
+#               3-node cluster, the seed on workerd and a 3-member etcd side
+#               by side; writes BENCHMARKS.md (scripts/bench.sh)
 #   make deploy-checks
 #               the Helm chart, Dockerfile and compose file, offline: render,
 #               helm lint, Kubernetes schemas, hadolint, compose schema, and
@@ -21,7 +24,7 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/roost-target
 ARGS ?=
 
-.PHONY: setup dev dev-release test ops-checks deploy-checks
+.PHONY: setup dev dev-release test bench ops-checks deploy-checks
 
 setup:
 	@bash scripts/setup.sh
@@ -38,8 +41,15 @@ test:
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --workspace --all-targets
 	cargo test --workspace --doc
-	# A seconds-long smoke run of the load benchmark, so it cannot rot.
+	# A short smoke run of every benchmark scenario against roost dev (and
+	# failover on a tiny 3-node cluster), so the suite cannot rot. (The
+	# micro-benchmarks already ran once each above: divan's test mode.)
 	cargo test --bench load -- --bench --smoke
+
+# Release builds of roost and the load generator, then the whole suite
+# with its peers; writes BENCHMARKS.md.
+bench: setup
+	bash scripts/bench.sh
 
 # Builds exactly what `make test` builds (a no-op right after it), so that the
 # debug `roost` binary the checks start is current.

@@ -1,5 +1,6 @@
 //! Compiles `proto/` with a vendored `protoc`, so a fresh machine needs no
-//! system protobuf compiler.
+//! system protobuf compiler; also the load bench's etcd client
+//! (`benches/load/proto/`, a client only).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var_os("PROTOC").is_none() {
@@ -17,5 +18,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ],
         &["proto"],
     )?;
+    println!("cargo:rerun-if-changed=benches/load/proto");
+    tonic_prost_build::configure()
+        .build_server(false)
+        .compile_protos(
+            &["benches/load/proto/etcd_rpc.proto"],
+            &["benches/load/proto"],
+        )?;
     Ok(())
 }

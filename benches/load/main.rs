@@ -1,114 +1,221 @@
-//! Load generator for Roost's HTTP API, driving the seed app's counter routes.
+//! Roost's benchmark suite: a load generator for its HTTP and WebSocket API
+//! (the seed app's routes), and the peers it is compared with.
 //!
-//! Owns: argument parsing, choosing the target (an already running server via
-//! `--url`, or a `roost dev` it starts and stops itself), running the
-//! scenarios in order and the process exit code. It measures only: it never
-//! asserts anything about timing. The one hard check is correctness — after a
-//! run every counter must hold exactly the increments acknowledged to it.
+//! Owns: argument parsing, which scenarios run against which targets (an
+//! already running server via `--url`, a `roost dev` or 3-node cluster it
+//! starts itself, the seed on workerd via `--peer-url`, an etcd cluster it
+//! starts), the order they run in, and the process exit code. The scenarios
+//! live in their own modules: `workload` (counters: hot and many), `chat`,
+//! `cold`, `failover`, `sockets`, `etcd`. It measures only: it never asserts
+//! anything about timing. The hard checks are correctness (counters hold
+//! exactly what was acknowledged; chat members saw every message, in one
+//! order per room).
 //!
-//! Run it with `cargo bench --bench load -- [ARGS]` (see `--help`). Cargo
-//! passes `--bench` to the binary; without that flag (as under
-//! `cargo test --all-targets`) the binary does nothing and exits 0, so test
-//! runs never start a server. To run a dev-profile build by hand, pass
-//! `--bench` yourself.
+//! Run it with `cargo bench --bench load -- [ARGS]` (see `--help`), or the
+//! whole suite with `make bench`. Cargo passes `--bench` to the binary;
+//! without that flag (as under `cargo test --all-targets`) the binary does
+//! nothing and exits 0, so test runs never start a server. To run a
+//! dev-profile build by hand, pass `--bench` yourself.
 
+mod chat;
+mod cluster;
+mod cold;
+mod etcd;
+mod failover;
+mod markdown;
 mod report;
 mod server;
+mod sockets;
+mod suite;
+mod sys;
 mod workload;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::report::{Check, ScenarioReport};
-use crate::server::RoostDev;
-use crate::workload::{Plan, Scenario};
-
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-enum ScenarioArg {
+pub enum ScenarioArg {
+    /// Every client increments one counter.
     Hot,
+    /// Clients increment counters picked at random among `--counters`.
     Many,
+    /// `hot` and `many`.
     Both,
+    /// Chat fan-out: rooms × members, all sending.
+    Chat,
+    /// First request to an evicted object with 1 KiB / 100 KiB / 1 MiB.
+    Cold,
+    /// SIGKILL of a 3-node cluster's busiest leader under load.
+    Failover,
+    /// Idle WebSockets: RSS per socket at the edge and the owners.
+    Sockets,
+    /// A 3-member etcd cluster under Put load (the replicated-write peer).
+    Etcd,
 }
 
-/// Load generator for the counter routes of Roost (or any server speaking
-/// the same HTTP contract, such as the seed app on workerd).
+/// Load generator and benchmark suite for Roost (and any server speaking
+/// the seed app's HTTP/WebSocket contract, such as the seed on workerd).
 #[derive(Parser, Debug)]
 #[command(name = "load")]
-struct Args {
-    /// Base URL of an already running server (e.g. http://127.0.0.1:8791).
-    /// Without it, `roost dev` is started on 127.0.0.1:0 with a temporary
-    /// data directory and stopped at the end.
+pub struct Args {
+    /// Base URL of an already running server (e.g. http://127.0.0.1:8791)
+    /// for the hot, many and chat scenarios. Without it, `roost dev` is
+    /// started on 127.0.0.1:0 with a temporary data directory.
     #[arg(long)]
-    url: Option<String>,
+    pub url: Option<String>,
 
-    /// `hot`: every client increments one counter; `many`: clients pick
-    /// uniformly at random among `--counters` counters.
-    #[arg(long, value_enum, default_value = "both")]
-    scenario: ScenarioArg,
+    /// Scenarios to run, comma-separated. Default: hot,many (with --smoke:
+    /// all but etcd; with --suite: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub scenario: Vec<ScenarioArg>,
+
+    /// The whole suite with its peers side by side: counters and chat on
+    /// `roost dev` and on --peer-url, counters, idle sockets and failover on
+    /// a 3-node cluster, cold activation, etcd. Use with --markdown.
+    #[arg(long)]
+    pub suite: bool,
+
+    /// The seed app on workerd (e.g. http://127.0.0.1:8791), measured beside
+    /// `roost dev` in --suite runs.
+    #[arg(long)]
+    pub peer_url: Option<String>,
+
+    /// Drive hot, many and sockets through a 3-node cluster's edge (started
+    /// here) instead of `roost dev`.
+    #[arg(long)]
+    pub cluster: bool,
+
+    /// Write the results as Markdown (BENCHMARKS.md) to this path.
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+
+    /// The command line to record in the Markdown (the script's).
+    #[arg(long)]
+    pub command: Option<String>,
+
+    /// The `roost` binary [default: the one built with this bench, or one
+    /// next to this executable].
+    #[arg(long)]
+    pub roost_bin: Option<PathBuf>,
+
+    /// The etcd binary.
+    #[arg(long, default_value = "etcd")]
+    pub etcd_bin: PathBuf,
 
     /// Concurrent clients, each with one request in flight (closed loop).
     /// Default 64 (2 with --smoke).
     #[arg(long)]
-    clients: Option<usize>,
+    pub clients: Option<usize>,
 
     /// Measured seconds per scenario. Default 10 (1 with --smoke).
     #[arg(long)]
-    duration: Option<f64>,
+    pub duration: Option<f64>,
 
     /// Counters in the `many` scenario. Default 1000 (10 with --smoke).
     #[arg(long)]
-    counters: Option<usize>,
+    pub counters: Option<usize>,
 
     /// Unmeasured seconds before each measurement. Default 1 (0 with --smoke).
     #[arg(long)]
-    warmup: Option<f64>,
+    pub warmup: Option<f64>,
+
+    /// Chat rooms. Default 10 (2 with --smoke).
+    #[arg(long)]
+    pub chat_rooms: Option<usize>,
+
+    /// WebSocket members per chat room, each a sender. Default 10 (3 with
+    /// --smoke).
+    #[arg(long)]
+    pub chat_members: Option<usize>,
+
+    /// Messages each chat member keeps in flight (sent, own echo not yet
+    /// received).
+    #[arg(long, default_value_t = 2)]
+    pub chat_window: usize,
+
+    /// Objects per state size in the cold scenario. Default 20 (2 with
+    /// --smoke).
+    #[arg(long)]
+    pub cold_objects: Option<usize>,
+
+    /// Idle WebSockets to open. Default 50000 (100 with --smoke).
+    #[arg(long)]
+    pub sockets: Option<usize>,
+
+    /// Idle WebSockets per chat room.
+    #[arg(long, default_value_t = 10)]
+    pub sockets_per_room: usize,
+
+    /// Shards of a cluster started here. Default 64 (8 with --smoke).
+    #[arg(long)]
+    pub cluster_shards: Option<u16>,
+
+    /// Counters under load in the failover scenario, each driven by its own
+    /// closed-loop client (so one counter's stuck request never delays
+    /// another's recovery). Default 128 (16 with --smoke).
+    #[arg(long)]
+    pub failover_counters: Option<usize>,
+
+    /// Longest load after the SIGKILL in the failover scenario, in seconds:
+    /// it stops 1 s after every affected counter took a write again, and
+    /// a counter that did not within this time is a failure. Default 30.
+    #[arg(long)]
+    pub failover_after: Option<f64>,
 
     /// Tiny sizes for CI; any request error also makes the run fail.
     #[arg(long)]
-    smoke: bool,
+    pub smoke: bool,
 
     /// Per-request timeout in seconds (a timed-out request is an error).
     #[arg(long, default_value_t = 30.0)]
-    timeout: f64,
+    pub timeout: f64,
 
     /// Counter-name prefix to use instead of a fresh random one. Reusing the
     /// id of an earlier run against the same server makes the correctness
     /// check fail (the counters no longer start at 0): that is how the check
     /// itself is verified.
     #[arg(long)]
-    run_id: Option<String>,
+    pub run_id: Option<String>,
 
     /// Set by `cargo bench`; the binary does nothing without it.
     #[arg(long, hide = true)]
-    bench: bool,
+    pub bench: bool,
 
     /// Bench-name filters that `cargo bench FILTER` passes along; ignored.
     #[arg(hide = true)]
-    filters: Vec<String>,
+    pub filters: Vec<String>,
 }
 
-/// What the arguments resolve to once `--smoke` defaults are applied.
-struct Settings {
-    clients: usize,
-    duration: Duration,
-    warmup: Duration,
-    counters: usize,
-    timeout: Duration,
+/// What the arguments resolve to once the `--smoke` defaults are applied.
+pub struct Settings {
+    pub clients: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub counters: usize,
+    pub timeout: Duration,
+    pub chat_rooms: usize,
+    pub chat_members: usize,
+    pub cold_objects: usize,
+    pub sockets: usize,
+    pub cluster_shards: u16,
+    pub failover_counters: usize,
+    pub failover_after: Duration,
+    pub scenarios: Vec<ScenarioArg>,
 }
 
 impl Args {
     fn settings(&self) -> Result<Settings, String> {
-        let (clients, duration, counters, warmup) = if self.smoke {
-            (2, 1.0, 10, 0.0)
-        } else {
-            (64, 10.0, 1000, 1.0)
+        let smoke = self.smoke;
+        let pick = |v: Option<usize>, full: usize, tiny: usize| {
+            v.unwrap_or(if smoke { tiny } else { full })
         };
-        let clients = self.clients.unwrap_or(clients);
-        let counters = self.counters.unwrap_or(counters);
-        let duration = self.duration.unwrap_or(duration);
-        let warmup = self.warmup.unwrap_or(warmup);
+        let clients = pick(self.clients, 64, 2);
+        let counters = pick(self.counters, 1000, 10);
+        let duration = self.duration.unwrap_or(if smoke { 1.0 } else { 10.0 });
+        let warmup = self.warmup.unwrap_or(if smoke { 0.0 } else { 1.0 });
         if clients == 0 || counters == 0 {
             return Err("--clients and --counters must be at least 1".into());
         }
@@ -128,21 +235,66 @@ impl Args {
         if duration.is_zero() {
             return Err("--duration must be > 0".into());
         }
+        let mut scenarios = Vec::new();
+        let chosen = if !self.scenario.is_empty() {
+            self.scenario.clone()
+        } else if self.suite {
+            vec![
+                ScenarioArg::Both,
+                ScenarioArg::Chat,
+                ScenarioArg::Cold,
+                ScenarioArg::Etcd,
+                ScenarioArg::Sockets,
+                ScenarioArg::Failover,
+            ]
+        } else if smoke {
+            vec![
+                ScenarioArg::Both,
+                ScenarioArg::Chat,
+                ScenarioArg::Cold,
+                ScenarioArg::Sockets,
+                ScenarioArg::Failover,
+            ]
+        } else {
+            vec![ScenarioArg::Both]
+        };
+        for s in chosen {
+            let expanded = match s {
+                ScenarioArg::Both => vec![ScenarioArg::Hot, ScenarioArg::Many],
+                s => vec![s],
+            };
+            for e in expanded {
+                if !scenarios.contains(&e) {
+                    scenarios.push(e);
+                }
+            }
+        }
+        let members = pick(self.chat_members, 10, 3);
+        if members == 0 || self.chat_window == 0 || self.sockets_per_room == 0 {
+            return Err("--chat-members, --chat-window and --sockets-per-room must be >= 1".into());
+        }
         Ok(Settings {
             clients,
             duration,
             warmup: secs("--warmup", warmup)?,
             counters,
             timeout: secs("--timeout", self.timeout)?,
+            chat_rooms: pick(self.chat_rooms, 10, 2).max(1),
+            chat_members: members,
+            cold_objects: pick(self.cold_objects, 20, 2).max(1),
+            sockets: pick(self.sockets, 50_000, 100).max(1),
+            cluster_shards: self
+                .cluster_shards
+                .unwrap_or(if smoke { 8 } else { 64 })
+                .max(1),
+            failover_counters: pick(self.failover_counters, 128, 16).max(1),
+            failover_after: secs(
+                "--failover-after",
+                self.failover_after
+                    .unwrap_or(if smoke { 5.0 } else { 10.0 }),
+            )?,
+            scenarios,
         })
-    }
-
-    fn scenarios(&self) -> Vec<Scenario> {
-        match self.scenario {
-            ScenarioArg::Hot => vec![Scenario::Hot],
-            ScenarioArg::Many => vec![Scenario::Many],
-            ScenarioArg::Both => vec![Scenario::Hot, Scenario::Many],
-        }
     }
 }
 
@@ -169,120 +321,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(&args, &settings)) {
-        Ok(code) => code,
+    match runtime.block_on(suite::run(&args, &settings)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("load: {e}");
             ExitCode::FAILURE
         }
     }
-}
-
-async fn run(args: &Args, settings: &Settings) -> Result<ExitCode, String> {
-    let (base, target, mut server) = match &args.url {
-        Some(url) => (url.trim_end_matches('/').to_owned(), url.clone(), None),
-        None => {
-            let dev = RoostDev::start(env!("CARGO_BIN_EXE_roost"))
-                .await
-                .map_err(|e| e.to_string())?;
-            let base = dev.base_url();
-            eprintln!(
-                "load: started roost dev at {base} (temp dir {})",
-                dev.temp_dir().display()
-            );
-            (base, "roost dev".to_owned(), Some(dev))
-        }
-    };
-    let result = run_scenarios(args, settings, &base, &target).await;
-    if let Some(dev) = server.take()
-        && let Err(e) = dev.stop().await
-    {
-        eprintln!("load: stopping roost dev: {e}");
-    }
-    let reports = result?;
-
-    report::print_table(&reports);
-    for r in &reports {
-        println!("{}", r.json_line());
-    }
-    let mut failed = false;
-    for r in &reports {
-        if let Check::Mismatch { .. } = r.check_result {
-            let bar = "!".repeat(72);
-            eprintln!(
-                "{bar}\n!!! MISMATCH in scenario {}: counters disagree with the",
-                r.scenario
-            );
-            eprintln!("!!! increments acknowledged to them.\n{bar}");
-        }
-        if !matches!(r.check_result, Check::Ok { .. }) {
-            eprintln!(
-                "load: {} in scenario {}: {}",
-                r.check, r.scenario, r.check_result
-            );
-            failed = true;
-        }
-        if r.acked == 0 {
-            eprintln!(
-                "load: scenario {} got no acknowledged increment at all",
-                r.scenario
-            );
-            failed = true;
-        }
-        if args.smoke && (r.errors > 0 || r.warmup_errors > 0) {
-            eprintln!("load: --smoke: scenario {} had request errors", r.scenario);
-            failed = true;
-        }
-    }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
-async fn run_scenarios(
-    args: &Args,
-    settings: &Settings,
-    base: &str,
-    target: &str,
-) -> Result<Vec<ScenarioReport>, String> {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(settings.clients)
-        .tcp_nodelay(true)
-        .timeout(settings.timeout)
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-    let run_id = args.run_id.clone().unwrap_or_else(workload::run_id);
-    let mut reports = Vec::new();
-    for scenario in args.scenarios() {
-        let counters = match scenario {
-            Scenario::Hot => 1,
-            Scenario::Many => settings.counters,
-        };
-        let plan = Plan {
-            scenario,
-            base: base.to_owned(),
-            run_id: run_id.clone(),
-            clients: settings.clients,
-            counters,
-            warmup: settings.warmup,
-            duration: settings.duration,
-        };
-        eprintln!(
-            "load: {} — {} clients, {} counter(s), {:.1}s warmup + {:.1}s measured, run id {}",
-            scenario,
-            plan.clients,
-            plan.counters,
-            plan.warmup.as_secs_f64(),
-            plan.duration.as_secs_f64(),
-            run_id
-        );
-        let outcome = workload::run(&client, &plan).await;
-        report::print_errors(&scenario.to_string(), &outcome.error_samples, 5);
-        let check = workload::check(&client, &plan, &outcome).await;
-        reports.push(ScenarioReport::new(target, &plan, &outcome, check));
-    }
-    Ok(reports)
 }

@@ -223,3 +223,128 @@ pub fn print_table(reports: &[ScenarioReport]) {
     }
     println!();
 }
+
+/// The figures of one scenario run against one target, for the scenarios
+/// beyond the counters (and the counters too, once converted): named
+/// values, a correctness verdict and notes. Serialised as its JSON line.
+#[derive(Serialize, Clone, Debug)]
+pub struct Figures {
+    pub bench: &'static str,
+    /// e.g. "chat", "cold-1MiB", "failover".
+    pub scenario: String,
+    /// "roost dev", "roost cluster", "workerd", "etcd", or a `--url`.
+    pub target: String,
+    pub client_profile: &'static str,
+    /// Named figures, in the order they were added.
+    pub values: Vec<(String, f64)>,
+    /// `None` when the run's own checks passed; else what failed.
+    pub problem: Option<String>,
+    /// What the figures mean or how they were obtained.
+    pub notes: Vec<String>,
+}
+
+impl Figures {
+    pub fn new(scenario: impl Into<String>, target: impl Into<String>) -> Self {
+        Figures {
+            bench: "load",
+            scenario: scenario.into(),
+            target: target.into(),
+            client_profile: if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            },
+            values: Vec::new(),
+            problem: None,
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn set(&mut self, name: &str, value: f64) -> &mut Self {
+        self.values.push((name.to_owned(), value));
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.values.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+    }
+
+    /// Adds `{prefix}p50_ms`, `p99_ms` and `max_ms` from sorted µs samples.
+    pub fn latencies(&mut self, prefix: &str, sorted_us: &[u32]) -> &mut Self {
+        self.set(&format!("{prefix}p50_ms"), percentile_ms(sorted_us, 50.0));
+        self.set(&format!("{prefix}p99_ms"), percentile_ms(sorted_us, 99.0));
+        self.set(
+            &format!("{prefix}max_ms"),
+            sorted_us.last().map_or(0.0, |&us| f64::from(us) / 1000.0),
+        )
+    }
+
+    pub fn fail(&mut self, problem: impl Into<String>) {
+        let p = problem.into();
+        self.problem = Some(match self.problem.take() {
+            Some(old) => format!("{old}; {p}"),
+            None => p,
+        });
+    }
+
+    pub fn json_line(&self) -> String {
+        let mut v = serde_json::json!({
+            "bench": self.bench,
+            "scenario": self.scenario,
+            "target": self.target,
+            "client_profile": self.client_profile,
+            "problem": self.problem,
+            "notes": self.notes,
+        });
+        for (name, value) in &self.values {
+            v[name] = serde_json::json!(round(*value, 3));
+        }
+        v.to_string()
+    }
+
+    /// The counter scenarios' report as figures.
+    pub fn from_counters(r: &ScenarioReport, target: &str) -> Figures {
+        let mut f = Figures::new(format!("counters-{}", r.scenario), target);
+        f.set("clients", r.clients as f64)
+            .set("counters", r.counters as f64)
+            .set("incr_per_s", r.incr_per_s)
+            .set("p50_ms", r.p50_ms)
+            .set("p90_ms", r.p90_ms)
+            .set("p99_ms", r.p99_ms)
+            .set("max_ms", r.max_ms)
+            .set("errors", r.errors as f64);
+        if !matches!(r.check_result, Check::Ok { .. }) {
+            f.fail(r.check_detail.clone());
+        }
+        if r.acked == 0 {
+            f.fail("no acknowledged increment");
+        }
+        f
+    }
+}
+
+/// Sorts µs samples and returns them (helper for the scenario modules).
+pub fn sorted(mut v: Vec<u32>) -> Vec<u32> {
+    v.sort_unstable();
+    v
+}
+
+/// A duration in µs, saturating, as the scenarios record latencies.
+pub fn micros(d: std::time::Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
+
+/// The generic figures, one block per run (stdout).
+pub fn print_figures(all: &[Figures]) {
+    for f in all {
+        let values: Vec<String> = f
+            .values
+            .iter()
+            .map(|(n, v)| format!("{n}={}", round(*v, 3)))
+            .collect();
+        println!("{:<16} {:<14} {}", f.scenario, f.target, values.join(" "));
+        if let Some(p) = &f.problem {
+            println!("{:<16} {:<14} PROBLEM: {p}", "", "");
+        }
+    }
+}

@@ -1,172 +1,267 @@
-//! Starting and stopping a local `roost dev` for the bench to drive.
+//! Starting and stopping the processes the bench drives: `roost dev`, and
+//! (through [`spawn`]) cluster nodes, edges and etcd members.
 //!
-//! Owns: the child process, its temporary data directory and its log file.
-//! Readiness is the `serving http://ADDR` line on the child's stdout, awaited
-//! with a deadline (never a fixed sleep). Stopping sends SIGTERM and waits,
-//! with SIGKILL as the last resort. It never interprets the server's output
-//! beyond that one line.
+//! Owns: child processes, their log files and temporary data directories.
+//! Readiness is a marker line on the child's stdout (or stderr, for etcd),
+//! awaited with a deadline (never a fixed sleep). Stopping sends SIGTERM and
+//! waits, with SIGKILL as the last resort. It never interprets a server's
+//! output beyond its marker lines.
 
 use std::fs::File;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
-/// How long `roost dev` may take to print its `serving` line.
-const START_DEADLINE: Duration = Duration::from_secs(60);
+/// How long a process may take to print its marker lines.
+const START_DEADLINE: Duration = Duration::from_secs(120);
 /// How long it may take to exit after SIGTERM before it is killed.
 const STOP_DEADLINE: Duration = Duration::from_secs(20);
-/// The readiness marker on the child's stdout.
-const READY_MARKER: &str = "serving http://";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot create a temporary directory: {0}")]
+    #[error("cannot create a temporary directory or log file: {0}")]
     TempDir(#[source] std::io::Error),
     #[error("cannot start {bin}: {source}")]
     Spawn { bin: String, source: std::io::Error },
-    #[error("roost dev did not print `{READY_MARKER}ADDR` within {START_DEADLINE:?}{log}")]
-    NotReady { log: String },
-    #[error("roost dev exited before it was ready ({status}){log}")]
-    Exited { status: String, log: String },
-    #[error("reading roost dev's stdout: {0}")]
-    Stdout(#[source] std::io::Error),
-    #[error("waiting for roost dev to exit: {0}")]
+    #[error("{what} did not print `{marker}` within {START_DEADLINE:?}{log}")]
+    NotReady {
+        what: String,
+        marker: String,
+        log: String,
+    },
+    #[error("{what} exited before it was ready ({status}){log}")]
+    Exited {
+        what: String,
+        status: String,
+        log: String,
+    },
+    #[error("waiting for a child process: {0}")]
     Wait(#[source] std::io::Error),
 }
 
-/// A running `roost dev`; call [`RoostDev::stop`] when done (dropping it
-/// kills the process as a fallback).
-pub struct RoostDev {
-    child: Child,
-    addr: String,
-    dir: tempfile::TempDir,
+/// Which output stream carries a process's marker lines.
+#[derive(Clone, Copy)]
+pub enum Markers {
+    Stdout,
+    Stderr,
 }
 
-impl RoostDev {
-    /// Start `bin dev --listen 127.0.0.1:0 --data-dir <tempdir>` and wait
-    /// until it announces its address.
-    pub async fn start(bin: &str) -> Result<RoostDev, Error> {
-        let dir = tempfile::Builder::new()
-            .prefix("roost-load-")
-            .tempdir()
-            .map_err(Error::TempDir)?;
-        let data_dir = dir.path().join("data");
-        let log_path = dir.path().join("roost.log");
-        let log = File::create(&log_path).map_err(Error::TempDir)?;
-        let mut child = Command::new(bin)
-            .arg("dev")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| Error::Spawn {
-                bin: bin.to_owned(),
-                source,
-            })?;
-        let Some(stdout) = child.stdout.take() else {
-            return Err(Error::Stdout(std::io::Error::other(
-                "stdout was not captured",
-            )));
-        };
-        let mut lines = BufReader::new(stdout).lines();
-        let found = tokio::time::timeout(START_DEADLINE, async {
-            while let Some(line) = lines.next_line().await.map_err(Error::Stdout)? {
-                if let Some(addr) = parse_ready_line(&line) {
-                    return Ok(Some(addr));
-                }
-            }
-            Ok(None)
-        })
-        .await;
-        let addr = match found {
-            Ok(Ok(Some(addr))) => addr,
-            Ok(Ok(None)) => {
-                // stdout closed: the process is exiting or has exited.
-                let status = match tokio::time::timeout(STOP_DEADLINE, child.wait()).await {
-                    Ok(Ok(s)) => s.to_string(),
-                    Ok(Err(e)) => e.to_string(),
-                    Err(_) => "stdout closed, still running".to_owned(),
-                };
-                return Err(Error::Exited {
-                    status,
-                    log: log_tail(&log_path),
-                });
-            }
-            Ok(Err(e)) => return Err(e),
-            Err(_) => {
-                return Err(Error::NotReady {
-                    log: log_tail(&log_path),
-                });
-            }
-        };
-        // Keep draining stdout so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(RoostDev { child, addr, dir })
-    }
+/// A started process; dropping it kills the process.
+pub struct Spawned {
+    pub child: Child,
+    /// For each marker, the word that followed it.
+    pub addrs: Vec<String>,
+    pub what: String,
+}
 
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+/// Runs `cmd`, sending the other stream to `log`, and waits until each of
+/// `markers` has appeared (in order) on the marker stream.
+pub async fn spawn(
+    mut cmd: Command,
+    what: &str,
+    log: &Path,
+    stream: Markers,
+    markers: &[&str],
+) -> Result<Spawned, Error> {
+    let file = File::create(log).map_err(Error::TempDir)?;
+    cmd.stdin(Stdio::null()).kill_on_drop(true);
+    match stream {
+        Markers::Stdout => cmd.stdout(Stdio::piped()).stderr(Stdio::from(file)),
+        Markers::Stderr => cmd.stderr(Stdio::piped()).stdout(Stdio::from(file)),
+    };
+    let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+        bin: what.to_owned(),
+        source,
+    })?;
+    let out: Box<dyn AsyncRead + Send + Unpin> = match stream {
+        Markers::Stdout => match child.stdout.take() {
+            Some(s) => Box::new(s),
+            None => return Err(Error::Wait(std::io::Error::other("stdout not captured"))),
+        },
+        Markers::Stderr => match child.stderr.take() {
+            Some(s) => Box::new(s),
+            None => return Err(Error::Wait(std::io::Error::other("stderr not captured"))),
+        },
+    };
+    let mut lines = BufReader::new(out).lines();
+    let mut addrs = Vec::new();
+    // Lines seen on the marker stream, for the error message.
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(START_DEADLINE, async {
+        while addrs.len() < markers.len() {
+            let Ok(Some(line)) = lines.next_line().await else {
+                return false;
+            };
+            if let Some(addr) = after_marker(&line, markers[addrs.len()]) {
+                addrs.push(addr);
+            } else if seen.len() < 200 {
+                seen.push(line);
+            }
+        }
+        true
+    })
+    .await;
+    let tail = || {
+        let mut t = log_tail(log);
+        if !seen.is_empty() {
+            let from = seen.len().saturating_sub(20);
+            t.push_str(&format!(
+                "\n  (marker stream:)\n  {}",
+                seen[from..].join("\n  ")
+            ));
+        }
+        t
+    };
+    match found {
+        Ok(true) => {}
+        Ok(false) => {
+            let status = match tokio::time::timeout(STOP_DEADLINE, child.wait()).await {
+                Ok(Ok(s)) => s.to_string(),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "output closed, still running".to_owned(),
+            };
+            return Err(Error::Exited {
+                what: what.to_owned(),
+                status,
+                log: tail(),
+            });
+        }
+        Err(_) => {
+            return Err(Error::NotReady {
+                what: what.to_owned(),
+                marker: markers[addrs.len()].to_owned(),
+                log: tail(),
+            });
+        }
     }
+    // Keep draining, so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(Spawned {
+        child,
+        addrs,
+        what: what.to_owned(),
+    })
+}
 
-    pub fn temp_dir(&self) -> &Path {
-        self.dir.path()
+impl Spawned {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// SIGTERM, wait up to [`STOP_DEADLINE`], then SIGKILL.
     pub async fn stop(mut self) -> Result<(), Error> {
-        if let Some(pid) = self.child.id() {
-            // No signal crate among the dependencies: use kill(1).
-            let sent = std::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status()
-                .is_ok_and(|s| s.success());
-            if sent {
-                match tokio::time::timeout(STOP_DEADLINE, self.child.wait()).await {
-                    Ok(Ok(status)) => {
-                        if !status.success() {
-                            eprintln!("load: roost dev exited with {status} after SIGTERM");
-                        }
-                        return Ok(());
-                    }
-                    Ok(Err(e)) => return Err(Error::Wait(e)),
-                    Err(_) => eprintln!(
-                        "load: roost dev ignored SIGTERM for {STOP_DEADLINE:?}; killing it"
-                    ),
-                }
+        if let Some(pid) = self.child.id()
+            && signal(pid, "-TERM")
+        {
+            match tokio::time::timeout(STOP_DEADLINE, self.child.wait()).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => return Err(Error::Wait(e)),
+                Err(_) => eprintln!(
+                    "load: {} ignored SIGTERM for {STOP_DEADLINE:?}; killing it",
+                    self.what
+                ),
             }
         }
         self.child.kill().await.map_err(Error::Wait)
     }
+
+    /// SIGKILL and reap: the process gets no chance to clean up.
+    pub async fn kill9(mut self) -> Result<(), Error> {
+        self.child.kill().await.map_err(Error::Wait)
+    }
 }
 
-/// The address in a line containing `serving http://ADDR`, if any.
-fn parse_ready_line(line: &str) -> Option<String> {
-    let rest = &line[line.find(READY_MARKER)? + READY_MARKER.len()..];
-    let addr: String = rest
+/// Sends `sig` (e.g. "-TERM") with kill(1); no signal crate is needed.
+fn signal(pid: u32, sig: &str) -> bool {
+    std::process::Command::new("kill")
+        .arg(sig)
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The word after `marker` in `line`, if the line contains it.
+fn after_marker(line: &str, marker: &str) -> Option<String> {
+    let rest = &line[line.find(marker)? + marker.len()..];
+    let word: String = rest
         .chars()
-        .take_while(|c| !c.is_whitespace())
+        .take_while(|c| !c.is_whitespace() && *c != '"' && *c != ',')
         .collect::<String>()
         .trim_end_matches('/')
         .to_owned();
-    (!addr.is_empty()).then_some(addr)
+    Some(word)
 }
 
-/// The last lines of the server's log, for error messages.
-fn log_tail(path: &Path) -> String {
+/// The last lines of a log file, for error messages.
+pub fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     if lines.is_empty() {
         return String::new();
     }
     let tail = lines[lines.len().saturating_sub(20)..].join("\n  ");
-    format!("; its stderr ends with:\n  {tail}")
+    format!("; {} ends with:\n  {tail}", path.display())
+}
+
+/// A running `roost dev` with its own temporary data directory.
+pub struct RoostDev {
+    proc: Spawned,
+    dir: tempfile::TempDir,
+}
+
+impl RoostDev {
+    /// Starts `bin dev` on loopback ports from the OS, with `env` added to
+    /// its environment (e.g. `ROOST_OBJECTS_IDLE_TIMEOUT_MS`).
+    pub async fn start(bin: &Path, env: &[(&str, String)]) -> Result<RoostDev, Error> {
+        let dir = tempfile::Builder::new()
+            .prefix("roost-load-")
+            .tempdir()
+            .map_err(Error::TempDir)?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("dev")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(["--grpc-listen", "127.0.0.1:0"])
+            .args(["--admin-listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            );
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let proc = spawn(
+            cmd,
+            "roost dev",
+            &dir.path().join("roost.log"),
+            Markers::Stdout,
+            &["serving http://", "admin on http://"],
+        )
+        .await?;
+        Ok(RoostDev { proc, dir })
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.proc.addrs[0])
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.proc.addrs[1])
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+
+    pub fn temp_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub async fn stop(self) -> Result<(), Error> {
+        self.proc.stop().await
+    }
 }

@@ -115,18 +115,16 @@ impl Load {
     /// or after `since` (a [`Recorder::now`] time); returns how long after
     /// `since` the last of them was acknowledged.
     pub async fn wait_all_writable(&self, since: u64, timeout: Duration) -> Duration {
+        let all: Vec<usize> = (0..self.counters).collect();
+        self.wait_writable(since, &all, timeout).await
+    }
+
+    /// [`Load::wait_all_writable`] for the counters `which`.
+    pub async fn wait_writable(&self, since: u64, which: &[usize], timeout: Duration) -> Duration {
         let deadline = Instant::now() + timeout;
         loop {
-            let mut first: BTreeMap<usize, u64> = BTreeMap::new();
-            for o in self.history.ops() {
-                if o.kind == Kind::Incr && o.start >= since && matches!(o.outcome, Outcome::Ok(_)) {
-                    let e = first.entry(o.counter).or_insert(o.end);
-                    *e = (*e).min(o.end);
-                }
-            }
-            if first.len() == self.counters {
-                let last = first.values().copied().max().unwrap_or(since);
-                return Duration::from_micros(last.saturating_sub(since));
+            if let Some(took) = self.writable_after(since, which) {
+                return took;
             }
             if Instant::now() >= deadline {
                 let ops = self.history.ops();
@@ -135,15 +133,42 @@ impl Load {
                     .iter()
                     .filter(|o| o.outcome == Outcome::Unknown)
                     .count();
+                let written = self.written_since(since, which).len();
                 panic!(
-                    "only {} of {} counters writable again; since then {} operations finished, {failed} without an answer",
-                    first.len(),
-                    self.counters,
+                    "only {written} of {} counters writable again; since then {} operations finished, {failed} without an answer",
+                    which.len(),
                     after.len()
                 );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// If each counter of `which` acknowledged an increment that started at
+    /// or after `since`: how long after `since` the last of them was.
+    pub fn writable_after(&self, since: u64, which: &[usize]) -> Option<Duration> {
+        let first = self.written_since(since, which);
+        (first.len() == which.len()).then(|| {
+            let last = first.values().copied().max().unwrap_or(since);
+            Duration::from_micros(last.saturating_sub(since))
+        })
+    }
+
+    /// For each counter of `which` that acknowledged an increment started
+    /// at or after `since`, when the first of those ended.
+    fn written_since(&self, since: u64, which: &[usize]) -> BTreeMap<usize, u64> {
+        let mut first: BTreeMap<usize, u64> = BTreeMap::new();
+        for o in self.history.ops() {
+            if o.kind == Kind::Incr
+                && o.start >= since
+                && which.contains(&o.counter)
+                && matches!(o.outcome, Outcome::Ok(_))
+            {
+                let e = first.entry(o.counter).or_insert(o.end);
+                *e = (*e).min(o.end);
+            }
+        }
+        first
     }
 
     /// Stops the clients, reads every counter once more, and checks the

@@ -8,9 +8,12 @@
 //! leader), `scale_out.rs` (a 4th node joins), `scale_in.rs` (a node is
 //! drained out and removed), `grpc_public.rs` (the public gRPC API from a
 //! plain client, through the edge and at the nodes), `mtls.rs` (the cluster
-//! and an edge over mutual TLS). They drive load with
-//! `load.rs` and check the recorded history with `history.rs`.
+//! and an edge over mutual TLS), `partition.rs` (a leader cut off from its
+//! peers by network namespaces, `netns.rs`; needs root). They drive load
+//! with `load.rs` (and straight to one node with `direct.rs`) and check the
+//! recorded history with `history.rs`.
 
+mod direct;
 #[path = "../grpc_common/mod.rs"]
 mod grpc_common;
 mod grpc_public;
@@ -19,6 +22,8 @@ mod history;
 mod kill_cycles;
 mod load;
 mod mtls;
+mod netns;
+mod partition;
 mod procs;
 mod scale_in;
 mod scale_out;

@@ -382,7 +382,7 @@ fn edge(join: &[String], env: &[(String, String)]) -> Proc {
 /// Runs `roost ARGS` with `env` added and waits (up to 120 s) for a stdout
 /// line containing `marker`; the word after it is the address.
 fn spawn(args: &[String], env: &[(String, String)], marker: &'static str) -> Proc {
-    let (child, mut addrs) = crate::procs::spawn_marked(args, env, &[marker]);
+    let (child, mut addrs) = crate::procs::spawn_marked(&[], args, env, &[marker]);
     Proc {
         child,
         addr: addrs.remove(0),

@@ -72,10 +72,11 @@ pub fn cluster(root: &Path, n: u64, shards: u16) -> BTreeMap<u64, Proc> {
     nodes
 }
 
-/// Runs `roost ARGS` and waits (up to 120 s) for a stdout line containing
-/// `marker`; the word after it is the address.
-fn spawn(args: &[String], marker: &'static str) -> Proc {
-    let (child, mut addrs) = spawn_marked(args, &[], &[marker]);
+/// Runs `WRAP… roost ARGS` (`wrap` empty: `roost ARGS`) and waits (up to
+/// 120 s) for a stdout line containing `marker`; the word after it is the
+/// address.
+fn spawn(wrap: &[String], args: &[String], marker: &'static str) -> Proc {
+    let (child, mut addrs) = spawn_marked(wrap, args, &[], &[marker]);
     Proc {
         child,
         addr: addrs.remove(0),
@@ -83,14 +84,24 @@ fn spawn(args: &[String], marker: &'static str) -> Proc {
     }
 }
 
-/// Starts `roost` with `args` and `env` added, and waits until it printed
+/// Starts `WRAP… roost ARGS` with `env` added, and waits until it printed
 /// every marker; the word after each is returned, in the markers' order.
 pub fn spawn_marked(
+    wrap: &[String],
     args: &[String],
     env: &[(String, String)],
     markers: &[&'static str],
 ) -> (Child, Vec<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
+    let roost = env!("CARGO_BIN_EXE_roost");
+    let mut command = match wrap.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(roost);
+            c
+        }
+        None => Command::new(roost),
+    };
+    let mut child = command
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env(
@@ -136,6 +147,19 @@ pub fn data_dir(root: &Path, id: u64) -> PathBuf {
 
 /// Starts node `id` on `grpc` (e.g. "127.0.0.1:0"), joining through `join`.
 pub fn node(root: &Path, id: u64, grpc: &str, join: &[String], shards: u16) -> Proc {
+    node_wrapped(&[], root, id, grpc, join, shards)
+}
+
+/// [`node`], run through the command `wrap` (e.g. `ip netns exec NS`,
+/// which execs the node in place: the child is the node itself).
+pub fn node_wrapped(
+    wrap: &[String],
+    root: &Path,
+    id: u64,
+    grpc: &str,
+    join: &[String],
+    shards: u16,
+) -> Proc {
     let mut args: Vec<String> = vec![
         "node".into(),
         "--id".into(),
@@ -153,7 +177,7 @@ pub fn node(root: &Path, id: u64, grpc: &str, join: &[String], shards: u16) -> P
         args.push("--join".into());
         args.push(join.join(","));
     }
-    spawn(&args, "roost node: grpc on ")
+    spawn(wrap, &args, "roost node: grpc on ")
 }
 
 /// Starts an edge that learns the cluster from `join`.
@@ -170,6 +194,7 @@ pub fn edge(join: &[String]) -> Proc {
         join.join(","),
     ];
     let (child, addrs) = spawn_marked(
+        &[],
         &args,
         &[],
         &["roost edge: serving http://", "roost edge: gRPC on "],
