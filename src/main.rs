@@ -47,6 +47,9 @@ enum Command {
     /// with --join it joins one through those nodes. On SIGTERM it moves its
     /// leaderships to other nodes before it stops. Prints
     /// `roost node: grpc on ADDR` once it is up.
+    ///
+    /// `roost node drain` takes a node out of the cluster for good (scale
+    /// in); `roost node undrain` cancels a drain.
     Node(NodeArgs),
     /// Run a stateless edge: serves the built-in app over HTTP and
     /// WebSocket on --listen and the gRPC object API on --grpc-listen, and
@@ -104,7 +107,11 @@ struct DevArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 struct NodeArgs {
+    #[command(subcommand)]
+    action: Option<NodeAction>,
+
     #[command(flatten)]
     file: FileArgs,
 
@@ -156,6 +163,68 @@ struct NodeArgs {
     /// Log line format [default: text] [env: ROOST_LOG_FORMAT]
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<LogFormat>,
+}
+
+/// Operator commands on a running cluster's nodes.
+#[derive(Debug, Subcommand)]
+enum NodeAction {
+    /// Take a node out of the cluster for good (scale in)
+    ///
+    /// Marks the node draining, waits until every shard has moved its
+    /// replica elsewhere (a replacement catches up and gets a vote before
+    /// the drained replica leaves; the node leads nothing), then removes it
+    /// from the cluster directory. Prints progress and `roost node drain:
+    /// node N removed` when done; stop the node's process afterwards. Safe
+    /// to run again after a timeout. Refused if fewer active nodes than the
+    /// replication factor would remain.
+    Drain(DrainArgs),
+    /// Make a draining node (not yet removed) active again
+    ///
+    /// The ring gives it replicas as before.
+    Undrain(UndrainArgs),
+}
+
+#[derive(Debug, Args)]
+struct DrainArgs {
+    /// The config file whose `[tls]` section (or ROOST_TLS_*) says how to
+    /// reach the cluster's gRPC
+    #[command(flatten)]
+    file: FileArgs,
+
+    /// Cluster nodes to reach the cluster through, comma-separated
+    /// host:port (any of them; the drained node too, on a first run: the
+    /// command learns the others from it before it drains)
+    #[arg(long, value_name = "ADDRS", value_delimiter = ',', required = true)]
+    join: Vec<String>,
+
+    /// The id of the node to drain
+    #[arg(long, value_name = "N")]
+    id: u64,
+
+    /// Give up after this many seconds (the node stays draining; run the
+    /// command again to keep waiting)
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    timeout: u64,
+
+    /// Leave the drained node in the directory (draining) instead of
+    /// removing it
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(Debug, Args)]
+struct UndrainArgs {
+    #[command(flatten)]
+    file: FileArgs,
+
+    /// Cluster nodes to reach the cluster through, comma-separated
+    /// host:port (any of them)
+    #[arg(long, value_name = "ADDRS", value_delimiter = ',', required = true)]
+    join: Vec<String>,
+
+    /// The id of the node to make active again
+    #[arg(long, value_name = "N")]
+    id: u64,
 }
 
 #[derive(Debug, Args)]
@@ -254,6 +323,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn node(args: NodeArgs) -> anyhow::Result<()> {
+    match args.action {
+        Some(NodeAction::Drain(drain)) => return drain_node(drain).await,
+        Some(NodeAction::Undrain(undrain)) => return undrain_node(undrain).await,
+        None => {}
+    }
     let flags = Overrides {
         grpc_listen: args.grpc_listen,
         admin_listen: args.admin_listen,
@@ -303,6 +377,56 @@ async fn serve_node(
     signals
         .during(async { node.shutdown().await.context("shut down node") })
         .await
+}
+
+async fn drain_node(args: DrainArgs) -> anyhow::Result<()> {
+    use roost::cluster::drain;
+    let id = args.id;
+    let opts = drain::DrainOptions {
+        seeds: args.join,
+        node: id,
+        timeout: std::time::Duration::from_secs(args.timeout),
+        remove: !args.keep,
+        tls: cluster_tls(&args.file)?,
+    };
+    println!("roost node drain: marking node {id} draining");
+    drain::drain(&opts, |progress| {
+        if progress.done() {
+            println!("roost node drain: node {id} holds no replicas");
+        } else {
+            println!("roost node drain: node {id}: {progress}");
+        }
+    })
+    .await
+    .context("drain")?;
+    if args.keep {
+        println!("roost node drain: node {id} drained (kept in the directory)");
+    } else {
+        println!("roost node drain: node {id} removed; stop its process");
+    }
+    Ok(())
+}
+
+/// How an operator command reaches the cluster's gRPC: plain, or mutual
+/// TLS with the `[tls]` files of the configuration (file and ROOST_TLS_*).
+fn cluster_tls(file: &FileArgs) -> anyhow::Result<roost::rpc::tls::Tls> {
+    let config = Config::build(file.config.as_deref(), Overrides::default())
+        .context("load configuration")?;
+    roost::node::rpc_tls(&config).context("load TLS files")
+}
+
+async fn undrain_node(args: UndrainArgs) -> anyhow::Result<()> {
+    roost::cluster::drain::set_state(
+        &args.join,
+        args.id,
+        false,
+        std::time::Duration::from_secs(60),
+        &cluster_tls(&args.file)?,
+    )
+    .await
+    .context("undrain")?;
+    println!("roost node undrain: node {} is active", args.id);
+    Ok(())
 }
 
 async fn edge(args: EdgeArgs) -> anyhow::Result<()> {

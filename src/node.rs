@@ -262,7 +262,7 @@ pub(crate) fn objects_limits(config: &Config) -> ObjectsLimits {
 
 /// Plain node gRPC, or mutual TLS with the `[tls]` files (read now, so that
 /// a bad file stops the process at startup).
-pub(crate) fn rpc_tls(config: &Config) -> Result<Tls, Error> {
+pub fn rpc_tls(config: &Config) -> Result<Tls, Error> {
     let t = &config.tls;
     // `Config::validate` holds that the three files are set together.
     let (Some(ca), Some(cert), Some(key)) = (&t.ca_file, &t.cert_file, &t.key_file) else {

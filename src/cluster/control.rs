@@ -2,6 +2,13 @@
 //! metadata group and every shard group it leads in line with the
 //! directory and the ring, and hand leadership to preferred leaders.
 //!
+//! Draining (scale-in): a draining node is not on the ring, so every group
+//! it is in replaces it (learner first, then one joint change), and a
+//! caught-up active voter of each group it leads takes the leadership
+//! (the successor triggers the election itself). `remove` then forgets
+//! it, which only a draining node that no longer votes in the metadata
+//! group may be.
+//!
 //! Decisions come from `plan` (pure); this file only observes Raft and
 //! carries the steps out, one per shard at a time.
 
@@ -22,12 +29,19 @@ use crate::replication::{Replicas, ShardHandle};
 use crate::ring::{NodeId, Placement};
 use crate::storage::Db;
 
+mod observe;
+
+pub use observe::ShardStatus;
+
 /// How often the loop looks at the cluster.
 const TICK: Duration = Duration::from_millis(200);
 /// A node waits this long after start before it claims preferred leadership.
 const SETTLE: Duration = Duration::from_secs(2);
 /// At most one election per shard this often.
 const ELECT_EVERY: Duration = Duration::from_secs(5);
+/// At most one election per shard this often to take it from a draining
+/// leader.
+const TAKE_OVER_EVERY: Duration = Duration::from_secs(1);
 
 /// Errors of the control plane.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +56,14 @@ pub enum Error {
     Storage(#[from] crate::storage::Error),
     #[error("encode directory record: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("node {0} is not in the directory")]
+    UnknownNode(NodeId),
+    /// The request can never succeed as it stands.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The request may succeed once the cluster has moved on.
+    #[error("not yet: {0}")]
+    NotYet(String),
 }
 
 /// The control plane's settings.
@@ -166,17 +188,73 @@ impl Control {
     }
 
     /// Marks `id` as draining (its replicas move away) or active again.
+    /// Refuses to drain a node when fewer than R active nodes would remain,
+    /// so that every shard can keep R voters.
     pub async fn set_state(&self, id: NodeId, state: NodeState) -> Result<(), Error> {
         if !self.inner.meta.is_leader() {
             return Err(Error::NotLeader {
                 leader: self.meta_leader_addr(),
             });
         }
-        let Some(mut node) = self.inner.directory.borrow().nodes.get(&id).cloned() else {
+        let dir = self.refresh()?;
+        let Some(mut node) = dir.nodes.get(&id).cloned() else {
+            return Err(Error::UnknownNode(id));
+        };
+        if node.state == state {
+            return Ok(());
+        }
+        if state == NodeState::Draining {
+            let remaining = dir.active().len().saturating_sub(1);
+            if remaining < self.inner.opts.replication {
+                return Err(Error::Refused(format!(
+                    "draining node {id} would leave {remaining} active nodes, fewer than the {} replicas every shard keeps",
+                    self.inner.opts.replication
+                )));
+            }
+        }
+        node.state = state;
+        tracing::info!(node_id = id, ?state, "node state changes");
+        self.record(node).await
+    }
+
+    /// Forgets node `id` (run on the metadata leader): it leaves the
+    /// directory, then the metadata group. Only a draining node that no
+    /// longer votes in the metadata group may go; the caller first waits
+    /// until no shard group has it as a member (`drain`). Forgetting an
+    /// unknown node succeeds, so a retried call is harmless.
+    pub async fn remove(&self, id: NodeId) -> Result<(), Error> {
+        if !self.inner.meta.is_leader() {
+            return Err(Error::NotLeader {
+                leader: self.meta_leader_addr(),
+            });
+        }
+        let dir = self.refresh()?;
+        let Some(node) = dir.nodes.get(&id) else {
             return Ok(());
         };
-        node.state = state;
-        self.record(node).await
+        if node.state != NodeState::Draining {
+            return Err(Error::Refused(format!(
+                "node {id} is active: drain it before removing it"
+            )));
+        }
+        let meta_voter = {
+            let metrics = self.inner.meta.raft().metrics();
+            let m = metrics.borrow();
+            m.membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == id)
+        };
+        if meta_voter {
+            return Err(Error::NotYet(format!(
+                "node {id} still votes in the metadata group; retry once it is replaced"
+            )));
+        }
+        let commit = self.inner.meta.propose(directory::remove_node(id)).await?;
+        commit.await?;
+        self.refresh()?;
+        tracing::info!(node_id = id, "node removed from the directory");
+        Ok(())
     }
 
     async fn record(&self, node: NodeRecord) -> Result<(), Error> {
@@ -194,17 +272,6 @@ impl Control {
         } else {
             Error::Raft(e.to_string())
         }
-    }
-
-    /// The address of the metadata group's leader, if known.
-    pub fn meta_leader_addr(&self) -> Option<String> {
-        let metrics = self.inner.meta.raft().metrics();
-        let m = metrics.borrow();
-        let leader = m.current_leader?;
-        m.membership_config
-            .membership()
-            .get_node(&leader)
-            .map(|n| n.addr.clone())
     }
 
     /// Re-reads the directory from this node's replica of the metadata
@@ -241,37 +308,53 @@ impl Control {
             return Ok(());
         }
         let alive: BTreeSet<NodeId> = dir.nodes.keys().copied().collect();
-        // The metadata group: the lowest-numbered active nodes vote.
+        // A draining (or removed) node never campaigns, so it cannot win
+        // back a leadership it handed off; it still votes, so its groups
+        // keep their quorum while it is a member.
+        let campaigns = dir.is_active(self.inner.opts.node_id);
+        for group in std::iter::once(&self.inner.meta).chain(self.inner.replicas.shards()) {
+            group.raft().runtime_config().elect(campaigns);
+        }
+        // The metadata group: the lowest-numbered active nodes vote; every
+        // other member of the directory (draining ones too) follows as a
+        // learner until it is removed, so its copy of the directory stays
+        // current.
+        let meta_desired: Vec<NodeId> = dir
+            .active()
+            .into_iter()
+            .take(self.inner.opts.meta_voters.max(1))
+            .collect();
         if self.inner.meta.is_leader() {
-            let desired: Vec<NodeId> = dir
-                .active()
-                .into_iter()
-                .take(self.inner.opts.meta_voters.max(1))
-                .collect();
-            self.reconcile(&self.inner.meta, &desired, &alive, &dir);
+            self.reconcile(&self.inner.meta, &meta_desired, &alive, &alive, &dir);
+        } else {
+            self.claim_leadership(&self.inner.meta, &meta_desired, false, &dir);
         }
         let placement = Placement::compute(
             &dir.active(),
             self.inner.replicas.shard_count(),
             self.inner.opts.replication,
         );
+        let none = BTreeSet::new();
         for handle in self.inner.replicas.shards() {
+            let desired = placement.replicas(handle.id());
             if handle.is_leader() {
-                self.reconcile(handle, placement.replicas(handle.id()), &alive, &dir);
+                self.reconcile(handle, desired, &alive, &none, &dir);
             } else {
-                self.claim_if_preferred(handle, &placement);
+                self.claim_leadership(handle, desired, true, &dir);
             }
         }
         Ok(())
     }
 
     /// Starts the next membership step of `group` towards `desired`,
-    /// unless one is already running.
+    /// unless one is already running. Learners in `keep` stay; a group
+    /// that keeps learners also keeps a voter it drops as a learner.
     fn reconcile(
         &self,
         group: &ShardHandle,
         desired: &[NodeId],
         alive: &BTreeSet<NodeId>,
+        keep: &BTreeSet<NodeId>,
         dir: &Directory,
     ) {
         let (voters, learners) = {
@@ -282,7 +365,16 @@ impl Control {
             let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
             (voters, learners)
         };
-        let step = plan::next_step(&voters, &learners, desired, alive);
+        // A leader that voted itself out of the group (a drained replica)
+        // leads only until that change is applied, then steps down: it
+        // changes nothing more (openraft refuses membership changes from a
+        // leader outside the membership, and the group's next leader
+        // carries on).
+        if !voters.contains(&self.inner.opts.node_id) {
+            return;
+        }
+        let step = plan::next_step(&voters, &learners, desired, alive, keep);
+        let retain = !keep.is_empty();
         if step == Step::Done {
             return;
         }
@@ -310,8 +402,16 @@ impl Control {
                         .map_err(|e| e.to_string()),
                     None => Ok(()),
                 },
+                Step::Follow(n) => match addr_of.get(n) {
+                    Some(addr) => raft
+                        .add_learner(*n, BasicNode::new(addr), false)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    None => Ok(()),
+                },
                 Step::SetVoters(v) => raft
-                    .change_membership(ChangeMembers::ReplaceAllVoters(v.clone()), false)
+                    .change_membership(ChangeMembers::ReplaceAllVoters(v.clone()), retain)
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string()),
@@ -332,28 +432,49 @@ impl Control {
         });
     }
 
-    /// A preferred leader that is a caught-up voter takes its shard back.
-    fn claim_if_preferred(&self, group: &ShardHandle, placement: &Placement) {
+    /// Takes `group`'s leadership when this node should have it and is a
+    /// caught-up voter: from a draining leader, the first active voter in
+    /// `order` (the ring's order for the shard; then by id) takes over; from
+    /// any other leader, the preferred leader (`order`'s first) takes its
+    /// shard back, when `prefer`.
+    fn claim_leadership(
+        &self,
+        group: &ShardHandle,
+        order: &[NodeId],
+        prefer: bool,
+        dir: &Directory,
+    ) {
         let me = self.inner.opts.node_id;
-        if placement.preferred_leader(group.id()) != Some(me)
-            || self.inner.started.elapsed() < SETTLE
-        {
+        if self.inner.started.elapsed() < SETTLE || dir.is_draining(me) {
             return;
         }
-        let ready = {
+        let (ready, leader, voters) = {
             let metrics = group.raft().metrics();
             let m = metrics.borrow();
-            let is_voter = m
-                .membership_config
-                .membership()
-                .voter_ids()
-                .any(|v| v == me);
+            let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
             let leader_elsewhere = m.current_leader.is_some_and(|l| l != me);
             // Caught up: everything the leader told us is applied.
             let caught_up = m.last_applied.map(|l| l.index) >= m.last_log_index;
-            is_voter && leader_elsewhere && caught_up
+            (
+                voters.contains(&me) && leader_elsewhere && caught_up,
+                m.current_leader,
+                voters,
+            )
         };
         if !ready {
+            return;
+        }
+        let leader_leaving = leader.is_some_and(|l| !dir.is_active(l));
+        let (claim, every) = if leader_leaving {
+            let successor = order
+                .iter()
+                .chain(voters.iter())
+                .find(|n| voters.contains(n) && dir.is_active(**n));
+            (successor == Some(&me), TAKE_OVER_EVERY)
+        } else {
+            (prefer && order.first() == Some(&me), ELECT_EVERY)
+        };
+        if !claim {
             return;
         }
         {
@@ -365,7 +486,7 @@ impl Control {
             let now = Instant::now();
             if last
                 .get(&group.id())
-                .is_some_and(|t| now.duration_since(*t) < ELECT_EVERY)
+                .is_some_and(|t| now.duration_since(*t) < every)
             {
                 return;
             }
@@ -374,7 +495,11 @@ impl Control {
         let raft = group.raft().clone();
         let shard = group.id();
         tokio::spawn(async move {
-            tracing::info!(shard, "claiming preferred leadership");
+            if leader_leaving {
+                tracing::info!(shard, ?leader, "taking leadership from a draining node");
+            } else {
+                tracing::info!(shard, "claiming preferred leadership");
+            }
             if let Err(e) = raft.trigger().elect().await {
                 tracing::warn!(shard, error = %e, "election trigger failed");
             }
@@ -382,8 +507,15 @@ impl Control {
     }
 
     /// Asks Raft to hold an election for `shard` on this node (used to move
-    /// leadership here from a draining node).
+    /// leadership here from a node that stops). A draining node refuses:
+    /// it must lead nothing.
     pub async fn elect(&self, shard: ShardId) -> Result<(), Error> {
+        let me = self.inner.opts.node_id;
+        if self.inner.directory.borrow().is_draining(me) {
+            return Err(Error::Refused(format!(
+                "node {me} is draining and takes no leadership"
+            )));
+        }
         let group = if shard == directory::META_SHARD {
             Some(&self.inner.meta)
         } else {
@@ -398,60 +530,5 @@ impl Control {
             .elect()
             .await
             .map_err(|e| Error::Raft(e.to_string()))
-    }
-
-    /// Shards this node leads right now (the metadata group included).
-    pub fn led_shards(&self) -> Vec<(ShardId, Vec<NodeId>)> {
-        std::iter::once(&self.inner.meta)
-            .chain(self.inner.replicas.shards())
-            .filter(|g| g.is_leader())
-            .map(|g| {
-                let metrics = g.raft().metrics();
-                let voters = metrics
-                    .borrow()
-                    .membership_config
-                    .membership()
-                    .voter_ids()
-                    .collect();
-                (g.id(), voters)
-            })
-            .collect()
-    }
-
-    /// The leader of every object shard this node has a view of, with the
-    /// voters of the groups this node leads. A node that has left a
-    /// shard's group (its replica moved away) hears nothing more from that
-    /// group and its last-known leader goes stale (often itself, if it led
-    /// the change that removed it), so it names no leader for it.
-    pub fn leaders(&self) -> Vec<(ShardId, NodeId, Vec<NodeId>)> {
-        let me = self.inner.opts.node_id;
-        self.inner
-            .replicas
-            .shards()
-            .iter()
-            .filter_map(|g| {
-                let metrics = g.raft().metrics();
-                let m = metrics.borrow();
-                let membership = m.membership_config.membership();
-                if !membership.voter_ids().any(|v| v == me)
-                    && !membership.learner_ids().any(|l| l == me)
-                {
-                    return None;
-                }
-                let leader = m.current_leader?;
-                if leader == me && !g.is_leader() {
-                    // Raft still says us, but no quorum acknowledged us
-                    // within the lease (cut off from the group): whoever
-                    // leads now, it is not certain to be this node.
-                    return None;
-                }
-                let voters = if leader == me && g.is_leader() {
-                    m.membership_config.membership().voter_ids().collect()
-                } else {
-                    Vec::new()
-                };
-                Some((g.id(), leader, voters))
-            })
-            .collect()
     }
 }

@@ -36,7 +36,10 @@ pub fn directory_object() -> ObjectKey {
 pub enum NodeState {
     /// Holds the replicas the ring gives it.
     Active,
-    /// Leaving: its replicas move elsewhere, then it may stop.
+    /// Leaving: the ring gives it no replicas, so every shard group moves
+    /// its replica elsewhere (replacement first), and it hands off every
+    /// leadership. Once no group has it as a member it can be removed from
+    /// the directory and stopped.
     Draining,
 }
 
@@ -103,6 +106,20 @@ impl Directory {
             .filter(|n| n.state == NodeState::Active)
             .map(|n| n.id)
             .collect()
+    }
+
+    /// Whether `id` is listed and draining.
+    pub fn is_draining(&self, id: NodeId) -> bool {
+        self.nodes
+            .get(&id)
+            .is_some_and(|n| n.state == NodeState::Draining)
+    }
+
+    /// Whether `id` is listed and active.
+    pub fn is_active(&self, id: NodeId) -> bool {
+        self.nodes
+            .get(&id)
+            .is_some_and(|n| n.state == NodeState::Active)
     }
 
     pub fn addr(&self, id: NodeId) -> Option<&str> {

@@ -1,15 +1,16 @@
 //! The cluster control plane: the membership directory (replicated in the
 //! metadata Raft group), how each shard's group follows the placement the
 //! ring derives from it, and the `Cluster` gRPC service nodes and edges use
-//! to join and to watch the cluster.
+//! to join and to watch the cluster, and operators use to drain a node.
 //!
 //! Never runs objects or serves clients; it only changes who replicates
 //! and who leads.
 
 pub mod control;
 pub mod directory;
+pub mod drain;
 pub mod plan;
 pub mod service;
 
-pub use control::{Control, ControlOptions};
+pub use control::{Control, ControlOptions, ShardStatus};
 pub use directory::{Directory, META_SHARD, NodeRecord, NodeState};

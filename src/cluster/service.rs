@@ -1,5 +1,6 @@
-//! The `Cluster` gRPC service (join, watch, elect, drain) and the client
-//! calls nodes and edges make to it.
+//! The `Cluster` gRPC service (join, watch, elect, set-state, remove) and
+//! the client calls nodes and edges make to it (`drain.rs` has the
+//! operator's drain).
 
 use std::collections::BTreeSet;
 use std::pin::Pin;
@@ -11,16 +12,18 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::control::{Control, Error};
+use super::control::{Control, Error, ShardStatus};
 use super::directory::{Directory, NodeRecord, NodeState};
 use crate::id::ShardId;
-use crate::ring::NodeId;
 use crate::rpc::pb;
 use crate::rpc::pb::cluster_client::ClusterClient;
 use crate::rpc::tls::Tls;
 
 /// Metadata key carrying the metadata leader's address on a redirect.
 pub const META_LEADER: &str = "roost-meta-leader";
+/// The message of the redirect a node that is not the metadata leader
+/// answers with.
+const NOT_LEADER: &str = "not the metadata leader";
 /// How often a watch stream repeats the view with fresh leader hints.
 const REFRESH: Duration = Duration::from_secs(1);
 
@@ -39,12 +42,14 @@ impl ClusterService {
 fn to_status(e: Error) -> Status {
     match e {
         Error::NotLeader { leader } => {
-            let mut status = Status::failed_precondition("not the metadata leader");
+            let mut status = Status::failed_precondition(NOT_LEADER);
             if let Some(addr) = leader.and_then(|a| a.parse().ok()) {
                 status.metadata_mut().insert(META_LEADER, addr);
             }
             status
         }
+        Error::UnknownNode(_) => Status::not_found(e.to_string()),
+        Error::Refused(_) => Status::failed_precondition(e.to_string()),
         other => Status::unavailable(other.to_string()),
     }
 }
@@ -71,7 +76,7 @@ pub fn view(
     dir: &Directory,
     shards: u16,
     replication: usize,
-    leaders: &[(ShardId, NodeId, Vec<NodeId>)],
+    leaders: &[ShardStatus],
 ) -> pb::ClusterView {
     pb::ClusterView {
         nodes: dir
@@ -87,10 +92,11 @@ pub fn view(
         replication: replication as u32,
         leaders: leaders
             .iter()
-            .map(|(s, n, voters)| pb::ShardLeader {
-                shard: u32::from(*s),
-                node: *n,
-                voters: voters.clone(),
+            .map(|s| pb::ShardLeader {
+                shard: u32::from(s.shard),
+                node: s.leader,
+                voters: s.voters.clone(),
+                learners: s.learners.clone(),
             })
             .collect(),
     }
@@ -117,6 +123,15 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         _req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        // A draining or removed node leaves the metadata group sooner or
+        // later, and nothing tells it when: its directory may be stale, so
+        // it serves no view (edges and nodes ask another node).
+        let me = self.control.node_id();
+        if !self.control.directory().borrow().is_active(me) {
+            return Err(Status::unavailable(format!(
+                "node {me} is not an active member of the cluster"
+            )));
+        }
         let (tx, rx) = mpsc::channel(4);
         let control = self.control.clone();
         let shards = self.shards;
@@ -124,6 +139,15 @@ impl pb::cluster_server::Cluster for ClusterService {
             let mut dir = control.directory();
             loop {
                 let current = dir.borrow_and_update().clone();
+                if !current.is_active(me) {
+                    // Draining now: the watcher goes to another node.
+                    let _ = tx
+                        .send(Err(Status::unavailable(format!(
+                            "node {me} is no longer an active member of the cluster"
+                        ))))
+                        .await;
+                    return;
+                }
                 let v = view(&current, shards, control.replication(), &control.leaders());
                 if tx.send(Ok(v)).await.is_err() {
                     return;
@@ -164,6 +188,15 @@ impl pb::cluster_server::Cluster for ClusterService {
             .map_err(to_status)?;
         Ok(Response::new(pb::SetStateReply {}))
     }
+
+    async fn remove(
+        &self,
+        req: Request<pb::RemoveRequest>,
+    ) -> Result<Response<pb::RemoveReply>, Status> {
+        let node = req.into_inner().node;
+        self.control.remove(node).await.map_err(to_status)?;
+        Ok(Response::new(pb::RemoveReply {}))
+    }
 }
 
 /// A client to a node's `Cluster` service at `addr` (host:port), over
@@ -188,6 +221,44 @@ pub async fn join(
     deadline: Duration,
     tls: &Tls,
 ) -> Result<(), String> {
+    let req = pb::JoinRequest {
+        node: Some(pb::NodeInfo {
+            id: me.id,
+            addr: me.addr.clone(),
+            draining: false,
+        }),
+    };
+    on_meta_leader(seeds, deadline, tls, |mut client| {
+        let req = req.clone();
+        async move { client.join(req).await.map(|_| ()) }
+    })
+    .await
+}
+
+/// Whether a refusal is final: retrying the same call elsewhere cannot
+/// change the answer.
+fn is_final(status: &Status) -> bool {
+    match status.code() {
+        tonic::Code::NotFound | tonic::Code::InvalidArgument => true,
+        tonic::Code::FailedPrecondition => status.message() != NOT_LEADER,
+        _ => false,
+    }
+}
+
+/// Runs `call` on the metadata leader, found through `seeds` (over `tls`)
+/// and the redirects nodes answer with, until it succeeds, is refused for
+/// good (not found, invalid, or a precondition the leader itself refused),
+/// or `deadline` passes; the error is the last answer.
+pub async fn on_meta_leader<T, F, Fut>(
+    seeds: &[String],
+    deadline: Duration,
+    tls: &Tls,
+    mut call: F,
+) -> Result<T, String>
+where
+    F: FnMut(ClusterClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Status>>,
+{
     let until = tokio::time::Instant::now() + deadline;
     let mut candidates: Vec<String> = seeds.to_vec();
     let mut tried: BTreeSet<String> = BTreeSet::new();
@@ -201,18 +272,14 @@ pub async fn join(
         };
         candidates.remove(0);
         tried.insert(addr.clone());
-        let req = pb::JoinRequest {
-            node: Some(pb::NodeInfo {
-                id: me.id,
-                addr: me.addr.clone(),
-                draining: false,
-            }),
-        };
         match connect(&addr, tls).await {
-            Ok(mut client) => match client.join(req).await {
-                Ok(_) => return Ok(()),
+            Ok(client) => match call(client).await {
+                Ok(v) => return Ok(v),
                 Err(status) => {
                     last_error = format!("{addr}: {}", status.message());
+                    if is_final(&status) {
+                        return Err(last_error);
+                    }
                     if let Some(leader) = status
                         .metadata()
                         .get(META_LEADER)

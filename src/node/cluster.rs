@@ -235,9 +235,16 @@ impl ClusterNode {
                 return;
             }
             let dir = self.control.directory().borrow().clone();
+            let me = self.control.node_id();
             let mut handing_over = false;
             for (shard, voters) in led {
-                let Some(target) = voters.into_iter().find(|v| *v != self.control.node_id()) else {
+                // An active voter, if there is one: a draining node takes
+                // no leadership.
+                let others = || voters.iter().copied().filter(|v| *v != me);
+                let Some(target) = others()
+                    .find(|v| dir.is_active(*v))
+                    .or_else(|| others().next())
+                else {
                     continue;
                 };
                 let Some(addr) = dir.addr(target).map(str::to_owned) else {
@@ -286,10 +293,14 @@ impl ClusterNode {
 
 /// `/readyz` of a node: it is an active member of the cluster directory and
 /// knows the metadata group's leader. (It does not yet wait for its shard
-/// replicas' logs to catch up.)
+/// replicas' logs to catch up.) A draining node is not ready: it is on its
+/// way out.
 fn node_ready(control: &Control) -> Result<(), String> {
     let me = control.node_id();
-    if !control.directory().borrow().active().contains(&me) {
+    if control.directory().borrow().is_draining(me) {
+        return Err(format!("node {me} is draining"));
+    }
+    if !control.directory().borrow().is_active(me) {
         return Err(format!(
             "node {me} is not an active member of the directory yet"
         ));

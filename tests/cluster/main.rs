@@ -5,12 +5,13 @@
 //!
 //! Longer failure tests live beside it, each with its own cluster:
 //! `kill_cycles.rs` (ten SIGKILL/restart cycles), `sigstop.rs` (a paused
-//! leader), `scale_out.rs` (a 4th node joins), `grpc_public.rs` (the public
-//! gRPC API from a plain client, through the edge and at the nodes),
-//! `mtls.rs` (the cluster and an edge over mutual TLS), `partition.rs` (a
-//! leader cut off from its peers by network namespaces, `netns.rs`; needs
-//! root). They drive load with `load.rs` (and straight to one node with
-//! `direct.rs`) and check the recorded history with `history.rs`.
+//! leader), `scale_out.rs` (a 4th node joins), `scale_in.rs` (a node is
+//! drained out and removed), `grpc_public.rs` (the public gRPC API from a
+//! plain client, through the edge and at the nodes), `mtls.rs` (the cluster
+//! and an edge over mutual TLS), `partition.rs` (a leader cut off from its
+//! peers by network namespaces, `netns.rs`; needs root). They drive load
+//! with `load.rs` (and straight to one node with `direct.rs`) and check the
+//! recorded history with `history.rs`.
 
 mod direct;
 #[path = "../grpc_common/mod.rs"]
@@ -24,6 +25,7 @@ mod mtls;
 mod netns;
 mod partition;
 mod procs;
+mod scale_in;
 mod scale_out;
 #[path = "../seed_contract/mod.rs"]
 mod seed_contract;

@@ -205,3 +205,17 @@ pub fn edge(join: &[String]) -> Proc {
         grpc: addrs[1].clone(),
     }
 }
+
+/// Runs `roost ARGS` to completion (an operator command such as
+/// `roost node drain`) and returns what it printed and its exit status.
+pub fn run(args: &[String]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_roost"))
+        .args(args)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,openraft=off".into()),
+        )
+        .stdin(Stdio::null())
+        .output()
+        .expect("roost binary runs")
+}

@@ -1,0 +1,108 @@
+//! What the control plane observes of the Raft groups on this node: the
+//! metadata leader, the groups it leads, and each shard's leader with its
+//! members (what `Cluster.Watch` reports). Reads Raft metrics only; never
+//! changes anything.
+
+use crate::id::ShardId;
+use crate::ring::{NodeId, Placement};
+
+use super::Control;
+
+impl Control {
+    /// The address of the metadata group's leader, if known.
+    pub fn meta_leader_addr(&self) -> Option<String> {
+        let metrics = self.inner.meta.raft().metrics();
+        let m = metrics.borrow();
+        let leader = m.current_leader?;
+        m.membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
+    }
+
+    /// Shards this node leads right now (the metadata group included).
+    pub fn led_shards(&self) -> Vec<(ShardId, Vec<NodeId>)> {
+        std::iter::once(&self.inner.meta)
+            .chain(self.inner.replicas.shards())
+            .filter(|g| g.is_leader())
+            .map(|g| {
+                let metrics = g.raft().metrics();
+                let voters = metrics
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .collect();
+                (g.id(), voters)
+            })
+            .collect()
+    }
+
+    /// The leader of every object shard this node has a view of, with the
+    /// voters and learners of the groups this node leads. A node that has
+    /// left a shard's group (its replica moved away) hears nothing more
+    /// from that group and its last-known leader goes stale (often itself,
+    /// if it led the change that removed it), so it names no leader for it.
+    /// Nor does a learner the ring does not want in the group: it is on
+    /// its way out, and once removed it is never told (a removed learner,
+    /// unlike a removed voter, never campaigns, so its stale leader would
+    /// otherwise stay forever).
+    pub fn leaders(&self) -> Vec<ShardStatus> {
+        let me = self.inner.opts.node_id;
+        let dir = self.inner.directory.borrow().clone();
+        let placement = Placement::compute(
+            &dir.active(),
+            self.inner.replicas.shard_count(),
+            self.inner.opts.replication,
+        );
+        self.inner
+            .replicas
+            .shards()
+            .iter()
+            .filter_map(|g| {
+                let metrics = g.raft().metrics();
+                let m = metrics.borrow();
+                let membership = m.membership_config.membership();
+                let voter = membership.voter_ids().any(|v| v == me);
+                let wanted_learner = membership.learner_ids().any(|l| l == me)
+                    && placement.replicas(g.id()).contains(&me);
+                if !voter && !wanted_learner {
+                    return None;
+                }
+                let leader = m.current_leader?;
+                if leader == me && !g.is_leader() {
+                    // Raft still says us, but no quorum acknowledged us
+                    // within the lease (cut off from the group): whoever
+                    // leads now, it is not certain to be this node.
+                    return None;
+                }
+                let (voters, learners) = if leader == me && g.is_leader() {
+                    (
+                        membership.voter_ids().collect(),
+                        membership.learner_ids().collect(),
+                    )
+                } else {
+                    (Vec::new(), Vec::new())
+                };
+                Some(ShardStatus {
+                    shard: g.id(),
+                    leader,
+                    voters,
+                    learners,
+                })
+            })
+            .collect()
+    }
+}
+
+/// One object shard's group as a node sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardStatus {
+    pub shard: ShardId,
+    /// The leader this node knows of (a hint: may be stale).
+    pub leader: NodeId,
+    /// The group's voters and learners, when this node is its leader;
+    /// empty otherwise.
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+}
