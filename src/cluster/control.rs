@@ -31,7 +31,7 @@ use crate::storage::Db;
 
 mod observe;
 
-pub use observe::ShardStatus;
+pub use observe::{FollowerProgress, Membership, ShardStatus};
 
 /// How often the loop looks at the cluster.
 const TICK: Duration = Duration::from_millis(200);

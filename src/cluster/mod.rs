@@ -6,6 +6,7 @@
 //! Never runs objects or serves clients; it only changes who replicates
 //! and who leads.
 
+pub mod catchup;
 pub mod control;
 pub mod directory;
 pub mod drain;

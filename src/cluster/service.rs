@@ -197,6 +197,24 @@ impl pb::cluster_server::Cluster for ClusterService {
         self.control.remove(node).await.map_err(to_status)?;
         Ok(Response::new(pb::RemoveReply {}))
     }
+
+    async fn progress(
+        &self,
+        req: Request<pb::ProgressRequest>,
+    ) -> Result<Response<pb::ProgressReply>, Status> {
+        let node = req.into_inner().node;
+        let shards = self
+            .control
+            .progress_of(node)
+            .into_iter()
+            .map(|p| pb::ShardProgress {
+                shard: u32::from(p.shard),
+                leader_last_index: p.leader_last_index,
+                matched_index: p.matched_index,
+            })
+            .collect();
+        Ok(Response::new(pb::ProgressReply { shards }))
+    }
 }
 
 /// A client to a node's `Cluster` service at `addr` (host:port), over

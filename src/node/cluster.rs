@@ -128,9 +128,11 @@ impl ClusterNode {
             super::runtime_options(&config),
         )?;
 
+        let stop = CancellationToken::new();
+        let caught_up = crate::cluster::catchup::spawn(control.clone(), tls.clone(), stop.clone());
         let ready = {
             let control = control.clone();
-            Box::new(move || node_ready(&control))
+            Box::new(move || node_ready(&control, &caught_up.borrow()))
         };
         let admin = super::admin::start(config.admin.listen, metrics, &db, &runtime, ready).await?;
         tracing::info!(addr = %admin.local_addr(), "serving metrics and admin endpoints");
@@ -140,7 +142,6 @@ impl ClusterNode {
             tls = %tls.describe(),
             "serving gRPC (raft, objects, cluster)"
         );
-        let stop = CancellationToken::new();
         let objects =
             ObjectsService::new(Arc::new(runtime.clone()), super::objects_limits(&config));
         let server = tls
@@ -291,11 +292,12 @@ impl ClusterNode {
     }
 }
 
-/// `/readyz` of a node: it is an active member of the cluster directory and
-/// knows the metadata group's leader. (It does not yet wait for its shard
-/// replicas' logs to catch up.) A draining node is not ready: it is on its
-/// way out.
-fn node_ready(control: &Control) -> Result<(), String> {
+/// `/readyz` of a node: it is an active member of the cluster directory,
+/// knows the metadata group's leader, and its replicas have caught up
+/// (`caught_up`, from [`crate::cluster::catchup`]: every shard the ring
+/// places here has it as a voter, within a few entries of its leader). A
+/// draining node is not ready: it is on its way out.
+fn node_ready(control: &Control, caught_up: &Result<(), String>) -> Result<(), String> {
     let me = control.node_id();
     if control.directory().borrow().is_draining(me) {
         return Err(format!("node {me} is draining"));
@@ -308,5 +310,5 @@ fn node_ready(control: &Control) -> Result<(), String> {
     if control.meta_leader_addr().is_none() {
         return Err("no known leader of the metadata group".into());
     }
-    Ok(())
+    caught_up.clone()
 }

@@ -387,5 +387,6 @@ fn spawn(args: &[String], env: &[(String, String)], marker: &'static str) -> Pro
         child,
         addr: addrs.remove(0),
         grpc: String::new(),
+        admin: String::new(),
     }
 }

@@ -16,6 +16,8 @@ pub struct Proc {
     pub addr: String,
     /// An edge's gRPC object API address (empty for a node).
     pub grpc: String,
+    /// A node's admin server, `http://host:port` (empty for an edge).
+    pub admin: String,
 }
 
 impl Drop for Proc {
@@ -81,6 +83,7 @@ fn spawn(wrap: &[String], args: &[String], marker: &'static str) -> Proc {
         child,
         addr: addrs.remove(0),
         grpc: String::new(),
+        admin: String::new(),
     }
 }
 
@@ -177,7 +180,18 @@ pub fn node_wrapped(
         args.push("--join".into());
         args.push(join.join(","));
     }
-    spawn(wrap, &args, "roost node: grpc on ")
+    let (child, addrs) = spawn_marked(
+        wrap,
+        &args,
+        &[],
+        &["roost node: grpc on ", "roost node: admin on http://"],
+    );
+    Proc {
+        child,
+        addr: addrs[0].clone(),
+        grpc: String::new(),
+        admin: format!("http://{}", addrs[1]),
+    }
 }
 
 /// Starts an edge that learns the cluster from `join`.
@@ -203,6 +217,7 @@ pub fn edge(join: &[String]) -> Proc {
         child,
         addr: format!("http://{}", addrs[0]),
         grpc: addrs[1].clone(),
+        admin: String::new(),
     }
 }
 

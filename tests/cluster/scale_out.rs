@@ -1,6 +1,7 @@
 //! Adding a 4th node under load: it receives replicas (learner, then
 //! voter, then the old replica leaves), every shard keeps 3 voters, and
-//! the history checks out.
+//! the history checks out. The new node's `/readyz` turns ready only once
+//! its replicas have caught up with their leaders.
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,14 @@ async fn a_fourth_node_joins_under_load_and_receives_replicas() {
 
     let joined_at = load.history.now();
     let n4 = procs::node(root.path(), 4, "127.0.0.1:0", &addrs, SHARDS);
+    // Just started: it holds no replica yet, so it is not ready.
+    let (status, why) = readyz(&n4.admin).await;
+    assert_eq!(
+        status, 503,
+        "a node with no replicas yet is not ready: {why}"
+    );
+    eprintln!("scale out: node 4 at start: {why}");
+    let admin4 = n4.admin.clone();
     addrs.push(n4.addr.clone());
     nodes.insert(4, n4);
 
@@ -57,6 +66,19 @@ async fn a_fourth_node_joins_under_load_and_receives_replicas() {
             x.leader
         );
     }
+    // Ready once the replicas the ring placed on it have caught up.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, why) = readyz(&admin4).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 4 never became ready: {why}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // Writes keep flowing on every counter after the move.
     let now = load.history.now();
     load.wait_all_writable(now, Duration::from_secs(60)).await;
@@ -66,4 +88,13 @@ async fn a_fourth_node_joins_under_load_and_receives_replicas() {
     load.finish_and_check().await;
     drop(edge);
     drop(nodes);
+}
+
+/// `GET /readyz` on an admin server: the status and the body.
+async fn readyz(admin: &str) -> (u16, String) {
+    let resp = reqwest::get(format!("{admin}/readyz"))
+        .await
+        .expect("the admin server answers");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
 }

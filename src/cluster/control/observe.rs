@@ -106,3 +106,86 @@ pub struct ShardStatus {
     pub voters: Vec<NodeId>,
     pub learners: Vec<NodeId>,
 }
+
+/// This node's place in one shard group it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Membership {
+    pub shard: ShardId,
+    /// The group's leader as this node last heard.
+    pub leader: Option<NodeId>,
+    /// A voter (else a learner still catching up).
+    pub voter: bool,
+}
+
+/// How far one follower is behind in a group this node leads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FollowerProgress {
+    pub shard: ShardId,
+    pub leader_last_index: u64,
+    /// The last index the leader knows the follower holds.
+    pub matched_index: Option<u64>,
+}
+
+impl Control {
+    /// The object shard groups this node is a member of.
+    pub fn memberships(&self) -> Vec<Membership> {
+        let me = self.inner.opts.node_id;
+        self.inner
+            .replicas
+            .shards()
+            .iter()
+            .filter_map(|g| {
+                let metrics = g.raft().metrics();
+                let m = metrics.borrow();
+                let membership = m.membership_config.membership();
+                let voter = membership.voter_ids().any(|v| v == me);
+                if !voter && !membership.learner_ids().any(|l| l == me) {
+                    return None;
+                }
+                Some(Membership {
+                    shard: g.id(),
+                    leader: m.current_leader,
+                    voter,
+                })
+            })
+            .collect()
+    }
+
+    /// Which object shards the ring places on this node now.
+    pub fn placed_here(&self) -> Vec<ShardId> {
+        let me = self.inner.opts.node_id;
+        let dir = self.inner.directory.borrow().clone();
+        let placement = Placement::compute(
+            &dir.active(),
+            self.inner.replicas.shard_count(),
+            self.inner.opts.replication,
+        );
+        (0..self.inner.replicas.shard_count())
+            .filter(|s| placement.replicas(*s).contains(&me))
+            .collect()
+    }
+
+    /// How far `node` is behind in each object shard group this node leads.
+    pub fn progress_of(&self, node: NodeId) -> Vec<FollowerProgress> {
+        self.inner
+            .replicas
+            .shards()
+            .iter()
+            .filter(|g| g.is_leader())
+            .map(|g| {
+                let metrics = g.raft().metrics();
+                let m = metrics.borrow();
+                let matched_index = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(&node).cloned().flatten())
+                    .map(|log| log.index);
+                FollowerProgress {
+                    shard: g.id(),
+                    leader_last_index: m.last_log_index.unwrap_or(0),
+                    matched_index,
+                }
+            })
+            .collect()
+    }
+}
