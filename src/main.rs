@@ -82,8 +82,9 @@ struct DevArgs {
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
 
-    /// Address to serve the gRPC object API on (no authentication: keep it
-    /// private) [default: 127.0.0.1:8789] [env: ROOST_GRPC_LISTEN]
+    /// Address to serve the gRPC object API on (unauthenticated without
+    /// [tls]: keep it private) [default: 127.0.0.1:8789] [env:
+    /// ROOST_GRPC_LISTEN]
     #[arg(long, value_name = "ADDR")]
     grpc_listen: Option<SocketAddr>,
     /// Address to serve /metrics and /admin/hot-objects on [default:
