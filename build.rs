@@ -10,14 +10,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         unsafe { std::env::set_var("PROTOC", protoc) };
     }
     println!("cargo:rerun-if-changed=proto");
-    tonic_prost_build::configure().compile_protos(
-        &[
-            "proto/roost/v1/object.proto",
-            "proto/roost/v1/raft.proto",
-            "proto/roost/v1/cluster.proto",
-        ],
-        &["proto"],
-    )?;
+    // Roost's own codec: prost's with small initial buffers (src/rpc/codec.rs).
+    tonic_prost_build::configure()
+        .codec_path("crate::rpc::codec::SmallBuffers")
+        .compile_protos(
+            &[
+                "proto/roost/v1/object.proto",
+                "proto/roost/v1/raft.proto",
+                "proto/roost/v1/cluster.proto",
+            ],
+            &["proto"],
+        )?;
     println!("cargo:rerun-if-changed=benches/load/proto");
     tonic_prost_build::configure()
         .build_server(false)

@@ -14,6 +14,7 @@
 //! carries messages to the layer that owns them), or lets protobuf types
 //! leak into the layers below.
 
+pub mod codec;
 mod convert;
 pub mod objects;
 pub mod raft;
