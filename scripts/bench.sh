@@ -86,5 +86,24 @@ set +e
 "${run[@]}" "${args[@]}" "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+if [ "$status" -eq 0 ] && [ "${BENCH_PROFILE:-release}" = release ]; then
+    # The micro-benchmarks (benches/micro.rs, divan), appended as divan
+    # prints them: medians are the figures to compare.
+    micro="$CARGO_TARGET_DIR/bench-micro.log"
+    echo "[bench] cargo bench --bench micro (output also in $micro)" >&2
+    cargo bench --bench micro 2>/dev/null | tee "$micro"
+    {
+        echo
+        echo "## Micro-benchmarks (\`cargo bench --bench micro\`)"
+        echo
+        echo "The hot paths on the real code, without HTTP: ring lookups, the typed keyspace,"
+        echo "one executor's dispatch (read-only: dispatch + read barrier; one write: + group"
+        echo "commit and WAL fsync), and a shard's group commit of 1/64/1024 writes."
+        echo
+        echo '```'
+        grep -v '^Timer precision' "$micro"
+        echo '```'
+    } >> "$OUT"
+fi
 echo "[bench] wrote $OUT (exit $status)" >&2
 exit "$status"
