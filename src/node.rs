@@ -108,16 +108,9 @@ impl DevNode {
         )?;
 
         let addr = config.http.listen;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| Error::Listen { addr, source })?;
+        let (listener, _) = bind(addr).await?;
         let grpc_addr = config.grpc.listen;
-        let grpc_listener = TcpListener::bind(grpc_addr)
-            .await
-            .map_err(|source| Error::Listen {
-                addr: grpc_addr,
-                source,
-            })?;
+        let (grpc_listener, _) = bind(grpc_addr).await?;
         let edge = Edge::start(
             listener,
             worker,
@@ -251,6 +244,15 @@ impl Grpc {
             }
         }
     }
+}
+
+/// Binds `addr` (port 0: one the OS picks) and returns the listener with
+/// the address it got.
+pub(crate) async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), Error> {
+    let listen = |source| Error::Listen { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(listen)?;
+    let local = listener.local_addr().map_err(listen)?;
+    Ok((listener, local))
 }
 
 pub(crate) fn objects_limits(config: &Config) -> ObjectsLimits {

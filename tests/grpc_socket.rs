@@ -3,9 +3,7 @@
 
 mod grpc_common;
 
-use std::time::Duration;
-
-use grpc_common::{by_name, client, config, fetch, header};
+use grpc_common::{by_name, client, config, fetch, header, next_down, next_text_json};
 use roost::node::DevNode;
 use roost::rpc::pb::objects_client::ObjectsClient;
 use roost::rpc::pb::{self, socket_down, socket_up};
@@ -50,22 +48,9 @@ async fn connect_room(grpc: &mut ObjectsClient<Channel>, room: &str, name: &str)
     Socket { up, down }
 }
 
-async fn next_down(down: &mut Streaming<pb::SocketDown>) -> Option<socket_down::Kind> {
-    tokio::time::timeout(Duration::from_secs(10), down.message())
-        .await
-        .expect("a message in time")
-        .expect("a healthy stream")
-        .and_then(|m| m.kind)
-}
-
 /// The next text frame, as JSON.
 async fn next_json(socket: &mut Socket) -> Value {
-    match next_down(&mut socket.down).await {
-        Some(socket_down::Kind::Message(pb::SocketMessage {
-            data: Some(pb::socket_message::Data::Text(text)),
-        })) => serde_json::from_str(&text).expect("JSON frame"),
-        other => panic!("expected a text message, got {other:?}"),
-    }
+    next_text_json(&mut socket.down).await
 }
 
 async fn send_text(socket: &Socket, text: String) {

@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::net::TcpListener;
 
 use super::Error;
 use crate::object::Runtime;
@@ -22,9 +21,7 @@ pub(super) async fn start(
     runtime: &Runtime,
     ready: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
 ) -> Result<Admin, Error> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Listen { addr, source })?;
+    let (listener, _) = super::bind(addr).await?;
     let sample = {
         let (db, runtime) = (db.clone(), runtime.clone());
         move || {

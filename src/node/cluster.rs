@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::Error;
@@ -75,16 +74,7 @@ impl ClusterNode {
         let db = Db::open(&data_dir.join("db"))?;
         db.check_shard_count(config.node.shards)?;
 
-        let listener = TcpListener::bind(args.grpc_listen)
-            .await
-            .map_err(|source| Error::Listen {
-                addr: args.grpc_listen,
-                source,
-            })?;
-        let grpc_addr = listener.local_addr().map_err(|source| Error::Listen {
-            addr: args.grpc_listen,
-            source,
-        })?;
+        let (listener, grpc_addr) = super::bind(args.grpc_listen).await?;
         let advertise = args
             .advertise
             .clone()

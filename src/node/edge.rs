@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::Error;
@@ -552,9 +551,7 @@ impl EdgeNode {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let addr = config.http.listen;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| Error::Listen { addr, source })?;
+        let (listener, _) = super::bind(addr).await?;
         let namespaces = crate::app::bindings().names().cloned().collect();
         let edge = Edge::start(
             listener,
@@ -565,17 +562,7 @@ impl EdgeNode {
         )
         .map_err(|source| Error::Listen { addr, source })?;
         tracing::info!(addr = %edge.local_addr(), "edge serving HTTP and WebSockets");
-        let grpc_addr = config.grpc.listen;
-        let grpc_listener = TcpListener::bind(grpc_addr)
-            .await
-            .map_err(|source| Error::Listen {
-                addr: grpc_addr,
-                source,
-            })?;
-        let grpc_addr = grpc_listener.local_addr().map_err(|source| Error::Listen {
-            addr: grpc_addr,
-            source,
-        })?;
+        let (grpc_listener, grpc_addr) = super::bind(config.grpc.listen).await?;
         let service = ObjectsService::new(Arc::new(client.clone()), super::objects_limits(&config));
         let grpc_stop = CancellationToken::new();
         let grpc = {
@@ -590,13 +577,7 @@ impl EdgeNode {
             "edge serving the gRPC object API"
         );
         let admin_addr = config.admin.listen;
-        let admin_listener =
-            TcpListener::bind(admin_addr)
-                .await
-                .map_err(|source| Error::Listen {
-                    addr: admin_addr,
-                    source,
-                })?;
+        let (admin_listener, _) = super::bind(admin_addr).await?;
         // An edge has no objects or storage: only its recorded metrics.
         // Ready: it has a cluster view to route with.
         let ready = {

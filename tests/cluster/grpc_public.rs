@@ -9,13 +9,15 @@ use std::time::{Duration, Instant};
 
 use roost::rpc::pb::objects_client::ObjectsClient;
 use roost::rpc::pb::{self, socket_down, socket_up};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::grpc_common::{by_name, fetch, header, json_body, metadata};
+use crate::grpc_common::{
+    by_name, fetch, header, json_body, metadata, next_down, next_text_json as next_json,
+};
 use crate::harness::{SHARDS, groups, json_of, wait_balanced};
 use crate::procs;
 
@@ -32,23 +34,6 @@ async fn increment(grpc: &mut ObjectsClient<Channel>, name: &str) -> Result<i64,
         .into_inner();
     assert_eq!(resp.status, 200, "{}", json_body(&resp));
     Ok(json_body(&resp)["value"].as_i64().expect("a value"))
-}
-
-async fn next_down(down: &mut tonic::Streaming<pb::SocketDown>) -> Option<socket_down::Kind> {
-    tokio::time::timeout(Duration::from_secs(10), down.message())
-        .await
-        .expect("a message in time")
-        .expect("a healthy stream")
-        .and_then(|m| m.kind)
-}
-
-async fn next_json(down: &mut tonic::Streaming<pb::SocketDown>) -> Value {
-    match next_down(down).await {
-        Some(socket_down::Kind::Message(pb::SocketMessage {
-            data: Some(pb::socket_message::Data::Text(text)),
-        })) => serde_json::from_str(&text).expect("JSON frame"),
-        other => panic!("expected a text message, got {other:?}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

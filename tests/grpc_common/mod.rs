@@ -5,8 +5,11 @@
 use roost::config::Config;
 use roost::node::DevNode;
 use roost::rpc::pb::objects_client::ObjectsClient;
-use roost::rpc::pb::{self, object_ref};
+use std::time::Duration;
+
+use roost::rpc::pb::{self, object_ref, socket_down};
 use serde_json::Value;
+use tonic::Streaming;
 use tonic::transport::Channel;
 
 /// The body limit the tests' nodes run with.
@@ -60,4 +63,23 @@ pub fn json_body(resp: &pb::FetchResponse) -> Value {
 
 pub fn metadata<'a>(status: &'a tonic::Status, key: &str) -> Option<&'a str> {
     status.metadata().get(key).and_then(|v| v.to_str().ok())
+}
+
+/// The next message of a `Socket` stream (within 10 s); `None` at its end.
+pub async fn next_down(down: &mut Streaming<pb::SocketDown>) -> Option<socket_down::Kind> {
+    tokio::time::timeout(Duration::from_secs(10), down.message())
+        .await
+        .expect("a message in time")
+        .expect("a healthy stream")
+        .and_then(|m| m.kind)
+}
+
+/// The next message of a `Socket` stream, which must be a JSON text frame.
+pub async fn next_text_json(down: &mut Streaming<pb::SocketDown>) -> Value {
+    match next_down(down).await {
+        Some(socket_down::Kind::Message(pb::SocketMessage {
+            data: Some(pb::socket_message::Data::Text(text)),
+        })) => serde_json::from_str(&text).expect("JSON frame"),
+        other => panic!("expected a text message, got {other:?}"),
+    }
 }
