@@ -12,6 +12,7 @@ use std::time::Instant;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
 
 use super::Shared;
 use crate::object::{Message, ServerFrame, SocketLink, Worker};
@@ -19,6 +20,11 @@ use crate::telemetry::metrics;
 
 /// Bytes read from a client's socket at a time.
 const READ_BUFFER: usize = 4096;
+/// Bytes of frames gathered before they are written to a client's socket
+/// (a batch of queued frames goes out in one write).
+const WRITE_BUFFER: usize = 16 * 1024;
+/// Most frames written to a client's socket in one batch.
+const MAX_BATCH: usize = 64;
 
 /// Completes the upgrade and spawns the bridge.
 pub(super) fn upgrade<W: Worker>(
@@ -31,12 +37,13 @@ pub(super) fn upgrade<W: Worker>(
     let (object, socket) = (link.object.clone(), link.socket);
     let tracker = shared.sockets.clone();
     // Small buffers: an idle socket then costs a few KiB instead of the
-    // 2 × 128 KiB tungstenite reserves by default; a large message is read
-    // in more, smaller reads, and each frame is written out at once.
+    // 2 × 128 KiB tungstenite reserves by default (the write buffer only
+    // grows as a batch needs it); a large message is read in more, smaller
+    // reads.
     up.max_message_size(limit)
         .max_frame_size(limit)
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
         .on_failed_upgrade(move |e| {
             tracing::debug!(error = %e, "websocket upgrade failed");
             let _ = client.socket_closed(&object, socket, 1006, "upgrade failed".into());
@@ -72,14 +79,7 @@ async fn bridge<W: Worker>(shared: Arc<Shared<W>>, ws: WebSocket, mut link: Sock
     let end = loop {
         let out: Option<WsMessage> = tokio::select! {
             frame = link.outgoing.recv() => match frame {
-                Some(ServerFrame::Message(Message::Text(t))) => {
-                    metrics::websocket_frame(&binding, "out", t.len());
-                    Some(WsMessage::Text(t.into()))
-                }
-                Some(ServerFrame::Message(Message::Binary(b))) => {
-                    metrics::websocket_frame(&binding, "out", b.len());
-                    Some(WsMessage::Binary(b))
-                }
+                Some(ServerFrame::Message(m)) => Some(outgoing(&binding, m)),
                 Some(ServerFrame::Close { code, reason }) => {
                     let _ = send(&mut tx, close(code, &reason), opts.heartbeat_timeout).await;
                     break End::Object;
@@ -132,10 +132,31 @@ async fn bridge<W: Worker>(shared: Arc<Shared<W>>, ws: WebSocket, mut link: Sock
                 break End::Shutdown;
             }
         };
-        if let Some(msg) = out
-            && !send(&mut tx, msg, opts.heartbeat_timeout).await
-        {
+        let Some(msg) = out else { continue };
+        // Frames the object queued meanwhile go out with this one, in one
+        // write: a busy room's members get its broadcasts in batches.
+        let mut batch = vec![msg];
+        let mut ended = None;
+        while batch.len() < MAX_BATCH {
+            match link.outgoing.try_recv() {
+                Ok(ServerFrame::Message(m)) => batch.push(outgoing(&binding, m)),
+                Ok(ServerFrame::Close { code, reason }) => {
+                    ended = Some(close(code, &reason));
+                    break;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    ended = Some(close(1013, "try again later"));
+                    break;
+                }
+            }
+        }
+        if !send_all(&mut tx, batch, opts.heartbeat_timeout).await {
             break End::Dead;
+        }
+        if let Some(close) = ended {
+            let _ = send(&mut tx, close, opts.heartbeat_timeout).await;
+            break End::Object;
         }
     };
 
@@ -177,6 +198,35 @@ fn close(code: u16, reason: &str) -> WsMessage {
 }
 
 /// Sends with a deadline; `false` if the client is gone or too slow.
+/// A frame from the object, counted, as the client gets it.
+fn outgoing(binding: &Arc<str>, m: Message) -> WsMessage {
+    match m {
+        Message::Text(t) => {
+            metrics::websocket_frame(binding, "out", t.len());
+            WsMessage::Text(t.into())
+        }
+        Message::Binary(b) => {
+            metrics::websocket_frame(binding, "out", b.len());
+            WsMessage::Binary(b)
+        }
+    }
+}
+
+/// Writes `msgs` and flushes once, within `deadline`.
+async fn send_all(
+    tx: &mut futures_util::stream::SplitSink<WebSocket, WsMessage>,
+    msgs: Vec<WsMessage>,
+    deadline: std::time::Duration,
+) -> bool {
+    let write = async {
+        for m in msgs {
+            tx.feed(m).await?;
+        }
+        tx.flush().await
+    };
+    matches!(tokio::time::timeout(deadline, write).await, Ok(Ok(())))
+}
+
 async fn send(
     tx: &mut futures_util::stream::SplitSink<WebSocket, WsMessage>,
     msg: WsMessage,
