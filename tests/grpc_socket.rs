@@ -3,13 +3,12 @@
 
 mod grpc_common;
 
-use grpc_common::{by_name, client, config, fetch, header, next_down, next_text_json};
+use grpc_common::{by_name, client, config, fetch, header, next_down, next_text_json, open_room};
 use roost::node::DevNode;
 use roost::rpc::pb::objects_client::ObjectsClient;
 use roost::rpc::pb::{self, socket_down, socket_up};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use tonic::transport::Channel;
 
@@ -20,31 +19,7 @@ struct Socket {
 }
 
 async fn connect_room(grpc: &mut ObjectsClient<Channel>, room: &str, name: &str) -> Socket {
-    let mut open = fetch(
-        by_name("CHAT_ROOM", room),
-        "GET",
-        &format!("/websocket?name={name}"),
-    );
-    open.headers.push(header("upgrade", "websocket"));
-    open.headers.push(header("connection", "Upgrade"));
-    let (up, rx) = mpsc::channel(16);
-    up.send(pb::SocketUp {
-        kind: Some(socket_up::Kind::Open(open)),
-    })
-    .await
-    .expect("queue open");
-    let mut down = grpc
-        .socket(ReceiverStream::new(rx))
-        .await
-        .expect("connect")
-        .into_inner();
-    match next_down(&mut down).await {
-        Some(socket_down::Kind::Accepted(accepted)) => {
-            let response = accepted.response.expect("the 101 response");
-            assert_eq!(response.status, 101);
-        }
-        other => panic!("expected accepted, got {other:?}"),
-    }
+    let (up, down) = open_room(grpc, room, name).await;
     Socket { up, down }
 }
 

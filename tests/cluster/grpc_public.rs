@@ -8,15 +8,13 @@
 use std::time::{Duration, Instant};
 
 use roost::rpc::pb::objects_client::ObjectsClient;
-use roost::rpc::pb::{self, socket_down, socket_up};
+use roost::rpc::pb::{self, socket_up};
 use serde_json::json;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::grpc_common::{
-    by_name, fetch, header, json_body, metadata, next_down, next_text_json as next_json,
+    by_name, fetch, json_body, metadata, next_text_json as next_json, open_room,
 };
 use crate::harness::{SHARDS, groups, json_of, wait_balanced};
 use crate::procs;
@@ -81,30 +79,7 @@ async fn a_plain_grpc_client_calls_objects_through_the_edge_and_the_nodes() {
     assert_eq!(increment(&mut grpc, "g-0").await.expect("fetch"), 3);
 
     // A chat room's socket as a gRPC stream through the edge.
-    let mut open = fetch(
-        by_name("CHAT_ROOM", "g-room"),
-        "GET",
-        "/websocket?name=Grace",
-    );
-    open.headers.push(header("upgrade", "websocket"));
-    open.headers.push(header("connection", "Upgrade"));
-    let (up, rx) = mpsc::channel(16);
-    up.send(pb::SocketUp {
-        kind: Some(socket_up::Kind::Open(open)),
-    })
-    .await
-    .expect("queue open");
-    let mut down = grpc
-        .socket(ReceiverStream::new(rx))
-        .await
-        .expect("socket")
-        .into_inner();
-    match next_down(&mut down).await {
-        Some(socket_down::Kind::Accepted(a)) => {
-            assert_eq!(a.response.expect("the 101 response").status, 101);
-        }
-        other => panic!("expected accepted, got {other:?}"),
-    }
+    let (up, mut down) = open_room(&mut grpc, "g-room", "Grace").await;
     assert_eq!(next_json(&mut down).await["type"], "history");
     assert_eq!(next_json(&mut down).await["name"], "Grace");
     let text = json!({"type": "message", "text": "over grpc"}).to_string();

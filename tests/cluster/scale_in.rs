@@ -158,13 +158,15 @@ async fn a_drained_node_leaves_the_ring_under_load_and_can_be_killed() {
     );
     // Three active nodes are left, as many as each shard's replicas: a
     // second drain is refused, and changes nothing.
+    // (Any active node: not the one already drained, which may be node 1.)
+    let active = (1..=4u64).find(|id| *id != victim).expect("another node");
     let refused = procs::run(&[
         "node".into(),
         "drain".into(),
         "--join".into(),
         rest.join(","),
         "--id".into(),
-        "1".into(),
+        active.to_string(),
         "--timeout".into(),
         "30".into(),
     ]);

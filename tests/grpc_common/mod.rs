@@ -7,8 +7,10 @@ use roost::node::DevNode;
 use roost::rpc::pb::objects_client::ObjectsClient;
 use std::time::Duration;
 
-use roost::rpc::pb::{self, object_ref, socket_down};
+use roost::rpc::pb::{self, object_ref, socket_down, socket_up};
 use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use tonic::transport::Channel;
 
@@ -82,4 +84,39 @@ pub async fn next_text_json(down: &mut Streaming<pb::SocketDown>) -> Value {
         })) => serde_json::from_str(&text).expect("JSON frame"),
         other => panic!("expected a text message, got {other:?}"),
     }
+}
+
+/// Opens a `Socket` stream to chat room `room` as `name` and checks it was
+/// accepted (101); returns where to send and what comes back.
+pub async fn open_room(
+    grpc: &mut ObjectsClient<Channel>,
+    room: &str,
+    name: &str,
+) -> (mpsc::Sender<pb::SocketUp>, Streaming<pb::SocketDown>) {
+    let mut open = fetch(
+        by_name("CHAT_ROOM", room),
+        "GET",
+        &format!("/websocket?name={name}"),
+    );
+    open.headers.push(header("upgrade", "websocket"));
+    open.headers.push(header("connection", "Upgrade"));
+    let (up, rx) = mpsc::channel(16);
+    up.send(pb::SocketUp {
+        kind: Some(socket_up::Kind::Open(open)),
+    })
+    .await
+    .expect("queue open");
+    let mut down = grpc
+        .socket(ReceiverStream::new(rx))
+        .await
+        .expect("connect")
+        .into_inner();
+    match next_down(&mut down).await {
+        Some(socket_down::Kind::Accepted(accepted)) => {
+            let response = accepted.response.expect("the 101 response");
+            assert_eq!(response.status, 101);
+        }
+        other => panic!("expected accepted, got {other:?}"),
+    }
+    (up, down)
 }

@@ -49,12 +49,7 @@ impl Control {
     /// otherwise stay forever).
     pub fn leaders(&self) -> Vec<ShardStatus> {
         let me = self.inner.opts.node_id;
-        let dir = self.inner.directory.borrow().clone();
-        let placement = Placement::compute(
-            &dir.active(),
-            self.inner.replicas.shard_count(),
-            self.inner.opts.replication,
-        );
+        let placement = self.placement();
         self.inner
             .replicas
             .shards()
@@ -127,6 +122,17 @@ pub struct FollowerProgress {
 }
 
 impl Control {
+    /// Where the ring places every object shard's replicas among the
+    /// directory's active nodes now.
+    fn placement(&self) -> Placement {
+        let active = self.inner.directory.borrow().active();
+        Placement::compute(
+            &active,
+            self.inner.replicas.shard_count(),
+            self.inner.opts.replication,
+        )
+    }
+
     /// The object shard groups this node is a member of.
     pub fn memberships(&self) -> Vec<Membership> {
         let me = self.inner.opts.node_id;
@@ -154,12 +160,7 @@ impl Control {
     /// Which object shards the ring places on this node now.
     pub fn placed_here(&self) -> Vec<ShardId> {
         let me = self.inner.opts.node_id;
-        let dir = self.inner.directory.borrow().clone();
-        let placement = Placement::compute(
-            &dir.active(),
-            self.inner.replicas.shard_count(),
-            self.inner.opts.replication,
-        );
+        let placement = self.placement();
         (0..self.inner.replicas.shard_count())
             .filter(|s| placement.replicas(*s).contains(&me))
             .collect()
