@@ -20,6 +20,8 @@ mod outbox;
 mod runtime;
 mod socket;
 mod storage;
+#[cfg(test)]
+mod tests;
 mod view;
 mod worker;
 
