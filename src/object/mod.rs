@@ -15,6 +15,7 @@ mod class;
 mod client;
 mod context;
 mod executor;
+mod gate;
 mod http;
 mod outbox;
 mod runtime;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::http::StatusCode;
+use ::http::{StatusCode, header};
 use bytes::Bytes;
 use tempfile::TempDir;
 
@@ -99,5 +99,80 @@ async fn deletes_count_toward_the_event_write_limit() {
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let body: serde_json::Value = serde_json::from_slice(response.body()).expect("json body");
     assert_eq!(body["error"], "write_too_large", "{body}");
+    node.stop().await;
+}
+
+/// A socket class: `fail` stores attachment "v2" and closes the socket,
+/// then fails; `read` answers with the attachment.
+struct Sockets;
+
+impl DurableObject for Sockets {
+    async fn new(_: &mut Context) -> Result<Self> {
+        Ok(Sockets)
+    }
+
+    async fn fetch(&mut self, ctx: &mut Context, _req: Request) -> Result<Response> {
+        let ws = ctx.accept_websocket(&[])?;
+        ws.serialize_attachment("v1")?;
+        Ok(ws.accepted())
+    }
+
+    async fn websocket_message(
+        &mut self,
+        ctx: &mut Context,
+        ws: WebSocket,
+        msg: Message,
+    ) -> Result<()> {
+        match msg {
+            Message::Text(t) if t == "fail" => {
+                ws.serialize_attachment("v2")?;
+                ws.close(4000, "closed by a failed event");
+                ctx.storage().put("k", "v")?;
+                Err(HandlerError::internal("this event fails"))
+            }
+            _ => {
+                let seen: Option<String> = ws.deserialize_attachment()?;
+                let open = ctx.websockets(None).len();
+                ws.send(format!("{}:{open}", seen.unwrap_or_default()));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Defect 7: a socket's close and attachment take effect only through the
+/// output gate, and not at all when the event's handler fails.
+#[tokio::test]
+async fn socket_changes_of_a_failed_event_are_rolled_back() {
+    let node = node(
+        Bindings::new().bind::<Sockets>("SOCKETS"),
+        RuntimeOptions::default(),
+    )
+    .await;
+    let k = key("SOCKETS", "a");
+    let mut req = get("/");
+    req.headers_mut()
+        .insert(header::UPGRADE, "websocket".parse().expect("value"));
+    req.headers_mut()
+        .insert(header::CONNECTION, "Upgrade".parse().expect("value"));
+    let outcome = node.runtime.fetch(k.clone(), req).await.expect("fetch");
+    assert_eq!(outcome.response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let mut link = outcome.socket.expect("an accepted socket");
+    let send = |text: &str| {
+        node.runtime
+            .socket_message(&k, link.socket, Message::Text(text.into()))
+            .expect("dispatch")
+    };
+    send("fail");
+    send("read");
+    let frame = tokio::time::timeout(WAIT, link.outgoing.recv())
+        .await
+        .expect("the socket is still open and answers")
+        .expect("a frame");
+    assert_eq!(
+        frame,
+        ServerFrame::Message(Message::Text("v1:1".into())),
+        "the failed event's attachment and close were rolled back"
+    );
     node.stop().await;
 }

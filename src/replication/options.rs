@@ -3,8 +3,17 @@
 /// How every shard group of a node runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicationOptions {
-    /// Interval between a leader's heartbeats, in milliseconds.
+    /// Interval between a leader's heartbeats, in milliseconds (sent by
+    /// `shard::send_heartbeats`, not by openraft).
     pub heartbeat_ms: u64,
+    /// How long one AppendEntries (or read-index round) may take before the
+    /// leader gives up on it and sends it again, in milliseconds: long
+    /// enough to send and fsync the largest entry. openraft 0.9 has one
+    /// knob for this and the heartbeat period (`Config::heartbeat_interval`,
+    /// which must stay below the election timeout), so this is capped at
+    /// `election_timeout_min_ms - 1`; openraft also checks its timers every
+    /// 1.5 × this.
+    pub append_timeout_ms: u64,
     /// Lower bound of the randomized election timeout, in milliseconds.
     pub election_timeout_min_ms: u64,
     /// Upper bound (exclusive) of the randomized election timeout, in milliseconds.
@@ -29,6 +38,7 @@ impl Default for ReplicationOptions {
     fn default() -> Self {
         ReplicationOptions {
             heartbeat_ms: 50,
+            append_timeout_ms: 150,
             election_timeout_min_ms: 200,
             election_timeout_max_ms: 400,
             snapshot_logs_since_last: 20_000,
@@ -54,7 +64,7 @@ impl ReplicationOptions {
         }
         let config = openraft::Config {
             cluster_name: format!("roost-shard-{shard}"),
-            heartbeat_interval: self.heartbeat_ms,
+            heartbeat_interval: self.raft_timeout_ms(),
             election_timeout_min: self.election_timeout_min_ms,
             election_timeout_max: self.election_timeout_max_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last),
@@ -64,5 +74,13 @@ impl ReplicationOptions {
         config
             .validate()
             .map_err(|e| super::Error::Config(e.to_string()))
+    }
+
+    /// openraft's `heartbeat_interval`: the replication timeout, at least
+    /// one heartbeat period and below the shortest election timeout.
+    pub(crate) fn raft_timeout_ms(&self) -> u64 {
+        self.append_timeout_ms
+            .min(self.election_timeout_min_ms.saturating_sub(1))
+            .max(self.heartbeat_ms)
     }
 }
