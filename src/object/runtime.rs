@@ -2,9 +2,11 @@
 //! first use, and routing events to their executors.
 //!
 //! Invariant: at most one executor per object in this process. The registry
-//! entry is created, replaced and removed only under its shard's lock, and
-//! an executor leaves only when its mailbox is empty and its writes are
-//! committed, so a successor never reads state older than its predecessor's.
+//! entry is created, replaced and removed only under its shard's lock; an
+//! idle executor leaves only when its mailbox is empty and its writes are
+//! committed, and every executor fences before it reads (an empty entry of
+//! its term, applied), so a successor never reads state older than its
+//! predecessor's. An executor serves one Raft term (see `gate::Life`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::marker::PhantomData;

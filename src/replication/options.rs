@@ -6,14 +6,6 @@ pub struct ReplicationOptions {
     /// Interval between a leader's heartbeats, in milliseconds (sent by
     /// `shard::send_heartbeats`, not by openraft).
     pub heartbeat_ms: u64,
-    /// How long one AppendEntries (or read-index round) may take before the
-    /// leader gives up on it and sends it again, in milliseconds: long
-    /// enough to send and fsync the largest entry. openraft 0.9 has one
-    /// knob for this and the heartbeat period (`Config::heartbeat_interval`,
-    /// which must stay below the election timeout), so this is capped at
-    /// `election_timeout_min_ms - 1`; openraft also checks its timers every
-    /// 1.5 × this.
-    pub append_timeout_ms: u64,
     /// Lower bound of the randomized election timeout, in milliseconds.
     pub election_timeout_min_ms: u64,
     /// Upper bound (exclusive) of the randomized election timeout, in milliseconds.
@@ -38,7 +30,6 @@ impl Default for ReplicationOptions {
     fn default() -> Self {
         ReplicationOptions {
             heartbeat_ms: 50,
-            append_timeout_ms: 150,
             election_timeout_min_ms: 200,
             election_timeout_max_ms: 400,
             snapshot_logs_since_last: 20_000,
@@ -76,11 +67,23 @@ impl ReplicationOptions {
             .map_err(|e| super::Error::Config(e.to_string()))
     }
 
-    /// openraft's `heartbeat_interval`: the replication timeout, at least
-    /// one heartbeat period and below the shortest election timeout.
+    /// How long one AppendEntries (or read-index round) may take before
+    /// the leader gives up on it and sends it again, in milliseconds: the
+    /// shortest election timeout less one heartbeat period (150 ms with the
+    /// defaults), never less than a heartbeat period.
+    ///
+    /// openraft 0.9 has one knob for this and for its heartbeat period
+    /// (`Config::heartbeat_interval`, which must stay below the election
+    /// timeout); Roost sets it to this and sends heartbeats itself every
+    /// `heartbeat_ms` (`shard::send_heartbeats`). A follower hears nothing
+    /// while an entry is on its way (openraft sends one request at a time
+    /// per follower), so the largest entry — one group commit plus one
+    /// event's writes — must reach a follower and be fsynced well within the
+    /// election timeout: raise the election timeouts for large events on
+    /// slow links or disks. openraft also checks its timers every 1.5 × this.
     pub(crate) fn raft_timeout_ms(&self) -> u64 {
-        self.append_timeout_ms
-            .min(self.election_timeout_min_ms.saturating_sub(1))
+        self.election_timeout_min_ms
+            .saturating_sub(self.heartbeat_ms)
             .max(self.heartbeat_ms)
     }
 }
