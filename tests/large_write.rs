@@ -62,16 +62,16 @@ fn largest_delete(object: &roost::id::ObjectKey, limit: usize, max_key: usize) -
 
 /// Replication timing for a debug build on a shared 2-core machine, where
 /// sending and fsyncing one 20 MiB entry takes a second or more (measured:
-/// about 6 s for the whole test's 36 MiB): election timeouts of 3–6 s, so
-/// an AppendEntries may take up to 2.95 s (`raft_timeout_ms`). With the
+/// 1.3–6 s for the whole test's 36 MiB): election timeouts of 4–8 s, so an
+/// AppendEntries may take up to 2 s (`raft_timeout_ms`). With the
 /// AppendEntries timeout tied to the 50 ms heartbeat period (openraft's
 /// `heartbeat_interval`, as before issue 13) the same entries never reach a
 /// follower and leadership moves instead.
 fn options() -> ReplicationOptions {
     ReplicationOptions {
         heartbeat_ms: 50,
-        election_timeout_min_ms: 3_000,
-        election_timeout_max_ms: 6_000,
+        election_timeout_min_ms: 4_000,
+        election_timeout_max_ms: 8_000,
         ..ReplicationOptions::default()
     }
 }

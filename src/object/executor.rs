@@ -339,12 +339,14 @@ impl Executor {
     }
 
     /// The error for an event failed before its handler ran: not the
-    /// owner if leadership moved (the caller may retry elsewhere), else a
+    /// owner if this executor's term ended (the caller may retry), else a
     /// reset.
     fn never_ran(&self) -> Error {
-        if self.act.shard.is_leader() {
+        if self.act.shard.leader_term() == Some(self.life.term()) {
             Error::Reset
         } else {
+            // Not leading in this executor's term (even if leading again
+            // in a newer one): the caller may retry on the leader.
             self.not_owner()
         }
     }

@@ -68,9 +68,10 @@ impl ReplicationOptions {
     }
 
     /// How long one AppendEntries (or read-index round) may take before
-    /// the leader gives up on it and sends it again, in milliseconds: the
-    /// shortest election timeout less one heartbeat period (150 ms with the
-    /// defaults), never less than a heartbeat period.
+    /// the leader gives up on it and sends it again, in milliseconds: half
+    /// the shortest election timeout (100 ms with the defaults), never less
+    /// than a heartbeat period. (Not more: openraft checks its election
+    /// timers every 1.5 × this, so a longer one slows failover.)
     ///
     /// openraft 0.9 has one knob for this and for its heartbeat period
     /// (`Config::heartbeat_interval`, which must stay below the election
@@ -82,8 +83,6 @@ impl ReplicationOptions {
     /// election timeout: raise the election timeouts for large events on
     /// slow links or disks. openraft also checks its timers every 1.5 × this.
     pub(crate) fn raft_timeout_ms(&self) -> u64 {
-        self.election_timeout_min_ms
-            .saturating_sub(self.heartbeat_ms)
-            .max(self.heartbeat_ms)
+        (self.election_timeout_min_ms / 2).max(self.heartbeat_ms)
     }
 }

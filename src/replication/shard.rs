@@ -460,9 +460,10 @@ pub(crate) async fn watch_leadership(
 ///
 /// openraft 0.9 uses its `heartbeat_interval` both as the heartbeat period
 /// and as the timeout of every AppendEntries (and read-index round). Roost
-/// sets that to the replication timeout (`append_timeout_ms`, long enough
-/// to send and fsync the largest entry) with openraft's own heartbeats off,
-/// and sends heartbeats at the short period from here.
+/// sets that to the replication timeout
+/// (`ReplicationOptions::raft_timeout_ms`, half the shortest election
+/// timeout) and sends heartbeats at the short period from here; openraft's
+/// own still go out at the longer one.
 pub(crate) async fn send_heartbeats(raft: Raft, every: Duration, stop: CancellationToken) {
     let metrics = raft.metrics();
     let mut tick = tokio::time::interval(every);
