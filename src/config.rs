@@ -147,11 +147,16 @@ pub struct GrpcConfig {
 }
 
 /// `[tls]`: mutual TLS on node gRPC (Raft, the object API, the cluster
-/// service) and on every gRPC client a node or edge opens. Unset (the
-/// default): plain HTTP/2. Set the three files together, or none.
+/// service) and on every gRPC client a node or edge opens. `roost node` and
+/// `roost edge` refuse to start without the three files unless `mode` is
+/// `insecure`; `roost dev` runs plain HTTP/2 without them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
+    /// `mutual` (the default): node gRPC needs the files below, and every
+    /// call is checked against its certificate's role. `insecure`: plain
+    /// HTTP/2 with no authentication at all (`--insecure`).
+    pub mode: TlsMode,
     /// PEM file of the CA that signs every node's and edge's certificate;
     /// servers accept only clients with a certificate it signed, clients
     /// only servers. Default none.
@@ -165,6 +170,19 @@ pub struct TlsConfig {
     /// host of the address they dial (a DNS name or IP address). Default
     /// none: the host of each node's address.
     pub server_name: Option<String>,
+}
+
+/// Whether a cluster's gRPC is authenticated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Mutual TLS with the `[tls]` files, required by `roost node` and
+    /// `roost edge`.
+    #[default]
+    Mutual,
+    /// No TLS and no authentication: anyone who reaches a node's gRPC port
+    /// can change the cluster's state. For tests and closed networks only.
+    Insecure,
 }
 
 /// `[objects]`: the object executors.
@@ -241,6 +259,9 @@ pub struct RaftConfig {
     /// load spread over many objects, fewer makes bigger group commits for
     /// one hot object. Default 4.
     pub max_in_flight: usize,
+    /// The largest snapshot a node accepts from a shard's leader (held in
+    /// memory while it arrives), in bytes. Default 1 GiB.
+    pub max_snapshot_bytes: u64,
 }
 
 /// `[log]`: what the node logs and how.
@@ -358,6 +379,7 @@ impl Default for RaftConfig {
             snapshot_logs_since_last: 20_000,
             max_batch_bytes: 4 * 1024 * 1024,
             max_in_flight: 4,
+            max_snapshot_bytes: 1 << 30,
         }
     }
 }
@@ -386,6 +408,8 @@ pub struct Overrides {
     pub shards: Option<u16>,
     /// `--log-format`: `log.format`.
     pub log_format: Option<LogFormat>,
+    /// `--insecure`: `tls.mode = "insecure"`.
+    pub insecure: bool,
 }
 
 impl Overrides {
@@ -407,6 +431,9 @@ impl Overrides {
         }
         if let Some(format) = self.log_format {
             config.log.format = format;
+        }
+        if self.insecure {
+            config.tls.mode = TlsMode::Insecure;
         }
     }
 }
@@ -582,6 +609,11 @@ impl Config {
             at_least_1,
         );
         check(raft.max_in_flight >= 1, "raft.max_in_flight", at_least_1);
+        check(
+            raft.max_snapshot_bytes >= 1 << 20,
+            "raft.max_snapshot_bytes",
+            "must be at least 1 MiB",
+        );
 
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.filter) {
             check(false, "log.filter", &format!("not a tracing filter: {e}"));
@@ -596,9 +628,38 @@ impl Config {
 }
 
 impl TlsConfig {
+    /// Whether mutual TLS is configured: the three files are set.
+    pub fn has_files(&self) -> bool {
+        self.ca_file.is_some() && self.cert_file.is_some() && self.key_file.is_some()
+    }
+
+    /// What `roost node` and `roost edge` (`what`) require: the files, or
+    /// `insecure` said out loud.
+    pub fn check_cluster(&self, what: &str) -> Result<(), Error> {
+        if self.mode == TlsMode::Mutual && !self.has_files() {
+            return Err(Error::Invalid(vec![Problem {
+                field: "tls",
+                message: format!(
+                    "{what} needs mutual TLS: set tls.ca_file, tls.cert_file and tls.key_file \
+                     (`roost certs` makes a CA and certificates), or pass --insecure \
+                     (tls.mode = \"insecure\", ROOST_TLS_MODE=insecure) to let anyone who \
+                     reaches its gRPC port change the cluster"
+                ),
+            }]));
+        }
+        Ok(())
+    }
+
     /// The three files are set together, none is empty, and `server_name`
-    /// is a name a certificate can hold and comes with them.
+    /// is a name a certificate can hold and comes with them; `insecure`
+    /// comes without them.
     fn check(&self, check: &mut impl FnMut(bool, &'static str, &str)) {
+        check(
+            self.mode == TlsMode::Mutual
+                || (self.ca_file.is_none() && self.cert_file.is_none() && self.key_file.is_none()),
+            "tls.mode",
+            "\"insecure\" turns TLS off: remove the tls files, or use mode = \"mutual\"",
+        );
         let files = [
             ("tls.ca_file", &self.ca_file),
             ("tls.cert_file", &self.cert_file),

@@ -60,6 +60,65 @@ enum Command {
     /// Print the effective configuration as TOML, with each field's
     /// documentation, and exit (fails if it is invalid).
     Config(FileArgs),
+    /// Create a CA and certificates for a cluster's mutual TLS.
+    ///
+    /// Writes ca.crt and ca.key (kept if they exist: a second run issues new
+    /// certificates under the same CA), and ROLE.crt and ROLE.key for each
+    /// role, into --out. Each certificate names its role
+    /// (spiffe://roost/role/ROLE), localhost, 127.0.0.1, ::1 and the --dns
+    /// and --ip names, and serves as server and client. Point [tls] at
+    /// ca.crt and a role's pair: node.* for `roost node`, edge.* for `roost
+    /// edge`, operator.* for `roost node drain`/`undrain`.
+    Certs(CertsArgs),
+}
+
+#[derive(Debug, Args)]
+struct CertsArgs {
+    /// Directory for the files, created if missing
+    #[arg(long, value_name = "DIR", default_value = "roost-certs")]
+    out: PathBuf,
+
+    /// DNS names the certificates serve as besides localhost,
+    /// comma-separated (every name clients dial: node hosts, Services)
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    dns: Vec<String>,
+
+    /// IP addresses the certificates serve as besides loopback,
+    /// comma-separated
+    #[arg(long, value_name = "IPS", value_delimiter = ',')]
+    ip: Vec<std::net::IpAddr>,
+
+    /// Roles to issue a certificate for, comma-separated
+    #[arg(
+        long,
+        value_name = "ROLES",
+        value_delimiter = ',',
+        default_value = "node,edge,operator"
+    )]
+    roles: Vec<CertRole>,
+
+    /// Validity of the certificates in days (a new CA: twice as long)
+    #[arg(long, value_name = "DAYS", default_value_t = 365)]
+    days: u32,
+}
+
+/// A role `roost certs` issues a certificate for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CertRole {
+    Node,
+    Edge,
+    Operator,
+}
+
+/// Accepting unauthenticated cluster traffic, said out loud.
+#[derive(Debug, Args)]
+struct InsecureArg {
+    /// Run without mutual TLS: plain gRPC that anyone who reaches it can
+    /// use to change the cluster's state (tests, closed networks). Without
+    /// it, [tls] must name a CA, a certificate and a key
+    /// [env: ROOST_TLS_MODE=insecure]
+    #[arg(long)]
+    insecure: bool,
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +223,9 @@ struct NodeArgs {
     /// Log line format [default: text] [env: ROOST_LOG_FORMAT]
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<LogFormat>,
+
+    #[command(flatten)]
+    insecure: InsecureArg,
 }
 
 /// Operator commands on a running cluster's nodes.
@@ -255,6 +317,9 @@ struct EdgeArgs {
     /// Log line format [default: text] [env: ROOST_LOG_FORMAT]
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<LogFormat>,
+
+    #[command(flatten)]
+    insecure: InsecureArg,
 }
 
 /// Raises the soft limit on open files to the hard limit: each socket a
@@ -274,6 +339,7 @@ async fn main() -> ExitCode {
         Command::Node(args) => node(args).await,
         Command::Edge(args) => edge(args).await,
         Command::Config(args) => print_config(args),
+        Command::Certs(args) => certs(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -292,10 +358,17 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         shards: args.shards,
         log_format: args.log_format,
+        ..Overrides::default()
     };
     let config = Config::build(args.file.config.as_deref(), flags).context("load configuration")?;
     let telemetry = roost::telemetry::init(&config.log).context("start logging")?;
     raise_open_file_limit();
+    if !config.tls.has_files() && !config.grpc.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %config.grpc.listen,
+            "roost dev serves gRPC without TLS on a non-loopback address: anyone who reaches it can call every object"
+        );
+    }
     let result = serve(config).await;
     // The last spans leave before the process does.
     telemetry.shutdown().await;
@@ -335,10 +408,15 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         shards: args.shards,
         log_format: args.log_format,
+        insecure: args.insecure.insecure,
         ..Overrides::default()
     };
     let mut config =
         Config::build(args.file.config.as_deref(), flags).context("load configuration")?;
+    config
+        .tls
+        .check_cluster("roost node")
+        .context("load configuration")?;
     if let Some(id) = args.id {
         config.node.id = id;
     }
@@ -350,6 +428,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
     config.validate().context("load configuration")?;
     let telemetry = roost::telemetry::init(&config.log).context("start logging")?;
     raise_open_file_limit();
+    warn_if_insecure(&config, "roost node");
     let result = serve_node(config, args.advertise, args.join, args.replication).await;
     // The last spans leave before the process does.
     telemetry.shutdown().await;
@@ -436,11 +515,17 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         admin_listen: args.admin_listen,
         grpc_listen: args.grpc_listen,
         log_format: args.log_format,
+        insecure: args.insecure.insecure,
         ..Overrides::default()
     };
     let config = Config::build(args.file.config.as_deref(), flags).context("load configuration")?;
+    config
+        .tls
+        .check_cluster("roost edge")
+        .context("load configuration")?;
     let telemetry = roost::telemetry::init(&config.log).context("start logging")?;
     raise_open_file_limit();
+    warn_if_insecure(&config, "roost edge");
     let result = serve_edge(config, args.join).await;
     telemetry.shutdown().await;
     result
@@ -461,6 +546,47 @@ async fn serve_edge(config: Config, join: Vec<String>) -> anyhow::Result<()> {
             Ok(())
         })
         .await
+}
+
+/// The loud warning of a node or edge started with `--insecure`, in the
+/// log and on `/readyz`.
+fn warn_if_insecure(config: &Config, what: &str) {
+    if config.tls.mode != roost::config::TlsMode::Insecure {
+        return;
+    }
+    let warning = format!(
+        "{what} runs INSECURE (--insecure / tls.mode = \"insecure\"): its gRPC has no TLS and no \
+         authentication; anyone who reaches it can rewrite the cluster's membership and data"
+    );
+    tracing::warn!("{warning}");
+    eprintln!("roost: WARNING: {warning}");
+    roost::telemetry::admin::set_readyz_warning(warning);
+}
+
+/// `roost certs`.
+fn certs(args: CertsArgs) -> anyhow::Result<()> {
+    use roost::rpc::auth::Role;
+    let roles = args
+        .roles
+        .iter()
+        .map(|r| match r {
+            CertRole::Node => Role::Node,
+            CertRole::Edge => Role::Edge,
+            CertRole::Operator => Role::Operator,
+        })
+        .collect();
+    let written = roost::rpc::certs::issue(&roost::rpc::certs::CertsRequest {
+        dir: args.out,
+        roles,
+        dns: args.dns,
+        ips: args.ip,
+        days: args.days,
+    })
+    .context("roost certs")?;
+    for path in written {
+        println!("roost certs: wrote {}", path.display());
+    }
+    Ok(())
 }
 
 /// SIGTERM and SIGINT: the first stops the process cleanly, a second one

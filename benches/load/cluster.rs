@@ -57,7 +57,9 @@ impl Cluster {
         let mut admins = BTreeMap::new();
         for id in 1..=n {
             let mut cmd = roost_cmd(bin);
+            // Plain gRPC, as measured so far (`--insecure`).
             cmd.arg("node")
+                .arg("--insecure")
                 .args(["--id", &id.to_string()])
                 .args(["--grpc-listen", "127.0.0.1:0"])
                 .args(["--admin-listen", "127.0.0.1:0"])
@@ -110,6 +112,7 @@ impl Cluster {
         let join: Vec<String> = cluster.addrs.values().cloned().collect();
         let mut cmd = roost_cmd(bin);
         cmd.arg("edge")
+            .arg("--insecure")
             .args(["--listen", "127.0.0.1:0"])
             .args(["--admin-listen", "127.0.0.1:0"])
             .args(["--grpc-listen", "127.0.0.1:0"])

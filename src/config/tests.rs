@@ -68,6 +68,7 @@ fn template_names_every_field_exactly_once() {
         cert_file: Some(PathBuf::from("/tls/tls.crt")),
         key_file: Some(PathBuf::from("/tls/tls.key")),
         server_name: Some("roost-node".to_owned()),
+        ..TlsConfig::default()
     };
     let tree = layers::to_table(&full).expect("to table");
     let mut leaves = BTreeSet::new();
@@ -189,6 +190,7 @@ fn flags_override_env_and_file() {
         data_dir: Some(PathBuf::from("/tmp/flag")),
         shards: Some(32),
         log_format: Some(LogFormat::Json),
+        insecure: false,
     };
     let config = build(Some(file), &env, flags).unwrap();
     assert_eq!(config.http.listen, addr("127.0.0.1:9002"));
@@ -422,12 +424,54 @@ fn tls_is_off_by_default_and_set_from_the_environment() {
             cert_file: Some(PathBuf::from("/etc/roost/tls/tls.crt")),
             key_file: Some(PathBuf::from("/etc/roost/tls/tls.key")),
             server_name: Some("roost-node.default.svc".to_owned()),
+            mode: TlsMode::Mutual,
         }
     );
     let file = "[tls]\nca_file = \"ca.pem\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n";
     let config = build(Some(file), &[], Overrides::default()).unwrap();
     assert_eq!(config.tls.key_file, Some(PathBuf::from("k.pem")));
     assert_eq!(config.tls.server_name, None);
+}
+
+#[test]
+fn clusters_need_tls_or_insecure_said_out_loud() {
+    let config = build(None, &[], Overrides::default()).unwrap();
+    assert_eq!(config.tls.mode, TlsMode::Mutual);
+    let err = config.tls.check_cluster("roost node").unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("--insecure") && text.contains("roost certs"),
+        "{text}"
+    );
+
+    let insecure = Overrides {
+        insecure: true,
+        ..Overrides::default()
+    };
+    let config = build(None, &[], insecure.clone()).unwrap();
+    assert_eq!(config.tls.mode, TlsMode::Insecure);
+    assert!(config.tls.check_cluster("roost node").is_ok());
+    let env = [("ROOST_TLS_MODE", "insecure")];
+    let config = build(None, &env, Overrides::default()).unwrap();
+    assert!(config.tls.check_cluster("roost edge").is_ok());
+    let config = build(
+        Some("[tls]\nmode = \"insecure\"\n"),
+        &[],
+        Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(config.tls.mode, TlsMode::Insecure);
+
+    let files = [
+        ("ROOST_TLS_CA_FILE", "/ca.crt"),
+        ("ROOST_TLS_CERT_FILE", "/tls.crt"),
+        ("ROOST_TLS_KEY_FILE", "/tls.key"),
+    ];
+    let config = build(None, &files, Overrides::default()).unwrap();
+    assert!(config.tls.check_cluster("roost node").is_ok());
+    // Insecure with files is a contradiction.
+    assert_eq!(problems(build(None, &files, insecure)), ["tls.mode"]);
+    assert!(build(None, &[("ROOST_TLS_MODE", "plain")], Overrides::default()).is_err());
 }
 
 #[test]

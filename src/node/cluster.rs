@@ -136,7 +136,10 @@ impl ClusterNode {
         let server = tls
             .server()
             .map_err(Error::Tls)?
-            .add_service(RaftService::new(replicas.clone()).into_server())
+            .add_service(
+                RaftService::with_max_snapshot(replicas.clone(), config.raft.max_snapshot_bytes)
+                    .into_server(),
+            )
             .add_service(objects.into_server())
             .add_service(ClusterService::new(control.clone(), config.node.shards))
             .serve_with_incoming_shutdown(

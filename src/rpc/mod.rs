@@ -8,12 +8,15 @@
 //! [`crate::object::ObjectClient`] over it ([`remote`]), the one
 //! translation between protobuf messages, gRPC statuses and the object
 //! layer's types (`convert`), and the one place that builds gRPC servers
-//! and client endpoints, plain or with mutual TLS ([`tls`]).
+//! and client endpoints, plain or with mutual TLS ([`tls`]), with the role
+//! check every server runs ([`auth`]).
 //!
 //! Never: runs objects, touches storage or decides anything itself (it
 //! carries messages to the layer that owns them), or lets protobuf types
 //! leak into the layers below.
 
+pub mod auth;
+pub mod certs;
 pub mod codec;
 mod convert;
 pub mod objects;

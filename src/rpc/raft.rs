@@ -9,6 +9,12 @@
 //! openraft's messages pass through unchanged and its errors keep their
 //! meaning; a peer that cannot be reached is `Unreachable`, so openraft backs
 //! off instead of retrying at once.
+//!
+//! Before a message reaches openraft it is bounded and checked
+//! ([`guard`]): each method has its own size limit (a Vote is tiny, a
+//! snapshot chunk is one chunk), terms may not jump far ahead, log ids may
+//! not be ahead of the sender's term, and snapshot chunks must be
+//! contiguous and within `raft.max_snapshot_bytes`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,6 +36,13 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Request, Response, Status};
+
+pub mod guard;
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use guard::{Rejected, Snapshots};
 
 use super::Error;
 use super::pb::raft_client::RaftClient;
@@ -58,27 +71,48 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// machine vanished) is noticed even without traffic.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Concurrent calls on one connection: every shard's replication streams
-/// and heartbeats to one peer share it.
-const MAX_CONCURRENT_STREAMS: u32 = 4096;
+/// The largest Vote request a node reads: a vote and a log id, a few
+/// dozen bytes encoded.
+pub const MAX_VOTE_BYTES: usize = 64 << 10;
+
+/// The largest InstallSnapshot request a node reads: one chunk (openraft's
+/// `snapshot_max_chunk_size`, 3 MiB) and its metadata (the membership).
+pub const MAX_SNAPSHOT_CHUNK_BYTES: usize = 8 << 20;
+
+/// An AppendEntries without entries (a heartbeat) that encodes larger than
+/// this is refused.
+pub const MAX_HEARTBEAT_BYTES: usize = 64 << 10;
 
 /// The server side: delivers each message to this node's group of its shard.
 #[derive(Clone)]
 pub struct RaftService {
     replicas: Arc<Replicas>,
+    snapshots: Arc<Snapshots>,
 }
 
 impl RaftService {
+    /// Accepting snapshots up to [`guard::DEFAULT_MAX_SNAPSHOT_BYTES`].
     pub fn new(replicas: Arc<Replicas>) -> RaftService {
-        RaftService { replicas }
+        RaftService::with_max_snapshot(replicas, guard::DEFAULT_MAX_SNAPSHOT_BYTES)
     }
 
-    /// The tonic service, with the message limits of this protocol, to add
-    /// to a `tonic::transport::Server` next to other services.
-    pub fn into_server(self) -> RaftServer<RaftService> {
-        RaftServer::new(self)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    /// Accepting snapshots up to `max_snapshot_bytes` (`raft.max_snapshot_bytes`).
+    pub fn with_max_snapshot(replicas: Arc<Replicas>, max_snapshot_bytes: u64) -> RaftService {
+        RaftService {
+            replicas,
+            snapshots: Arc::new(Snapshots::new(max_snapshot_bytes)),
+        }
+    }
+
+    /// The tonic service, with the message limits of this protocol (each
+    /// method's request body bounded by its own limit), to add to a
+    /// `tonic::transport::Server` next to other services.
+    pub fn into_server(self) -> Limited {
+        Limited(
+            RaftServer::new(self)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
     }
 
     /// The group a request is for.
@@ -113,7 +147,14 @@ impl raft_server::Raft for RaftService {
         let request = request.into_inner();
         let raft = self.route(&request)?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode_request(&request.payload)?;
+        if rpc.entries.is_empty() && request.payload.len() > MAX_HEARTBEAT_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "a heartbeat of {} bytes (at most {MAX_HEARTBEAT_BYTES})",
+                request.payload.len()
+            )));
+        }
         check_consecutive(&rpc)?;
+        check_append(&raft, &rpc).map_err(rejected)?;
         reply(&raft.append_entries(rpc).await)
     }
 
@@ -121,6 +162,10 @@ impl raft_server::Raft for RaftService {
         let request = request.into_inner();
         let raft = self.route(&request)?;
         let rpc: VoteRequest<NodeId> = decode_request(&request.payload)?;
+        let term = rpc.vote.leader_id.term;
+        guard::check_term(term, current_term(&raft))
+            .and_then(|()| log_term("last_log_id", rpc.last_log_id.as_ref(), term))
+            .map_err(rejected)?;
         reply(&raft.vote(rpc).await)
     }
 
@@ -132,7 +177,92 @@ impl raft_server::Raft for RaftService {
         let raft = self.route(&request)?;
         let mut rpc: InstallSnapshotRequest<TypeConfig> = decode_request(&request.payload)?;
         rpc.data = request.data;
-        reply(&raft.install_snapshot(rpc).await)
+        let shard = u16::try_from(request.shard).unwrap_or(u16::MAX);
+        let term = rpc.vote.leader_id.term;
+        let id = rpc.meta.snapshot_id.clone();
+        let (offset, done) = (rpc.offset, rpc.done);
+        let end = guard::check_term(term, current_term(&raft))
+            .and_then(|()| log_term("snapshot last_log_id", rpc.meta.last_log_id.as_ref(), term))
+            .and_then(|()| self.snapshots.check(shard, &id, offset, rpc.data.len()))
+            .map_err(rejected)?;
+        let vote = rpc.vote;
+        let result = raft.install_snapshot(rpc).await;
+        match &result {
+            // openraft answers a stale sender with its own, higher vote and
+            // drops the chunk.
+            Ok(resp) if resp.vote <= vote => self.snapshots.accepted(shard, &id, offset, end, done),
+            _ => {}
+        }
+        reply(&result)
+    }
+}
+
+/// This node's current term in `raft`'s group.
+fn current_term(raft: &Raft) -> u64 {
+    raft.metrics().borrow().current_term
+}
+
+/// `id`'s term is at most the sender's `vote_term`.
+fn log_term(
+    what: &'static str,
+    id: Option<&openraft::LogId<NodeId>>,
+    vote_term: u64,
+) -> Result<(), Rejected> {
+    id.map_or(Ok(()), |id| {
+        guard::check_log_term(what, id.leader_id.term, vote_term)
+    })
+}
+
+/// An AppendEntries' vote and the log ids it carries.
+fn check_append(raft: &Raft, rpc: &AppendEntriesRequest<TypeConfig>) -> Result<(), Rejected> {
+    let term = rpc.vote.leader_id.term;
+    guard::check_term(term, current_term(raft))?;
+    log_term("prev_log_id", rpc.prev_log_id.as_ref(), term)?;
+    log_term("leader_commit", rpc.leader_commit.as_ref(), term)?;
+    // Entries follow each other (checked before), so the last has the
+    // highest term.
+    log_term("entry", rpc.entries.last().map(|e| &e.log_id), term)
+}
+
+/// A refused message: counted, logged, and an error to the sender.
+fn rejected(e: Rejected) -> Status {
+    crate::telemetry::metrics::raft_rejected(e.reason());
+    tracing::warn!(error = %e, "refused a Raft message");
+    Status::invalid_argument(format!("refused Raft message: {e}"))
+}
+
+/// [`RaftServer`] with each method's request body bounded by its own limit
+/// before it is decoded: [`MAX_VOTE_BYTES`] for Vote,
+/// [`MAX_SNAPSHOT_CHUNK_BYTES`] for InstallSnapshot, [`MAX_MESSAGE_BYTES`]
+/// for AppendEntries.
+#[derive(Clone)]
+pub struct Limited(RaftServer<RaftService>);
+
+impl tonic::server::NamedService for Limited {
+    const NAME: &'static str = <RaftServer<RaftService> as tonic::server::NamedService>::NAME;
+}
+
+impl tower_service::Service<http::Request<tonic::body::Body>> for Limited {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = <RaftServer<RaftService> as tower_service::Service<
+        http::Request<tonic::body::Body>,
+    >>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower_service::Service::<http::Request<tonic::body::Body>>::poll_ready(&mut self.0, cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let limit = match request.uri().path().rsplit('/').next() {
+            Some("Vote") => MAX_VOTE_BYTES,
+            Some("InstallSnapshot") => MAX_SNAPSHOT_CHUNK_BYTES,
+            _ => MAX_MESSAGE_BYTES,
+        };
+        // gRPC frames each message with 5 bytes.
+        let request = request
+            .map(|body| tonic::body::Body::new(http_body_util::Limited::new(body, limit + 5)));
+        self.0.call(request)
     }
 }
 
@@ -178,7 +308,6 @@ pub async fn serve(
     Tls::plain()
         .server()?
         .http2_adaptive_window(Some(true))
-        .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
         .add_service(RaftService::new(replicas).into_server())
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await

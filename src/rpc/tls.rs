@@ -13,6 +13,9 @@
 //! serves both ends, so it needs both the server-auth and client-auth uses
 //! (or no extended key usage at all).
 //!
+//! Every server checks each call's role ([`super::auth`]) when it runs
+//! mutual TLS, and caps the streams one connection may have open.
+//!
 //! Never: reads the configuration or the environment (the node hands it the
 //! file paths), chooses addresses, or trusts any root but the configured CA.
 
@@ -24,9 +27,19 @@ use std::time::Duration;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig};
 
 use super::Error;
+use super::auth::AuthLayer;
 
 /// Streams a client may reset before the server has accepted them.
 const MAX_PENDING_RESETS: usize = 4096;
+
+/// Calls open at once on one connection. An edge bridges each client
+/// WebSocket over one long call on its one connection to the node that
+/// leads the object, so this is also the most sockets one edge can hold on
+/// one node; every shard's Raft traffic to a peer shares one connection too.
+pub const MAX_CONCURRENT_STREAMS: u32 = 65_536;
+
+/// A gRPC server builder as [`Tls::server`] makes it: with the role check.
+pub type GrpcServer = Server<tower_layer::Stack<AuthLayer, tower_layer::Identity>>;
 
 /// How long a TLS handshake may take, on either end, before the
 /// connection is dropped.
@@ -116,14 +129,17 @@ impl Tls {
     }
 
     /// A gRPC server builder: with mutual TLS, it requires every client to
-    /// present a certificate signed by the CA.
-    pub fn server(&self) -> Result<Server, Error> {
+    /// present a certificate signed by the CA, and lets each call through
+    /// only if the certificate's role may make it ([`super::auth`]).
+    pub fn server(&self) -> Result<GrpcServer, Error> {
         // An edge cancels calls by the thousand when its clients go away
         // (e.g. sockets opening while a load balancer drains); h2's default
         // of 20 pending resets would drop the whole connection, and every
         // other call on it.
-        let builder =
-            Server::builder().http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS));
+        let builder = Server::builder()
+            .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
+            .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
+            .layer(AuthLayer::new(self.is_mutual()));
         let Some(m) = &self.mutual else {
             return Ok(builder);
         };

@@ -157,17 +157,31 @@ async fn hot_objects(State(shared): State<Arc<Shared>>) -> Response {
     axum::Json(HotObjects { objects }).into_response()
 }
 
+/// A warning `/readyz` adds to every answer: a fact about the whole
+/// process that an operator must not miss (it runs without
+/// authentication). Set once, by the `roost` command.
+static READYZ_WARNING: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Makes `/readyz` carry `warning` (a later call changes nothing).
+pub fn set_readyz_warning(warning: String) {
+    let _ = READYZ_WARNING.set(warning);
+}
+
 /// Liveness: answering at all is the signal.
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    let warning = READYZ_WARNING
+        .get()
+        .map(|w| format!("warning: {w}\n"))
+        .unwrap_or_default();
     match (shared.sources.ready)() {
-        Ok(()) => "ready\n".into_response(),
+        Ok(()) => format!("ready\n{warning}").into_response(),
         Err(reason) => (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {reason}\n"),
+            format!("not ready: {reason}\n{warning}"),
         )
             .into_response(),
     }

@@ -73,6 +73,8 @@ pub const KIND: &str = "kind";
 pub const CF: &str = "cf";
 pub const RANK: &str = "rank";
 pub const VERSION: &str = "version";
+pub const SERVICE: &str = "service";
+pub const ROLE: &str = "role";
 
 /// The route label of a request the worker did not classify (or never saw).
 pub const OTHER_ROUTE: &str = "other";
@@ -117,6 +119,8 @@ pub const RAFT_SNAPSHOTS: &str = "roost_raft_snapshots_total";
 pub const RAFT_SNAPSHOT_DURATION: &str = "roost_raft_snapshot_duration_seconds";
 pub const RAFT_BATCH_WRITES: &str = "roost_raft_batch_writes";
 pub const RAFT_BATCH_BYTES: &str = "roost_raft_batch_bytes";
+pub const RAFT_REJECTED: &str = "roost_raft_rejected_total";
+pub const RPC_DENIED: &str = "roost_rpc_denied_total";
 pub const RAFT_PROPOSALS: &str = "roost_raft_proposals_total";
 pub const RAFT_COMMIT_DURATION: &str = "roost_raft_commit_duration_seconds";
 pub const ROCKSDB_SYNC_DURATION: &str = "roost_rocksdb_sync_write_duration_seconds";
@@ -228,6 +232,10 @@ pub const ALL: &[Def] = &[
         "Object writes (events) packed into one Raft log entry by group commit."),
     def(RAFT_BATCH_BYTES, H(BATCH_BYTES_BUCKETS), Unit::Bytes, &[],
         "Approximate bytes of object writes in one Raft log entry."),
+    def(RAFT_REJECTED, C, Unit::Count, &[REASON],
+        "Raft messages from peers refused before openraft saw them, by reason: term (too far ahead of this node's), log_term (a log id ahead of the sender's term), snapshot_gap (a chunk not contiguous with what arrived), snapshot_size (above raft.max_snapshot_bytes)."),
+    def(RPC_DENIED, C, Unit::Count, &[SERVICE, ROLE],
+        "gRPC calls refused with PERMISSION_DENIED because the caller's certificate role may not make them, by service (raft, cluster, objects, other) and role (node, operator, edge, client; none: no certificate)."),
     def(RAFT_PROPOSALS, C, Unit::Count, &[KIND, OUTCOME],
         "Log entries (kind=write) and read-barrier rounds (kind=barrier) proposed, by outcome: applied, not_leader, no_quorum, shutting_down, error."),
     def(RAFT_COMMIT_DURATION, H(LATENCY_BUCKETS), Unit::Seconds, &[KIND],

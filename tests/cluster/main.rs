@@ -8,7 +8,8 @@
 //! leader), `scale_out.rs` (a 4th node joins), `scale_in.rs` (a node is
 //! drained out and removed), `grpc_public.rs` (the public gRPC API from a
 //! plain client, through the edge and at the nodes), `mtls.rs` (the cluster
-//! and an edge over mutual TLS), `partition.rs` (a leader cut off from its
+//! and an edge over mutual TLS, with roles), `security.rs` (no start
+//! without `[tls]` or `--insecure`; hostile Raft messages), `partition.rs` (a leader cut off from its
 //! peers by network namespaces, `netns.rs`; needs root). They drive load
 //! with `load.rs` (and straight to one node with `direct.rs`) and check the
 //! recorded history with `history.rs`.
@@ -27,6 +28,7 @@ mod partition;
 mod procs;
 mod scale_in;
 mod scale_out;
+mod security;
 #[path = "../seed_contract/mod.rs"]
 mod seed_contract;
 mod sigstop;

@@ -1,21 +1,21 @@
 //! Mutual TLS on node gRPC: three nodes and an edge configured with `[tls]`
 //! (through `ROOST_TLS_*`) form a cluster and serve the seed app (also
-//! after the counter's leader is killed), and a node refuses gRPC clients that are plain,
-//! present no certificate, or present one from another CA.
+//! after the counter's leader is killed), and a node refuses gRPC clients
+//! that are plain, present no certificate, present one from another CA, or
+//! present one whose role may not make the call (an edge's or an
+//! operator's calling Raft, an edge's joining the cluster).
 //!
-//! Certificates are made at test time with the `openssl` command (a CA, and
-//! one certificate for every process naming `localhost` and `127.0.0.1`,
-//! with both the server-auth and client-auth uses), like the one Secret the
-//! Helm chart mounts into every pod.
+//! Certificates are made at test time by `roost certs` (a CA, and one
+//! certificate per role naming `localhost` and `127.0.0.1`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use roost::id::ObjectId;
 use roost::rpc::pb;
 use roost::rpc::tls::{Tls, TlsFiles};
 use serde_json::json;
+use tonic::Code;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::harness::{SHARDS, json_of};
@@ -26,11 +26,14 @@ async fn mtls_cluster_serves_and_refuses_clients_without_a_ca_certificate() {
     let _turn = crate::harness::one_at_a_time().await;
     let root = tempfile::tempdir().expect("temp dir");
     let pki = root.path().join("pki");
-    std::fs::create_dir_all(&pki).expect("pki dir");
-    let ca = make_ca(&pki, "ca");
-    let files = make_cert(&pki, &ca, "roost");
-    let foreign_ca = make_ca(&pki, "foreign-ca");
-    let foreign = make_cert(&pki, &foreign_ca, "intruder");
+    let foreign_pki = root.path().join("foreign-pki");
+    roost_certs(&pki);
+    roost_certs(&foreign_pki);
+    let files = role_files(&pki, "node");
+    let edge_files = role_files(&pki, "edge");
+    let operator_files = role_files(&pki, "operator");
+    // A node certificate, but from another CA.
+    let foreign = role_files(&foreign_pki, "node");
     let env = tls_env(&files);
 
     let n1 = node(root.path(), 1, &[], &env);
@@ -44,8 +47,8 @@ async fn mtls_cluster_serves_and_refuses_clients_without_a_ca_certificate() {
     let tls = Tls::load(&files).expect("test certificates load");
     wait_converged(&addrs, &tls, 3, Duration::from_secs(90)).await;
 
-    // The edge reaches the nodes over mutual TLS too.
-    let edge = edge(&addrs, &env);
+    // The edge reaches the nodes over mutual TLS too, with its own role.
+    let edge = edge(&addrs, &tls_env(&edge_files));
     let http = reqwest::Client::new();
     let url = |p: &str| format!("{}{p}", edge.addr);
     let (s, b) = json_of(
@@ -104,6 +107,48 @@ async fn mtls_cluster_serves_and_refuses_clients_without_a_ca_certificate() {
         // The control: the same call with the CA's certificate is served.
         let served = watch(tls.endpoint(addr).expect("endpoint")).await;
         assert!(served.is_ok(), "{addr}: {served:?}");
+    }
+
+    // Roles: an edge's certificate may watch the cluster and call objects,
+    // but not speak Raft or join; an operator's may not speak Raft either.
+    let edge_tls = Tls::load(&edge_files).expect("edge certificate loads");
+    let operator_tls = Tls::load(&operator_files).expect("operator certificate loads");
+    for addr in &addrs {
+        assert!(
+            watch(edge_tls.endpoint(addr).expect("endpoint"))
+                .await
+                .is_ok()
+        );
+        for (who, tls) in [("edge", &edge_tls), ("operator", &operator_tls)] {
+            let status = raft_vote(tls.endpoint(addr).expect("endpoint")).await;
+            assert_eq!(status.code(), Code::PermissionDenied, "{who}: {status:?}");
+        }
+        // The attack of issue 15: rewrite node 2's address in the directory.
+        let status = join_as_node_2(edge_tls.endpoint(addr).expect("endpoint")).await;
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        let status = join_as_node_2(operator_tls.endpoint(addr).expect("endpoint")).await;
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    }
+    // The directory still has every node at its own address.
+    let view = watch(tls.endpoint(&addrs[0]).expect("endpoint"))
+        .await
+        .expect("a view");
+    for n in &view.nodes {
+        assert_ne!(n.addr, "127.0.0.1:9", "{view:?}");
+    }
+    // Refusals are counted per service and role.
+    let metrics = reqwest::get(format!("{}/metrics", n1.admin))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    for series in [
+        "roost_rpc_denied_total{service=\"raft\",role=\"edge\"}",
+        "roost_rpc_denied_total{service=\"raft\",role=\"operator\"}",
+        "roost_rpc_denied_total{service=\"cluster\",role=\"edge\"}",
+    ] {
+        assert!(metrics.contains(series), "{series} missing");
     }
 
     // A client that trusts another CA does not accept the node.
@@ -213,126 +258,73 @@ fn tls_env(files: &TlsFiles) -> Vec<(String, String)> {
     ]
 }
 
-/// Runs `openssl ARGS` in `dir`.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("the `openssl` command runs (install openssl to run this test)");
+/// A Vote over `endpoint`: the status it gets (the test expects a refusal).
+async fn raft_vote(endpoint: Endpoint) -> tonic::Status {
+    let channel = match endpoint.connect().await {
+        Ok(channel) => channel,
+        Err(e) => return tonic::Status::unavailable(format!("{e:?}")),
+    };
+    let request = pb::RaftRequest {
+        shard: 0,
+        target: 1,
+        payload: Vec::new(),
+        data: Vec::new(),
+    };
+    let mut client = pb::raft_client::RaftClient::new(channel);
+    status_of(client.vote(request)).await
+}
+
+/// `Cluster.Join` naming node 2 at `127.0.0.1:9`: the status it gets.
+async fn join_as_node_2(endpoint: Endpoint) -> tonic::Status {
+    let channel = match endpoint.connect().await {
+        Ok(channel) => channel,
+        Err(e) => return tonic::Status::unavailable(format!("{e:?}")),
+    };
+    let request = pb::JoinRequest {
+        node: Some(pb::NodeInfo {
+            id: 2,
+            addr: "127.0.0.1:9".into(),
+            draining: false,
+        }),
+    };
+    let mut client = pb::cluster_client::ClusterClient::new(channel);
+    status_of(client.join(request)).await
+}
+
+/// The status a call that must fail ends with (`OK` if it succeeded).
+async fn status_of<T>(
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> tonic::Status {
+    match tokio::time::timeout(Duration::from_secs(10), call).await {
+        Ok(Err(status)) => status,
+        Ok(Ok(_)) => tonic::Status::ok("answered"),
+        Err(_) => tonic::Status::deadline_exceeded("no answer within 10 s"),
+    }
+}
+
+/// Runs `roost certs --out DIR` (a CA and node, edge and operator
+/// certificates for localhost).
+fn roost_certs(dir: &Path) {
+    let out = crate::procs::run(&[
+        "certs".to_owned(),
+        "--out".to_owned(),
+        dir.display().to_string(),
+        "--days".to_owned(),
+        "2".to_owned(),
+    ]);
     assert!(
         out.status.success(),
-        "openssl {args:?}: {}",
+        "roost certs: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
 
-/// A self-signed CA: `NAME.crt` and `NAME.key` in `dir`.
-fn make_ca(dir: &Path, name: &str) -> PathBuf {
-    let (key, crt) = (format!("{name}.key"), format!("{name}.crt"));
-    openssl(
-        dir,
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            &key,
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            &key,
-            "-out",
-            &crt,
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    );
-    dir.join(name)
-}
-
-/// A certificate signed by the CA at `ca` (as [`make_ca`] returned it) for
-/// `localhost` and `127.0.0.1`, usable as server and as client.
-fn make_cert(dir: &Path, ca: &Path, name: &str) -> TlsFiles {
-    let (key, csr, crt, ext) = (
-        format!("{name}.key"),
-        format!("{name}.csr"),
-        format!("{name}.crt"),
-        format!("{name}.ext"),
-    );
-    std::fs::write(
-        dir.join(&ext),
-        "basicConstraints=CA:FALSE\n\
-         keyUsage=critical,digitalSignature\n\
-         extendedKeyUsage=serverAuth,clientAuth\n\
-         subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .expect("write extensions");
-    openssl(
-        dir,
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            &key,
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-key",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &format!("/CN={name}"),
-        ],
-    );
-    let (ca_crt, ca_key) = (ca.with_extension("crt"), ca.with_extension("key"));
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-out",
-            &crt,
-            "-days",
-            "2",
-            "-CA",
-            &ca_crt.display().to_string(),
-            "-CAkey",
-            &ca_key.display().to_string(),
-            "-CAcreateserial",
-            "-extfile",
-            &ext,
-        ],
-    );
+/// The files of `role`'s certificate made by [`roost_certs`] in `dir`.
+fn role_files(dir: &Path, role: &str) -> TlsFiles {
     TlsFiles {
-        ca_file: ca_crt,
-        cert_file: dir.join(crt),
-        key_file: dir.join(key),
+        ca_file: dir.join("ca.crt"),
+        cert_file: dir.join(format!("{role}.crt")),
+        key_file: dir.join(format!("{role}.key")),
         server_name: None,
     }
 }
@@ -357,7 +349,18 @@ fn node(root: &Path, id: u64, join: &[String], env: &[(String, String)]) -> Proc
     if !join.is_empty() {
         args.extend(["--join".to_owned(), join.join(",")]);
     }
-    spawn(&args, env, "roost node: grpc on ")
+    let (child, addrs) = crate::procs::spawn_marked(
+        &[],
+        &args,
+        env,
+        &["roost node: grpc on ", "roost node: admin on "],
+    );
+    Proc {
+        child,
+        addr: addrs[0].clone(),
+        grpc: String::new(),
+        admin: addrs[1].clone(),
+    }
 }
 
 /// Starts an edge with `env` that learns the cluster from `join`.

@@ -163,8 +163,10 @@ pub fn node_wrapped(
     join: &[String],
     shards: u16,
 ) -> Proc {
+    // Plain gRPC: the tests of mutual TLS start their own processes.
     let mut args: Vec<String> = vec![
         "node".into(),
+        "--insecure".into(),
         "--id".into(),
         id.to_string(),
         "--grpc-listen".into(),
@@ -198,6 +200,7 @@ pub fn node_wrapped(
 pub fn edge(join: &[String]) -> Proc {
     let args: Vec<String> = vec![
         "edge".into(),
+        "--insecure".into(),
         "--listen".into(),
         "127.0.0.1:0".into(),
         "--admin-listen".into(),

@@ -69,6 +69,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $component := index . 1 -}}
 - name: ROOST_CONFIG
   value: /etc/roost/roost.toml
+{{- if not $.Values.tls.enabled }}
+# tls.enabled=false: plain, unauthenticated gRPC (`--insecure`).
+- name: ROOST_TLS_MODE
+  value: insecure
+{{- end }}
 {{- if $.Values.tls.enabled }}
 - name: ROOST_TLS_CA_FILE
   value: /etc/roost-tls/ca.crt
@@ -92,10 +97,34 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end -}}
 
-{{/* The names a node certificate must hold (subject alternative names). */}}
+{{/* The names a certificate must hold (subject alternative names), comma-separated; takes (list $ component): a node's are the names nodes are dialled at, an edge's the names of the edge Services clients dial. */}}
 {{- define "roost.tlsNames" -}}
-{{- $headless := include "roost.nodeHeadless" . -}}
-*.{{ $headless }}.{{ .Release.Namespace }}.svc.cluster.local, {{ $headless }}.{{ .Release.Namespace }}.svc.cluster.local, {{ $headless }}.{{ .Release.Namespace }}.svc
+{{- $ := index . 0 -}}
+{{- $ns := $.Release.Namespace -}}
+{{- if eq (index . 1) "edge" -}}
+{{- $names := list -}}
+{{- range $svc := list (include "roost.edge" $) (printf "%s-grpc" (include "roost.edge" $)) -}}
+{{- $names = concat $names (list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns)) -}}
+{{- end -}}
+{{- join ", " $names -}}
+{{- else -}}
+{{- $headless := include "roost.nodeHeadless" $ -}}
+{{- $node := include "roost.node" $ -}}
+*.{{ $headless }}.{{ $ns }}.svc.cluster.local, {{ $headless }}.{{ $ns }}.svc.cluster.local, {{ $headless }}.{{ $ns }}.svc, {{ $node }}, {{ $node }}.{{ $ns }}, {{ $node }}.{{ $ns }}.svc, {{ $node }}.{{ $ns }}.svc.cluster.local
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret with a component's certificate; takes (list $ component): node, edge, or ca (generated only). */}}
+{{- define "roost.tlsSecret" -}}
+{{- $ := index . 0 -}}
+{{- $component := index . 1 -}}
+{{- if and (eq $component "node") $.Values.tls.secretName -}}
+{{- $.Values.tls.secretName -}}
+{{- else if and (eq $component "edge") $.Values.tls.edgeSecretName -}}
+{{- $.Values.tls.edgeSecretName -}}
+{{- else -}}
+{{- include "roost.fullname" $ | trunc 52 | trimSuffix "-" }}-tls-{{ $component }}
+{{- end -}}
 {{- end -}}
 
 {{/* Probes on the admin port; takes a probes value block. */}}
@@ -122,8 +151,8 @@ readinessProbe:
 
 {{/* What the chart refuses to render. */}}
 {{- define "roost.validate" -}}
-{{- if and .Values.tls.enabled (not .Values.tls.secretName) -}}
-{{- fail "tls.enabled needs tls.secretName: a Secret with ca.crt, tls.crt and tls.key (see values.yaml for the names the certificate must hold)" -}}
+{{- if and .Values.tls.enabled (ne (not .Values.tls.secretName) (not .Values.tls.edgeSecretName)) -}}
+{{- fail "tls.secretName (the nodes' certificate) and tls.edgeSecretName (the edges') go together: set both to Secrets with ca.crt, tls.crt and tls.key, or neither and the chart makes them (see values.yaml for the names and roles the certificates must hold)" -}}
 {{- end -}}
 {{- if lt (int .Values.nodes.replicas) 1 -}}
 {{- fail "nodes.replicas must be at least 1" -}}

@@ -110,6 +110,16 @@ pub fn forward(binding: &Arc<str>, outcome: &'static str, took: Duration) {
 
 /// An edge tries another node for a call: `reason` is `not_owner`,
 /// `unreachable` or `idempotent`.
+/// A peer's Raft message refused before openraft saw it.
+pub fn raft_rejected(reason: &'static str) {
+    metrics::counter!(RAFT_REJECTED, REASON => reason).increment(1);
+}
+
+/// A gRPC call refused for the caller's role.
+pub fn rpc_denied(service: &'static str, role: &'static str) {
+    metrics::counter!(RPC_DENIED, SERVICE => service, ROLE => role).increment(1);
+}
+
 pub fn forward_retry(binding: &Arc<str>, reason: &'static str) {
     metrics::counter!(FORWARD_RETRIES, BINDING => b(binding), REASON => reason).increment(1);
 }
