@@ -17,7 +17,9 @@
 #     chart_processes.py): the rendered nodes' and edges' commands, flags and
 #     env with the debug `roost`, the cluster forms and the seed app answers;
 #     once with the default values, once with tls.enabled (mutual TLS, with a
-#     Secret of certificates made by openssl).
+#     Secret of certificates made by openssl); the default run then kills
+#     every node at once and restarts them together in a random order
+#     (podManagementPolicy: Parallel), which must lose no acknowledged write.
 #
 # Tools are installed on first use at pinned versions into one venv under
 # $ROOST_OPS_CACHE (default ~/.cache/roost-ops) and reused.
@@ -92,6 +94,7 @@ compose_prometheus() {
 # defaults), run as local processes.
 chart_processes() {
     local name=$1 values=$2
+    shift 2
     if [ ! -x "$ROOST_BIN" ]; then
         echo "no roost binary at $ROOST_BIN (run make test first, or set ROOST_BIN)"
         return 1
@@ -99,7 +102,7 @@ chart_processes() {
     # Rendered for the namespace chart_processes.py fills in.
     PY scripts/deploy/render.py render "$CHART" "$values" roost-ci "$WORK/processes-$name.yaml" &&
         timeout 240 "$VENV/bin/python" scripts/deploy/chart_processes.py \
-            "$WORK/processes-$name.yaml" "$ROOST_BIN" "$WORK/processes-$name"
+            "$WORK/processes-$name.yaml" "$ROOST_BIN" "$WORK/processes-$name" "$@"
 }
 
 # The default values with mutual TLS on node gRPC.
@@ -131,8 +134,8 @@ check "docker-compose.yml against the compose spec schema" \
     "$VENV/bin/check-jsonschema" --schemafile deploy/compose/compose-spec.schema.json \
     deploy/compose/docker-compose.yml
 check "compose prometheus.yml (promtool check config)" compose_prometheus
-check "the chart's nodes and edges, run as local processes, serve the seed app" \
-    chart_processes default -
+check "the chart's nodes and edges, run as local processes, serve the seed app; all nodes SIGKILLed and restarted at once in random order come back with every acknowledged write" \
+    chart_processes default - --crash
 mtls_values
 check "the same with tls.enabled (mutual TLS on node gRPC)" \
     chart_processes mtls "$WORK/mtls-values.yaml"

@@ -2,9 +2,13 @@
 //! `/readyz`: every shard the ring places here has this node as a voter
 //! (not a learner still copying the log), a known leader, and — by that
 //! leader's own count — at most [`MAX_LAG`] log entries still to receive.
+//! A shard this node's Raft names itself leader of counts only while a
+//! quorum acknowledges it (the lease `ShardHandle::is_leader` keeps): after
+//! a whole-cluster crash, openraft 0.9 restores a node that led before as
+//! leader at once, alone, and that must not make it ready.
 //! Asks the leaders (`Cluster.Progress`) once a second; changes nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -60,6 +64,7 @@ async fn check(control: &Control, tls: &Tls) -> Result<(), String> {
         .map(|m| (m.shard, m))
         .collect();
     let placed = control.placed_here();
+    let confirmed: BTreeSet<ShardId> = control.led_shards().into_iter().map(|(s, _)| s).collect();
     let mut behind: Vec<String> = Vec::new();
     let mut ask: BTreeMap<NodeId, Vec<ShardId>> = BTreeMap::new();
     for shard in &placed {
@@ -75,6 +80,10 @@ async fn check(control: &Control, tls: &Tls) -> Result<(), String> {
             }) => {
                 if *leader != me {
                     ask.entry(*leader).or_default().push(*shard);
+                } else if !confirmed.contains(shard) {
+                    behind.push(format!(
+                        "shard {shard}: leads it without a quorum's acknowledgement"
+                    ));
                 }
             }
         }

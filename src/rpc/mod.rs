@@ -8,7 +8,9 @@
 //! [`crate::object::ObjectClient`] over it ([`remote`]), the one
 //! translation between protobuf messages, gRPC statuses and the object
 //! layer's types (`convert`), and the one place that builds gRPC servers
-//! and client endpoints, plain or with mutual TLS ([`tls`]).
+//! and client endpoints, plain or with mutual TLS ([`tls`]); beside every
+//! server's own services, gRPC health and reflection ([`introspect`]) and
+//! per-call metrics ([`metered`]).
 //!
 //! Never: runs objects, touches storage or decides anything itself (it
 //! carries messages to the layer that owns them), or lets protobuf types
@@ -16,6 +18,8 @@
 
 pub mod codec;
 mod convert;
+pub mod introspect;
+pub mod metered;
 pub mod objects;
 pub mod raft;
 pub mod remote;
