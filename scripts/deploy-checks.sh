@@ -5,7 +5,12 @@
 #   - the Helm chart (helm/roost) rendered with its default values and with
 #     each helm/roost/ci/*.yaml, and `helm lint --strict` on each, through
 #     helm-python-sdk (Helm's Go SDK; no `helm` binary needed);
-#   - the chart refuses tls.enabled=true without tls.secretName;
+#   - the chart refuses tls.enabled=true without tls.secretName, and
+#     nodes.replication > nodes.replicas; values.schema.json refuses bad
+#     values; the upgrade guards (templates/_ops.tpl) refuse changing shards
+#     or replication and an undrained scale-down, with the running release
+#     given to them as `lookup` would (scripts/deploy/render.py guards);
+#   - the PrometheusRule's rules are deploy/prometheus/roost-rules.yml;
 #   - every rendered manifest validated strictly against the Kubernetes
 #     schemas of the oldest and newest versions the chart supports (CRDs such
 #     as ServiceMonitor have no schema there: they only warn);
@@ -110,6 +115,11 @@ mtls_values() {
     printf 'tls:\n  enabled: true\n  secretName: roost-tls\n' >"$WORK/mtls-values.yaml"
 }
 
+same_rules() {
+    cmp deploy/prometheus/roost-rules.yml "$CHART/rules/roost-rules.yml" ||
+        { echo "copy deploy/prometheus/roost-rules.yml into $CHART/rules/"; return 1; }
+}
+
 # --- run --------------------------------------------------------------------
 
 echo "deploy-checks: installing tools (cached in $CACHE)"
@@ -129,6 +139,15 @@ for values in - "$CHART"/ci/*.yaml; do
 done
 check "chart refuses tls.enabled=true without tls.secretName" \
     PY scripts/deploy/render.py must-fail "$CHART" tls.enabled=true "needs tls.secretName"
+check "chart refuses nodes.replication > nodes.replicas" \
+    PY scripts/deploy/render.py must-fail "$CHART" nodes.replicas=2 "is more than nodes.replicas"
+check "values.schema.json refuses an unknown podManagementPolicy" \
+    PY scripts/deploy/render.py must-fail "$CHART" nodes.podManagementPolicy=Sometimes "podManagementPolicy"
+check "values.schema.json refuses a string for config.node.shards" \
+    PY scripts/deploy/render.py must-fail "$CHART" config.node.shards=many "shards"
+check "upgrade guards: shards, replication and an undrained scale-down are refused" \
+    PY scripts/deploy/render.py guards "$CHART"
+check "the chart's PrometheusRule holds deploy/prometheus/roost-rules.yml" same_rules
 check "hadolint deploy/Dockerfile" "$VENV/bin/hadolint" deploy/Dockerfile
 check "docker-compose.yml against the compose spec schema" \
     "$VENV/bin/check-jsonschema" --schemafile deploy/compose/compose-spec.schema.json \

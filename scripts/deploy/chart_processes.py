@@ -13,7 +13,8 @@ naming 127.0.0.1 (where every node's address is mapped). Then it starts the node
 as the StatefulSet's podManagementPolicy says (Parallel: all at once, in a
 random order; OrderedReady: each after the previous one is ready), the
 edges, checks every probe path answers 200, increments a counter through an
-edge, and stops everything with SIGTERM, expecting clean exits. With
+edge, runs the chart's `helm test` Pod's script against them, and stops
+everything with SIGTERM, expecting clean exits. With
 --crash, before stopping: every node SIGKILLed at once and all restarted
 together in a random order; each must become ready again, the acknowledged
 increments must all be there, and the counter must take writes.
@@ -152,6 +153,30 @@ def localize(s, pod, pods, mounts):
     return re.sub(rf"(^|=)({paths})(?=/|$)", lambda m: m.group(1) + mounts[m.group(2)], s)
 
 
+def run_helm_test(pod, docs, nodes, edges):
+    """Runs a `helm test` Pod's `sh -c` script here: each Service's DNS name
+    and port become the first local pod behind it."""
+    container = pod["spec"]["containers"][0]
+    assert container["command"] == ["sh", "-c"], "a test Pod runs `sh -c SCRIPT`"
+    script = container["args"][0]
+    for svc in [d for d in docs if d["kind"] == "Service"]:
+        component = svc["spec"].get("selector", {}).get("app.kubernetes.io/component")
+        behind = {"node": nodes, "edge": edges}.get(component)
+        if not behind:
+            continue
+        for port in svc["spec"]["ports"]:
+            target = port["targetPort"]
+            target = behind[0].named_ports[target] if isinstance(target, str) else target
+            host = f"{svc['metadata']['name']}.{NAMESPACE}.svc.cluster.local:{port['port']}"
+            script = script.replace(host, f"127.0.0.1:{behind[0].ports[target]}")
+    for pod_ in nodes + edges:
+        script = localize(script, pod_, nodes, {"/nonexistent": "/nonexistent"})
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60)
+    print("".join(f"  helm test {pod['metadata']['name']}: {line}\n" for line in result.stdout.splitlines()), end="")
+    if result.returncode != 0:
+        raise RuntimeError(f"helm test {pod['metadata']['name']} failed: {result.stderr.strip()}")
+
+
 def main():
     manifests, binary, workdir = sys.argv[1:4]
     crash = "--crash" in sys.argv[4:]
@@ -262,6 +287,11 @@ def main():
         # A retried 503 may have been committed, so >= and not ==.
         if status != 200 or json.loads(body)["value"] != values[-1] or values[-1] < len(edges):
             raise RuntimeError(f"counter after increments {values}: {status} {body}")
+        # `helm test`: the chart's test Pod's script, its cluster names
+        # mapped onto the local processes.
+        for test in [d for d in docs if d["kind"] == "Pod"
+                     and d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]:
+            run_helm_test(test, docs, nodes, edges)
         if crash:
             # A whole-cluster crash (node-pool upgrade, zone outage): every
             # node SIGKILLed at once, then all restarted together in a
