@@ -263,11 +263,18 @@ def main():
         for pod in edges:
             wait_ready(pod)
             print(f"  {pod.name}: ready")
+        # Every probe answers 200 (readiness may blink while shard
+        # leaderships move to their preferred nodes: a kubelet tolerates
+        # failureThreshold misses, so this waits, up to the deadline).
         for pod in nodes + edges:
             for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
-                status, body = get(probe_url(pod, kind))
-                if status != 200:
-                    raise RuntimeError(f"{pod.name} {kind} answered {status}: {body}")
+                while True:
+                    status, body = get(probe_url(pod, kind))
+                    if status == 200:
+                        break
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{pod.name} {kind} answered {status}: {body}")
+                    time.sleep(0.2)
         # Node ids are ordinal + 1, and every node is in the cluster.
         for pod in nodes:
             text = open(os.path.join(pod.dir, "log")).read()

@@ -38,8 +38,9 @@ pub fn spawn(
 ) -> watch::Receiver<Result<(), String>> {
     let (tx, rx) = watch::channel(Err("replicas not checked yet".to_owned()));
     tokio::spawn(async move {
+        let mut unconfirmed = BTreeSet::new();
         loop {
-            let verdict = check(&control, &tls).await;
+            let verdict = check(&control, &tls, &mut unconfirmed).await;
             let _previous = tx.send_replace(verdict);
             tokio::select! {
                 _ = tokio::time::sleep(EVERY) => {}
@@ -50,8 +51,17 @@ pub fn spawn(
     rx
 }
 
-/// One check of every shard the ring places on this node.
-async fn check(control: &Control, tls: &Tls) -> Result<(), String> {
+/// One check of every shard the ring places on this node. `unconfirmed`
+/// carries the shards this node's Raft led without a quorum's
+/// acknowledgement from one check to the next: only a shard still so a
+/// check later counts as behind (a newly elected leader has no
+/// acknowledgement for its first few milliseconds; a leader alone after a
+/// crash never gets one).
+async fn check(
+    control: &Control,
+    tls: &Tls,
+    unconfirmed: &mut BTreeSet<ShardId>,
+) -> Result<(), String> {
     let me = control.node_id();
     // Until this node's copy of the directory lists it, the ring places
     // nothing here, and "nothing to catch up" would be a false yes.
@@ -65,6 +75,7 @@ async fn check(control: &Control, tls: &Tls) -> Result<(), String> {
         .collect();
     let placed = control.placed_here();
     let confirmed: BTreeSet<ShardId> = control.led_shards().into_iter().map(|(s, _)| s).collect();
+    let before = std::mem::take(unconfirmed);
     let mut behind: Vec<String> = Vec::new();
     let mut ask: BTreeMap<NodeId, Vec<ShardId>> = BTreeMap::new();
     for shard in &placed {
@@ -81,9 +92,12 @@ async fn check(control: &Control, tls: &Tls) -> Result<(), String> {
                 if *leader != me {
                     ask.entry(*leader).or_default().push(*shard);
                 } else if !confirmed.contains(shard) {
-                    behind.push(format!(
-                        "shard {shard}: leads it without a quorum's acknowledgement"
-                    ));
+                    unconfirmed.insert(*shard);
+                    if before.contains(shard) {
+                        behind.push(format!(
+                            "shard {shard}: leads it without a quorum's acknowledgement"
+                        ));
+                    }
                 }
             }
         }
