@@ -11,8 +11,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("cargo:rerun-if-changed=proto");
     // Roost's own codec: prost's with small initial buffers (src/rpc/codec.rs).
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .codec_path("crate::rpc::codec::SmallBuffers")
+        // For gRPC server reflection (src/rpc/introspect.rs).
+        .file_descriptor_set_path(out_dir.join("roost_descriptor.bin"))
         .compile_protos(
             &[
                 "proto/roost/v1/object.proto",

@@ -5,7 +5,12 @@
 #   - the Helm chart (helm/roost) rendered with its default values and with
 #     each helm/roost/ci/*.yaml, and `helm lint --strict` on each, through
 #     helm-python-sdk (Helm's Go SDK; no `helm` binary needed);
-#   - the chart refuses tls.enabled=true without tls.secretName;
+#   - the chart refuses tls.enabled=true without tls.secretName, and
+#     nodes.replication > nodes.replicas; values.schema.json refuses bad
+#     values; the upgrade guards (templates/_ops.tpl) refuse changing shards
+#     or replication and an undrained scale-down, with the running release
+#     given to them as `lookup` would (scripts/deploy/render.py guards);
+#   - the PrometheusRule's rules are deploy/prometheus/roost-rules.yml;
 #   - every rendered manifest validated strictly against the Kubernetes
 #     schemas of the oldest and newest versions the chart supports (CRDs such
 #     as ServiceMonitor have no schema there: they only warn);
@@ -16,8 +21,10 @@
 #   - what the chart runs, run as local processes (scripts/deploy/
 #     chart_processes.py): the rendered nodes' and edges' commands, flags and
 #     env with the debug `roost`, the cluster forms and the seed app answers;
-#     once with the default values, once with tls.enabled (mutual TLS, with a
-#     Secret of certificates made by openssl).
+#     once with the default values (but 16 shards), once with tls.enabled (mutual TLS, with a
+#     Secret of certificates made by openssl); the default run then kills
+#     every node at once and restarts them together in a random order
+#     (podManagementPolicy: Parallel), which must lose no acknowledged write.
 #
 # Tools are installed on first use at pinned versions into one venv under
 # $ROOST_OPS_CACHE (default ~/.cache/roost-ops) and reused.
@@ -92,6 +99,7 @@ compose_prometheus() {
 # defaults), run as local processes.
 chart_processes() {
     local name=$1 values=$2
+    shift 2
     if [ ! -x "$ROOST_BIN" ]; then
         echo "no roost binary at $ROOST_BIN (run make test first, or set ROOST_BIN)"
         return 1
@@ -99,12 +107,25 @@ chart_processes() {
     # Rendered for the namespace chart_processes.py fills in.
     PY scripts/deploy/render.py render "$CHART" "$values" roost-ci "$WORK/processes-$name.yaml" &&
         timeout 240 "$VENV/bin/python" scripts/deploy/chart_processes.py \
-            "$WORK/processes-$name.yaml" "$ROOST_BIN" "$WORK/processes-$name"
+            "$WORK/processes-$name.yaml" "$ROOST_BIN" "$WORK/processes-$name" "$@"
 }
 
-# The default values with mutual TLS on node gRPC.
+# The default values, except 16 shards instead of 64: three debug builds
+# with 64 Raft groups each (heartbeats every 50 ms) starve a busy 2-core
+# machine into election storms, and the shard count changes nothing the
+# process check is about (flags, env, DNS names, probes, start order).
+process_values() {
+    printf 'config:\n  node:\n    shards: 16\n' >"$WORK/process-values.yaml"
+}
+
+# The same with mutual TLS on node gRPC.
 mtls_values() {
-    printf 'tls:\n  enabled: true\n  secretName: roost-tls\n' >"$WORK/mtls-values.yaml"
+    printf 'config:\n  node:\n    shards: 16\ntls:\n  enabled: true\n  secretName: roost-tls\n' >"$WORK/mtls-values.yaml"
+}
+
+same_rules() {
+    cmp deploy/prometheus/roost-rules.yml "$CHART/rules/roost-rules.yml" ||
+        { echo "copy deploy/prometheus/roost-rules.yml into $CHART/rules/"; return 1; }
 }
 
 # --- run --------------------------------------------------------------------
@@ -126,13 +147,23 @@ for values in - "$CHART"/ci/*.yaml; do
 done
 check "chart refuses tls.enabled=true without tls.secretName" \
     PY scripts/deploy/render.py must-fail "$CHART" tls.enabled=true "needs tls.secretName"
+check "chart refuses nodes.replication > nodes.replicas" \
+    PY scripts/deploy/render.py must-fail "$CHART" nodes.replicas=2 "is more than nodes.replicas"
+check "values.schema.json refuses an unknown podManagementPolicy" \
+    PY scripts/deploy/render.py must-fail "$CHART" nodes.podManagementPolicy=Sometimes "podManagementPolicy"
+check "values.schema.json refuses a string for config.node.shards" \
+    PY scripts/deploy/render.py must-fail "$CHART" config.node.shards=many "shards"
+check "upgrade guards: shards, replication and an undrained scale-down are refused" \
+    PY scripts/deploy/render.py guards "$CHART"
+check "the chart's PrometheusRule holds deploy/prometheus/roost-rules.yml" same_rules
 check "hadolint deploy/Dockerfile" "$VENV/bin/hadolint" deploy/Dockerfile
 check "docker-compose.yml against the compose spec schema" \
     "$VENV/bin/check-jsonschema" --schemafile deploy/compose/compose-spec.schema.json \
     deploy/compose/docker-compose.yml
 check "compose prometheus.yml (promtool check config)" compose_prometheus
-check "the chart's nodes and edges, run as local processes, serve the seed app" \
-    chart_processes default -
+process_values
+check "the chart's nodes and edges, run as local processes, serve the seed app and pass helm test; all nodes SIGKILLed and restarted at once in random order come back with every acknowledged write" \
+    chart_processes default "$WORK/process-values.yaml" --crash
 mtls_values
 check "the same with tls.enabled (mutual TLS on node gRPC)" \
     chart_processes mtls "$WORK/mtls-values.yaml"

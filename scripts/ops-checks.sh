@@ -153,7 +153,9 @@ check_scraped_metrics() {
     for family in roost_build_info roost_http_requests_total roost_http_request_duration_seconds \
         roost_object_events_total roost_object_commit_wait_seconds roost_storage_operations_total \
         roost_raft_is_leader roost_raft_apply_lag_entries roost_raft_batch_writes \
-        roost_rocksdb_sst_files_bytes roost_rocksdb_write_stopped roost_hot_object_busy_ratio; do
+        roost_rocksdb_sst_files_bytes roost_rocksdb_write_stopped roost_hot_object_busy_ratio \
+        roost_disk_size_bytes roost_disk_available_bytes process_resident_memory_bytes \
+        process_open_fds process_cpu_seconds_total; do
         if ! grep -q "^# TYPE $family " "$WORK/metrics.txt"; then
             echo "missing metric family $family"
             missing=1

@@ -32,13 +32,10 @@ enum Command {
     /// Run a single-node Roost for development, until SIGTERM or Ctrl-C.
     ///
     /// Serves the built-in app over HTTP and WebSocket on --listen, the gRPC
-    /// object API on --grpc-listen, and keeps its data in --data-dir. Prints
-    /// `roost dev: serving http://ADDR (data in DIR)` and then
-    /// `roost dev: grpc on ADDR` once it is ready.
-    /// Serves the built-in app over HTTP and WebSocket on --listen and keeps
-    /// its data in --data-dir, and metrics on --admin-listen. Prints `roost
-    /// dev: serving http://ADDR (data in DIR)`, then `roost dev: admin on
-    /// http://ADDR`, once it is ready. Traces are exported over OTLP when
+    /// object API on --grpc-listen and metrics on --admin-listen, and keeps
+    /// its data in --data-dir. Prints `roost dev: serving http://ADDR (data
+    /// in DIR)`, `roost dev: grpc on ADDR` and `roost dev: admin on
+    /// http://ADDR` once it is ready. Traces are exported over OTLP when
     /// OTEL_EXPORTER_OTLP_ENDPOINT is set.
     Dev(DevArgs),
     /// Run a cluster node: hosts shard replicas, runs the objects of the
@@ -70,6 +67,38 @@ enum Command {
     /// ca.crt and a role's pair: node.* for `roost node`, edge.* for `roost
     /// edge`, operator.* for `roost node drain`/`undrain`.
     Certs(CertsArgs),
+    /// Look at a running cluster (`roost cluster status`)
+    #[command(subcommand)]
+    Cluster(ClusterAction),
+}
+
+/// Operator commands on a whole cluster.
+#[derive(Debug, Subcommand)]
+enum ClusterAction {
+    /// Print the cluster's nodes, shards, leaders, lag and warnings
+    ///
+    /// Asks a --join node for the directory, then every node for its Raft
+    /// groups: nodes (state, address, version, shards led), each shard's
+    /// leader, term, voters, learners, commit and apply index and lag, the
+    /// draining nodes, and warnings (a node that does not answer, a shard
+    /// without a leader backed by a quorum, a replica more than 100 entries
+    /// behind). The same JSON as a node's admin endpoint /admin/cluster.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    file: FileArgs,
+
+    /// Cluster nodes to ask, comma-separated host:port (the first that
+    /// answers lists the others)
+    #[arg(long, value_name = "ADDRS", value_delimiter = ',', required = true)]
+    join: Vec<String>,
+
+    /// Print JSON instead of tables
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -206,7 +235,8 @@ struct NodeArgs {
     #[arg(long, value_name = "ADDRS", value_delimiter = ',')]
     join: Vec<String>,
 
-    /// Replicas per shard [default: 3]
+    /// Replicas per shard; the same on every node (a node with another
+    /// value is refused when it joins)
     #[arg(long, value_name = "R", default_value_t = 3)]
     replication: usize,
 
@@ -340,6 +370,7 @@ async fn main() -> ExitCode {
         Command::Edge(args) => edge(args).await,
         Command::Config(args) => print_config(args),
         Command::Certs(args) => certs(args),
+        Command::Cluster(ClusterAction::Status(args)) => cluster_status(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -493,6 +524,20 @@ fn cluster_tls(file: &FileArgs) -> anyhow::Result<roost::rpc::tls::Tls> {
     let config = Config::build(file.config.as_deref(), Overrides::default())
         .context("load configuration")?;
     roost::node::rpc_tls(&config).context("load TLS files")
+}
+
+async fn cluster_status(args: StatusArgs) -> anyhow::Result<()> {
+    let tls = cluster_tls(&args.file)?;
+    let status = roost::cluster::status::gather(&args.join, &tls)
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("cluster status")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", status.table());
+    }
+    Ok(())
 }
 
 async fn undrain_node(args: UndrainArgs) -> anyhow::Result<()> {

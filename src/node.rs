@@ -131,10 +131,12 @@ impl DevNode {
         let admin = admin::start(
             config.admin.listen,
             metrics,
+            &config.node.data_dir,
             &db,
             &runtime,
             // A single node is ready once it serves.
             Box::new(|| Ok(())),
+            None,
         )
         .await?;
         tracing::info!(addr = %admin.local_addr(), "serving metrics and admin endpoints");

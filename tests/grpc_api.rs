@@ -351,3 +351,104 @@ async fn bad_input_is_refused_and_the_server_keeps_working() {
 
     node.shutdown().await.expect("clean shutdown");
 }
+
+/// Every gRPC server also serves grpc.health.v1 (for Kubernetes gRPC
+/// probes) and reflection (for grpcurl), and counts its calls by method
+/// and code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reflection_and_call_metrics_are_served() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = DevNode::start(config(dir.path()))
+        .await
+        .expect("node starts");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.grpc_addr()))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("gRPC connects");
+
+    let mut health = HealthClient::new(channel.clone());
+    for service in ["", "roost.v1.Objects"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health answers")
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "service {service:?}");
+    }
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .expect_err("an unknown service");
+    assert_eq!(unknown.code(), Code::NotFound);
+
+    let mut reflection = ServerReflectionClient::new(channel.clone());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection answers")
+        .into_inner();
+    let answer = answers
+        .message()
+        .await
+        .expect("a message")
+        .expect("not the end");
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("not a service list: {answer:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for name in ["roost.v1.Objects", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
+    }
+
+    // A call and a refused call, counted by method and code.
+    let mut grpc = client(&node).await;
+    grpc.fetch(fetch(by_name("COUNTER", "metered"), "GET", "/"))
+        .await
+        .expect("fetch");
+    let refused = grpc
+        .fetch(fetch(by_name("NO_SUCH_BINDING", "x"), "GET", "/"))
+        .await
+        .expect_err("an unknown binding is refused");
+    let code = match refused.code() {
+        Code::NotFound => "NOT_FOUND",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        other => panic!("unexpected {other:?}"),
+    };
+    let text = reqwest::get(format!("http://{}/metrics", node.admin_addr()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    for series in [
+        "roost_rpc_server_requests_total{service=\"roost.v1.Objects\",method=\"Fetch\",code=\"OK\"}"
+            .to_owned(),
+        format!(
+            "roost_rpc_server_requests_total{{service=\"roost.v1.Objects\",method=\"Fetch\",code=\"{code}\"}}"
+        ),
+        "roost_rpc_server_requests_total{service=\"grpc.health.v1.Health\",method=\"Check\",code=\"NOT_FOUND\"}"
+            .to_owned(),
+        "process_resident_memory_bytes".to_owned(),
+        "roost_disk_available_bytes".to_owned(),
+    ] {
+        assert!(text.contains(&series), "{series} in /metrics");
+    }
+    node.shutdown().await.expect("shutdown");
+}

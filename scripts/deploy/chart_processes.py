@@ -10,15 +10,21 @@ become 127.0.0.1 with a port of its own. A Secret volume (the mTLS Secret
 of tls.enabled) gets what cert-manager would put there: `ca.crt`, `tls.crt`
 and `tls.key`, made here with `openssl` for a throwaway CA, the certificate
 naming 127.0.0.1 (where every node's address is mapped). Then it starts the nodes in order
-(waiting for each one's readinessProbe, as OrderedReady does), the edges,
-checks every probe path answers 200, increments a counter through an edge,
-and stops everything with SIGTERM, expecting clean exits.
+as the StatefulSet's podManagementPolicy says (Parallel: all at once, in a
+random order; OrderedReady: each after the previous one is ready), the
+edges, checks every probe path answers 200, increments a counter through an
+edge, runs the chart's `helm test` Pod's script against them, and stops
+everything with SIGTERM, expecting clean exits. With
+--crash, before stopping: every node SIGKILLed at once and all restarted
+together in a random order; each must become ready again, the acknowledged
+increments must all be there, and the counter must take writes.
 
-    python3 chart_processes.py MANIFESTS.yaml ROOST_BIN WORKDIR
+    python3 chart_processes.py MANIFESTS.yaml ROOST_BIN WORKDIR [--crash]
 """
 
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -147,8 +153,33 @@ def localize(s, pod, pods, mounts):
     return re.sub(rf"(^|=)({paths})(?=/|$)", lambda m: m.group(1) + mounts[m.group(2)], s)
 
 
+def run_helm_test(pod, docs, nodes, edges):
+    """Runs a `helm test` Pod's `sh -c` script here: each Service's DNS name
+    and port become the first local pod behind it."""
+    container = pod["spec"]["containers"][0]
+    assert container["command"] == ["sh", "-c"], "a test Pod runs `sh -c SCRIPT`"
+    script = container["args"][0]
+    for svc in [d for d in docs if d["kind"] == "Service"]:
+        component = svc["spec"].get("selector", {}).get("app.kubernetes.io/component")
+        behind = {"node": nodes, "edge": edges}.get(component)
+        if not behind:
+            continue
+        for port in svc["spec"]["ports"]:
+            target = port["targetPort"]
+            target = behind[0].named_ports[target] if isinstance(target, str) else target
+            host = f"{svc['metadata']['name']}.{NAMESPACE}.svc.cluster.local:{port['port']}"
+            script = script.replace(host, f"127.0.0.1:{behind[0].ports[target]}")
+    for pod_ in nodes + edges:
+        script = localize(script, pod_, nodes, {"/nonexistent": "/nonexistent"})
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60)
+    print("".join(f"  helm test {pod['metadata']['name']}: {line}\n" for line in result.stdout.splitlines()), end="")
+    if result.returncode != 0:
+        raise RuntimeError(f"helm test {pod['metadata']['name']} failed: {result.stderr.strip()}")
+
+
 def main():
     manifests, binary, workdir = sys.argv[1:4]
+    crash = "--crash" in sys.argv[4:]
     docs = [d for d in yaml.safe_load_all(open(manifests)) if d]
     configmaps = {d["metadata"]["name"]: d["data"] for d in docs if d["kind"] == "ConfigMap"}
     sts = [d for d in docs if d["kind"] == "StatefulSet"]
@@ -162,6 +193,7 @@ def main():
              for i in range(dep["spec"].get("replicas", 1))]
     deadline = time.monotonic() + DEADLINE_S
     started = []
+    http = None
     ok = True
 
     def start(pod):
@@ -194,21 +226,55 @@ def main():
             time.sleep(0.2)
         raise RuntimeError(f"{pod.name} not ready in time: {last}")
 
+    def start_nodes(policy):
+        if policy == "Parallel":  # all at once, in no particular order
+            order = list(nodes)
+            random.shuffle(order)
+            print(f"  Parallel: starting {[p.name for p in order]} at once")
+            for pod in order:
+                start(pod)
+            for pod in order:
+                wait_ready(pod)
+                print(f"  {pod.name}: ready")
+        else:  # OrderedReady: one at a time, each ready first
+            for pod in nodes:
+                start(pod)
+                wait_ready(pod)
+                print(f"  {pod.name}: ready")
+
+    def increment(edge):
+        """POST an increment through `edge`, retrying 503 (no leader yet)."""
+        http = f"http://127.0.0.1:{edge.ports[edge.named_ports['http']]}"
+        while True:
+            req = urllib.request.Request(f"{http}/counter/chart-ci/increment", method="POST")
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return json.loads(r.read())["value"]
+            except (urllib.error.HTTPError, OSError) as e:
+                code = getattr(e, "code", None)
+                if code not in (None, 503) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
     try:
-        for pod in nodes:  # OrderedReady: one at a time, each ready first
-            start(pod)
-            wait_ready(pod)
-            print(f"  {pod.name}: ready")
+        start_nodes(sts_spec.get("podManagementPolicy", "OrderedReady"))
         for pod in edges:
             start(pod)
         for pod in edges:
             wait_ready(pod)
             print(f"  {pod.name}: ready")
+        # Every probe answers 200 (readiness may blink while shard
+        # leaderships move to their preferred nodes: a kubelet tolerates
+        # failureThreshold misses, so this waits, up to the deadline).
         for pod in nodes + edges:
             for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
-                status, body = get(probe_url(pod, kind))
-                if status != 200:
-                    raise RuntimeError(f"{pod.name} {kind} answered {status}: {body}")
+                while True:
+                    status, body = get(probe_url(pod, kind))
+                    if status == 200:
+                        break
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{pod.name} {kind} answered {status}: {body}")
+                    time.sleep(0.2)
         # Node ids are ordinal + 1, and every node is in the cluster.
         for pod in nodes:
             text = open(os.path.join(pod.dir, "log")).read()
@@ -221,22 +287,37 @@ def main():
         for edge in edges:
             http = f"http://127.0.0.1:{edge.ports[edge.named_ports['http']]}"
             first = time.monotonic()
-            while True:
-                req = urllib.request.Request(f"{http}/counter/chart-ci/increment", method="POST")
-                try:
-                    with urllib.request.urlopen(req, timeout=10) as r:
-                        values.append(json.loads(r.read())["value"])
-                        break
-                except urllib.error.HTTPError as e:
-                    if e.code != 503 or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
+            values.append(increment(edge))
             print(f"  {edge.name}: increment answered {values[-1]} after {time.monotonic() - first:.1f} s")
         status, body = get(f"{http}/counter/chart-ci", timeout=10)
         print(f"  GET through {edges[-1].name}: {status} {body.strip()}")
         # A retried 503 may have been committed, so >= and not ==.
         if status != 200 or json.loads(body)["value"] != values[-1] or values[-1] < len(edges):
             raise RuntimeError(f"counter after increments {values}: {status} {body}")
+        # `helm test`: the chart's test Pod's script, its cluster names
+        # mapped onto the local processes.
+        for test in [d for d in docs if d["kind"] == "Pod"
+                     and d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]:
+            run_helm_test(test, docs, nodes, edges)
+        if crash:
+            # A whole-cluster crash (node-pool upgrade, zone outage): every
+            # node SIGKILLed at once, then all restarted together in a
+            # random order on their volumes, as the StatefulSet would.
+            for pod in nodes:
+                pod.proc.kill()
+            for pod in nodes:
+                pod.proc.wait()
+                started.remove(pod)
+            print("  SIGKILL to every node")
+            deadline = time.monotonic() + DEADLINE_S
+            start_nodes("Parallel")
+            acked = values[-1]
+            after = increment(edges[0])
+            status, body = get(f"{http}/counter/chart-ci", timeout=10)
+            print(f"  after the restart: increment answered {after}, GET {status} {body.strip()}")
+            # Every acknowledged increment survived, and the cluster serves.
+            if after <= acked or status != 200 or json.loads(body)["value"] < after:
+                raise RuntimeError(f"acknowledged {acked}, then {after}: {status} {body}")
     except Exception as e:  # report, then stop everything below
         print(f"FAILED: {e}")
         ok = False

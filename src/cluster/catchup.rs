@@ -2,9 +2,13 @@
 //! `/readyz`: every shard the ring places here has this node as a voter
 //! (not a learner still copying the log), a known leader, and — by that
 //! leader's own count — at most [`MAX_LAG`] log entries still to receive.
+//! A shard this node's Raft names itself leader of counts only while a
+//! quorum acknowledges it (the lease `ShardHandle::is_leader` keeps): after
+//! a whole-cluster crash, openraft 0.9 restores a node that led before as
+//! leader at once, alone, and that must not make it ready.
 //! Asks the leaders (`Cluster.Progress`) once a second; changes nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -34,8 +38,9 @@ pub fn spawn(
 ) -> watch::Receiver<Result<(), String>> {
     let (tx, rx) = watch::channel(Err("replicas not checked yet".to_owned()));
     tokio::spawn(async move {
+        let mut unconfirmed = BTreeSet::new();
         loop {
-            let verdict = check(&control, &tls).await;
+            let verdict = check(&control, &tls, &mut unconfirmed).await;
             let _previous = tx.send_replace(verdict);
             tokio::select! {
                 _ = tokio::time::sleep(EVERY) => {}
@@ -46,8 +51,17 @@ pub fn spawn(
     rx
 }
 
-/// One check of every shard the ring places on this node.
-async fn check(control: &Control, tls: &Tls) -> Result<(), String> {
+/// One check of every shard the ring places on this node. `unconfirmed`
+/// carries the shards this node's Raft led without a quorum's
+/// acknowledgement from one check to the next: only a shard still so a
+/// check later counts as behind (a newly elected leader has no
+/// acknowledgement for its first few milliseconds; a leader alone after a
+/// crash never gets one).
+async fn check(
+    control: &Control,
+    tls: &Tls,
+    unconfirmed: &mut BTreeSet<ShardId>,
+) -> Result<(), String> {
     let me = control.node_id();
     // Until this node's copy of the directory lists it, the ring places
     // nothing here, and "nothing to catch up" would be a false yes.
@@ -60,6 +74,8 @@ async fn check(control: &Control, tls: &Tls) -> Result<(), String> {
         .map(|m| (m.shard, m))
         .collect();
     let placed = control.placed_here();
+    let confirmed: BTreeSet<ShardId> = control.led_shards().into_iter().map(|(s, _)| s).collect();
+    let before = std::mem::take(unconfirmed);
     let mut behind: Vec<String> = Vec::new();
     let mut ask: BTreeMap<NodeId, Vec<ShardId>> = BTreeMap::new();
     for shard in &placed {
@@ -75,6 +91,13 @@ async fn check(control: &Control, tls: &Tls) -> Result<(), String> {
             }) => {
                 if *leader != me {
                     ask.entry(*leader).or_default().push(*shard);
+                } else if !confirmed.contains(shard) {
+                    unconfirmed.insert(*shard);
+                    if before.contains(shard) {
+                        behind.push(format!(
+                            "shard {shard}: leads it without a quorum's acknowledgement"
+                        ));
+                    }
                 }
             }
         }

@@ -293,6 +293,11 @@ impl Control {
     /// Runs the loop until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
+            // Whether each group this node's Raft leads has a quorum
+            // behind it: the one sign of a leader cut off from its peers.
+            for group in std::iter::once(&self.inner.meta).chain(self.inner.replicas.shards()) {
+                crate::telemetry::metrics::raft_quorum_acked(group.id(), group.is_leader());
+            }
             if let Err(e) = self.tick() {
                 tracing::warn!(error = %e, "control loop");
             }

@@ -1,7 +1,8 @@
 //! The cluster control plane: the membership directory (replicated in the
 //! metadata Raft group), how each shard's group follows the placement the
 //! ring derives from it, and the `Cluster` gRPC service nodes and edges use
-//! to join and to watch the cluster, and operators use to drain a node.
+//! to join and to watch the cluster, and operators use to drain a node and
+//! to see the cluster's status (`status.rs`).
 //!
 //! Never runs objects or serves clients; it only changes who replicates
 //! and who leads.
@@ -12,6 +13,7 @@ pub mod directory;
 pub mod drain;
 pub mod plan;
 pub mod service;
+pub mod status;
 
 pub use control::{Control, ControlOptions, ShardStatus};
 pub use directory::{Directory, META_SHARD, NodeRecord, NodeState};

@@ -1,4 +1,5 @@
-//! The `Cluster` gRPC service (join, watch, elect, set-state, remove) and
+//! The `Cluster` gRPC service (join — refused when the cluster-wide
+//! settings differ —, watch, elect, set-state, remove, progress, status) and
 //! the client calls nodes and edges make to it (`drain.rs` has the
 //! operator's drain).
 
@@ -107,10 +108,18 @@ type ViewStream = Pin<Box<dyn Stream<Item = Result<pb::ClusterView, Status>> + S
 #[tonic::async_trait]
 impl pb::cluster_server::Cluster for ClusterService {
     async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::JoinReply>, Status> {
+        let req = req.into_inner();
         let node = req
-            .into_inner()
             .node
             .ok_or_else(|| Status::invalid_argument("missing node"))?;
+        let ours = settings(self.shards, self.control.replication());
+        if let Some(why) = settings_mismatch(&ours, &req.settings.unwrap_or_default()) {
+            tracing::warn!(node_id = node.id, addr = %node.addr, %why, "join refused");
+            return Err(Status::failed_precondition(format!(
+                "node {} cannot join: {why}",
+                node.id
+            )));
+        }
         let record = record_of(node)?;
         tracing::info!(node_id = record.id, addr = %record.addr, "node asks to join");
         self.control.admit(record).await.map_err(to_status)?;
@@ -198,6 +207,15 @@ impl pb::cluster_server::Cluster for ClusterService {
         Ok(Response::new(pb::RemoveReply {}))
     }
 
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::NodeStatus>, Status> {
+        Ok(Response::new(
+            super::status::local(&self.control, self.shards).await,
+        ))
+    }
+
     async fn progress(
         &self,
         req: Request<pb::ProgressRequest>,
@@ -215,6 +233,51 @@ impl pb::cluster_server::Cluster for ClusterService {
             .collect();
         Ok(Response::new(pb::ProgressReply { shards }))
     }
+}
+
+/// The cluster-wide settings of a node started with `shards` shards and
+/// `replication` replicas, on this build's storage format.
+pub fn settings(shards: u16, replication: usize) -> pb::ClusterSettings {
+    pb::ClusterSettings {
+        shards: u32::from(shards),
+        replication: u32::try_from(replication).unwrap_or(u32::MAX),
+        format_version: crate::storage::keys::FORMAT_VERSION,
+    }
+}
+
+/// Why a node with settings `theirs` may not join a cluster with `ours`
+/// (a field of 0 was not sent: a node older than this check).
+pub fn settings_mismatch(
+    ours: &pb::ClusterSettings,
+    theirs: &pb::ClusterSettings,
+) -> Option<String> {
+    let mut why = Vec::new();
+    let mut compare = |what: &str, flag: &str, ours: u32, theirs: u32| {
+        if theirs != 0 && theirs != ours {
+            why.push(format!(
+                "it has {what} {theirs}, the cluster {ours} ({flag})"
+            ));
+        }
+    };
+    compare(
+        "shards",
+        "--shards / node.shards",
+        ours.shards,
+        theirs.shards,
+    );
+    compare(
+        "replication",
+        "--replication",
+        ours.replication,
+        theirs.replication,
+    );
+    compare(
+        "storage format version",
+        "a different roost release",
+        ours.format_version,
+        theirs.format_version,
+    );
+    (!why.is_empty()).then(|| why.join("; "))
 }
 
 /// A client to a node's `Cluster` service at `addr` (host:port), over
@@ -236,6 +299,7 @@ pub async fn connect(addr: &str, tls: &Tls) -> Result<ClusterClient<Channel>, cr
 pub async fn join(
     seeds: &[String],
     me: &NodeRecord,
+    settings: pb::ClusterSettings,
     deadline: Duration,
     tls: &Tls,
 ) -> Result<(), String> {
@@ -245,6 +309,7 @@ pub async fn join(
             addr: me.addr.clone(),
             draining: false,
         }),
+        settings: Some(settings),
     };
     on_meta_leader(seeds, deadline, tls, |mut client| {
         let req = req.clone();
@@ -312,4 +377,29 @@ where
         }
     }
     Err(last_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_with_other_cluster_settings_is_refused() {
+        let ours = settings(64, 3);
+        assert_eq!(settings_mismatch(&ours, &settings(64, 3)), None);
+        // Not sent (an older node): nothing to compare.
+        assert_eq!(
+            settings_mismatch(&ours, &pb::ClusterSettings::default()),
+            None
+        );
+        let why = settings_mismatch(&ours, &settings(32, 5)).expect("refused");
+        assert!(why.contains("shards 32, the cluster 64"), "{why}");
+        assert!(why.contains("replication 5, the cluster 3"), "{why}");
+        let other_format = pb::ClusterSettings {
+            format_version: 99,
+            ..settings(64, 3)
+        };
+        let why = settings_mismatch(&ours, &other_format).expect("refused");
+        assert!(why.contains("storage format version 99"), "{why}");
+    }
 }

@@ -3,13 +3,14 @@
 //! the node's parts into [`telemetry::admin`](crate::telemetry::admin).
 
 use std::net::SocketAddr;
+use std::path::Path;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::Error;
 use crate::object::Runtime;
 use crate::storage::Db;
-use crate::telemetry::admin::{Admin, AdminSources, HotObject};
+use crate::telemetry::admin::{Admin, AdminSources, ClusterSource, HotObject};
 use crate::telemetry::metrics::{self, ColumnFamilySample, RocksDbSample};
 
 /// Serves the admin endpoints on `addr`, rendering the recorder of `handle`;
@@ -17,16 +18,19 @@ use crate::telemetry::metrics::{self, ColumnFamilySample, RocksDbSample};
 pub(super) async fn start(
     addr: SocketAddr,
     handle: PrometheusHandle,
+    data_dir: &Path,
     db: &Db,
     runtime: &Runtime,
     ready: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+    cluster: Option<ClusterSource>,
 ) -> Result<Admin, Error> {
     let (listener, _) = super::bind(addr).await?;
     let sample = {
-        let (db, runtime) = (db.clone(), runtime.clone());
+        let (db, runtime, data_dir) = (db.clone(), runtime.clone(), data_dir.to_owned());
         move || {
             metrics::objects_live(runtime.live_objects());
             metrics::rocksdb(&rocksdb_sample(&db));
+            disk_sample(&data_dir);
         }
     };
     let hot = {
@@ -38,7 +42,8 @@ pub(super) async fn start(
         hot: Box::new(hot),
         ready,
     };
-    Admin::start(listener, handle, sources).map_err(|source| Error::Listen { addr, source })
+    Admin::start_with_cluster(listener, handle, sources, cluster)
+        .map_err(|source| Error::Listen { addr, source })
 }
 
 fn hot_objects(runtime: &Runtime, n: usize) -> Vec<HotObject> {
@@ -94,5 +99,18 @@ fn rocksdb_sample(db: &Db) -> RocksDbSample {
         delayed_write_rate: first("rocksdb.actual-delayed-write-rate"),
         running_compactions: first("rocksdb.num-running-compactions"),
         column_families,
+    }
+}
+
+/// The data directory's filesystem: size and space left (`roost_disk_*`).
+fn disk_sample(dir: &Path) {
+    match rustix::fs::statvfs(dir) {
+        Ok(s) => metrics::disk(
+            s.f_blocks.saturating_mul(s.f_frsize),
+            s.f_bavail.saturating_mul(s.f_frsize),
+        ),
+        Err(e) => {
+            tracing::debug!(dir = %dir.display(), error = %e, "statvfs of the data directory")
+        }
     }
 }

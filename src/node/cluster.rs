@@ -123,7 +123,27 @@ impl ClusterNode {
             let control = control.clone();
             Box::new(move || node_ready(&control, &caught_up.borrow()))
         };
-        let admin = super::admin::start(config.admin.listen, metrics, &db, &runtime, ready).await?;
+        // `/admin/cluster`: this node's own gRPC address lists the rest.
+        let cluster_status: crate::telemetry::admin::ClusterSource = {
+            let (seeds, tls) = (vec![advertise.clone()], tls.clone());
+            Box::new(move || {
+                let (seeds, tls) = (seeds.clone(), tls.clone());
+                Box::pin(async move {
+                    let status = crate::cluster::status::gather(&seeds, &tls).await?;
+                    serde_json::to_value(status).map_err(|e| e.to_string())
+                })
+            })
+        };
+        let admin = super::admin::start(
+            config.admin.listen,
+            metrics,
+            &data_dir,
+            &db,
+            &runtime,
+            ready,
+            Some(cluster_status),
+        )
+        .await?;
         tracing::info!(addr = %admin.local_addr(), "serving metrics and admin endpoints");
 
         tracing::info!(
@@ -133,15 +153,26 @@ impl ClusterNode {
         );
         let objects =
             ObjectsService::new(Arc::new(runtime.clone()), super::objects_limits(&config));
+        use crate::rpc::introspect;
+        use crate::rpc::pb::{cluster_server, objects_server, raft_server};
+        let health = introspect::health(&[
+            introspect::name_of::<raft_server::RaftServer<RaftService>>(),
+            introspect::name_of::<objects_server::ObjectsServer<ObjectsService>>(),
+            introspect::name_of::<cluster_server::ClusterServer<ClusterService>>(),
+        ])
+        .await;
         let server = tls
             .server()
             .map_err(Error::Tls)?
+            .layer(crate::rpc::metered::MetricsLayer)
             .add_service(
                 RaftService::with_max_snapshot(replicas.clone(), config.raft.max_snapshot_bytes)
                     .into_server(),
             )
             .add_service(objects.into_server())
             .add_service(ClusterService::new(control.clone(), config.node.shards))
+            .add_service(health)
+            .add_optional_service(introspect::reflection())
             .serve_with_incoming_shutdown(
                 // No Nagle: a small reply (an AppendEntries ack, a fetch
                 // response) must not wait ~40 ms for the peer's delayed ACK.
@@ -177,7 +208,9 @@ impl ClusterNode {
                     state: NodeState::Active,
                 };
                 tracing::info!(?seeds, "joining the cluster");
-                cluster_service::join(&seeds, &me, Duration::from_secs(120), &tls)
+                let settings =
+                    cluster_service::settings(config.node.shards, args.replication.max(1));
+                cluster_service::join(&seeds, &me, settings, Duration::from_secs(120), &tls)
                     .await
                     .map_err(Error::Cluster)?;
             }
@@ -301,8 +334,9 @@ fn node_ready(control: &Control, caught_up: &Result<(), String>) -> Result<(), S
             "node {me} is not an active member of the directory yet"
         ));
     }
-    if control.meta_leader_addr().is_none() {
-        return Err("no known leader of the metadata group".into());
+    match (control.meta_leader_addr(), caught_up) {
+        (Some(_), verdict) => verdict.clone(),
+        (None, Ok(())) => Err("no known leader of the metadata group".into()),
+        (None, Err(why)) => Err(format!("no known leader of the metadata group; {why}")),
     }
-    caught_up.clone()
 }

@@ -9,7 +9,9 @@
 //! translation between protobuf messages, gRPC statuses and the object
 //! layer's types (`convert`), and the one place that builds gRPC servers
 //! and client endpoints, plain or with mutual TLS ([`tls`]), with the role
-//! check every server runs ([`auth`]).
+//! check every server runs ([`auth`]); beside every server's own services,
+//! gRPC health and reflection ([`introspect`]) and per-call metrics
+//! ([`metered`]).
 //!
 //! Never: runs objects, touches storage or decides anything itself (it
 //! carries messages to the layer that owns them), or lets protobuf types
@@ -19,6 +21,8 @@ pub mod auth;
 pub mod certs;
 pub mod codec;
 mod convert;
+pub mod introspect;
+pub mod metered;
 pub mod objects;
 pub mod raft;
 pub mod remote;

@@ -115,11 +115,18 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let closer = service.clone();
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let health = super::introspect::health(&[super::introspect::name_of::<
+        pb::objects_server::ObjectsServer<ObjectsService>,
+    >()])
+    .await;
     tls.server()?
         // Finds callers that vanished while holding a socket stream open.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(super::metered::MetricsLayer)
         .add_service(service.into_server())
+        .add_service(health)
+        .add_optional_service(super::introspect::reflection())
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.cancelled().await;
             closer.close_sockets().await;

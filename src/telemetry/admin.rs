@@ -1,6 +1,7 @@
 //! The admin HTTP server, on its own listener (`admin.listen`), apart from
 //! user traffic: `GET /metrics` (Prometheus text format),
 //! `GET /admin/hot-objects` (the busiest objects, with their ids, as JSON),
+//! `GET /admin/cluster` on a cluster node (`roost cluster status --json`),
 //! and the probes: `GET /healthz` (200 while the process serves this
 //! listener: liveness) and `GET /readyz` (200 when the node's own readiness
 //! check passes, else 503 with the reason).
@@ -9,7 +10,9 @@
 //! closures that sample what is read at scrape time and rank the busiest
 //! objects.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,9 +66,18 @@ pub struct AdminSources {
     pub ready: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
 }
 
+/// The cluster's status as JSON (`/admin/cluster` on a cluster node):
+/// asks the other nodes, so it is async; `Err` when it cannot be had.
+pub type ClusterSource = Box<
+    dyn Fn() -> Pin<Box<dyn Future<Output = Result<serde_json::Value, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
 struct Shared {
     handle: PrometheusHandle,
     sources: AdminSources,
+    cluster: Option<ClusterSource>,
 }
 
 /// A running admin server.
@@ -82,9 +94,23 @@ impl Admin {
         handle: PrometheusHandle,
         sources: AdminSources,
     ) -> std::io::Result<Admin> {
+        Self::start_with_cluster(listener, handle, sources, None)
+    }
+
+    /// [`Admin::start`], also serving `/admin/cluster` from `cluster`.
+    pub fn start_with_cluster(
+        listener: TcpListener,
+        handle: PrometheusHandle,
+        sources: AdminSources,
+        cluster: Option<ClusterSource>,
+    ) -> std::io::Result<Admin> {
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
-        let shared = Arc::new(Shared { handle, sources });
+        let shared = Arc::new(Shared {
+            handle,
+            sources,
+            cluster,
+        });
         let app = router(shared.clone());
         let server = tokio::spawn({
             let stop = stop.clone();
@@ -127,13 +153,28 @@ fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))
         .route("/admin/hot-objects", get(hot_objects))
+        .route("/admin/cluster", get(cluster_status))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(shared)
 }
 
+/// CPU, memory, open files and threads of this process (`process_*`),
+/// described once.
+fn process_metrics() {
+    static COLLECTOR: std::sync::OnceLock<metrics_process::Collector> = std::sync::OnceLock::new();
+    COLLECTOR
+        .get_or_init(|| {
+            let c = metrics_process::Collector::default();
+            c.describe();
+            c
+        })
+        .collect();
+}
+
 async fn metrics_text(State(shared): State<Arc<Shared>>) -> Response {
     (shared.sources.sample)();
+    process_metrics();
     let ranked: Vec<RankedObject> = (shared.sources.hot)(super::hot::TOP_N)
         .into_iter()
         .map(|o| RankedObject {
@@ -165,6 +206,26 @@ static READYZ_WARNING: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 /// Makes `/readyz` carry `warning` (a later call changes nothing).
 pub fn set_readyz_warning(warning: String) {
     let _ = READYZ_WARNING.set(warning);
+}
+
+/// The cluster's status (nodes, shards, warnings) as JSON; 404 on a
+/// process that is not a cluster node, 503 when no node answered.
+async fn cluster_status(State(shared): State<Arc<Shared>>) -> Response {
+    let Some(cluster) = &shared.cluster else {
+        return (
+            axum::http::StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({"error": "not a cluster node"})),
+        )
+            .into_response();
+    };
+    match cluster().await {
+        Ok(status) => axum::Json(status).into_response(),
+        Err(e) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "error": e })),
+        )
+            .into_response(),
+    }
 }
 
 /// Liveness: answering at all is the signal.
@@ -270,6 +331,10 @@ mod tests {
             .expect("response");
         assert_eq!(resp.status(), 503);
         assert_eq!(resp.text().await.expect("body"), "not ready: no view yet\n");
+        let resp = reqwest::get(format!("http://{}/admin/cluster", admin.local_addr()))
+            .await
+            .expect("response");
+        assert_eq!(resp.status(), 404, "not a cluster node");
         admin.shutdown().await;
     }
 }

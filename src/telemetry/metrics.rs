@@ -13,9 +13,9 @@
 //! Naming, so that the cluster's metrics slot in: `roost_<area>_<what>[_unit]`
 //! with `_total` on counters. Areas: `http` (the edge), `object`, `websocket`,
 //! `storage`, `alarms`, `raft` (per `shard`; the cluster adds `peer` for
-//! replication), `rocksdb`. Reserved for the cluster: `roost_rpc_*` (gRPC
-//! server and client, `rpc.*` semantics) and `roost_forward_*` (edge →
-//! owner forwarding latency and failures).
+//! replication), `rocksdb`, `rpc` (gRPC servers: every call by service,
+//! method and code), `disk` (the data directory's filesystem),
+//! `forward` (edge → owner forwarding latency and failures).
 
 use std::fmt::Write as _;
 use std::sync::OnceLock;
@@ -75,6 +75,7 @@ pub const RANK: &str = "rank";
 pub const VERSION: &str = "version";
 pub const SERVICE: &str = "service";
 pub const ROLE: &str = "role";
+pub const CODE: &str = "code";
 
 /// The route label of a request the worker did not classify (or never saw).
 pub const OTHER_ROUTE: &str = "other";
@@ -107,6 +108,7 @@ pub const ALARMS_RETRIED: &str = "roost_alarms_retried_total";
 pub const ALARMS_FAILED: &str = "roost_alarms_failed_total";
 pub const ALARMS_PENDING: &str = "roost_alarms_pending";
 pub const RAFT_IS_LEADER: &str = "roost_raft_is_leader";
+pub const RAFT_QUORUM_ACKED: &str = "roost_raft_quorum_acked";
 pub const RAFT_TERM: &str = "roost_raft_term";
 pub const RAFT_LAST_LOG_INDEX: &str = "roost_raft_last_log_index";
 pub const RAFT_COMMIT_INDEX: &str = "roost_raft_commit_index";
@@ -130,6 +132,10 @@ pub const ROCKSDB_PENDING_COMPACTION: &str = "roost_rocksdb_pending_compaction_b
 pub const ROCKSDB_SST_FILES: &str = "roost_rocksdb_sst_files_bytes";
 pub const ROCKSDB_MEMTABLES: &str = "roost_rocksdb_memtable_bytes";
 pub const ROCKSDB_RUNNING_COMPACTIONS: &str = "roost_rocksdb_running_compactions";
+pub const RPC_SERVER_REQUESTS: &str = "roost_rpc_server_requests_total";
+pub const RPC_SERVER_DURATION: &str = "roost_rpc_server_duration_seconds";
+pub const DISK_SIZE: &str = "roost_disk_size_bytes";
+pub const DISK_AVAILABLE: &str = "roost_disk_available_bytes";
 
 const fn def(
     name: &'static str,
@@ -208,6 +214,8 @@ pub const ALL: &[Def] = &[
         "Alarms in this node's timetable (of the shards it leads)."),
     def(RAFT_IS_LEADER, G, Unit::Count, &[SHARD],
         "1 if this node leads the shard's Raft group, else 0."),
+    def(RAFT_QUORUM_ACKED, G, Unit::Count, &[SHARD],
+        "1 if this node leads the shard and a quorum of its group acknowledged it within the lease (election_timeout_max), else 0. A leader cut off from its peers keeps roost_raft_is_leader 1 but drops this to 0: its writes settle as no_quorum (shard=\"65535\" is the metadata group)."),
     def(RAFT_TERM, G, Unit::Count, &[SHARD],
         "The shard's current Raft term as this node sees it."),
     def(RAFT_LAST_LOG_INDEX, G, Unit::Count, &[SHARD],
@@ -254,6 +262,14 @@ pub const ALL: &[Def] = &[
         "Size of the column family's memtables (rocksdb.cur-size-all-mem-tables)."),
     def(ROCKSDB_RUNNING_COMPACTIONS, G, Unit::Count, &[],
         "Compactions running right now (rocksdb.num-running-compactions)."),
+    def(RPC_SERVER_REQUESTS, C, Unit::Count, &[SERVICE, METHOD, CODE],
+        "gRPC calls this process served, by service, method (\"unknown\" for a path no service has) and status code name (OK, UNAVAILABLE, ...)."),
+    def(RPC_SERVER_DURATION, H(LATENCY_BUCKETS), Unit::Seconds, &[SERVICE, METHOD],
+        "Time from a gRPC call's arrival to its end (the last message or status of a stream)."),
+    def(DISK_SIZE, G, Unit::Bytes, &[],
+        "Size of the filesystem holding the node's data directory."),
+    def(DISK_AVAILABLE, G, Unit::Bytes, &[],
+        "Bytes an unprivileged process may still write on the filesystem holding the node's data directory."),
 ];
 
 mod record;

@@ -6,7 +6,9 @@
 //! Longer failure tests live beside it, each with its own cluster:
 //! `kill_cycles.rs` (ten SIGKILL/restart cycles), `sigstop.rs` (a paused
 //! leader), `scale_out.rs` (a 4th node joins), `scale_in.rs` (a node is
-//! drained out and removed), `grpc_public.rs` (the public gRPC API from a
+//! drained out and removed), `restart.rs` (every node killed at once,
+//! restarted concurrently in random order), `status.rs` (`roost cluster
+//! status`, `/admin/cluster`, a join refused for other settings), `grpc_public.rs` (the public gRPC API from a
 //! plain client, through the edge and at the nodes), `mtls.rs` (the cluster
 //! and an edge over mutual TLS, with roles), `security.rs` (no start
 //! without `[tls]` or `--insecure`; hostile Raft messages), `partition.rs` (a leader cut off from its
@@ -26,12 +28,14 @@ mod mtls;
 mod netns;
 mod partition;
 mod procs;
+mod restart;
 mod scale_in;
 mod scale_out;
 mod security;
 #[path = "../seed_contract/mod.rs"]
 mod seed_contract;
 mod sigstop;
+mod status;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

@@ -20,6 +20,15 @@ impl Control {
             .map(|n| n.addr.clone())
     }
 
+    /// Every Raft group on this node: the metadata group first, then the
+    /// object shards.
+    pub fn groups(&self) -> Vec<crate::replication::ShardHandle> {
+        std::iter::once(&self.inner.meta)
+            .chain(self.inner.replicas.shards())
+            .cloned()
+            .collect()
+    }
+
     /// Shards this node leads right now (the metadata group included).
     pub fn led_shards(&self) -> Vec<(ShardId, Vec<NodeId>)> {
         std::iter::once(&self.inner.meta)

@@ -308,3 +308,28 @@ impl ShardMetrics {
         self.snapshot_index.set(p.snapshot as f64);
     }
 }
+
+/// Whether this node leads `shard` with a quorum's acknowledgement within
+/// the lease (`roost_raft_quorum_acked`).
+pub fn raft_quorum_acked(shard: u16, acked: bool) {
+    metrics::gauge!(RAFT_QUORUM_ACKED, SHARD => shard.to_string()).set(if acked {
+        1.0
+    } else {
+        0.0
+    });
+}
+
+/// One gRPC call served: `service` and `method` from its path (the caller
+/// bounds them: only paths a served service answered), `code` the status code's name.
+pub fn rpc_served(service: String, method: String, code: &'static str, took: Duration) {
+    let histogram = metrics::histogram!(RPC_SERVER_DURATION, SERVICE => service.clone(), METHOD => method.clone());
+    metrics::counter!(RPC_SERVER_REQUESTS, SERVICE => service, METHOD => method, CODE => code)
+        .increment(1);
+    histogram.record(took.as_secs_f64());
+}
+
+/// The data directory's filesystem: its size and the bytes still free.
+pub fn disk(size: u64, available: u64) {
+    metrics::gauge!(DISK_SIZE).set(size as f64);
+    metrics::gauge!(DISK_AVAILABLE).set(available as f64);
+}
