@@ -186,8 +186,9 @@ fn tag_of(name: &str) -> Option<&str> {
 fn stale(tag: &str) -> bool {
     let pid = &tag[PREFIX.len()..];
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    // A reused pid runs something else; a test binary is `cluster-<hash>`.
-    !comm.starts_with("cluster")
+    // A reused pid runs something else; a test binary is `cluster-<hash>`
+    // (or `nemesis-<hash>`, tests/nemesis, which builds its network here too).
+    !(comm.starts_with("cluster") || comm.starts_with("nemesis"))
 }
 
 /// Namespaces and links (by first word of `ip` listings) carrying a tag.
