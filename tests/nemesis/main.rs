@@ -33,7 +33,6 @@ mod harness;
 #[allow(dead_code)]
 #[path = "../cluster/netns.rs"]
 mod netns;
-#[allow(dead_code)]
 #[path = "../cluster/procs.rs"]
 mod procs;
 mod schedule;
@@ -216,16 +215,16 @@ async fn randomized_faults_keep_every_promise() {
     }
     eprintln!(
         "{}",
-        summary::render(
-            s.seed,
-            started.elapsed(),
-            &ops,
-            s.objects,
-            &log,
-            &violations,
-            lost_count,
+        summary::render(&summary::Run {
+            seed: s.seed,
+            ran: started.elapsed(),
+            ops: &ops,
+            objects: s.objects,
+            faults: &log,
+            violations: &violations,
+            lost: lost_count,
             duplicates,
-        )
+        })
     );
     let acked = ops
         .iter()

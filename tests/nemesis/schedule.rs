@@ -88,76 +88,53 @@ pub struct Step {
     pub calm: Duration,
 }
 
+/// The kinds, by weight; membership changes are slow, so rarer.
+const KINDS: &[(&str, u32)] = &[
+    ("kill", 4),
+    ("pause", 3),
+    ("isolate", 4),
+    ("split", 2),
+    ("one-way", 2),
+    ("loss", 2),
+    ("crash-all", 1),
+    ("membership", 1),
+];
+
 /// The plan for a run of about `budget` (faults, holds and calms; the
-/// recovery waits come on top): `nodes` nodes to start with.
+/// recovery waits come on top): `nodes` nodes to start with. It opens
+/// with every kind once, in a seeded order (membership twice: an add,
+/// then a drain), so even a short run meets each; then kinds by weight.
 pub fn plan(seed: u64, nodes: u64, budget: Duration) -> Vec<Step> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut live: Vec<u64> = (1..=nodes).collect();
     let mut next_id = nodes + 1;
     let mut steps = Vec::new();
     let mut used = Duration::ZERO;
-    // The kinds, by weight; membership changes are slow, so rarer.
-    const KINDS: &[(&str, u32)] = &[
-        ("kill", 4),
-        ("pause", 3),
-        ("isolate", 4),
-        ("split", 2),
-        ("one-way", 2),
-        ("loss", 2),
-        ("crash-all", 1),
-        ("membership", 1),
-    ];
+    let mut opening: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
+    opening.push("membership");
+    for i in (1..opening.len()).rev() {
+        opening.swap(i, rng.random_range(0..=i));
+    }
     let total: u32 = KINDS.iter().map(|(_, w)| w).sum();
-    while used < budget {
-        let mut pick = rng.random_range(0..total);
-        let kind = KINDS
-            .iter()
-            .find(|(_, w)| {
-                if pick < *w {
-                    true
-                } else {
-                    pick -= w;
-                    false
-                }
-            })
-            .map_or("kill", |(k, _)| *k);
-        let any = |rng: &mut StdRng, live: &[u64]| live[rng.random_range(0..live.len())];
-        let fault = match kind {
-            "kill" => Fault::Kill(any(&mut rng, &live)),
-            "pause" => Fault::Pause(any(&mut rng, &live)),
-            "isolate" => Fault::Isolate(any(&mut rng, &live)),
-            "split" => {
-                let mut shuffled = live.clone();
-                for i in (1..shuffled.len()).rev() {
-                    shuffled.swap(i, rng.random_range(0..=i));
-                }
-                let minority = (shuffled.len() - 1) / 2;
-                let (a, b) = shuffled.split_at(minority.max(1));
-                let (mut a, mut b) = (a.to_vec(), b.to_vec());
-                a.sort_unstable();
-                b.sort_unstable();
-                Fault::Split(a, b)
-            }
-            "one-way" => Fault::OneWay {
-                node: any(&mut rng, &live),
-                deaf: rng.random_bool(0.5),
-            },
-            "loss" => Fault::Loss(rng.random_range(5..=30)),
-            "crash-all" => Fault::CrashAll,
-            _ => {
-                // Grow one, then shrink one: never fewer than we started
-                // with (a drain needs R = 3 active nodes left).
-                if live.len() as u64 > nodes {
-                    let old = any(&mut rng, &live);
-                    live.retain(|n| *n != old);
-                    Fault::Drain(old)
-                } else {
-                    live.push(next_id);
-                    next_id += 1;
-                    Fault::Add(next_id - 1)
-                }
+    while used < budget || !opening.is_empty() {
+        let kind = match opening.pop() {
+            Some(k) => k,
+            None => {
+                let mut pick = rng.random_range(0..total);
+                KINDS
+                    .iter()
+                    .find(|(_, w)| {
+                        if pick < *w {
+                            true
+                        } else {
+                            pick -= w;
+                            false
+                        }
+                    })
+                    .map_or("kill", |(k, _)| *k)
             }
         };
+        let fault = fault_of(kind, &mut rng, &mut live, &mut next_id, nodes);
         let hold = Duration::from_millis(rng.random_range(1_000..=4_000));
         let calm = Duration::from_millis(rng.random_range(1_000..=3_000));
         // Adds and drains take their own time; count them as ~10 s.
@@ -169,6 +146,53 @@ pub fn plan(seed: u64, nodes: u64, budget: Duration) -> Vec<Step> {
         steps.push(Step { fault, hold, calm });
     }
     steps
+}
+
+/// Draws a fault of `kind` against the `live` members.
+fn fault_of(
+    kind: &str,
+    rng: &mut StdRng,
+    live: &mut Vec<u64>,
+    next_id: &mut u64,
+    nodes: u64,
+) -> Fault {
+    let any = |rng: &mut StdRng, live: &[u64]| live[rng.random_range(0..live.len())];
+    match kind {
+        "kill" => Fault::Kill(any(rng, live)),
+        "pause" => Fault::Pause(any(rng, live)),
+        "isolate" => Fault::Isolate(any(rng, live)),
+        "split" => {
+            let mut shuffled = live.clone();
+            for i in (1..shuffled.len()).rev() {
+                shuffled.swap(i, rng.random_range(0..=i));
+            }
+            let minority = ((shuffled.len() - 1) / 2).max(1);
+            let (a, b) = shuffled.split_at(minority);
+            let (mut a, mut b) = (a.to_vec(), b.to_vec());
+            a.sort_unstable();
+            b.sort_unstable();
+            Fault::Split(a, b)
+        }
+        "one-way" => Fault::OneWay {
+            node: any(rng, live),
+            deaf: rng.random_bool(0.5),
+        },
+        "loss" => Fault::Loss(rng.random_range(5..=30)),
+        "crash-all" => Fault::CrashAll,
+        _ => {
+            // Grow one, then shrink one: never fewer than we started
+            // with (a drain needs R = 3 active nodes left).
+            if live.len() as u64 > nodes {
+                let old = any(rng, live);
+                live.retain(|n| *n != old);
+                Fault::Drain(old)
+            } else {
+                live.push(*next_id);
+                *next_id += 1;
+                Fault::Add(*next_id - 1)
+            }
+        }
+    }
 }
 
 /// The highest node id a plan uses (the network needs a namespace each).
@@ -237,6 +261,15 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn even_a_short_run_meets_every_kind() {
+        let kinds: std::collections::BTreeSet<&str> = plan(7, 3, Duration::from_secs(1))
+            .iter()
+            .map(|s| s.fault.kind())
+            .collect();
+        assert_eq!(kinds.len(), 9, "{kinds:?}");
     }
 
     #[test]

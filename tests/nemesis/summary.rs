@@ -37,17 +37,30 @@ pub fn unavailable_after(ops: &[Op], objects: usize, start: u64) -> Option<Durat
     })
 }
 
+/// What a run found, for [`render`].
+pub struct Run<'a> {
+    pub seed: u64,
+    pub ran: Duration,
+    pub ops: &'a [Op],
+    pub objects: usize,
+    pub faults: &'a [Injected],
+    pub violations: &'a [String],
+    pub lost: usize,
+    pub duplicates: usize,
+}
+
 /// The summary printed at the end of a run.
-pub fn render(
-    seed: u64,
-    ran: Duration,
-    ops: &[Op],
-    objects: usize,
-    faults: &[Injected],
-    violations: &[String],
-    lost: usize,
-    duplicates: usize,
-) -> String {
+pub fn render(run: &Run<'_>) -> String {
+    let Run {
+        seed,
+        ran,
+        ops,
+        objects,
+        faults,
+        violations,
+        lost,
+        duplicates,
+    } = *run;
     let mut s = String::new();
     let count = |k: Kind, f: fn(&Outcome) -> bool| {
         ops.iter().filter(|o| o.kind == k && f(&o.outcome)).count()
