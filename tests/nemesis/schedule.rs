@@ -100,6 +100,9 @@ const KINDS: &[(&str, u32)] = &[
     ("membership", 1),
 ];
 
+/// Steps of the opening round (every kind once, membership twice).
+pub const OPENING: usize = 9;
+
 /// The plan for a run of about `budget` (faults, holds and calms; the
 /// recovery waits come on top): `nodes` nodes to start with. It opens
 /// with every kind once, in a seeded order (membership twice: an add,
@@ -270,6 +273,7 @@ mod tests {
             .map(|s| s.fault.kind())
             .collect();
         assert_eq!(kinds.len(), 9, "{kinds:?}");
+        assert_eq!(KINDS.len() + 1, OPENING);
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub struct Run<'a> {
     pub objects: usize,
     pub faults: &'a [Injected],
     pub violations: &'a [String],
+    pub stalls: &'a [String],
     pub lost: usize,
     pub duplicates: usize,
 }
@@ -58,6 +59,7 @@ pub fn render(run: &Run<'_>) -> String {
         objects,
         faults,
         violations,
+        stalls,
         lost,
         duplicates,
     } = *run;
@@ -106,6 +108,14 @@ pub fn render(run: &Run<'_>) -> String {
         s,
         "values acknowledged twice (the outside sign of two executors at once): {duplicates}"
     );
+    let _ = writeln!(
+        s,
+        "stalls (no recovery within the deadline; reported, not failed): {}",
+        stalls.len()
+    );
+    for v in stalls.iter().take(20) {
+        let _ = writeln!(s, "  - {v}");
+    }
     let _ = writeln!(s, "violations: {}", violations.len());
     for v in violations.iter().take(20) {
         let _ = writeln!(s, "  - {v}");
