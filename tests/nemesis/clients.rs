@@ -46,8 +46,14 @@ impl History {
         self.ops.lock().expect("history lock").clone()
     }
 
-    fn push(&self, op: Op) {
+    pub fn record(&self, op: Op) {
         self.ops.lock().expect("history lock").push(op);
+    }
+
+    /// Records a violation seen by a client (printed at once, too).
+    pub fn violation(&self, v: String) {
+        eprintln!("nemesis: VIOLATION: {v}");
+        self.violations.lock().expect("lock").push(v);
     }
 }
 
@@ -110,13 +116,25 @@ pub async fn run_op(
         edge,
         status,
     };
-    history.push(op.clone());
+    history.record(op.clone());
     op
+}
+
+/// The lab's share of the workload (`NEMESIS_APP=lab`).
+pub struct LabLoad {
+    /// The edges' gRPC object API addresses.
+    pub grpc: Vec<String>,
+    /// `LAB` objects; their object ids follow the counters'.
+    pub names: Vec<String>,
+    /// Alarm objects are `{alarm_prefix}-{n}`.
+    pub alarm_prefix: String,
 }
 
 /// Running clients.
 pub struct Clients {
     pub history: History,
+    /// Alarms set so far (lab only).
+    pub alarms: Arc<Mutex<Vec<crate::lab_clients::Alarm>>>,
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -130,8 +148,10 @@ impl Clients {
         names: Vec<String>,
         clients: usize,
         seed: u64,
+        lab: Option<&LabLoad>,
     ) -> Clients {
         let stop = Arc::new(AtomicBool::new(false));
+        let alarms: Arc<Mutex<Vec<crate::lab_clients::Alarm>>> = Arc::default();
         let http = reqwest::Client::new();
         let mut tasks = Vec::new();
         for c in 0..clients {
@@ -163,8 +183,28 @@ impl Clients {
                 }
             }));
         }
+        if let Some(lab) = lab {
+            tasks.extend(crate::lab_clients::start(
+                history.clone(),
+                lab.grpc.clone(),
+                lab.names.clone(),
+                names.len(),
+                clients,
+                seed,
+                stop.clone(),
+            ));
+            tasks.push(crate::lab_clients::alarm_setter(
+                lab.grpc.clone(),
+                lab.alarm_prefix.clone(),
+                seed,
+                stop.clone(),
+                alarms.clone(),
+                history.clone(),
+            ));
+        }
         Clients {
             history,
+            alarms,
             stop,
             tasks,
         }
@@ -215,10 +255,46 @@ pub async fn final_reads(
     history: &History,
     edges: &[String],
     names: &[String],
+    lab: Option<&LabLoad>,
     timeout: Duration,
 ) -> Result<BTreeMap<usize, i64>, String> {
     let http = reqwest::Client::new();
     let mut finals = BTreeMap::new();
+    if let Some(lab) = lab {
+        let grpc: Vec<_> = lab
+            .grpc
+            .iter()
+            .map(|e| crate::lab_clients::client(e))
+            .collect();
+        for (i, name) in lab.names.iter().enumerate() {
+            let object = names.len() + i;
+            for edge in 0..grpc.len() {
+                let deadline = Instant::now() + timeout;
+                loop {
+                    let op = crate::lab_clients::run_op(
+                        &grpc,
+                        history,
+                        (usize::MAX, edge),
+                        (object, name),
+                        Kind::Read,
+                        (0, 0),
+                    )
+                    .await;
+                    if let Outcome::Ok(v) = op.outcome {
+                        finals.insert(object, v);
+                        break;
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(format!(
+                            "final read of lab object {object} via edge {edge}: no answer within {timeout:?} (last: {})",
+                            op.status
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
     for (object, name) in names.iter().enumerate() {
         for edge in 0..edges.len() {
             let deadline = Instant::now() + timeout;

@@ -37,12 +37,15 @@ pub struct Cluster {
     ruled: Vec<u64>,
     /// Every node id the network has a namespace for.
     max_id: u64,
+    /// Nodes are this test binary serving the lab class too (`lab.rs`),
+    /// not `roost node`.
+    lab: bool,
 }
 
 impl Cluster {
     /// Starts nodes `1..=n` (node 1 bootstraps) in a network with room for
     /// nodes up to `max_id`, and waits until every shard has three voters.
-    pub async fn start(n: u64, max_id: u64) -> Cluster {
+    pub async fn start(n: u64, max_id: u64, lab: bool) -> Cluster {
         let net = Arc::new(Net::new(max_id));
         let root = Arc::new(tempfile::tempdir().expect("temp dir"));
         let mut c = Cluster {
@@ -51,6 +54,7 @@ impl Cluster {
             root,
             ruled: Vec::new(),
             max_id,
+            lab,
         };
         let first = c.spawn(1, None, Vec::new()).await;
         let seeds = vec![first.addr.clone()];
@@ -87,8 +91,13 @@ impl Cluster {
         let wrap = self.net.exec_prefix(id);
         let listen = addr.unwrap_or_else(|| format!("{}:0", self.net.ip(id)));
         let root: PathBuf = self.root.path().to_owned();
+        let lab = self.lab;
         tokio::task::spawn_blocking(move || {
-            procs::node_wrapped(&wrap, &root, id, &listen, &join, SHARDS)
+            if lab {
+                lab_node(&wrap, &root, id, &listen, &join)
+            } else {
+                procs::node_wrapped(&wrap, &root, id, &listen, &join, SHARDS)
+            }
         })
         .await
         .expect("node start task")
@@ -282,6 +291,71 @@ impl Cluster {
                 "the cluster did not come back together within {timeout:?}"
             )),
         }
+    }
+}
+
+/// Starts this test binary as a lab node (`lab::serve_if_asked`) through
+/// `wrap`, and waits (up to 120 s) for its two address lines.
+fn lab_node(
+    wrap: &[String],
+    root: &std::path::Path,
+    id: u64,
+    listen: &str,
+    join: &[String],
+) -> Proc {
+    use std::io::{BufRead, BufReader};
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let spec = format!(
+        "{id};{listen};{};{SHARDS};{}",
+        procs::data_dir(root, id).display(),
+        join.join(",")
+    );
+    let mut child = Command::new(&wrap[0])
+        .args(&wrap[1..])
+        .arg(exe)
+        .args([
+            "--exact",
+            "lab_node_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(crate::lab::NODE_ENV, spec)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,openraft=off".into()),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("lab node starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            for (i, marker) in ["roost node: grpc on ", "roost node: admin on "]
+                .iter()
+                .enumerate()
+            {
+                if let Some(rest) = line.split(marker).nth(1) {
+                    let word = rest.split_whitespace().next().unwrap_or_default();
+                    let _ = tx.send((i, word.to_owned()));
+                }
+            }
+        }
+    });
+    let mut found: BTreeMap<usize, String> = BTreeMap::new();
+    while found.len() < 2 {
+        let (i, a) = rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("lab node {id} prints its addresses within 120 s"));
+        found.insert(i, a);
+    }
+    Proc {
+        child,
+        addr: found.remove(&0).unwrap_or_default(),
+        grpc: String::new(),
+        admin: found.remove(&1).unwrap_or_default(),
     }
 }
 

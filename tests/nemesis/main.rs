@@ -20,9 +20,11 @@
 //! `clients.rs` (the workload and its history), `checker.rs` (pure),
 //! `schedule.rs` (pure), `summary.rs` (pure).
 //!
-//! Not exercised: multi-key transactions and alarms. The built-in app
-//! (what `roost node` serves) has no HTTP route for either; see
-//! RELIABILITY.md.
+//! Multi-key transactions and alarms: the built-in app has no route for
+//! either, so with `NEMESIS_APP=lab` (the default) the nodes are this test
+//! binary re-executed as a node serving the built-in classes plus a test
+//! class (`lab.rs`) that clients reach through the edges' gRPC object API;
+//! `NEMESIS_APP=seed` runs the `roost node` binary and counters only.
 
 mod checker;
 mod clients;
@@ -30,6 +32,8 @@ mod cluster;
 #[allow(dead_code)]
 #[path = "../cluster/harness.rs"]
 mod harness;
+mod lab;
+mod lab_clients;
 #[allow(dead_code)]
 #[path = "../cluster/netns.rs"]
 mod netns;
@@ -52,6 +56,7 @@ const RECOVERY: Duration = Duration::from_secs(90);
 const WRITABLE: Duration = Duration::from_secs(60);
 
 struct Settings {
+    lab: bool,
     seed: u64,
     duration: Duration,
     nodes: u64,
@@ -88,13 +93,26 @@ fn settings() -> Settings {
         nodes == 3 || nodes == 5,
         "NEMESIS_NODES is 3 or 5, not {nodes}"
     );
+    let app = env_or("NEMESIS_APP", "lab".to_owned());
+    assert!(
+        app == "lab" || app == "seed",
+        "NEMESIS_APP is lab or seed, not {app:?}"
+    );
     Settings {
+        lab: app == "lab",
         seed: env_or("NEMESIS_SEED", random_seed),
         duration,
         nodes,
         objects: env_or("NEMESIS_OBJECTS", 4usize),
         clients: env_or("NEMESIS_CLIENTS", 12usize),
     }
+}
+
+/// Not a test: the entry point of a lab node process (`lab.rs`); returns
+/// at once unless the nemesis started this binary as one.
+#[test]
+fn lab_node_process() {
+    lab::serve_if_asked();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,7 +138,7 @@ async fn randomized_faults_keep_every_promise() {
         );
     }
     let started = Instant::now();
-    let mut cluster = Cluster::start(s.nodes, schedule::max_node(s.nodes, &plan)).await;
+    let mut cluster = Cluster::start(s.nodes, schedule::max_node(s.nodes, &plan), s.lab).await;
     eprintln!(
         "nemesis: cluster of {} formed in {:.1?}",
         s.nodes,
@@ -138,6 +156,14 @@ async fn randomized_faults_keep_every_promise() {
     let names: Vec<String> = (0..s.objects)
         .map(|i| format!("nem-{}-{i}", s.seed))
         .collect();
+    let lab = s.lab.then(|| clients::LabLoad {
+        grpc: edges.iter().map(|e| e.grpc.clone()).collect(),
+        names: (0..s.objects)
+            .map(|i| format!("lab-{}-{i}", s.seed))
+            .collect(),
+        alarm_prefix: format!("alarm-{}", s.seed),
+    });
+    let objects = s.objects * if s.lab { 2 } else { 1 };
     let history = History::new();
     let clients = Clients::start(
         history.clone(),
@@ -145,6 +171,7 @@ async fn randomized_faults_keep_every_promise() {
         names.clone(),
         s.clients,
         s.seed,
+        lab.as_ref(),
     );
     // Safety violations fail the run. Stalls (the cluster not back
     // together, or an object not writable, within the deadlines; a drain
@@ -152,7 +179,7 @@ async fn randomized_faults_keep_every_promise() {
     // machine they say more about the machine than about Roost.
     let mut violations: Vec<String> = Vec::new();
     let mut stalls: Vec<String> = Vec::new();
-    if let Err(e) = wait_writable(&clients, 0, s.objects, WRITABLE).await {
+    if let Err(e) = wait_writable(&clients, 0, objects, WRITABLE).await {
         stalls.push(format!("before any fault: {e}"));
     }
 
@@ -184,7 +211,7 @@ async fn randomized_faults_keep_every_promise() {
                 None
             }
         };
-        if let Err(e) = wait_writable(&clients, healed, s.objects, WRITABLE).await {
+        if let Err(e) = wait_writable(&clients, healed, objects, WRITABLE).await {
             eprintln!("nemesis: STALL at step {i}: {e}");
             stalls.push(format!("step {i} ({}): {e}", step.fault));
         }
@@ -198,18 +225,20 @@ async fn randomized_faults_keep_every_promise() {
         tokio::time::sleep(step.calm).await;
     }
 
+    let alarms = clients.alarms.lock().expect("lock").clone();
     clients.stop().await;
     cluster.heal();
     if let Err(e) = cluster.recovered(RECOVERY).await {
         stalls.push(format!("at the end: {e}"));
     }
-    let finals = match clients::final_reads(&history, &edge_urls, &names, WRITABLE).await {
-        Ok(f) => f,
-        Err(e) => {
-            violations.push(e);
-            Default::default()
-        }
-    };
+    let finals =
+        match clients::final_reads(&history, &edge_urls, &names, lab.as_ref(), WRITABLE).await {
+            Ok(f) => f,
+            Err(e) => {
+                violations.push(e);
+                Default::default()
+            }
+        };
     let ops = history.ops();
     violations.extend(history.violations.lock().expect("lock").iter().cloned());
     let linear = checker::check(&ops);
@@ -218,6 +247,24 @@ async fn randomized_faults_keep_every_promise() {
         .filter(|v| v.contains("acknowledged twice"))
         .count();
     violations.extend(linear);
+    let (alarm_violations, due, fired) = match &lab {
+        Some(lab) => lab_clients::check_alarms(&lab.grpc, &alarms, WRITABLE).await,
+        None => (Vec::new(), 0, 0),
+    };
+    let alarm_line = if s.lab {
+        format!(
+            "alarms: {} set ({} acknowledged), {due} due and checked, {fired} fired on time, {} violations",
+            alarms.len(),
+            alarms
+                .iter()
+                .filter(|a| matches!(a.outcome, Outcome::Ok(_)))
+                .count(),
+            alarm_violations.len()
+        )
+    } else {
+        "alarms: not exercised (NEMESIS_APP=seed)".to_owned()
+    };
+    violations.extend(alarm_violations);
     let lost = checker::lost_acks(&ops, &finals);
     let lost_count = lost.len();
     violations.extend(lost);
@@ -238,7 +285,7 @@ async fn randomized_faults_keep_every_promise() {
             seed: s.seed,
             ran: started.elapsed(),
             ops: &ops,
-            objects: s.objects,
+            objects,
             faults: &log,
             violations: &violations,
             stalls: &stalls,
@@ -246,6 +293,7 @@ async fn randomized_faults_keep_every_promise() {
             duplicates,
         })
     );
+    eprintln!("{alarm_line}");
     let acked = ops
         .iter()
         .filter(|o| o.kind == Kind::Incr && matches!(o.outcome, Outcome::Ok(_)))
