@@ -26,6 +26,8 @@ pub struct History {
     ops: Arc<Mutex<Vec<Op>>>,
     /// Undocumented answers, as they came.
     pub violations: Arc<Mutex<Vec<String>>>,
+    /// Keys of violations reported once only ([`History::violation_once`]).
+    once: Arc<Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl History {
@@ -34,6 +36,7 @@ impl History {
             epoch: Instant::now(),
             ops: Arc::default(),
             violations: Arc::default(),
+            once: Arc::default(),
         }
     }
 
@@ -48,6 +51,14 @@ impl History {
 
     pub fn record(&self, op: Op) {
         self.ops.lock().expect("history lock").push(op);
+    }
+
+    /// [`History::violation`], unless one with the same `key` was recorded
+    /// (a broken invariant in stored state shows in every later answer).
+    pub fn violation_once(&self, key: String, v: String) {
+        if self.once.lock().expect("lock").insert(key) {
+            self.violation(v);
+        }
     }
 
     /// Records a violation seen by a client (printed at once, too).

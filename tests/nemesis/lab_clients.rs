@@ -113,9 +113,14 @@ pub async fn run_op(
                     .map(|a| a.iter().filter_map(serde_json::Value::as_i64).sum())
             });
         if sum != Some(TOTAL) {
-            history.violation(format!(
-                "lab object {object} ({name}): balances sum to {sum:?}, not {TOTAL} (a transaction half applied): {body}"
-            ));
+            history.violation_once(
+                format!("sum {object}"),
+                format!(
+                "lab object {object} ({name}): balances sum to {sum:?}, not {TOTAL} (an update lost or half applied; reported once per object): {body} from {status} at {:.3}s..{:.3}s",
+                start as f64 / 1e6,
+                end as f64 / 1e6
+            ),
+            );
         }
     }
     let op = Op {

@@ -294,6 +294,13 @@ async fn randomized_faults_keep_every_promise() {
         })
     );
     eprintln!("{alarm_line}");
+    for v in violations
+        .iter()
+        .filter(|v| v.starts_with("alarm "))
+        .take(20)
+    {
+        eprintln!("  - {v}");
+    }
     let acked = ops
         .iter()
         .filter(|o| o.kind == Kind::Incr && matches!(o.outcome, Outcome::Ok(_)))
