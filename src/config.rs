@@ -224,8 +224,12 @@ pub struct RaftConfig {
     /// `election_timeout_min_ms`. Default 400. It is also the leader lease
     /// a follower grants: after a leader dies, its followers start an
     /// election once they have not heard from it for this long plus their
-    /// own random timeout (checked every 1.5 × `heartbeat_ms`), so failover
-    /// takes about 0.6–0.9 s with the defaults.
+    /// own random timeout (checked every 0.75 × `election_timeout_min_ms`,
+    /// openraft's tick), so failover takes about 0.6–1 s with the defaults.
+    /// Half the shortest election timeout is also how long one
+    /// AppendEntries may take: the largest entry (a group
+    /// commit plus one event's writes) must reach a follower and be fsynced
+    /// within it, so raise both for large events on slow links or disks.
     pub election_timeout_max_ms: u64,
     /// A shard takes a snapshot after this many log entries since its last
     /// one, in entries. Default 20000.

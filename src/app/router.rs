@@ -134,8 +134,10 @@ async fn api(req: Request, env: &Env) -> Routed {
         .get::<ClientIp>()
         .map_or_else(|| "unknown".to_owned(), |ip| ip.0.to_string());
     let limiter = stub(env, "RATE_LIMITER", &ip)?;
+    // A POST: the check records the request, so an edge must not repeat
+    // it when its outcome is unknown (it repeats only GET, HEAD, OPTIONS).
     let check = http::Request::builder()
-        .method(Method::GET)
+        .method(Method::POST)
         .uri(format!(
             "http://limiter/?limit={API_LIMIT}&window={API_WINDOW_MS}"
         ))

@@ -155,7 +155,8 @@ impl Control {
             }
         }
         let mut leader = self.inner.meta.leadership();
-        let _ = tokio::time::timeout(Duration::from_secs(10), leader.wait_for(|l| *l)).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), leader.wait_for(|l| l.is_some())).await;
         self.record(NodeRecord {
             id: me,
             addr: self.inner.opts.advertise.clone(),

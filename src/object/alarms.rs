@@ -41,6 +41,22 @@ pub(crate) enum Msg {
         at: u64,
         ok: bool,
     },
+    /// An executor fenced and read the object's committed alarm: make the
+    /// timetable agree (without restarting a run of the same alarm).
+    Sync {
+        key: ObjectKey,
+        at: Option<u64>,
+    },
+    /// A write that changed the object's alarm failed with its outcome
+    /// unknown (it may still commit): activate the object until a fresh
+    /// executor has fenced and synced its alarm.
+    Recheck {
+        key: ObjectKey,
+    },
+    Rechecked {
+        key: ObjectKey,
+        ok: bool,
+    },
 }
 
 /// A cheap handle to the scheduler.
@@ -65,6 +81,59 @@ impl AlarmsHandle {
 
     pub fn drop_shard(&self, shard: ShardId) {
         let _ = self.tx.send(Msg::DropShard { shard });
+    }
+
+    pub fn sync(&self, key: ObjectKey, at: Option<u64>) {
+        let _ = self.tx.send(Msg::Sync { key, at });
+    }
+
+    pub fn recheck(&self, key: ObjectKey) {
+        let _ = self.tx.send(Msg::Recheck { key });
+    }
+}
+
+/// How often an object whose alarm write had an unknown outcome is
+/// activated again until a fresh executor synced its alarm.
+const RECHECK_EVERY: Duration = Duration::from_millis(250);
+
+/// The alarm reload of one leadership term: what to do after each attempt
+/// to fence the shard (the reload reads stored alarms only after a fence of
+/// its term is applied, so alarms set by entries of earlier terms that
+/// commit late are seen). Pure.
+#[derive(Debug)]
+pub(crate) struct Reload {
+    term: u64,
+    failures: u32,
+}
+
+/// The next step of a [`Reload`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ReloadStep {
+    /// The fence is applied: read and schedule the shard's alarms.
+    Load,
+    /// Try again after this long.
+    Retry(Duration),
+    /// The term ended: the next term's reload takes over.
+    Stop,
+}
+
+impl Reload {
+    pub fn new(term: u64) -> Reload {
+        Reload { term, failures: 0 }
+    }
+
+    /// After a fence attempt that was `applied` or not, while this node
+    /// leads in `leading`.
+    pub fn next(&mut self, applied: bool, leading: Option<u64>) -> ReloadStep {
+        if leading != Some(self.term) {
+            return ReloadStep::Stop;
+        }
+        if applied {
+            return ReloadStep::Load;
+        }
+        self.failures = self.failures.saturating_add(1);
+        let backoff = 50u64.saturating_mul(1 << self.failures.min(5)).min(2_000);
+        ReloadStep::Retry(Duration::from_millis(backoff))
     }
 }
 
@@ -115,6 +184,14 @@ impl Timetable {
                     running: false,
                 },
             );
+        }
+    }
+
+    /// Makes the entry of `key` say `at` (its committed alarm), keeping an
+    /// entry that already does (it may be running or backing off).
+    fn sync(&mut self, key: ObjectKey, at: Option<u64>) {
+        if self.entries.get(&key).map(|e| e.at) != at {
+            self.set(key, at);
         }
     }
 
@@ -194,8 +271,15 @@ pub(crate) async fn run_scheduler(
 ) {
     let (outcome_tx, mut outcome_rx) = mpsc::unbounded_channel::<Msg>();
     let mut table = Timetable::default();
+    // Objects to activate until their alarm is synced, and when next.
+    let mut rechecks: HashMap<ObjectKey, u64> = HashMap::new();
     loop {
-        let sleep = match table.next_due() {
+        let next = table
+            .next_due()
+            .into_iter()
+            .chain(rechecks.values().copied())
+            .min();
+        let sleep = match next {
             Some(t) => Duration::from_millis(t.saturating_sub(now_ms())),
             None => Duration::from_secs(3600),
         };
@@ -215,7 +299,20 @@ pub(crate) async fn run_scheduler(
             Some(Msg::Load { alarms }) => table.load(alarms),
             Some(Msg::DropShard { shard }) => {
                 let shards = runtime.shard_count();
-                table.drop_shard(|k| k.id.shard(shards), shard)
+                table.drop_shard(|k| k.id.shard(shards), shard);
+                // The next leader's reload (after its fence) covers them.
+                rechecks.retain(|k, _| k.id.shard(shards) != shard);
+            }
+            Some(Msg::Sync { key, at }) => table.sync(key, at),
+            Some(Msg::Recheck { key }) => {
+                rechecks.insert(key, now_ms());
+            }
+            Some(Msg::Rechecked { key, ok }) => {
+                if ok {
+                    rechecks.remove(&key);
+                } else if let Some(at) = rechecks.get_mut(&key) {
+                    *at = now_ms() + RECHECK_EVERY.as_millis() as u64;
+                }
             }
             Some(Msg::Outcome { key, at, ok }) => {
                 // Still the run we started (not replaced meanwhile)?
@@ -233,6 +330,14 @@ pub(crate) async fn run_scheduler(
                 }
             }
             None => {}
+        }
+        let now = now_ms();
+        for (key, at) in rechecks.iter_mut() {
+            if *at <= now {
+                // Not again until this one answers (or a while passes).
+                *at = now + 4 * RECHECK_EVERY.as_millis() as u64;
+                recheck(&runtime, &outcome_tx, key.clone());
+            }
         }
         for action in table.take_due(now_ms()) {
             if let Action::Run(key, info) = action {
@@ -256,6 +361,19 @@ fn fire(runtime: &Runtime, outcomes: &mpsc::UnboundedSender<Msg>, key: ObjectKey
     tokio::spawn(async move {
         let ok = done.await.unwrap_or(false);
         let _ = outcomes.send(Msg::Outcome { key, at, ok });
+    });
+}
+
+fn recheck(runtime: &Runtime, outcomes: &mpsc::UnboundedSender<Msg>, key: ObjectKey) {
+    let (reply, done) = oneshot::channel();
+    if runtime.dispatch(&key, Event::AlarmSync { reply }).is_err() {
+        let _ = outcomes.send(Msg::Rechecked { key, ok: false });
+        return;
+    }
+    let outcomes = outcomes.clone();
+    tokio::spawn(async move {
+        let ok = done.await.unwrap_or(false);
+        let _ = outcomes.send(Msg::Rechecked { key, ok });
     });
 }
 
@@ -318,6 +436,47 @@ mod tests {
         t.set(key("a"), Some(50));
         assert_eq!(t.outcome(key("a"), 10, false, 11), None);
         assert_eq!(t.next_due(), Some(50));
+    }
+
+    /// Defect 3: the alarm reload of a term is retried until its fence is
+    /// applied, for as long as the term lasts; then it stops.
+    #[test]
+    fn alarm_reload_is_retried_until_it_succeeds_while_the_term_lasts() {
+        let mut r = Reload::new(7);
+        let mut waited = Vec::new();
+        for _ in 0..8 {
+            match r.next(false, Some(7)) {
+                ReloadStep::Retry(d) => waited.push(d.as_millis()),
+                other => panic!("a failed fence must be retried, got {other:?}"),
+            }
+        }
+        assert_eq!(waited, vec![100, 200, 400, 800, 1600, 1600, 1600, 1600]);
+        assert_eq!(r.next(true, Some(7)), ReloadStep::Load);
+        assert_eq!(
+            r.next(false, Some(8)),
+            ReloadStep::Stop,
+            "a new term reloads itself"
+        );
+        assert_eq!(Reload::new(7).next(true, None), ReloadStep::Stop);
+    }
+
+    /// Defect 2 (alarms): an activation syncs the timetable with the
+    /// object's committed alarm, which a write with an unknown outcome may
+    /// have changed, without restarting a run of the same alarm.
+    #[test]
+    fn an_activation_syncs_the_committed_alarm() {
+        let mut t = Timetable::default();
+        t.set(key("a"), Some(10));
+        assert_eq!(t.take_due(10).len(), 1);
+        t.sync(key("a"), Some(10));
+        assert!(t.entries[&key("a")].running, "the run in progress is kept");
+        assert!(t.take_due(100).is_empty(), "and not fired twice");
+        t.sync(key("b"), Some(20));
+        t.sync(key("a"), Some(30));
+        assert_eq!(t.entries[&key("a")].at, 30);
+        assert_eq!(t.next_due(), Some(20));
+        t.sync(key("b"), None);
+        assert!(!t.entries.contains_key(&key("b")));
     }
 
     #[test]

@@ -4,7 +4,7 @@ use http::StatusCode;
 
 use super::http::HandlerError;
 use super::outbox::OutputSink;
-use super::socket::{SharedHub, SocketId, WebSocket};
+use super::socket::{SharedHub, SocketId, SocketStage, WebSocket};
 use super::storage::Storage;
 use crate::id::ObjectId;
 
@@ -13,6 +13,8 @@ pub struct Context {
     pub(crate) storage: Storage,
     pub(crate) hub: SharedHub,
     pub(crate) outputs: OutputSink,
+    /// Socket changes not yet released by the output gate.
+    pub(crate) sockets: SocketStage,
     /// Frames a socket may queue before it is dropped as too slow.
     pub(crate) socket_buffer: usize,
     /// Whether the running event is a fetch that asks for a WebSocket.
@@ -67,7 +69,11 @@ impl Context {
             .lock()
             .sockets
             .iter()
-            .filter(|(_, e)| !e.closing && tag.is_none_or(|t| e.tags.iter().any(|x| x == t)))
+            .filter(|(id, e)| {
+                !e.closing
+                    && !self.sockets.is_closed(**id)
+                    && tag.is_none_or(|t| e.tags.iter().any(|x| x == t))
+            })
             .map(|(id, _)| *id)
             .collect();
         ids.into_iter().map(|id| self.socket(id)).collect()
@@ -84,6 +90,7 @@ impl Context {
             id,
             hub: self.hub.clone(),
             outputs: self.outputs.clone(),
+            stage: self.sockets.clone(),
             max_attachment: self.storage.limits.max_attachment_bytes,
         }
     }

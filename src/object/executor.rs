@@ -24,6 +24,7 @@ use super::alarms::AlarmsHandle;
 use super::class::{AlarmInfo, DurableObject};
 use super::client::{CallResult, FetchOutcome};
 use super::context::Context;
+use super::gate::{Admit, Life};
 use super::http::{HandlerError, Request, Response, error_response, is_websocket_upgrade};
 use super::outbox::{GateState, Output, OutputSink, Release, run_releaser};
 use super::runtime::Runtime;
@@ -70,6 +71,12 @@ pub(crate) enum Event {
     AlarmGiveUp {
         scheduled_ms: u64,
     },
+    /// Activate the object so that it syncs its committed alarm with the
+    /// scheduler (after a write that changed it had an unknown outcome);
+    /// `true` once an executor has fenced and synced.
+    AlarmSync {
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// An event in a mailbox: when it was queued, and the span that was current
@@ -102,6 +109,7 @@ impl Event {
             Event::SocketError { .. } => "socket_error",
             Event::Alarm { .. } => "alarm",
             Event::AlarmGiveUp { .. } => "alarm_give_up",
+            Event::AlarmSync { .. } => "alarm_sync",
         }
     }
 
@@ -114,7 +122,7 @@ impl Event {
             Event::Call { reply, .. } => {
                 let _ = reply.send(Err(err));
             }
-            Event::Alarm { reply, .. } => {
+            Event::Alarm { reply, .. } | Event::AlarmSync { reply } => {
                 let _ = reply.send(false);
             }
             _ => {}
@@ -126,6 +134,9 @@ impl Event {
 pub(crate) struct Activation {
     pub key: ObjectKey,
     pub generation: u64,
+    /// The Raft term in which this node led the shard at activation; the
+    /// executor serves only that term.
+    pub term: u64,
     pub shard: ShardHandle,
     pub db: Db,
     pub hub: SharedHub,
@@ -161,11 +172,13 @@ pub(crate) async fn run<T: DurableObject>(act: Activation, mailbox: mpsc::Receiv
             ),
             hub: act.hub.clone(),
             outputs: OutputSink::default(),
+            sockets: Default::default(),
             socket_buffer: act.socket_buffer,
             upgrade: false,
             accepted: Vec::new(),
         };
         let mut exec = Executor {
+            life: Life::new(act.term),
             act,
             ctx,
             gate,
@@ -183,6 +196,8 @@ pub(crate) async fn run<T: DurableObject>(act: Activation, mailbox: mpsc::Receiv
 }
 
 struct Executor {
+    /// The term this executor serves (the pure rule of when it stops).
+    life: Life,
     act: Activation,
     ctx: Context,
     gate: Arc<GateState>,
@@ -195,20 +210,17 @@ struct Executor {
 
 impl Executor {
     async fn event_loop<T: DurableObject>(&mut self, mut mailbox: mpsc::Receiver<Queued>) {
-        // Everything committed before we took over must be applied before
-        // the object reads its state.
-        let ready = match self.act.shard.barrier().await {
-            Ok(commit) => commit.await.map_err(Error::Commit),
-            Err(e) => Err(Error::Commit(e)),
-        };
+        self.activate().await;
         let mut obj: Option<T> = None;
-        if let Err(e) = ready {
-            tracing::warn!(error = %e, "cannot activate object");
-            self.gate.broken.store(true, Ordering::Release);
-        }
+        let mut leadership = self.act.shard.leadership();
         let mut shutting_down = false;
         loop {
             if self.gate.broken.load(Ordering::Acquire) {
+                self.evict(&mut mailbox, true);
+                return;
+            }
+            if self.life.term_ended(*leadership.borrow_and_update()) {
+                // Leadership lost (or lost and regained: a new term).
                 self.evict(&mut mailbox, true);
                 return;
             }
@@ -224,6 +236,12 @@ impl Executor {
                     shutting_down = true;
                     continue;
                 }
+                changed = leadership.changed() => {
+                    if changed.is_err() {
+                        self.life.term_ended(None);
+                    }
+                    continue;
+                }
                 _ = tokio::time::sleep(idle) => {
                     if self.gate.in_flight.load(Ordering::Acquire) == 0 && self.evict(&mut mailbox, false) {
                         return;
@@ -236,11 +254,19 @@ impl Executor {
                 metrics::object_evicted(&self.act.key.namespace, "reset");
                 return;
             };
-            if !self.act.shard.is_leader() {
-                // Leadership moved while this event waited: it never ran,
-                // so the caller may safely retry it on the new leader.
-                queued.event.fail(self.not_owner());
-                continue;
+            let poisoned = self.gate.broken.load(Ordering::Acquire);
+            match self.life.admit(self.act.shard.leader_term(), poisoned) {
+                Admit::Run => {}
+                Admit::NotOwner => {
+                    // Leadership moved while this event waited: it never
+                    // ran, so the caller may safely retry it on the leader.
+                    queued.event.fail(self.not_owner());
+                    continue;
+                }
+                Admit::Reset => {
+                    queued.event.fail(self.never_ran());
+                    continue;
+                }
             }
             self.ctx
                 .storage
@@ -259,6 +285,31 @@ impl Executor {
             {
                 // The handler panicked: rebuild from storage next time.
                 obj = None;
+            }
+        }
+    }
+
+    /// Waits for the activation fence: an empty log entry of this
+    /// executor's term, applied. Once it is, every entry proposed before —
+    /// in earlier terms, or by a predecessor reset with its writes' outcome
+    /// unknown — is decided and applied, so storage is final for what the
+    /// object reads (a read barrier would wait only for entries already
+    /// committed). Then the object's committed alarm is synced with the
+    /// scheduler (such a write may have changed it).
+    async fn activate(&mut self) {
+        let fenced = match self.act.shard.fence(self.life.term()).await {
+            Ok(commit) => commit.await.map_err(Error::Commit),
+            Err(e) => Err(Error::Commit(e)),
+        };
+        self.life.fenced(fenced.is_ok());
+        match fenced {
+            Ok(()) => {
+                let alarm = self.current_alarm();
+                self.act.alarms.sync(self.act.key.clone(), alarm);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot activate object");
+                self.gate.broken.store(true, Ordering::Release);
             }
         }
     }
@@ -288,12 +339,14 @@ impl Executor {
     }
 
     /// The error for an event failed before its handler ran: not the
-    /// owner if leadership moved (the caller may retry elsewhere), else a
+    /// owner if this executor's term ended (the caller may retry), else a
     /// reset.
     fn never_ran(&self) -> Error {
-        if self.act.shard.is_leader() {
+        if self.act.shard.leader_term() == Some(self.life.term()) {
             Error::Reset
         } else {
+            // Not leading in this executor's term (even if leading again
+            // in a newer one): the caller may retry on the leader.
             self.not_owner()
         }
     }
@@ -434,6 +487,11 @@ impl Executor {
                 self.finish_unit(result).await
             }
             Event::Alarm { info, reply } => self.run_alarm(obj, info, reply).await,
+            Event::AlarmSync { reply } => {
+                // The activation fenced and synced the alarm already.
+                let _ = reply.send(true);
+                true
+            }
             Event::AlarmGiveUp { scheduled_ms } => {
                 self.begin(false);
                 if self.current_alarm() == Some(scheduled_ms) {
@@ -501,6 +559,10 @@ impl Executor {
             return None;
         }
         drop(hub);
+        if self.ctx.sockets.is_closed(socket) {
+            // The object closed it; its close frame waits for the gate.
+            return None;
+        }
         Some(self.ctx.socket(socket))
     }
 

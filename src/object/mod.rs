@@ -15,11 +15,14 @@ mod class;
 mod client;
 mod context;
 mod executor;
+mod gate;
 mod http;
 mod outbox;
 mod runtime;
 mod socket;
 mod storage;
+#[cfg(test)]
+mod tests;
 mod view;
 mod worker;
 

@@ -4,18 +4,22 @@
 //! alarm bookkeeping) is collected in the executor's [`OutputSink`] and
 //! handed to the releaser together with the commit it depends on. The
 //! releaser lets a batch out only when that commit (and so every earlier one
-//! of the object: batches are released in order) is durable on a quorum.
+//! of the object: batches are released in order) is durable on a quorum,
+//! and never after a failed one: the rule is [`Gate`](super::gate::Gate)'s.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
 
 use super::Error;
 use super::alarms::AlarmsHandle;
 use super::client::{CallResult, FetchOutcome};
+use super::gate::{Gate, Release as Verdict};
 use super::http::Response;
 use super::socket::{AcceptedSocket, ServerFrame, SharedHub, SocketId, SocketLink};
 use crate::id::ObjectKey;
@@ -41,6 +45,11 @@ pub(crate) enum Output {
     AlarmChanged(Option<u64>),
     /// An alarm handler finished: `true` if it succeeded and committed.
     AlarmDone(oneshot::Sender<bool>),
+    /// A socket's attachment, stored by the event, takes effect.
+    Attachment {
+        socket: SocketId,
+        value: bytes::Bytes,
+    },
 }
 
 /// Where handlers put outputs while an event runs. Only the executor's
@@ -60,9 +69,8 @@ impl OutputSink {
 
 /// The outputs of one event and what they wait for.
 pub(crate) struct Release {
-    /// The commit of the event's writes, or a read barrier; `None` when an
-    /// earlier batch's commit (released first) already covers it.
-    pub gate: Option<Commit>,
+    /// The commit of the event's writes, or a read barrier.
+    pub gate: Commit,
     /// The sequence number of the event's writes, if it wrote.
     pub seq: Option<u64>,
     pub outputs: Vec<Output>,
@@ -72,6 +80,7 @@ pub(crate) struct Release {
 /// How long a batch waits at the gate, as a span (a child of the event's
 /// span) and as `roost_object_commit_wait_seconds`.
 pub(crate) struct CommitTrace {
+    namespace: std::sync::Arc<str>,
     span: tracing::Span,
     since: Instant,
     /// `write` or `read_barrier`.
@@ -80,8 +89,13 @@ pub(crate) struct CommitTrace {
 
 impl CommitTrace {
     /// Starts timing now, before the write or barrier is enqueued.
-    pub fn start(shard: crate::id::ShardId, gate: &'static str) -> CommitTrace {
+    pub fn start(
+        namespace: &std::sync::Arc<str>,
+        shard: crate::id::ShardId,
+        gate: &'static str,
+    ) -> CommitTrace {
         CommitTrace {
+            namespace: namespace.clone(),
             span: traces::commit_span(shard, gate),
             since: Instant::now(),
             gate,
@@ -100,8 +114,9 @@ pub(crate) struct GateState {
     pub broken: AtomicBool,
 }
 
-/// Releases batches in order as their gates open. Ends when the executor
-/// drops its sender and every batch is out.
+/// Releases batches in order as their gates open (the rule is [`Gate`]'s:
+/// in order, and nothing after a failure). Ends when the executor drops its
+/// sender and every batch is out.
 pub(crate) async fn run_releaser(
     object: ObjectKey,
     mut rx: mpsc::UnboundedReceiver<Release>,
@@ -109,39 +124,59 @@ pub(crate) async fn run_releaser(
     hub: SharedHub,
     alarms: AlarmsHandle,
 ) {
-    while let Some(batch) = rx.recv().await {
-        let trace = &batch.trace;
-        let result = match batch.gate {
-            Some(gate) => {
-                let done = gate.instrument(trace.span.clone()).await;
-                metrics::object_commit_wait(&object.namespace, trace.gate, trace.since.elapsed());
-                if done.is_err() {
-                    trace.span.record("otel.status_code", "ERROR");
-                }
-                done.map_err(Error::Commit)
+    let mut gate: Gate<Vec<Output>> = Gate::default();
+    let mut waits = FuturesUnordered::new();
+    let mut open = true;
+    loop {
+        let (id, done) = tokio::select! {
+            batch = rx.recv(), if open => {
+                let Some(batch) = batch else {
+                    open = false;
+                    continue;
+                };
+                let Release { gate: commit, seq, outputs, trace } = batch;
+                let id = gate.push(seq, outputs);
+                waits.push(async move {
+                    let done = commit.instrument(trace.span.clone()).await;
+                    metrics::object_commit_wait(&trace.namespace, trace.gate, trace.since.elapsed());
+                    if let Err(e) = &done {
+                        trace.span.record("otel.status_code", "ERROR");
+                        tracing::warn!(error = %e, "commit failed; resetting object");
+                    }
+                    (id, done.is_ok())
+                });
+                continue;
             }
-            None if state.broken.load(Ordering::Acquire) => Err(Error::Reset),
-            None => Ok(()),
+            Some(settled) = waits.next(), if !waits.is_empty() => settled,
+            else => break,
         };
-        match result {
-            Ok(()) => {
-                if let Some(seq) = batch.seq {
-                    state.committed.fetch_max(seq, Ordering::AcqRel);
+        if state.broken.load(Ordering::Acquire) {
+            // The executor could not propose a later write.
+            gate.poison();
+        }
+        let verdicts = gate.settle(id, done);
+        let released = verdicts.len();
+        for verdict in verdicts {
+            match verdict {
+                Verdict::Deliver(outputs) => {
+                    for out in outputs {
+                        deliver(&object, &hub, &alarms, out);
+                    }
                 }
-                for out in batch.outputs {
-                    deliver(&object, &hub, &alarms, out);
-                }
-            }
-            Err(e) => {
-                if !state.broken.swap(true, Ordering::AcqRel) {
-                    tracing::warn!(%object, error = %e, "commit failed; resetting object");
-                }
-                for out in batch.outputs {
-                    fail(&hub, out);
+                Verdict::Fail(outputs) => {
+                    for out in outputs {
+                        fail(&object, &hub, &alarms, out);
+                    }
                 }
             }
         }
-        state.in_flight.fetch_sub(1, Ordering::AcqRel);
+        state
+            .committed
+            .fetch_max(gate.committed(), Ordering::AcqRel);
+        if gate.is_poisoned() && !state.broken.swap(true, Ordering::AcqRel) {
+            tracing::warn!(%object, "a commit failed; resetting object");
+        }
+        state.in_flight.fetch_sub(released, Ordering::AcqRel);
     }
 }
 
@@ -170,12 +205,21 @@ fn deliver(object: &ObjectKey, hub: &SharedHub, alarms: &AlarmsHandle, out: Outp
         Output::AlarmDone(tx) => {
             let _ = tx.send(true);
         }
+        Output::Attachment { socket, value } => {
+            if let Some(entry) = hub.lock().sockets.get_mut(&socket) {
+                entry.attachment = Some(value);
+            }
+        }
     }
 }
 
-fn fail(hub: &SharedHub, out: Output) {
+fn fail(object: &ObjectKey, hub: &SharedHub, alarms: &AlarmsHandle, out: Output) {
     match out {
-        Output::Frame { .. } | Output::AlarmChanged(_) => {}
+        Output::Frame { .. } | Output::Attachment { .. } => {}
+        // The write that changed the alarm may still commit (its outcome
+        // is unknown): have the object's committed alarm checked once a
+        // fresh executor has fenced.
+        Output::AlarmChanged(_) => alarms.recheck(object.clone()),
         Output::Reply { reply, response } => {
             if let Some(AcceptedSocket(id)) = response.extensions().get::<AcceptedSocket>() {
                 hub.lock().sockets.remove(id);

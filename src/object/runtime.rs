@@ -2,9 +2,11 @@
 //! first use, and routing events to their executors.
 //!
 //! Invariant: at most one executor per object in this process. The registry
-//! entry is created, replaced and removed only under its shard's lock, and
-//! an executor leaves only when its mailbox is empty and its writes are
-//! committed, so a successor never reads state older than its predecessor's.
+//! entry is created, replaced and removed only under its shard's lock; an
+//! idle executor leaves only when its mailbox is empty and its writes are
+//! committed, and every executor fences before it reads (an empty entry of
+//! its term, applied), so a successor never reads state older than its
+//! predecessor's. An executor serves one Raft term (see `gate::Life`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::marker::PhantomData;
@@ -102,6 +104,8 @@ impl Bindings {
 struct ExecutorHandle {
     tx: mpsc::Sender<Queued>,
     generation: u64,
+    /// The term it serves; an executor of an ended term is replaced.
+    term: u64,
 }
 
 #[derive(Default)]
@@ -317,9 +321,9 @@ impl Runtime {
             .replicas
             .shard(shard_id)
             .ok_or(Error::NotOwner { shard: shard_id })?;
-        if !shard.is_leader() {
+        let Some(term) = shard.leader_term() else {
             return Err(Error::NotOwner { shard: shard_id });
-        }
+        };
         let class = self
             .inner
             .classes
@@ -327,15 +331,22 @@ impl Runtime {
             .ok_or_else(|| Error::UnknownNamespace(key.namespace.to_string()))?;
         let mut objects = self.objects(shard_id)?;
         let entry = objects.entry(key.clone()).or_default();
+        if entry.executor.as_ref().is_some_and(|h| h.term != term) {
+            // Bound to an ended term: it stops by itself (failing what it
+            // still holds as `NotOwner`); its successor fences first.
+            entry.executor = None;
+        }
         let mut queued = Queued::new(event);
         for _ in 0..2 {
             let handle = match &entry.executor {
                 Some(h) => h,
-                None => {
-                    entry
-                        .executor
-                        .insert(self.activate(key, shard, &entry.hub, class.as_ref()))
-                }
+                None => entry.executor.insert(self.activate(
+                    key,
+                    shard,
+                    term,
+                    &entry.hub,
+                    class.as_ref(),
+                )),
             };
             match handle.tx.try_send(queued) {
                 Ok(()) => return Ok(()),
@@ -360,6 +371,7 @@ impl Runtime {
         &self,
         key: &ObjectKey,
         shard: &ShardHandle,
+        term: u64,
         hub: &SharedHub,
         class: &dyn Class,
     ) -> ExecutorHandle {
@@ -368,6 +380,7 @@ impl Runtime {
         let act = Activation {
             key: key.clone(),
             generation,
+            term,
             shard: shard.clone(),
             db: self.inner.db.clone(),
             hub: hub.clone(),
@@ -380,7 +393,11 @@ impl Runtime {
         };
         class.spawn(&self.inner.executors, act, rx);
         metrics::object_activated(&key.namespace);
-        ExecutorHandle { tx, generation }
+        ExecutorHandle {
+            tx,
+            generation,
+            term,
+        }
     }
 
     /// Removes executor `generation` of `key` from the registry if its
@@ -442,26 +459,39 @@ impl Runtime {
         self.inner.replicas.shard_count()
     }
 
-    /// Follows this node's leadership of `shard`: a leader schedules the
-    /// shard's alarms; a node that loses leadership stops its executors.
+    /// Follows this node's leadership of `shard`, term by term: a leader
+    /// schedules the shard's alarms (retrying until it can, for as long as
+    /// the term lasts); when a term ends (leadership lost, or lost and
+    /// regained) the shard's alarms and executors are dropped.
     async fn watch_leadership(self, shard: ShardHandle) {
         let mut leadership = shard.leadership();
-        let mut was_leader = false;
+        let mut current: Option<u64> = None;
+        let mut reload: Option<CancellationToken> = None;
         loop {
-            let is_leader = *leadership.borrow_and_update();
-            if is_leader && !was_leader {
-                self.load_alarms(&shard).await;
-            } else if !is_leader && was_leader {
-                self.inner.alarms.drop_shard(shard.id());
-                if let Ok(mut objects) = self.objects(shard.id()) {
-                    // Dropping the senders ends the executors once their
-                    // queued events are done (they cannot commit anyway).
-                    for entry in objects.values_mut() {
-                        entry.executor = None;
+            let leading = *leadership.borrow_and_update();
+            if leading != current {
+                if current.is_some() {
+                    if let Some(r) = reload.take() {
+                        r.cancel();
+                    }
+                    self.inner.alarms.drop_shard(shard.id());
+                    if let Ok(mut objects) = self.objects(shard.id()) {
+                        // Dropping the senders ends the executors; each also
+                        // sees its term end and fails what it still holds.
+                        for entry in objects.values_mut() {
+                            entry.executor = None;
+                        }
                     }
                 }
+                if let Some(term) = leading {
+                    let stop = self.inner.shutdown.child_token();
+                    reload = Some(stop.clone());
+                    self.inner
+                        .executors
+                        .spawn(self.clone().load_alarms(shard.clone(), term, stop));
+                }
+                current = leading;
             }
-            was_leader = is_leader;
             tokio::select! {
                 changed = leadership.changed() => if changed.is_err() { return },
                 _ = self.inner.shutdown.cancelled() => return,
@@ -469,13 +499,30 @@ impl Runtime {
         }
     }
 
-    async fn load_alarms(&self, shard: &ShardHandle) {
-        let ready = match shard.barrier().await {
-            Ok(commit) => commit.await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = ready {
-            tracing::warn!(shard = shard.id(), error = %e, "cannot load alarms");
+    /// Schedules the alarms of `shard` for a leader of `term`, once a fence
+    /// of that term is applied (so alarms set by entries of earlier terms
+    /// that commit late are read too). A failed fence (a slow follower
+    /// during failover is enough) is retried while the term lasts.
+    async fn load_alarms(self, shard: ShardHandle, term: u64, stop: CancellationToken) {
+        let mut reload = alarms::Reload::new(term);
+        loop {
+            let fenced = match shard.fence(term).await {
+                Ok(commit) => commit.await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = &fenced {
+                tracing::warn!(shard = shard.id(), term, error = %e, "cannot load alarms yet");
+            }
+            match reload.next(fenced.is_ok(), shard.leader_term()) {
+                alarms::ReloadStep::Load => break,
+                alarms::ReloadStep::Stop => return,
+                alarms::ReloadStep::Retry(after) => tokio::select! {
+                    _ = tokio::time::sleep(after) => {}
+                    _ = stop.cancelled() => return,
+                },
+            }
+        }
+        if stop.is_cancelled() {
             return;
         }
         match self.inner.db.shard_alarms(shard.id()) {

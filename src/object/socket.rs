@@ -79,8 +79,9 @@ static NEXT_SOCKET: AtomicU64 = AtomicU64::new(1);
 
 pub(crate) struct SocketEntry {
     pub tags: Vec<String>,
+    /// The committed attachment (staged ones are in [`SocketStage`]).
     pub attachment: Option<Bytes>,
-    /// The object closed it; the close frame waits for the output gate.
+    /// The client closed it; the object's close handler is queued.
     pub closing: bool,
     pub tx: mpsc::Sender<ServerFrame>,
     /// Taken by the edge when the accepting response is released.
@@ -139,12 +140,95 @@ impl SharedHub {
     }
 }
 
+/// A change an event made to one of its sockets.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SocketChange {
+    pub attachment: Option<Bytes>,
+    /// The object closed it (the close frame waits for the output gate).
+    pub closed: bool,
+}
+
+impl SocketChange {
+    fn absorb(&mut self, later: SocketChange) {
+        if later.attachment.is_some() {
+            self.attachment = later.attachment;
+        }
+        self.closed |= later.closed;
+    }
+}
+
+/// Socket changes (attachments, closes) that have not taken effect: those
+/// of the running event, and those of earlier events whose commit has not
+/// been released yet. Like storage writes they take effect only through
+/// the output gate (the hub is changed when the event's batch is released)
+/// and are dropped with the event if its handler fails; the executor's own
+/// events see them meanwhile. Only the executor's task uses it.
+#[derive(Clone, Default)]
+pub(crate) struct SocketStage(Arc<Mutex<StageState>>);
+
+#[derive(Default)]
+struct StageState {
+    event: BTreeMap<SocketId, SocketChange>,
+    /// Changes of earlier events of this executor, newest merged in. A
+    /// failed commit resets the executor, and this with it.
+    pending: BTreeMap<SocketId, SocketChange>,
+}
+
+impl SocketStage {
+    fn lock(&self) -> MutexGuard<'_, StageState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn change(&self, id: SocketId, f: impl FnOnce(&mut SocketChange)) {
+        f(self.lock().event.entry(id).or_default());
+    }
+
+    /// The attachment the running event sees, if staged.
+    fn attachment(&self, id: SocketId) -> Option<Bytes> {
+        let stage = self.lock();
+        [stage.event.get(&id), stage.pending.get(&id)]
+            .into_iter()
+            .flatten()
+            .find_map(|c| c.attachment.clone())
+    }
+
+    /// Whether the object closed `id` (in this event or an earlier one).
+    pub fn is_closed(&self, id: SocketId) -> bool {
+        let stage = self.lock();
+        [stage.event.get(&id), stage.pending.get(&id)]
+            .into_iter()
+            .flatten()
+            .any(|c| c.closed)
+    }
+
+    /// Drops the running event's changes (its handler failed).
+    pub fn discard_event(&self) {
+        self.lock().event.clear();
+    }
+
+    /// Takes the running event's changes, to be released with its outputs;
+    /// later events see them until then. Forgets sockets no longer in `hub`.
+    pub fn take_event(&self, hub: &SharedHub) -> Vec<(SocketId, SocketChange)> {
+        let mut stage = self.lock();
+        let event = std::mem::take(&mut stage.event);
+        for (id, change) in &event {
+            stage.pending.entry(*id).or_default().absorb(change.clone());
+        }
+        if !stage.pending.is_empty() {
+            let hub = hub.lock();
+            stage.pending.retain(|id, _| hub.sockets.contains_key(id));
+        }
+        event.into_iter().collect()
+    }
+}
+
 /// An accepted WebSocket, as handlers use it. Cheap to clone.
 #[derive(Clone)]
 pub struct WebSocket {
     pub(crate) id: SocketId,
     pub(crate) hub: SharedHub,
     pub(crate) outputs: OutputSink,
+    pub(crate) stage: SocketStage,
     pub(crate) max_attachment: usize,
 }
 
@@ -169,11 +253,10 @@ impl WebSocket {
     }
 
     /// Closes the socket with `code` once the current event's writes are
-    /// committed. It leaves the object's socket list at once.
+    /// committed. It leaves the object's socket list at once (for this
+    /// object's events), and comes back if the handler fails.
     pub fn close(&self, code: u16, reason: &str) {
-        if let Some(entry) = self.hub.lock().sockets.get_mut(&self.id) {
-            entry.closing = true;
-        }
+        self.stage.change(self.id, |c| c.closed = true);
         self.outputs.push(Output::Frame {
             socket: self.id,
             frame: ServerFrame::Close {
@@ -194,6 +277,8 @@ impl WebSocket {
     }
 
     /// Stores `value` with the socket; it survives eviction of the object.
+    /// Like a storage write it takes effect once the event's writes are
+    /// committed, and not at all if the handler fails.
     pub fn serialize_attachment<T: Serialize + ?Sized>(
         &self,
         value: &T,
@@ -210,20 +295,20 @@ impl WebSocket {
                 ),
             ));
         }
-        if let Some(entry) = self.hub.lock().sockets.get_mut(&self.id) {
-            entry.attachment = Some(bytes.into());
-        }
+        self.stage
+            .change(self.id, |c| c.attachment = Some(bytes.into()));
         Ok(())
     }
 
     /// The value last stored with [`serialize_attachment`](Self::serialize_attachment).
     pub fn deserialize_attachment<T: DeserializeOwned>(&self) -> Result<Option<T>, HandlerError> {
-        let bytes = self
-            .hub
-            .lock()
-            .sockets
-            .get(&self.id)
-            .and_then(|e| e.attachment.clone());
+        let bytes = self.stage.attachment(self.id).or_else(|| {
+            self.hub
+                .lock()
+                .sockets
+                .get(&self.id)
+                .and_then(|e| e.attachment.clone())
+        });
         match bytes {
             None => Ok(None),
             Some(b) => serde_json::from_slice(&b)

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::http::HandlerError;
-use super::view::{AlarmChange, Layer, Pending, Range, Reader};
+use super::view::{AlarmChange, Layer, Pending, Range, Reader, entry_size};
 use crate::id::{ObjectKey, ShardId};
 use crate::storage::{self, Db};
 use crate::telemetry::metrics;
@@ -29,7 +29,10 @@ pub struct Limits {
     pub max_value_bytes: usize,
     /// Most keys in one `get_many` / `put_many` / `delete_many` (Cloudflare: 128).
     pub max_keys_per_call: usize,
-    /// Most bytes (keys + values) one event may write.
+    /// Most bytes one event may write: keys and values, deletes included,
+    /// plus a small overhead per key. Its log entry (with a group commit of
+    /// other events, `raft.max_batch_bytes`) stays below the Raft message
+    /// limit (`rpc::raft::MAX_MESSAGE_BYTES`, 64 MiB).
     pub max_event_write_bytes: usize,
     /// Largest WebSocket attachment, in bytes of its serialized form.
     pub max_attachment_bytes: usize,
@@ -209,7 +212,7 @@ impl Storage {
                 max: self.limits.max_value_bytes,
             });
         }
-        self.check_event_size(key.len() + value.len())?;
+        self.check_event_size(entry_size(key, value.len()))?;
         let bytes = key.len() + value.len();
         metrics::storage_op(&self.object.namespace, "put", "write", bytes);
         self.top_layer().map.insert(key.to_owned(), Some(value));
@@ -227,8 +230,11 @@ impl Storage {
         })
     }
 
-    /// Deletes `key`; returns whether it existed.
+    /// Deletes `key`; returns whether it existed. A delete counts toward
+    /// the event's write limit like a write of an empty value.
     pub fn delete(&mut self, key: &str) -> Result<bool, StorageError> {
+        self.check_key(key)?;
+        self.check_event_size(entry_size(key, 0))?;
         let existed = self.get(key)?.is_some();
         metrics::storage_op(&self.object.namespace, "delete", "write", key.len());
         self.top_layer().map.insert(key.to_owned(), None);
@@ -241,6 +247,8 @@ impl Storage {
         for key in keys {
             self.check_key(key)?;
         }
+        // All or none: the limit is checked before the first delete.
+        self.check_event_size(keys.iter().map(|k| entry_size(k, 0)).sum())?;
         let mut n = 0;
         for key in keys {
             n += usize::from(self.delete(key)?);

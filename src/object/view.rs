@@ -33,6 +33,17 @@ impl AlarmChange {
     }
 }
 
+/// What one key written or deleted adds to a log entry beyond the key and
+/// value bytes (its mutation's tag and lengths, with room to spare), so
+/// that many small writes or deletes count too.
+pub(crate) const ENTRY_OVERHEAD: usize = 16;
+
+/// What writing `value_len` bytes under `key` (0 for a delete) adds to a
+/// log entry.
+pub(crate) fn entry_size(key: &str, value_len: usize) -> usize {
+    key.len() + value_len + ENTRY_OVERHEAD
+}
+
 /// Writes of one event (or one open transaction inside it).
 #[derive(Default, Debug)]
 pub(crate) struct Layer {
@@ -86,11 +97,13 @@ impl Layer {
         out
     }
 
-    /// Bytes of values and keys in this layer (for the per-event write limit).
+    /// Bytes this layer adds to a log entry (for the per-event write
+    /// limit): each key and value, deletes included, plus
+    /// [`ENTRY_OVERHEAD`] per key.
     pub fn size(&self) -> usize {
         self.map
             .iter()
-            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Bytes::len))
+            .map(|(k, v)| entry_size(k, v.as_ref().map_or(0, Bytes::len)))
             .sum()
     }
 }

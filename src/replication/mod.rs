@@ -13,6 +13,7 @@ pub mod log_store;
 pub mod network;
 mod observe;
 mod options;
+mod pipeline;
 mod replicas;
 pub mod shard;
 pub mod state_machine;

@@ -3,7 +3,8 @@
 /// How every shard group of a node runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicationOptions {
-    /// Interval between a leader's heartbeats, in milliseconds.
+    /// Interval between a leader's heartbeats, in milliseconds (sent by
+    /// `shard::send_heartbeats`, not by openraft).
     pub heartbeat_ms: u64,
     /// Lower bound of the randomized election timeout, in milliseconds.
     pub election_timeout_min_ms: u64,
@@ -54,7 +55,7 @@ impl ReplicationOptions {
         }
         let config = openraft::Config {
             cluster_name: format!("roost-shard-{shard}"),
-            heartbeat_interval: self.heartbeat_ms,
+            heartbeat_interval: self.raft_timeout_ms(),
             election_timeout_min: self.election_timeout_min_ms,
             election_timeout_max: self.election_timeout_max_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last),
@@ -64,5 +65,24 @@ impl ReplicationOptions {
         config
             .validate()
             .map_err(|e| super::Error::Config(e.to_string()))
+    }
+
+    /// How long one AppendEntries (or read-index round) may take before
+    /// the leader gives up on it and sends it again, in milliseconds: half
+    /// the shortest election timeout (100 ms with the defaults), never less
+    /// than a heartbeat period. (Not more: openraft checks its election
+    /// timers every 1.5 × this, so a longer one slows failover.)
+    ///
+    /// openraft 0.9 has one knob for this and for its heartbeat period
+    /// (`Config::heartbeat_interval`, which must stay below the election
+    /// timeout); Roost sets it to this and sends heartbeats itself every
+    /// `heartbeat_ms` (`shard::send_heartbeats`). A follower hears nothing
+    /// while an entry is on its way (openraft sends one request at a time
+    /// per follower), so the largest entry — one group commit plus one
+    /// event's writes — must reach a follower and be fsynced well within the
+    /// election timeout: raise the election timeouts for large events on
+    /// slow links or disks. openraft also checks its timers every 1.5 × this.
+    pub(crate) fn raft_timeout_ms(&self) -> u64 {
+        (self.election_timeout_min_ms / 2).max(self.heartbeat_ms)
     }
 }

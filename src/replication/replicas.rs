@@ -16,7 +16,8 @@ use tracing::Instrument;
 use super::log_store::LogStore;
 use super::network::{NetworkFactory, NoPeers, Transport};
 use super::observe;
-use super::shard::{self, Limits, Proposer, ShardHandle};
+use super::pipeline::Limits;
+use super::shard::{self, Proposer, ShardHandle};
 use super::state_machine::StateMachine;
 use super::types::{NodeId, Raft};
 use super::{Error, ReplicationOptions};
@@ -193,7 +194,7 @@ impl Replicas {
                 // When the leader is this node, also wait for the leadership
                 // watch to say so, so that routing agrees with Raft at once.
                 if leader == Some(node_id) {
-                    leadership.wait_for(|l| *l).await?;
+                    leadership.wait_for(|l| l.is_some()).await?;
                 }
                 Ok::<_, tokio::sync::watch::error::RecvError>(())
             };
@@ -277,7 +278,7 @@ async fn open_shard<T: Transport>(
 
     let stop = CancellationToken::new();
     let (queue_tx, queue_rx) = mpsc::channel(opts.queue_capacity);
-    let (leader_tx, leader_rx) = watch::channel(false);
+    let (leader_tx, leader_rx) = watch::channel(None);
     let proposer = Proposer {
         shard,
         raft: raft.clone(),
@@ -297,6 +298,14 @@ async fn open_shard<T: Transport>(
             raft.metrics(),
             Duration::from_millis(opts.election_timeout_max_ms),
             leader_tx,
+            stop.clone(),
+        )
+        .instrument(span.clone()),
+    );
+    tokio::spawn(
+        shard::send_heartbeats(
+            raft.clone(),
+            Duration::from_millis(opts.heartbeat_ms),
             stop.clone(),
         )
         .instrument(span.clone()),

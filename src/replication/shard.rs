@@ -15,13 +15,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use futures_util::stream::FuturesOrdered;
+use futures_util::stream::FuturesUnordered;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, RaftError};
 use openraft::{BasicNode, RaftMetrics, ServerState};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::Error;
+use super::pipeline::{self, Batch, Limits, Settler};
 use super::types::{NodeId, Raft, ShardCommand};
 use crate::id::ShardId;
 use crate::storage::ObjectWrite;
@@ -29,11 +30,8 @@ use crate::telemetry::metrics;
 
 type Waiter = oneshot::Sender<Result<(), Error>>;
 
-/// What a shard's queue holds.
-pub(crate) enum Request {
-    Write { write: ObjectWrite, done: Waiter },
-    Barrier { done: Waiter },
-}
+/// What a shard's queue holds (see [`pipeline::Request`]).
+pub(crate) type Request = pipeline::Request<Waiter>;
 
 /// Resolves once the proposed write (or barrier) is committed by a quorum and
 /// applied to RocksDB, or with the reason it was not. An `Err` other than
@@ -62,7 +60,8 @@ struct Inner {
     raft: Raft,
     /// The proposer's queue; its order is the log's order.
     queue: mpsc::Sender<Request>,
-    leadership: watch::Receiver<bool>,
+    /// The term in which this node leads the shard, if it does.
+    leadership: watch::Receiver<Option<u64>>,
 }
 
 impl ShardHandle {
@@ -70,7 +69,7 @@ impl ShardHandle {
         id: ShardId,
         raft: Raft,
         queue: mpsc::Sender<Request>,
-        leadership: watch::Receiver<bool>,
+        leadership: watch::Receiver<Option<u64>>,
     ) -> ShardHandle {
         ShardHandle {
             inner: Arc::new(Inner {
@@ -91,9 +90,24 @@ impl ShardHandle {
     /// backpressure; the returned [`Commit`] resolves once the write is
     /// committed and applied.
     pub async fn propose(&self, write: ObjectWrite) -> Result<Commit, Error> {
-        let (done, rx) = oneshot::channel();
-        self.enqueue(Request::Write { write, done }).await?;
-        Ok(Commit(rx))
+        self.request(|done| Request::Write {
+            write,
+            term: None,
+            done,
+        })
+        .await
+    }
+
+    /// Like [`propose`](Self::propose), but only while this node leads the
+    /// shard in `term`: if the term ended before the write left the queue,
+    /// it is refused (`NotLeader`) and certainly never committed.
+    pub async fn propose_in(&self, term: u64, write: ObjectWrite) -> Result<Commit, Error> {
+        self.request(|done| Request::Write {
+            write,
+            term: Some(term),
+            done,
+        })
+        .await
     }
 
     /// Enqueues a linearizable read barrier: its [`Commit`] resolves once this
@@ -101,27 +115,57 @@ impl ShardHandle {
     /// everything committed before it, and after every write enqueued before
     /// it has resolved.
     pub async fn barrier(&self) -> Result<Commit, Error> {
-        let (done, rx) = oneshot::channel();
-        self.enqueue(Request::Barrier { done }).await?;
-        Ok(Commit(rx))
+        self.request(|done| Request::Barrier { term: None, done })
+            .await
     }
 
-    async fn enqueue(&self, request: Request) -> Result<(), Error> {
+    /// A read barrier refused (`NotLeader`) unless this node still leads
+    /// the shard in `term`.
+    pub async fn barrier_in(&self, term: u64) -> Result<Commit, Error> {
+        self.request(|done| Request::Barrier {
+            term: Some(term),
+            done,
+        })
+        .await
+    }
+
+    /// A leader-completeness barrier for a leader of `term`: proposes an
+    /// empty log entry and resolves once it is applied. By then every entry
+    /// proposed before it (in any earlier term, or by an executor that was
+    /// reset with its writes' outcome unknown) is decided and applied. A
+    /// read barrier is not enough for that: it waits only for entries
+    /// already committed when it was issued.
+    pub async fn fence(&self, term: u64) -> Result<Commit, Error> {
+        self.request(|done| Request::Fence {
+            term: Some(term),
+            done,
+        })
+        .await
+    }
+
+    async fn request(&self, make: impl FnOnce(Waiter) -> Request) -> Result<Commit, Error> {
+        let (done, rx) = oneshot::channel();
         self.inner
             .queue
-            .send(request)
+            .send(make(done))
             .await
-            .map_err(|_| Error::ShuttingDown)
+            .map_err(|_| Error::ShuttingDown)?;
+        Ok(Commit(rx))
     }
 
     /// Whether this node currently leads the shard (as last reported by Raft).
     pub fn is_leader(&self) -> bool {
+        self.inner.leadership.borrow().is_some()
+    }
+
+    /// The term in which this node leads the shard, if it does.
+    pub fn leader_term(&self) -> Option<u64> {
         *self.inner.leadership.borrow()
     }
 
-    /// Changes of this node's leadership of the shard (true = leader). Turns
-    /// false when the shard shuts down.
-    pub fn leadership(&self) -> watch::Receiver<bool> {
+    /// Changes of this node's leadership of the shard: the term in which it
+    /// leads, or `None`. Turns `None` when the shard shuts down.
+    pub fn leadership(&self) -> watch::Receiver<Option<u64>> {
         self.inner.leadership.clone()
     }
 
@@ -184,37 +228,8 @@ impl Outcome {
     }
 }
 
-/// Batching limits of a proposer.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Limits {
-    pub max_batch_bytes: usize,
-    pub max_batch_writes: usize,
-    pub max_in_flight: usize,
-}
-
-/// One group commit being assembled.
-#[derive(Default)]
-struct Batch {
-    writes: Vec<ObjectWrite>,
-    waiters: Vec<Waiter>,
-    bytes: usize,
-}
-
-impl Batch {
-    fn push(&mut self, request: Request) {
-        match request {
-            Request::Write { write, done } => {
-                self.bytes += write.approx_size();
-                self.writes.push(write);
-                self.waiters.push(done);
-            }
-            Request::Barrier { done } => self.waiters.push(done),
-        }
-    }
-}
-
 /// A submitted batch: resolves to its waiters and how it ended.
-type Settling = Pin<Box<dyn Future<Output = (Vec<Waiter>, Outcome)> + Send>>;
+type Settling = Pin<Box<dyn Future<Output = (u64, Vec<Waiter>, Outcome)> + Send>>;
 
 /// The task that owns a shard's queue.
 pub(crate) struct Proposer {
@@ -237,46 +252,54 @@ impl Proposer {
             limits,
             lease,
         } = self;
-        let mut in_flight: FuturesOrdered<Settling> = FuturesOrdered::new();
+        let mut in_flight: FuturesUnordered<Settling> = FuturesUnordered::new();
+        let mut order: Settler<(Vec<Waiter>, Outcome)> = Settler::default();
+        let metrics = raft.metrics();
         loop {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
-                Some((waiters, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
-                    settle(waiters, &outcome);
+                Some((id, waiters, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                    for (waiters, outcome) in order.settled(id, (waiters, outcome)) {
+                        settle(waiters, &outcome);
+                    }
                 }
-                request = queue.recv(), if in_flight.len() < limits.max_in_flight => {
+                request = queue.recv(), if order.in_flight() < limits.max_in_flight => {
                     let Some(first) = request else { break };
-                    let batch = collect(first, &mut queue, limits);
-                    in_flight.push_back(submit(shard, &raft, lease, batch).await);
+                    let leading = leading_term(&metrics.borrow());
+                    let (batch, refused) =
+                        pipeline::collect(first, || queue.try_recv().ok(), limits, leading);
+                    if !refused.is_empty() {
+                        let leader = metrics.borrow().current_leader;
+                        settle(refused, &Outcome::NotLeader(leader));
+                    }
+                    if batch.waiters.is_empty() {
+                        continue;
+                    }
+                    let id = order.submit();
+                    let settling = submit(shard, &raft, lease, id, batch).await;
+                    in_flight.push(settling);
                 }
             }
         }
         // Nothing still queued will be proposed.
         queue.close();
         while let Ok(request) = queue.try_recv() {
-            let (Request::Write { done, .. } | Request::Barrier { done }) = request;
-            let _ = done.send(Err(Error::ShuttingDown));
+            let _ = request.into_waiter().send(Err(Error::ShuttingDown));
         }
         // What was submitted settles as Raft decides, or as it shuts down.
-        while let Some((waiters, outcome)) = in_flight.next().await {
-            settle(waiters, &outcome);
+        while let Some((id, waiters, outcome)) = in_flight.next().await {
+            for (waiters, outcome) in order.settled(id, (waiters, outcome)) {
+                settle(waiters, &outcome);
+            }
         }
         tracing::debug!("proposer stopped");
     }
 }
 
-/// Takes `first` and whatever else is queued, within the limits.
-fn collect(first: Request, queue: &mut mpsc::Receiver<Request>, limits: Limits) -> Batch {
-    let mut batch = Batch::default();
-    batch.push(first);
-    while batch.waiters.len() < limits.max_batch_writes && batch.bytes < limits.max_batch_bytes {
-        match queue.try_recv() {
-            Ok(request) => batch.push(request),
-            Err(_) => break,
-        }
-    }
-    batch
+/// The term in which Raft's metrics say this node leads, if it does.
+fn leading_term(m: &RaftMetrics<NodeId, BasicNode>) -> Option<u64> {
+    (m.state == ServerState::Leader && m.current_leader == Some(m.id)).then_some(m.current_term)
 }
 
 /// Hands `batch` to Raft and returns the future of its outcome. A batch with
@@ -288,17 +311,25 @@ fn collect(first: Request, queue: &mut mpsc::Receiver<Request>, limits: Limits) 
 /// acknowledgement settles as `NoQuorum` (outcome unknown) instead of
 /// waiting for a commit that a cut-off leader may never see: its caller
 /// answers 503 rather than hang for as long as the partition lasts.
-async fn submit(shard: ShardId, raft: &Raft, lease: Duration, batch: Batch) -> Settling {
+async fn submit(
+    shard: ShardId,
+    raft: &Raft,
+    lease: Duration,
+    id: u64,
+    batch: Batch<Waiter>,
+) -> Settling {
+    let entry = batch.is_entry();
     let Batch {
         writes,
         waiters,
         bytes,
+        ..
     } = batch;
     let started = std::time::Instant::now();
     let settled = move |kind: &'static str, outcome: &Outcome| {
         metrics::raft_proposal(kind, outcome.label(), started.elapsed());
     };
-    if writes.is_empty() {
+    if !entry {
         tracing::trace!(shard, barriers = waiters.len(), "read barrier");
         let raft = raft.clone();
         return Box::pin(async move {
@@ -307,7 +338,7 @@ async fn submit(shard: ShardId, raft: &Raft, lease: Duration, batch: Batch) -> S
                 Err(e) => Outcome::from_check(e),
             };
             settled("barrier", &outcome);
-            (waiters, outcome)
+            (id, waiters, outcome)
         });
     }
     metrics::raft_batch(writes.len(), bytes);
@@ -335,12 +366,12 @@ async fn submit(shard: ShardId, raft: &Raft, lease: Duration, batch: Batch) -> S
                 )),
             };
             settled("write", &outcome);
-            (waiters, outcome)
+            (id, waiters, outcome)
         }),
         Err(fatal) => {
             let outcome = Outcome::from_fatal(&fatal);
             settled("write", &outcome);
-            Box::pin(std::future::ready((waiters, outcome)))
+            Box::pin(std::future::ready((id, waiters, outcome)))
         }
     }
 }
@@ -380,7 +411,8 @@ fn settle(waiters: Vec<Waiter>, outcome: &Outcome) {
     }
 }
 
-/// Mirrors Raft's metrics into `leadership` until `stop` or Raft ends.
+/// Mirrors Raft's metrics into `leadership` until `stop` or Raft ends: the
+/// term in which this node leads, or `None`.
 ///
 /// A leader counts as one only while a quorum of its group acknowledged it
 /// within `lease` (its followers' leader lease: after that long without
@@ -390,11 +422,14 @@ fn settle(waiters: Vec<Waiter>, outcome: &Outcome) {
 /// refuses them (`NotOwner`, which callers retry elsewhere) and stops naming
 /// itself leader. Safety does not depend on it: its writes cannot commit and
 /// its reads wait for a quorum either way.
+///
+/// The value carries the term, not a flag: leadership lost and regained is
+/// a new term, which ends everything bound to the old one (executors).
 pub(crate) async fn watch_leadership(
     node_id: NodeId,
     mut metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
     lease: Duration,
-    leadership: watch::Sender<bool>,
+    leadership: watch::Sender<Option<u64>>,
     stop: CancellationToken,
 ) {
     let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
@@ -402,9 +437,10 @@ pub(crate) async fn watch_leadership(
         let leader = {
             let m = metrics.borrow_and_update();
             let alone = m.membership_config.membership().voter_ids().count() <= 1;
-            m.state == ServerState::Leader
+            let leads = m.state == ServerState::Leader
                 && m.current_leader == Some(node_id)
-                && (alone || m.millis_since_quorum_ack.is_some_and(|ms| ms <= lease_ms))
+                && (alone || m.millis_since_quorum_ack.is_some_and(|ms| ms <= lease_ms));
+            leads.then_some(m.current_term)
         };
         leadership.send_if_modified(|current| {
             let changed = *current != leader;
@@ -416,5 +452,32 @@ pub(crate) async fn watch_leadership(
             changed = metrics.changed() => if changed.is_err() { break },
         }
     }
-    leadership.send_if_modified(|current| std::mem::replace(current, false));
+    leadership.send_if_modified(|current| current.take().is_some());
+}
+
+/// Sends this node's heartbeats to the shard's followers every `every`
+/// while it leads, until `stop`.
+///
+/// openraft 0.9 uses its `heartbeat_interval` both as the heartbeat period
+/// and as the timeout of every AppendEntries (and read-index round). Roost
+/// sets that to the replication timeout
+/// (`ReplicationOptions::raft_timeout_ms`, half the shortest election
+/// timeout) and sends heartbeats at the short period from here; openraft's
+/// own still go out at the longer one.
+pub(crate) async fn send_heartbeats(raft: Raft, every: Duration, stop: CancellationToken) {
+    let metrics = raft.metrics();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        // Raft's own state, not the lease-checked leadership: a leader that
+        // lost its quorum's acknowledgement must keep trying to reach it.
+        let leads = metrics.borrow().state == ServerState::Leader;
+        if leads && raft.trigger().heartbeat().await.is_err() {
+            return;
+        }
+    }
 }

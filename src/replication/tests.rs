@@ -115,7 +115,10 @@ async fn committed_writes_are_readable_on_every_shard() {
             .await
             .expect("barrier");
         let mut leadership = handle.leadership();
-        leadership.wait_for(|l| *l).await.expect("becomes leader");
+        leadership
+            .wait_for(|l| l.is_some())
+            .await
+            .expect("becomes leader");
         assert!(handle.is_leader());
     }
     replicas.shutdown().await;

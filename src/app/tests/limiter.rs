@@ -200,3 +200,60 @@ async fn requests_without_a_client_ip_share_the_unknown_bucket() {
     let (_, body) = check(&h, "unknown", "?limit=100&window=60000").await;
     assert_eq!(body["remaining"], 98);
 }
+
+/// Methods the `/api` middleware used to reach the limiter (see below).
+static LIMITER_METHODS: std::sync::Mutex<Vec<Method>> = std::sync::Mutex::new(Vec::new());
+
+/// Stands in for the limiter: records the method of each check, allows it.
+struct MethodProbe;
+
+impl crate::object::DurableObject for MethodProbe {
+    async fn new(_: &mut crate::object::Context) -> crate::object::Result<Self> {
+        Ok(MethodProbe)
+    }
+
+    async fn fetch(
+        &mut self,
+        _: &mut crate::object::Context,
+        req: crate::object::Request,
+    ) -> crate::object::Result<crate::object::Response> {
+        LIMITER_METHODS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(req.method().clone());
+        Ok(crate::object::json(
+            StatusCode::OK,
+            &json!({"allowed": true, "remaining": 1, "reset": 0}),
+        ))
+    }
+}
+
+/// Defect 6: the limiter check records the request, so it must not be a
+/// request an edge treats as safe to repeat when its outcome is unknown
+/// (GET, HEAD, OPTIONS): a repeat would charge the client twice.
+#[tokio::test]
+async fn the_limiter_check_is_not_a_request_an_edge_repeats() {
+    let mut h = Harness::new().await;
+    h.restart(
+        crate::object::Bindings::new()
+            .bind::<crate::app::chat_room::ChatRoom>("CHAT_ROOM")
+            .bind::<MethodProbe>("RATE_LIMITER")
+            .bind::<crate::app::counter::Counter>("COUNTER"),
+    )
+    .await;
+    let resp = h
+        .send(request_from(Method::GET, "/api/ping", "10.9.9.9"))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let methods = LIMITER_METHODS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    assert!(!methods.is_empty(), "the middleware checked the limiter");
+    for m in methods {
+        assert!(
+            !matches!(m, Method::GET | Method::HEAD | Method::OPTIONS),
+            "the limiter check went out as {m}, which an edge may repeat"
+        );
+    }
+}

@@ -53,21 +53,38 @@ impl Executor {
         self.failed |= !ok;
         let mut outputs = self.ctx.outputs.take();
         if !ok {
-            // A failed event's writes are rolled back, and so is what it sent.
+            // A failed event's writes are rolled back, and so is what it
+            // sent and what it changed on its sockets.
             self.ctx.storage.discard_event_layer();
+            self.ctx.sockets.discard_event();
             outputs.clear();
         }
         outputs.extend(extra);
+        let attachments: Vec<Output> = self
+            .ctx
+            .sockets
+            .take_event(&self.act.hub)
+            .into_iter()
+            .filter_map(|(socket, change)| {
+                let value = change.attachment?;
+                Some(Output::Attachment { socket, value })
+            })
+            .collect();
+        // Attachments take effect before the event's frames leave.
+        outputs.splice(0..0, attachments);
         let layer = self.ctx.storage.take_event_layer();
         let shard = self.act.shard.id();
+        let namespace = &self.act.key.namespace;
+        let term = self.life.term();
         let (gate, seq, trace) = if layer.is_empty() {
             if outputs.is_empty() {
                 return;
             }
-            let trace = CommitTrace::start(shard, "read_barrier");
-            // A read must not leave before this node is confirmed leader.
-            match self.act.shard.barrier().await {
-                Ok(commit) => (Some(commit), None, trace),
+            let trace = CommitTrace::start(namespace, shard, "read_barrier");
+            // A read must not leave before this node is confirmed leader
+            // (in this executor's term).
+            match self.act.shard.barrier_in(term).await {
+                Ok(commit) => (commit, None, trace),
                 Err(e) => return self.fail_now(outputs, Error::Commit(e)),
             }
         } else {
@@ -80,9 +97,9 @@ impl Executor {
                 object: self.act.key.clone(),
                 mutations: layer.to_mutations(),
             };
-            let trace = CommitTrace::start(shard, "write");
-            match self.act.shard.propose(write).await {
-                Ok(commit) => (Some(commit), Some(self.seq), trace),
+            let trace = CommitTrace::start(namespace, shard, "write");
+            match self.act.shard.propose_in(term, write).await {
+                Ok(commit) => (commit, Some(self.seq), trace),
                 Err(e) => return self.fail_now(outputs, Error::Commit(e)),
             }
         };
@@ -113,7 +130,8 @@ impl Executor {
                 Output::AlarmDone(tx) => {
                     let _ = tx.send(false);
                 }
-                Output::Frame { .. } | Output::AlarmChanged(_) => {}
+                Output::AlarmChanged(_) => self.act.alarms.recheck(self.act.key.clone()),
+                Output::Frame { .. } | Output::Attachment { .. } => {}
             }
         }
     }

@@ -1,0 +1,290 @@
+//! The executor's pure core: the output gate's release rule ([`Gate`]) and
+//! the executor's tie to a Raft term ([`Life`]).
+//!
+//! No I/O, no tokio, no clock. The releaser task (`outbox.rs`) and the
+//! executor (`executor.rs`) drive these with what Raft reports; the tests
+//! below script commits, failures, leadership loss and regain, one test per
+//! invariant (named in ARCHITECTURE.md).
+
+use std::collections::VecDeque;
+
+/// What the gate does with a batch of outputs.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Release<O> {
+    /// Its commit (or read barrier) is done and nothing before it failed.
+    Deliver(O),
+    /// It or an earlier batch failed: its outputs must never leave.
+    Fail(O),
+}
+
+struct Waiting<O> {
+    id: u64,
+    /// The sequence number of the batch's writes, if it wrote.
+    seq: Option<u64>,
+    /// `Some(true)`: its commit or barrier is done; `Some(false)`: failed.
+    settled: Option<bool>,
+    outputs: O,
+}
+
+/// The output gate of one executor: batches leave in the order they were
+/// handed over, each once what it waits for is done — and none after a
+/// failure. A failed commit's outcome is unknown, and later events ran on
+/// the cached state that includes its writes, so everything they built
+/// (reads included: a read-only event's barrier proves leadership, not
+/// that an earlier write committed) is failed too; the executor resets.
+pub(crate) struct Gate<O> {
+    waiting: VecDeque<Waiting<O>>,
+    next_id: u64,
+    /// A commit failed (or could not be proposed): nothing more leaves.
+    poisoned: bool,
+    /// The highest write sequence number known committed and applied.
+    committed: u64,
+}
+
+impl<O> Default for Gate<O> {
+    fn default() -> Self {
+        Gate {
+            waiting: VecDeque::new(),
+            next_id: 0,
+            poisoned: false,
+            committed: 0,
+        }
+    }
+}
+
+impl<O> Gate<O> {
+    /// Hands over a batch that waits for a commit (`seq`: its writes) or a
+    /// read barrier (`None`). Returns its id for [`settle`](Self::settle).
+    pub fn push(&mut self, seq: Option<u64>, outputs: O) -> u64 {
+        self.next_id += 1;
+        self.waiting.push_back(Waiting {
+            id: self.next_id,
+            seq,
+            settled: None,
+            outputs,
+        });
+        self.next_id
+    }
+
+    /// Records how batch `id`'s commit or barrier ended, and returns what
+    /// may leave now, in order.
+    pub fn settle(&mut self, id: u64, done: bool) -> Vec<Release<O>> {
+        if let Some(w) = self.waiting.iter_mut().find(|w| w.id == id) {
+            w.settled = Some(done);
+        }
+        let mut out = Vec::new();
+        while self.waiting.front().is_some_and(|w| w.settled.is_some()) {
+            let Some(w) = self.waiting.pop_front() else {
+                break;
+            };
+            if w.settled != Some(true) {
+                self.poisoned = true;
+            }
+            if self.poisoned {
+                out.push(Release::Fail(w.outputs));
+            } else {
+                if let Some(seq) = w.seq {
+                    self.committed = self.committed.max(seq);
+                }
+                out.push(Release::Deliver(w.outputs));
+            }
+        }
+        out
+    }
+
+    /// A write could not even be proposed: the cache is ahead of storage.
+    pub fn poison(&mut self) {
+        self.poisoned = true;
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// The highest write sequence number known committed and applied.
+    pub fn committed(&self) -> u64 {
+        self.committed
+    }
+
+    /// Batches handed over and not yet released.
+    #[cfg(test)]
+    pub fn in_flight(&self) -> usize {
+        self.waiting.len()
+    }
+}
+
+/// Whether an executor may run an event now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admit {
+    Run,
+    /// The term it was created in ended: the event never ran, the caller
+    /// may retry on the current leader. The executor stops.
+    NotOwner,
+    /// A commit failed: the cached state is ahead of storage. The event
+    /// never ran; the executor stops and a fresh one replaces it.
+    Reset,
+}
+
+/// An executor's tie to the Raft term in which it was activated.
+///
+/// An executor serves one term: its cache is only right for the log of
+/// that term (a later term may have dropped its uncommitted writes), so
+/// once the shard's leadership is lost — even if it is regained at once,
+/// which is a new term — it runs nothing more, and its writes and barriers
+/// carry the term so the proposer refuses them after it ended.
+#[derive(Debug)]
+pub(crate) struct Life {
+    term: u64,
+    /// The activation fence (an empty entry of this term) was applied.
+    ready: bool,
+    /// Stopped for good, and why.
+    stopped: Option<Admit>,
+}
+
+impl Life {
+    pub fn new(term: u64) -> Life {
+        Life {
+            term,
+            ready: false,
+            stopped: None,
+        }
+    }
+
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    /// The activation fence ended: the object may read storage once it was
+    /// applied; if it failed the executor is reset.
+    pub fn fenced(&mut self, applied: bool) {
+        if applied {
+            self.ready = true;
+        } else {
+            self.stopped.get_or_insert(Admit::Reset);
+        }
+    }
+
+    /// Whether the next event may run, given the term in which this node
+    /// now leads the shard (`leading`) and whether the gate is poisoned.
+    pub fn admit(&mut self, leading: Option<u64>, poisoned: bool) -> Admit {
+        if leading != Some(self.term) {
+            self.stopped.get_or_insert(Admit::NotOwner);
+        }
+        if poisoned || !self.ready {
+            self.stopped.get_or_insert(Admit::Reset);
+        }
+        self.stopped.unwrap_or(Admit::Run)
+    }
+
+    /// Whether the executor must stop because `leading` is not its term.
+    pub fn term_ended(&mut self, leading: Option<u64>) -> bool {
+        if leading != Some(self.term) {
+            self.stopped.get_or_insert(Admit::NotOwner);
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivered(r: &[Release<&'static str>]) -> Vec<&'static str> {
+        r.iter()
+            .filter_map(|r| match r {
+                Release::Deliver(o) => Some(*o),
+                Release::Fail(_) => None,
+            })
+            .collect()
+    }
+
+    /// Output gate: batches leave in order, each only once its own commit
+    /// (or barrier) is done and every earlier one left.
+    #[test]
+    fn outputs_leave_in_order_once_their_commit_is_done() {
+        let mut g = Gate::default();
+        let a = g.push(Some(1), "a");
+        let b = g.push(None, "b");
+        let c = g.push(Some(2), "c");
+        assert!(g.settle(c, true).is_empty(), "c waits for a and b");
+        assert!(g.settle(b, true).is_empty(), "b waits for a");
+        assert_eq!(g.committed(), 0);
+        let out = g.settle(a, true);
+        assert_eq!(delivered(&out), vec!["a", "b", "c"]);
+        assert_eq!(g.committed(), 2);
+        assert_eq!(g.in_flight(), 0);
+    }
+
+    /// Defect 1: a read that ran after a write whose commit failed must not
+    /// answer, even though its own read barrier succeeded (the barrier
+    /// proves leadership, not that the earlier write committed): the value
+    /// it read may never have existed.
+    #[test]
+    fn a_read_after_a_failed_write_is_never_released() {
+        let mut g = Gate::default();
+        let write = g.push(Some(1), "increment");
+        let read = g.push(None, "read");
+        let later = g.push(Some(2), "later write");
+        assert!(g.settle(read, true).is_empty());
+        let out = g.settle(write, false);
+        assert_eq!(out.len(), 2);
+        assert!(matches!(out[0], Release::Fail("increment")));
+        assert!(
+            matches!(out[1], Release::Fail("read")),
+            "the read built on the failed write was released: {out:?}"
+        );
+        assert!(g.is_poisoned());
+        assert_eq!(g.settle(later, true), vec![Release::Fail("later write")]);
+        assert_eq!(g.committed(), 0);
+    }
+
+    /// A write that could not even be proposed poisons the gate too.
+    #[test]
+    fn nothing_leaves_after_a_proposal_failed() {
+        let mut g = Gate::default();
+        g.poison();
+        let read = g.push(None, "read");
+        assert_eq!(g.settle(read, true), vec![Release::Fail("read")]);
+    }
+
+    /// Defect 4: an executor runs only in the term it was activated in;
+    /// leadership lost and regained is a new term and stops it for good.
+    #[test]
+    fn an_executor_runs_only_in_its_own_term() {
+        let mut life = Life::new(5);
+        life.fenced(true);
+        assert_eq!(life.admit(Some(5), false), Admit::Run);
+        assert!(!life.term_ended(Some(5)));
+        assert_eq!(
+            life.admit(Some(6), false),
+            Admit::NotOwner,
+            "lost and regained leadership: a new term"
+        );
+        assert_eq!(
+            life.admit(Some(5), false),
+            Admit::NotOwner,
+            "stopped for good"
+        );
+        let mut life = Life::new(5);
+        life.fenced(true);
+        assert!(life.term_ended(None));
+        assert_eq!(life.admit(Some(5), false), Admit::NotOwner);
+    }
+
+    /// Defect 2: an executor reads nothing before its activation fence is
+    /// applied; if the fence fails it is reset.
+    #[test]
+    fn an_executor_runs_nothing_before_its_fence_is_applied() {
+        let mut life = Life::new(2);
+        life.fenced(false);
+        assert_eq!(life.admit(Some(2), false), Admit::Reset);
+        let mut life = Life::new(2);
+        life.fenced(true);
+        assert_eq!(
+            life.admit(Some(2), true),
+            Admit::Reset,
+            "a poisoned gate resets"
+        );
+    }
+}

@@ -1,0 +1,178 @@
+//! In-process tests of the runtime with test classes: a single-node shard
+//! group over a temp RocksDB, events handed straight to [`Runtime`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::http::{StatusCode, header};
+use bytes::Bytes;
+use tempfile::TempDir;
+
+use super::*;
+use crate::id::{ObjectId, ObjectKey};
+use crate::replication::Replicas;
+use crate::storage::Db;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+struct Node {
+    _dir: TempDir,
+    replicas: Arc<Replicas>,
+    runtime: Runtime,
+}
+
+async fn node(bindings: Bindings, opts: RuntimeOptions) -> Node {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = Db::open(dir.path()).expect("open db");
+    let replicas = Replicas::open_single_node(db.clone(), 1, "local".into(), 2, Default::default())
+        .await
+        .expect("open replicas");
+    replicas
+        .wait_for_leaders(WAIT)
+        .await
+        .expect("every shard elects itself");
+    let replicas = Arc::new(replicas);
+    let runtime = Runtime::start(db, replicas.clone(), bindings, opts).expect("start runtime");
+    Node {
+        _dir: dir,
+        replicas,
+        runtime,
+    }
+}
+
+impl Node {
+    async fn stop(self) {
+        self.runtime.shutdown().await;
+        self.replicas.shutdown().await;
+    }
+}
+
+fn key(ns: &str, name: &str) -> ObjectKey {
+    ObjectKey::new(ns, ObjectId::from_name(ns, name))
+}
+
+fn get(path: &str) -> Request {
+    let mut req = Request::new(Bytes::new());
+    *req.uri_mut() = format!("http://o{path}").parse().expect("uri");
+    req
+}
+
+/// Deletes `n` keys (in chunks of 100) in one event.
+struct Deleter;
+
+impl DurableObject for Deleter {
+    async fn new(_: &mut Context) -> Result<Self> {
+        Ok(Deleter)
+    }
+
+    async fn fetch(&mut self, ctx: &mut Context, req: Request) -> Result<Response> {
+        let n: usize = query_param(&req, "n")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let keys: Vec<String> = (0..n).map(|i| format!("key-{i:08}")).collect();
+        for chunk in keys.chunks(100) {
+            let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            ctx.storage().delete_many(&chunk)?;
+        }
+        Ok(text(StatusCode::OK, "deleted"))
+    }
+}
+
+/// Defect 5: deletes count toward the event's write limit, so no event
+/// builds a log entry larger than the limit allows (with a clear 413).
+#[tokio::test]
+async fn deletes_count_toward_the_event_write_limit() {
+    let opts = RuntimeOptions {
+        limits: Limits {
+            max_event_write_bytes: 64 * 1024,
+            ..Limits::default()
+        },
+        ..RuntimeOptions::default()
+    };
+    let node = node(Bindings::new().bind::<Deleter>("DELETER"), opts).await;
+    let k = key("DELETER", "a");
+    // 12-byte keys + 16 bytes each: 2000 fit in 64 KiB, 3000 do not.
+    let ok = node.runtime.fetch(k.clone(), get("/?n=2000")).await;
+    assert_eq!(ok.expect("fetch").response.status(), StatusCode::OK);
+    let too_many = node.runtime.fetch(k, get("/?n=3000")).await;
+    let response = too_many.expect("fetch").response;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: serde_json::Value = serde_json::from_slice(response.body()).expect("json body");
+    assert_eq!(body["error"], "write_too_large", "{body}");
+    node.stop().await;
+}
+
+/// A socket class: `fail` stores attachment "v2" and closes the socket,
+/// then fails; `read` answers with the attachment.
+struct Sockets;
+
+impl DurableObject for Sockets {
+    async fn new(_: &mut Context) -> Result<Self> {
+        Ok(Sockets)
+    }
+
+    async fn fetch(&mut self, ctx: &mut Context, _req: Request) -> Result<Response> {
+        let ws = ctx.accept_websocket(&[])?;
+        ws.serialize_attachment("v1")?;
+        Ok(ws.accepted())
+    }
+
+    async fn websocket_message(
+        &mut self,
+        ctx: &mut Context,
+        ws: WebSocket,
+        msg: Message,
+    ) -> Result<()> {
+        match msg {
+            Message::Text(t) if t == "fail" => {
+                ws.serialize_attachment("v2")?;
+                ws.close(4000, "closed by a failed event");
+                ctx.storage().put("k", "v")?;
+                Err(HandlerError::internal("this event fails"))
+            }
+            _ => {
+                let seen: Option<String> = ws.deserialize_attachment()?;
+                let open = ctx.websockets(None).len();
+                ws.send(format!("{}:{open}", seen.unwrap_or_default()));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Defect 7: a socket's close and attachment take effect only through the
+/// output gate, and not at all when the event's handler fails.
+#[tokio::test]
+async fn socket_changes_of_a_failed_event_are_rolled_back() {
+    let node = node(
+        Bindings::new().bind::<Sockets>("SOCKETS"),
+        RuntimeOptions::default(),
+    )
+    .await;
+    let k = key("SOCKETS", "a");
+    let mut req = get("/");
+    req.headers_mut()
+        .insert(header::UPGRADE, "websocket".parse().expect("value"));
+    req.headers_mut()
+        .insert(header::CONNECTION, "Upgrade".parse().expect("value"));
+    let outcome = node.runtime.fetch(k.clone(), req).await.expect("fetch");
+    assert_eq!(outcome.response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let mut link = outcome.socket.expect("an accepted socket");
+    let send = |text: &str| {
+        node.runtime
+            .socket_message(&k, link.socket, Message::Text(text.into()))
+            .expect("dispatch")
+    };
+    send("fail");
+    send("read");
+    let frame = tokio::time::timeout(WAIT, link.outgoing.recv())
+        .await
+        .expect("the socket is still open and answers")
+        .expect("a frame");
+    assert_eq!(
+        frame,
+        ServerFrame::Message(Message::Text("v1:1".into())),
+        "the failed event's attachment and close were rolled back"
+    );
+    node.stop().await;
+}

@@ -1,0 +1,322 @@
+//! The proposer's pure core: which queued requests go into the next log
+//! entry, which are refused because they were made for another term, and
+//! in which order outcomes reach their waiters.
+//!
+//! No I/O, no tokio, no clock: the proposer task (`shard.rs`) feeds it the
+//! queue and the settled entries, and the unit tests below script the same
+//! (one test per invariant, named in ARCHITECTURE.md).
+
+use std::collections::BTreeMap;
+
+use crate::storage::ObjectWrite;
+
+/// What a shard's queue holds. `term` is the Raft term the request was made
+/// for (an executor's term): it is refused unless this node still leads
+/// the shard in that term when the request leaves the queue. `None` has no
+/// such guard (the cluster layer's own writes).
+pub(crate) enum Request<W> {
+    Write {
+        write: ObjectWrite,
+        term: Option<u64>,
+        done: W,
+    },
+    /// A linearizable read: resolves once leadership was confirmed after
+    /// the call and everything committed before it is applied.
+    Barrier { term: Option<u64>, done: W },
+    /// A leader-completeness barrier: an (empty) log entry of its own,
+    /// resolved once it is applied, so every entry proposed before it is
+    /// decided and applied by then.
+    Fence { term: Option<u64>, done: W },
+}
+
+impl<W> Request<W> {
+    fn term(&self) -> Option<u64> {
+        match self {
+            Request::Write { term, .. }
+            | Request::Barrier { term, .. }
+            | Request::Fence { term, .. } => *term,
+        }
+    }
+
+    pub(crate) fn into_waiter(self) -> W {
+        match self {
+            Request::Write { done, .. }
+            | Request::Barrier { done, .. }
+            | Request::Fence { done, .. } => done,
+        }
+    }
+}
+
+/// Batching limits of a proposer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub max_batch_bytes: usize,
+    pub max_batch_writes: usize,
+    pub max_in_flight: usize,
+}
+
+/// One group commit being assembled.
+pub(crate) struct Batch<W> {
+    pub writes: Vec<ObjectWrite>,
+    pub waiters: Vec<W>,
+    pub bytes: usize,
+    /// A fence asked for a log entry even if no write is in the batch.
+    pub fence: bool,
+}
+
+impl<W> Default for Batch<W> {
+    fn default() -> Self {
+        Batch {
+            writes: Vec::new(),
+            waiters: Vec::new(),
+            bytes: 0,
+            fence: false,
+        }
+    }
+}
+
+impl<W> Batch<W> {
+    /// Whether the batch is a log entry (writes or a fence); otherwise it
+    /// is a read-index round for barriers only.
+    pub fn is_entry(&self) -> bool {
+        self.fence || !self.writes.is_empty()
+    }
+
+    fn push(&mut self, request: Request<W>) {
+        match request {
+            Request::Write { write, done, .. } => {
+                self.bytes += write.approx_size();
+                self.writes.push(write);
+                self.waiters.push(done);
+            }
+            Request::Barrier { done, .. } => self.waiters.push(done),
+            Request::Fence { done, .. } => {
+                self.fence = true;
+                self.waiters.push(done);
+            }
+        }
+    }
+}
+
+/// Whether a request made for `term` may go to Raft while this node leads
+/// in `leading` (`None`: it does not lead).
+pub(crate) fn admits(term: Option<u64>, leading: Option<u64>) -> bool {
+    match term {
+        None => true,
+        Some(t) => leading == Some(t),
+    }
+}
+
+/// Takes `first` and whatever else `next` yields, within the limits, into
+/// one batch. Requests made for a term other than `leading` are refused
+/// (returned apart: they never reach Raft) and do not count toward the
+/// limits.
+pub(crate) fn collect<W>(
+    first: Request<W>,
+    mut next: impl FnMut() -> Option<Request<W>>,
+    limits: Limits,
+    leading: Option<u64>,
+) -> (Batch<W>, Vec<W>) {
+    let mut batch = Batch::default();
+    let mut refused = Vec::new();
+    let mut take = |request: Request<W>, batch: &mut Batch<W>| {
+        if admits(request.term(), leading) {
+            batch.push(request);
+        } else {
+            refused.push(request.into_waiter());
+        }
+    };
+    take(first, &mut batch);
+    while batch.waiters.len() < limits.max_batch_writes && batch.bytes < limits.max_batch_bytes {
+        match next() {
+            Some(request) => take(request, &mut batch),
+            None => break,
+        }
+    }
+    (batch, refused)
+}
+
+/// Hands settled batches to their waiters in submission order, whatever
+/// order Raft settles them in: a batch's outcome is delivered only after
+/// every batch submitted before it was delivered.
+pub(crate) struct Settler<T> {
+    submitted: u64,
+    delivered: u64,
+    settled: BTreeMap<u64, T>,
+}
+
+impl<T> Default for Settler<T> {
+    fn default() -> Self {
+        Settler {
+            submitted: 0,
+            delivered: 0,
+            settled: BTreeMap::new(),
+        }
+    }
+}
+
+impl<T> Settler<T> {
+    /// Numbers the next submitted batch.
+    pub fn submit(&mut self) -> u64 {
+        self.submitted += 1;
+        self.submitted
+    }
+
+    /// Batches submitted and not yet delivered.
+    pub fn in_flight(&self) -> usize {
+        usize::try_from(self.submitted - self.delivered).unwrap_or(usize::MAX)
+    }
+
+    /// Records that batch `id` settled with `outcome`; returns what may be
+    /// delivered now, in order.
+    pub fn settled(&mut self, id: u64, outcome: T) -> Vec<T> {
+        self.settled.insert(id, outcome);
+        let mut out = Vec::new();
+        while let Some(outcome) = self.settled.remove(&(self.delivered + 1)) {
+            self.delivered += 1;
+            out.push(outcome);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::{ObjectId, ObjectKey};
+    use crate::storage::Mutation;
+
+    const LIMITS: Limits = Limits {
+        max_batch_bytes: 1 << 20,
+        max_batch_writes: 100,
+        max_in_flight: 4,
+    };
+
+    fn write(n: u32) -> ObjectWrite {
+        ObjectWrite {
+            object: ObjectKey::new("T", ObjectId::from_name("T", "o")),
+            mutations: vec![Mutation::Put {
+                key: format!("k{n}"),
+                value: bytes::Bytes::from(vec![0u8; 10]),
+            }],
+        }
+    }
+
+    fn run(queue: Vec<Request<u32>>, leading: Option<u64>) -> (Batch<u32>, Vec<u32>) {
+        let mut rest = queue.into_iter();
+        let first = rest.next().expect("a request");
+        collect(first, || rest.next(), LIMITS, leading)
+    }
+
+    /// Defect 4 (proposer side): a request an executor made in term 5 is
+    /// refused once the node leads in term 6, even though it leads again,
+    /// so a stale executor's write never lands after a new executor's fence.
+    #[test]
+    fn requests_of_an_ended_term_are_refused() {
+        let (batch, refused) = run(
+            vec![
+                Request::Write {
+                    write: write(1),
+                    term: Some(5),
+                    done: 1,
+                },
+                Request::Barrier {
+                    term: Some(5),
+                    done: 2,
+                },
+                Request::Fence {
+                    term: Some(6),
+                    done: 3,
+                },
+                Request::Write {
+                    write: write(4),
+                    term: Some(6),
+                    done: 4,
+                },
+                Request::Write {
+                    write: write(5),
+                    term: None,
+                    done: 5,
+                },
+            ],
+            Some(6),
+        );
+        assert_eq!(refused, vec![1, 2]);
+        assert_eq!(batch.waiters, vec![3, 4, 5]);
+        assert_eq!(batch.writes.len(), 2);
+        assert!(batch.fence && batch.is_entry());
+        let (batch, refused) = run(
+            vec![Request::Write {
+                write: write(1),
+                term: Some(6),
+                done: 1,
+            }],
+            None,
+        );
+        assert_eq!(
+            refused,
+            vec![1],
+            "a node that does not lead takes no guarded request"
+        );
+        assert!(batch.waiters.is_empty());
+    }
+
+    /// Defect 2: a fence is a log entry of its own even with no write in
+    /// its batch (a read-index round would not wait for undecided entries).
+    #[test]
+    fn a_fence_alone_is_a_log_entry_and_barriers_alone_are_not() {
+        let (batch, _) = run(
+            vec![Request::Fence {
+                term: Some(1),
+                done: 1,
+            }],
+            Some(1),
+        );
+        assert!(batch.is_entry() && batch.writes.is_empty());
+        let (batch, _) = run(
+            vec![
+                Request::Barrier {
+                    term: Some(1),
+                    done: 1,
+                },
+                Request::Barrier {
+                    term: None,
+                    done: 2,
+                },
+            ],
+            Some(1),
+        );
+        assert!(!batch.is_entry());
+        assert_eq!(batch.waiters, vec![1, 2]);
+    }
+
+    #[test]
+    fn batches_respect_their_limits_in_queue_order() {
+        let queue: Vec<_> = (0..150)
+            .map(|n| Request::Write {
+                write: write(n),
+                term: None,
+                done: n,
+            })
+            .collect();
+        let mut rest = queue.into_iter();
+        let first = rest.next().expect("a request");
+        let (batch, _) = collect(first, || rest.next(), LIMITS, Some(1));
+        assert_eq!(batch.waiters, (0..100).collect::<Vec<_>>());
+        let (next, _) = collect(rest.next().expect("more"), || rest.next(), LIMITS, Some(1));
+        assert_eq!(next.waiters.first(), Some(&100));
+    }
+
+    /// Outcomes reach waiters in submission order: a later batch that Raft
+    /// settles first (a read-index round, say) waits for the earlier ones.
+    #[test]
+    fn outcomes_are_delivered_in_submission_order() {
+        let mut s = Settler::default();
+        let (a, b, c) = (s.submit(), s.submit(), s.submit());
+        assert_eq!(s.in_flight(), 3);
+        assert!(s.settled(c, "c").is_empty());
+        assert!(s.settled(b, "b").is_empty());
+        assert_eq!(s.settled(a, "a"), vec!["a", "b", "c"]);
+        assert_eq!(s.in_flight(), 0);
+    }
+}
