@@ -9,6 +9,12 @@
 #   make bench  the benchmark suite (release builds, ~10 min): roost dev, a
 #               3-node cluster, the seed on workerd and a 3-member etcd side
 #               by side; writes BENCHMARKS.md (scripts/bench.sh)
+#   make nemesis DURATION=30m
+#               the randomized fault suite for as long as asked (seconds, or
+#               e.g. 30m, 1h; default 10m): real nodes in network namespaces,
+#               two edges, a seeded nemesis, a linearizability checker; prints
+#               its summary (needs root; SEED=<n> replays a run, NODES=5).
+#               `make test` runs a short one (45 s of faults).
 #   make deploy-checks
 #               the Helm chart, Dockerfile and compose file, offline: render,
 #               helm lint, Kubernetes schemas, hadolint, compose schema, and
@@ -23,8 +29,11 @@
 # machine (and every CI run) reuses them.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/roost-target
 ARGS ?=
+DURATION ?= 10m
+SEED ?=
+NODES ?= 3
 
-.PHONY: setup dev dev-release test bench ops-checks deploy-checks
+.PHONY: setup dev dev-release test bench ops-checks deploy-checks nemesis
 
 setup:
 	@bash scripts/setup.sh
@@ -45,6 +54,14 @@ test:
 	# failover on a tiny 3-node cluster), so the suite cannot rot. (The
 	# micro-benchmarks already ran once each above: divan's test mode.)
 	cargo test --bench load -- --bench --smoke
+
+# The randomized fault suite (tests/nemesis/), as long as DURATION; the
+# summary is printed at the end. The short run is part of `make test`
+# (cargo test --all-targets runs it with its 45 s default).
+nemesis:
+	@bash scripts/setup.sh --test
+	NEMESIS_DURATION=$(DURATION) NEMESIS_SEED=$(SEED) NEMESIS_NODES=$(NODES) \
+		cargo test --test nemesis -- --nocapture randomized_faults_keep_every_promise
 
 # Release builds of roost and the load generator, then the whole suite
 # with its peers; writes BENCHMARKS.md.

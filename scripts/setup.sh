@@ -12,10 +12,11 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 # libclang-dev for the build; with --test, also what the tests run: openssl
-# (certificates for the mTLS tests) and iproute2 (`ip netns`, the partition
-# test's network namespaces).
+# (certificates for the mTLS tests), iproute2 (`ip netns`, the partition
+# test's and the nemesis's network namespaces) and nftables (`nft`: the
+# nemesis's partitions, one-way cuts and packet loss inside them).
 packages=(libclang-dev)
-if [ "${1:-}" = "--test" ]; then packages+=(openssl iproute2); fi
+if [ "${1:-}" = "--test" ]; then packages+=(openssl iproute2 nftables); fi
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

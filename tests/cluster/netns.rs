@@ -20,8 +20,20 @@
 use std::collections::BTreeSet;
 use std::process::Command;
 
-/// What every name made here starts with.
-const PREFIX: &str = "roostp";
+/// What every name made here starts with, and the name every test binary
+/// of that family starts with: `roostp` for `cluster-<hash>`, `roostn` for
+/// the nemesis (`tests/nemesis` builds its network here too). Apart, so
+/// one binary never takes the other's running network for a killed test's
+/// leftovers (they may run at once on a shared machine).
+fn family() -> (&'static str, &'static str) {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let name = exe.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    if name.starts_with("nemesis") {
+        ("roostn", "nemesis")
+    } else {
+        ("roostp", "cluster")
+    }
+}
 
 /// The namespaces, veths and bridge of one test's network.
 pub struct Net {
@@ -37,7 +49,7 @@ impl Net {
     pub fn new(nodes: u64) -> Net {
         preflight();
         remove_stale();
-        let tag = format!("{PREFIX}{}", std::process::id());
+        let tag = format!("{}{}", family().0, std::process::id());
         let subnet = free_subnet();
         // Made before anything it names, so a failing step below (a panic)
         // still drops it and removes what was made.
@@ -177,17 +189,19 @@ fn free_subnet() -> String {
 
 /// The `roostp<pid>` tag of `name`, if it is one of ours.
 fn tag_of(name: &str) -> Option<&str> {
-    let digits = name.strip_prefix(PREFIX)?;
+    let prefix = family().0;
+    let digits = name.strip_prefix(prefix)?;
     let len = digits.chars().take_while(char::is_ascii_digit).count();
-    (len > 0).then(|| &name[..PREFIX.len() + len])
+    (len > 0).then(|| &name[..prefix.len() + len])
 }
 
 /// Whether the process that made `tag` is gone.
 fn stale(tag: &str) -> bool {
-    let pid = &tag[PREFIX.len()..];
+    let (prefix, binary) = family();
+    let pid = &tag[prefix.len()..];
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     // A reused pid runs something else; a test binary is `cluster-<hash>`.
-    !comm.starts_with("cluster")
+    !comm.starts_with(binary)
 }
 
 /// Namespaces and links (by first word of `ip` listings) carrying a tag.
