@@ -64,7 +64,48 @@ pub use counter::Counter;
 pub use rate_limiter::RateLimiter;
 pub use router::SeedApp;
 
+use std::sync::RwLock;
+
 use crate::object;
+
+/// The built-in app's limits (`[limits]`'s `chat_*` fields).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppOptions {
+    /// Most sockets in one chat room.
+    pub chat_max_sockets: usize,
+    /// Longest chat message text, in bytes.
+    pub chat_max_message_bytes: usize,
+    /// Messages a room keeps (the newest).
+    pub chat_history_messages: usize,
+}
+
+impl AppOptions {
+    pub const DEFAULT: AppOptions = AppOptions {
+        chat_max_sockets: 1000,
+        chat_max_message_bytes: 4096,
+        chat_history_messages: 1000,
+    };
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        AppOptions::DEFAULT
+    }
+}
+
+/// The options in force: object classes are built by the runtime with no
+/// arguments, so the process's options live here, set once at startup.
+static OPTIONS: RwLock<AppOptions> = RwLock::new(AppOptions::DEFAULT);
+
+/// Sets the built-in app's options for this process (the node does, from
+/// its config, before serving).
+pub fn configure(opts: AppOptions) {
+    *OPTIONS.write().unwrap_or_else(|p| p.into_inner()) = opts;
+}
+
+fn options() -> AppOptions {
+    *OPTIONS.read().unwrap_or_else(|p| p.into_inner())
+}
 
 /// The seed's bindings: `CHAT_ROOM`, `RATE_LIMITER` and `COUNTER`.
 pub fn bindings() -> object::Bindings {

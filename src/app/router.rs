@@ -6,11 +6,13 @@
 //! percent-decoded, HEAD is routed as GET and its body dropped, and a path
 //! with no route for the method is 404):
 //!
-//! - `ALL /room/:roomId` and `/room/:roomId/*` → `CHAT_ROOM` named `roomId`,
+//! - `ALL /room/:roomId` and `/room/:roomId/*` → the rate-limit middleware
+//!   (as for `/api/*`, counted apart; not in the seed), then `CHAT_ROOM` named `roomId`,
 //!   with the `/room/:roomId` prefix removed from the path; query, method,
 //!   headers (`Upgrade`!) and body kept.
 //! - `GET /api/*` → the rate-limit middleware (100 requests a minute per
-//!   client IP, from [`ClientIp`]; `"unknown"` if the edge set none), then
+//!   client IP, from [`ClientIp`], an IPv6 /64 counting as one client;
+//!   `"unknown"` if the edge set none), then
 //!   `GET /api/ping` → `{"ok":true}`; other `/api` paths are 404.
 //! - `GET /counter/:name` → `COUNTER` named `name`, request as is.
 //! - `POST /counter/:name/:action` → `COUNTER` with a bare `POST /{action}`
@@ -22,6 +24,7 @@ use http::{HeaderValue, Method, StatusCode, Uri};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::rate_limiter::bucket_name;
 use crate::object::{
     self, ClientIp, Env, HandlerError, Request, Response, Route, Worker, error_response,
 };
@@ -107,6 +110,9 @@ impl Fail {
 type Routed = Result<Response, Fail>;
 
 async fn chat_room(req: Request, env: &Env, raw_room: &str) -> Routed {
+    if let Err(limited) = rate_limit(&req, env, "room:").await? {
+        return Ok(limited);
+    }
     let stub = stub(env, "CHAT_ROOM", raw_room)?;
     // Strip the raw segment, so an encoded id still leaves the right path.
     let rest = req
@@ -129,10 +135,30 @@ struct LimiterVerdict {
 
 /// The rate-limit middleware, then the `/api` routes behind it.
 async fn api(req: Request, env: &Env) -> Routed {
-    let ip = req
+    let remaining = match rate_limit(&req, env, "").await? {
+        Ok(remaining) => remaining,
+        Err(limited) => return Ok(limited),
+    };
+    let mut response = if req.uri().path() == "/api/ping" {
+        object::json(StatusCode::OK, &json!({ "ok": true }))
+    } else {
+        not_found(req.method(), req.uri().path())
+    };
+    response
+        .headers_mut()
+        .insert(REMAINING_HEADER, HeaderValue::from(remaining));
+    Ok(response)
+}
+
+/// The rate-limit middleware: the requests the client has left in the
+/// window, or the 429 to answer. Each `scope` counts apart (`/api/*` has
+/// the seed's limiter names, the client address; rooms prefix `room:`).
+async fn rate_limit(req: &Request, env: &Env, scope: &str) -> Result<Result<u64, Response>, Fail> {
+    let client = req
         .extensions()
         .get::<ClientIp>()
-        .map_or_else(|| "unknown".to_owned(), |ip| ip.0.to_string());
+        .map_or_else(|| "unknown".to_owned(), |ip| bucket_name(ip.0));
+    let ip = format!("{scope}{client}");
     let limiter = stub(env, "RATE_LIMITER", &ip)?;
     let check = http::Request::builder()
         .method(Method::GET)
@@ -149,20 +175,12 @@ async fn api(req: Request, env: &Env) -> Routed {
         ))
     })?;
     if !verdict.allowed {
-        return Ok(object::json(
+        return Ok(Err(object::json(
             StatusCode::TOO_MANY_REQUESTS,
             &json!({ "error": "Rate limited" }),
-        ));
+        )));
     }
-    let mut response = if req.uri().path() == "/api/ping" {
-        object::json(StatusCode::OK, &json!({ "ok": true }))
-    } else {
-        not_found(req.method(), req.uri().path())
-    };
-    response
-        .headers_mut()
-        .insert(REMAINING_HEADER, HeaderValue::from(verdict.remaining));
-    Ok(response)
+    Ok(Ok(verdict.remaining))
 }
 
 async fn counter_get(req: Request, env: &Env, raw_name: &str) -> Routed {

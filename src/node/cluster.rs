@@ -56,6 +56,7 @@ pub struct ClusterNode {
 impl ClusterNode {
     /// Starts a node serving the built-in app's classes.
     pub async fn start(config: Config, args: ClusterArgs) -> Result<ClusterNode, Error> {
+        crate::app::configure(super::app_options(&config));
         Self::start_with(config, args, crate::app::bindings()).await
     }
 
@@ -123,7 +124,7 @@ impl ClusterNode {
             let control = control.clone();
             Box::new(move || node_ready(&control, &caught_up.borrow()))
         };
-        let admin = super::admin::start(config.admin.listen, metrics, &db, &runtime, ready).await?;
+        let admin = super::admin::start(&config, metrics, &db, &runtime, ready).await?;
         tracing::info!(addr = %admin.local_addr(), "serving metrics and admin endpoints");
 
         tracing::info!(
