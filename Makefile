@@ -9,6 +9,11 @@
 #   make bench  the benchmark suite (release builds, ~10 min): roost dev, a
 #               3-node cluster, the seed on workerd and a 3-member etcd side
 #               by side; writes BENCHMARKS.md (scripts/bench.sh)
+#   make fuzz   the property tests (proptest) at length: router decoders, the
+#               router itself, protobuf conversions, storage list against a
+#               BTreeMap model, the Raft service under arbitrary messages.
+#               `make test` runs them briefly; here PROPTEST_CASES cases
+#               each (default 10000), e.g. PROPTEST_CASES=100000 make fuzz
 #   make deploy-checks
 #               the Helm chart, Dockerfile and compose file, offline: render,
 #               helm lint, Kubernetes schemas, hadolint, compose schema, and
@@ -24,7 +29,7 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/roost-target
 ARGS ?=
 
-.PHONY: setup dev dev-release test bench ops-checks deploy-checks
+.PHONY: setup dev dev-release test fuzz bench ops-checks deploy-checks
 
 setup:
 	@bash scripts/setup.sh
@@ -45,6 +50,13 @@ test:
 	# failover on a tiny 3-node cluster), so the suite cannot rot. (The
 	# micro-benchmarks already ran once each above: divan's test mode.)
 	cargo test --bench load -- --bench --smoke
+
+# The property tests with many cases (see the list at the top).
+PROPTEST_CASES ?= 10000
+fuzz: setup
+	PROPTEST_CASES=$(PROPTEST_CASES) cargo test --lib -- convert_props \
+		router::tests list_model any_request_gets_an_allowed_json_answer
+	PROPTEST_CASES=$(PROPTEST_CASES) cargo test --test raft_fuzz
 
 # Release builds of roost and the load generator, then the whole suite
 # with its peers; writes BENCHMARKS.md.

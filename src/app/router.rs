@@ -274,6 +274,71 @@ mod tests {
         assert_eq!(decode_segment("%FF"), "%FF", "invalid UTF-8 stays raw");
     }
 
+    /// Percent-encodes every byte but the unreserved ones.
+    fn encode(s: &str) -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(crate::rpc::test_cases(512))]
+
+        #[test]
+        fn encoded_segments_decode_to_what_was_encoded(s in proptest::prelude::any::<String>()) {
+            proptest::prop_assert_eq!(decode_segment(&encode(&s)), s);
+        }
+
+        #[test]
+        fn decoding_never_panics_and_keeps_plain_text(s in proptest::prelude::any::<String>()) {
+            let decoded = decode_segment(&s);
+            if !s.contains('%') {
+                proptest::prop_assert_eq!(decoded, s);
+            }
+        }
+
+        #[test]
+        fn strict_ints_are_exactly_signed_digits(s in "[+-]?[0-9]{0,21}|[ -~]{0,8}") {
+            use crate::app::{IntError, parse_strict_int};
+            let digits = s.strip_prefix(['+', '-']).unwrap_or(&s);
+            let well_formed = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+            match parse_strict_int(&s) {
+                Ok(v) => {
+                    proptest::prop_assert!(well_formed);
+                    proptest::prop_assert_eq!(s.parse::<i64>().ok(), Some(v));
+                }
+                Err(IntError::OutOfRange) => {
+                    proptest::prop_assert!(well_formed && s.parse::<i64>().is_err());
+                }
+                Err(IntError::Malformed) => proptest::prop_assert!(!well_formed),
+            }
+        }
+
+        #[test]
+        fn query_params_decode_form_encoding(
+            name in "[a-z]{1,8}",
+            value in proptest::prelude::any::<String>(),
+            noise in "[a-z]{0,4}",
+        ) {
+            // Form encoding: a space is `+`, everything else reserved is %XX.
+            let encoded: String = encode(&value).replace("%20", "+");
+            let uri = format!("http://h/p?{noise}x=1&{name}={encoded}&{name}=second");
+            let req: crate::object::Request = http::Request::builder()
+                .uri(uri)
+                .body(Bytes::new())
+                .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            // The first occurrence wins.
+            let expected = if name == format!("{noise}x") { "1".to_owned() } else { value };
+            proptest::prop_assert_eq!(crate::object::query_param(&req, &name), Some(expected));
+        }
+    }
+
     #[test]
     fn path_rewrite_keeps_query_and_authority() {
         let uri: Uri = "http://h:1/room/x/history?a=1".parse().expect("uri");
