@@ -234,6 +234,10 @@ pub struct LimitsConfig {
     /// Built-in chat room: messages kept per room (the newest; older ones
     /// are deleted). Default 1000.
     pub chat_history_messages: usize,
+    /// Built-in chat room: `/room/*` requests (WebSocket upgrades included)
+    /// one client may make a minute; more get 429. 0: no limit.
+    /// Default 100.
+    pub chat_requests_per_minute: u64,
 }
 
 /// `[websocket]`: WebSocket connections.
@@ -390,6 +394,7 @@ impl Default for LimitsConfig {
             chat_max_sockets: 1000,
             chat_max_message_bytes: 4096,
             chat_history_messages: 1000,
+            chat_requests_per_minute: 100,
         }
     }
 }
@@ -708,6 +713,11 @@ impl Config {
         ] {
             check(ok, field, at_least_1);
         }
+        check(
+            l.chat_requests_per_minute <= 1_000_000,
+            "limits.chat_requests_per_minute",
+            "must be at most 1000000 (0: no limit)",
+        );
     }
 }
 

@@ -318,6 +318,7 @@ pub fn app_options(config: &Config) -> crate::app::AppOptions {
         chat_max_sockets: l.chat_max_sockets,
         chat_max_message_bytes: l.chat_max_message_bytes,
         chat_history_messages: l.chat_history_messages,
+        chat_requests_per_minute: l.chat_requests_per_minute,
     }
 }
 

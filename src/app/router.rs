@@ -7,7 +7,8 @@
 //! with no route for the method is 404):
 //!
 //! - `ALL /room/:roomId` and `/room/:roomId/*` → the rate-limit middleware
-//!   (as for `/api/*`, counted apart; not in the seed), then `CHAT_ROOM` named `roomId`,
+//!   (as for `/api/*`, counted apart, `limits.chat_requests_per_minute`;
+//!   not in the seed), then `CHAT_ROOM` named `roomId`,
 //!   with the `/room/:roomId` prefix removed from the path; query, method,
 //!   headers (`Upgrade`!) and body kept.
 //! - `GET /api/*` → the rate-limit middleware (100 requests a minute per
@@ -110,7 +111,10 @@ impl Fail {
 type Routed = Result<Response, Fail>;
 
 async fn chat_room(req: Request, env: &Env, raw_room: &str) -> Routed {
-    if let Err(limited) = rate_limit(&req, env, "room:").await? {
+    let per_minute = super::options().chat_requests_per_minute;
+    if per_minute > 0
+        && let Err(limited) = rate_limit(&req, env, "room:", per_minute).await?
+    {
         return Ok(limited);
     }
     let stub = stub(env, "CHAT_ROOM", raw_room)?;
@@ -135,7 +139,7 @@ struct LimiterVerdict {
 
 /// The rate-limit middleware, then the `/api` routes behind it.
 async fn api(req: Request, env: &Env) -> Routed {
-    let remaining = match rate_limit(&req, env, "").await? {
+    let remaining = match rate_limit(&req, env, "", API_LIMIT).await? {
         Ok(remaining) => remaining,
         Err(limited) => return Ok(limited),
     };
@@ -153,7 +157,12 @@ async fn api(req: Request, env: &Env) -> Routed {
 /// The rate-limit middleware: the requests the client has left in the
 /// window, or the 429 to answer. Each `scope` counts apart (`/api/*` has
 /// the seed's limiter names, the client address; rooms prefix `room:`).
-async fn rate_limit(req: &Request, env: &Env, scope: &str) -> Result<Result<u64, Response>, Fail> {
+async fn rate_limit(
+    req: &Request,
+    env: &Env,
+    scope: &str,
+    limit: u64,
+) -> Result<Result<u64, Response>, Fail> {
     let client = req
         .extensions()
         .get::<ClientIp>()
@@ -163,7 +172,7 @@ async fn rate_limit(req: &Request, env: &Env, scope: &str) -> Result<Result<u64,
     let check = http::Request::builder()
         .method(Method::GET)
         .uri(format!(
-            "http://limiter/?limit={API_LIMIT}&window={API_WINDOW_MS}"
+            "http://limiter/?limit={limit}&window={API_WINDOW_MS}"
         ))
         .body(Bytes::new())
         .map_err(|e| Fail::Internal(format!("build limiter request: {e}")))?;
