@@ -221,6 +221,10 @@ pub const OPEN_LIMITS: &[(&str, &str)] = &[
     ("ROOST_WEBSOCKET_MAX_UPGRADES_PER_IP_PER_MINUTE", "0"),
     ("ROOST_LIMITS_CHAT_REQUESTS_PER_MINUTE", "0"),
     ("ROOST_LIMITS_CHAT_MAX_SOCKETS", "1000000"),
+    // The cold-activation scenarios store rooms of up to 1 MiB in messages
+    // of up to 128 KiB.
+    ("ROOST_LIMITS_CHAT_MAX_MESSAGE_BYTES", "131072"),
+    ("ROOST_LIMITS_CHAT_HISTORY_MESSAGES", "1000000"),
 ];
 
 impl RoostDev {
