@@ -67,16 +67,24 @@ async fn metric(roost: &Roost, name: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_headers_are_closed_by_the_header_timeout() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let roost = Roost::start_with_env(dir.path(), &[("ROOST_HTTP_HEADER_READ_TIMEOUT_MS", "1500")]);
+    let roost = Roost::start_with_env(
+        dir.path(),
+        &[
+            ("ROOST_HTTP_HEADER_READ_TIMEOUT_MS", "1500"),
+            ("ROOST_HTTP_BODY_READ_TIMEOUT_MS", "1500"),
+        ],
+    );
 
-    // Two slow clients: one dribbles a request line, one the HTTP/2
-    // preface; each sends one byte a second.
+    // Three slow clients: one dribbles a request line, one the HTTP/2
+    // preface, one a request line to the admin listener; each sends one
+    // byte a second.
     let mut closed_after = Vec::new();
-    for request in [
-        "GET /counter/slow HTTP/1.1\r\nHost: x\r\n\r\n",
-        "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    for (to, request) in [
+        (roost.addr, "GET /counter/slow HTTP/1.1\r\nHost: x\r\n\r\n"),
+        (roost.addr, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+        (roost.admin, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
     ] {
-        let mut stream = TcpStream::connect(roost.addr).await.expect("connect");
+        let mut stream = TcpStream::connect(to).await.expect("connect");
         let started = Instant::now();
         let mut closed = false;
         for byte in request.bytes() {
@@ -103,7 +111,21 @@ async fn slow_headers_are_closed_by_the_header_timeout() {
             "closed only after {elapsed:?}"
         );
     }
-    assert!(metric(&roost, "roost_http_connections_timed_out_total").await >= 2.0);
+    assert!(metric(&roost, "roost_http_connections_timed_out_total").await >= 3.0);
+
+    // A body that trickles in gets 408 once its time is up.
+    let mut stream = TcpStream::connect(roost.addr).await.expect("connect");
+    stream
+        .write_all(
+            b"POST /counter/slow/increment HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n1",
+        )
+        .await
+        .expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    let resp = String::from_utf8_lossy(&out);
+    assert_eq!(status_of(&resp), 408, "{resp}");
+    assert_eq!(json_body(&resp)["error"], "body_timeout", "{resp}");
 
     // A client that sends its request at once is served.
     let resp = reqwest::get(roost.url("/counter/fast")).await.expect("get");
