@@ -15,6 +15,11 @@
 #               two edges, a seeded nemesis, a linearizability checker; prints
 #               its summary (needs root; SEED=<n> replays a run, NODES=5).
 #               `make test` runs a short one (45 s of faults).
+#   make fuzz   the property tests (proptest) at length: router decoders, the
+#               router itself, protobuf conversions, storage list against a
+#               BTreeMap model, the Raft service under arbitrary messages.
+#               `make test` runs them briefly; here PROPTEST_CASES cases
+#               each (default 10000), e.g. PROPTEST_CASES=100000 make fuzz
 #   make deploy-checks
 #               the Helm chart, Dockerfile and compose file, offline: render,
 #               helm lint, Kubernetes schemas, hadolint, compose schema, and
@@ -33,7 +38,7 @@ DURATION ?= 10m
 SEED ?=
 NODES ?= 3
 
-.PHONY: setup dev dev-release test bench ops-checks deploy-checks nemesis
+.PHONY: setup dev dev-release test fuzz bench ops-checks deploy-checks nemesis
 
 setup:
 	@bash scripts/setup.sh
@@ -62,6 +67,12 @@ nemesis:
 	@bash scripts/setup.sh --test
 	NEMESIS_DURATION=$(DURATION) NEMESIS_SEED=$(SEED) NEMESIS_NODES=$(NODES) \
 		cargo test --test nemesis -- --nocapture randomized_faults_keep_every_promise
+# The property tests with many cases (see the list at the top).
+PROPTEST_CASES ?= 10000
+fuzz: setup
+	PROPTEST_CASES=$(PROPTEST_CASES) cargo test --lib -- convert_props \
+		router::tests list_model any_request_gets_an_allowed_json_answer
+	PROPTEST_CASES=$(PROPTEST_CASES) cargo test --test raft_fuzz
 
 # Release builds of roost and the load generator, then the whole suite
 # with its peers; writes BENCHMARKS.md.

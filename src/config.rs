@@ -117,11 +117,35 @@ pub struct HttpConfig {
     /// `127.0.0.1:8787`.
     pub listen: SocketAddr,
     /// Request header carrying the client's IP address behind a proxy you
-    /// trust, e.g. `CF-Connecting-IP` or `X-Forwarded-For`. Default none:
-    /// the client IP is the TCP peer address.
+    /// trust, e.g. `CF-Connecting-IP` or `X-Forwarded-For`, believed only
+    /// from peers in `trusted_proxies` (read from the right: the rightmost
+    /// address that is not a trusted proxy). Default none: the client IP is
+    /// the TCP peer address.
     pub trusted_proxy_header: Option<String>,
+    /// The proxies (CIDRs or addresses) whose `trusted_proxy_header` is
+    /// believed; they are also exempt from `max_connections_per_ip`.
+    /// Default none.
+    pub trusted_proxies: Vec<String>,
     /// Largest HTTP request body accepted, in bytes. Default 1 MiB.
     pub max_request_body_bytes: usize,
+    /// Time a client gets to send a request's headers (also a new
+    /// connection's first request, and the wait for the next request on a
+    /// kept-alive HTTP/1.1 connection), in milliseconds. Default 10000.
+    pub header_read_timeout_ms: u64,
+    /// Time a client gets to send a request's whole body, in milliseconds;
+    /// slower requests get 408. Default 30000.
+    pub body_read_timeout_ms: u64,
+    /// A connection with no request in progress for this long is closed,
+    /// in milliseconds (WebSockets are kept alive by their heartbeats
+    /// instead). Default 60000.
+    pub idle_timeout_ms: u64,
+    /// Most open client connections (WebSockets included); more are
+    /// answered 503 and closed. Default 10000.
+    pub max_connections: usize,
+    /// Most open connections from one client address (an IPv6 /64), except
+    /// from `trusted_proxies`; more are answered 429 and closed.
+    /// Default 256.
+    pub max_connections_per_ip: usize,
 }
 
 /// `[admin]`: the admin HTTP server (metrics and diagnostics), apart from
@@ -133,6 +157,9 @@ pub struct AdminConfig {
     /// `/metrics`, the busiest objects on `/admin/hot-objects`. Default
     /// `127.0.0.1:9787`.
     pub listen: SocketAddr,
+    /// Most open connections to the admin server; it shares `[http]`'s
+    /// timeouts. Default 64.
+    pub max_connections: usize,
 }
 
 /// `[grpc]`: the gRPC object API (Fetch, Call, Connect) that other services
@@ -208,6 +235,27 @@ pub struct LimitsConfig {
     /// Largest WebSocket attachment (the small value an object keeps with
     /// each of its sockets), in bytes (serialized). Default 2048.
     pub max_attachment_bytes: usize,
+    /// Most objects with a live executor on this node; at the cap the least
+    /// recently used idle ones are evicted first, and a request that still
+    /// finds no room gets 503 `overloaded`. Default 100000.
+    pub max_live_objects: usize,
+    /// Most bytes of events (request bodies, socket messages, call
+    /// payloads) queued for one object; more get 503 `overloaded`.
+    /// Default 16 MiB.
+    pub max_mailbox_bytes: usize,
+    /// Built-in chat room: most sockets in one room; more get 503
+    /// `room_full`. Default 1000.
+    pub chat_max_sockets: usize,
+    /// Built-in chat room: longest message text, in bytes; longer ones get
+    /// an error frame. Default 4096.
+    pub chat_max_message_bytes: usize,
+    /// Built-in chat room: messages kept per room (the newest; older ones
+    /// are deleted). Default 1000.
+    pub chat_history_messages: usize,
+    /// Built-in chat room: `/room/*` requests (WebSocket upgrades included)
+    /// one client may make a minute; more get 429. 0: no limit.
+    /// Default 100.
+    pub chat_requests_per_minute: u64,
 }
 
 /// `[websocket]`: WebSocket connections.
@@ -226,6 +274,10 @@ pub struct WebSocketConfig {
     /// slowly to keep its queue under this is closed, in frames.
     /// Default 1024.
     pub max_socket_buffer: usize,
+    /// WebSocket upgrades one client address (an IPv6 /64) may make a
+    /// minute, as a burst or spread out; more get 429. 0: no limit.
+    /// Default 120.
+    pub max_upgrades_per_ip_per_minute: u32,
 }
 
 /// `[raft]`: replication timing and batching, the same for every shard.
@@ -319,7 +371,13 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
             trusted_proxy_header: None,
+            trusted_proxies: Vec::new(),
             max_request_body_bytes: 1024 * 1024,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
         }
     }
 }
@@ -328,6 +386,7 @@ impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9787)),
+            max_connections: 64,
         }
     }
 }
@@ -355,6 +414,12 @@ impl Default for LimitsConfig {
             max_value_bytes: 128 * 1024,
             max_keys_per_call: 128,
             max_attachment_bytes: 2048,
+            max_live_objects: 100_000,
+            max_mailbox_bytes: 16 * 1024 * 1024,
+            chat_max_sockets: 1000,
+            chat_max_message_bytes: 4096,
+            chat_history_messages: 1000,
+            chat_requests_per_minute: 100,
         }
     }
 }
@@ -366,6 +431,7 @@ impl Default for WebSocketConfig {
             heartbeat_interval_ms: 30_000,
             heartbeat_timeout_ms: 10_000,
             max_socket_buffer: 1024,
+            max_upgrades_per_ip_per_minute: 120,
         }
     }
 }
@@ -511,6 +577,7 @@ impl Config {
             "http.max_request_body_bytes",
             at_least_1,
         );
+        self.check_edge_limits(&mut check);
 
         check(
             !same_port(self.admin.listen, http.listen)
@@ -557,6 +624,7 @@ impl Config {
             "limits.max_attachment_bytes",
             at_least_1,
         );
+        self.check_object_limits(&mut check);
 
         let ws = &self.websocket;
         check(
@@ -624,6 +692,68 @@ impl Config {
         } else {
             Err(Error::Invalid(problems))
         }
+    }
+}
+
+impl Config {
+    /// `[http]`'s timeouts and connection caps, `trusted_proxies`, and the
+    /// admin server's cap.
+    fn check_edge_limits(&self, check: &mut impl FnMut(bool, &'static str, &str)) {
+        let at_least_1 = "must be at least 1";
+        let http = &self.http;
+        for (ok, field) in [
+            (
+                http.header_read_timeout_ms >= 1,
+                "http.header_read_timeout_ms",
+            ),
+            (http.body_read_timeout_ms >= 1, "http.body_read_timeout_ms"),
+            (http.idle_timeout_ms >= 1, "http.idle_timeout_ms"),
+            (http.max_connections >= 1, "http.max_connections"),
+            (
+                http.max_connections_per_ip >= 1,
+                "http.max_connections_per_ip",
+            ),
+            (self.admin.max_connections >= 1, "admin.max_connections"),
+        ] {
+            check(ok, field, at_least_1);
+        }
+        for net in &http.trusted_proxies {
+            let net = net.trim();
+            check(
+                net.parse::<ipnet::IpNet>().is_ok() || net.parse::<std::net::IpAddr>().is_ok(),
+                "http.trusted_proxies",
+                &format!("{net:?} is not a CIDR (e.g. 10.0.0.0/8) or an IP address"),
+            );
+        }
+        let header = http.trusted_proxy_header.as_deref().unwrap_or("");
+        check(
+            header.is_empty() || !is_header_name(header) || !http.trusted_proxies.is_empty(),
+            "http.trusted_proxy_header",
+            "needs http.trusted_proxies: the networks (CIDRs) of the proxies whose header is believed",
+        );
+    }
+
+    /// `[limits]`' object caps.
+    fn check_object_limits(&self, check: &mut impl FnMut(bool, &'static str, &str)) {
+        let at_least_1 = "must be at least 1";
+        let l = &self.limits;
+        for (ok, field) in [
+            (l.max_live_objects >= 1, "limits.max_live_objects"),
+            (l.max_mailbox_bytes >= 1, "limits.max_mailbox_bytes"),
+            (l.chat_max_sockets >= 1, "limits.chat_max_sockets"),
+            (
+                l.chat_max_message_bytes >= 1,
+                "limits.chat_max_message_bytes",
+            ),
+            (l.chat_history_messages >= 1, "limits.chat_history_messages"),
+        ] {
+            check(ok, field, at_least_1);
+        }
+        check(
+            l.chat_requests_per_minute <= 1_000_000,
+            "limits.chat_requests_per_minute",
+            "must be at most 1000000 (0: no limit)",
+        );
     }
 }
 

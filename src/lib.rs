@@ -14,7 +14,9 @@
 //! - [`rpc`]: gRPC: Raft traffic between nodes (by shard over one channel
 //!   per peer), the public object API served over a node's runtime, and the
 //!   client that reaches objects on another node; generated code stays in it.
-//! - [`edge`]: axum HTTP and WebSocket front door; no state.
+//! - [`edge`]: axum HTTP and WebSocket front door with its limits (timeouts,
+//!   connection caps, upgrade rate, trusted proxies), also serving the admin
+//!   listener; no state.
 //! - [`app`]: the built-in app (the seed's ChatRoom, RateLimiter, Counter
 //!   and router).
 //! - [`config`], [`telemetry`], [`node`]: layered configuration; logs,

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::edge::{Edge, EdgeOptions};
+use crate::edge::{Edge, EdgeOptions, ServerOptions, TrustedProxies};
 use crate::object::{Bindings, Limits, Runtime, RuntimeOptions, Worker};
 use crate::replication::{Replicas, ReplicationOptions};
 use crate::rpc::objects::{ObjectsLimits, ObjectsService};
@@ -46,7 +46,7 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("invalid trusted proxy header `{0}`")]
+    #[error("invalid trusted proxy setting: {0}")]
     ProxyHeader(String),
     #[error("cluster: {0}")]
     Cluster(String),
@@ -69,6 +69,7 @@ pub struct DevNode {
 impl DevNode {
     /// Starts a node serving the built-in app (the seed's classes and router).
     pub async fn start(config: Config) -> Result<DevNode, Error> {
+        crate::app::configure(app_options(&config));
         Self::start_with(config, crate::app::bindings(), crate::app::SeedApp).await
     }
 
@@ -129,7 +130,7 @@ impl DevNode {
             })?;
         tracing::info!(addr = %grpc.addr, tls = %tls.describe(), "serving the gRPC object API");
         let admin = admin::start(
-            config.admin.listen,
+            &config,
             metrics,
             &config.node.data_dir,
             &db,
@@ -299,6 +300,8 @@ pub(crate) fn runtime_options(config: &Config) -> RuntimeOptions {
     RuntimeOptions {
         idle_timeout: Duration::from_millis(config.objects.idle_timeout_ms),
         socket_buffer: config.websocket.max_socket_buffer,
+        max_live: l.max_live_objects,
+        mailbox_bytes: l.max_mailbox_bytes,
         limits: Limits {
             max_key_bytes: l.max_key_bytes,
             max_value_bytes: l.max_value_bytes,
@@ -310,6 +313,27 @@ pub(crate) fn runtime_options(config: &Config) -> RuntimeOptions {
     }
 }
 
+/// The built-in app's limits.
+pub fn app_options(config: &Config) -> crate::app::AppOptions {
+    let l = &config.limits;
+    crate::app::AppOptions {
+        chat_max_sockets: l.chat_max_sockets,
+        chat_max_message_bytes: l.chat_max_message_bytes,
+        chat_history_messages: l.chat_history_messages,
+        chat_requests_per_minute: l.chat_requests_per_minute,
+    }
+}
+
+/// The timeouts every HTTP listener of a process keeps (`[http]`).
+pub(crate) fn server_options(config: &Config) -> ServerOptions {
+    let http = &config.http;
+    ServerOptions {
+        header_read_timeout: Duration::from_millis(http.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(http.idle_timeout_ms),
+        ..ServerOptions::default()
+    }
+}
+
 pub(crate) fn edge_options(config: &Config) -> Result<EdgeOptions, Error> {
     let trusted_proxy_header = match &config.http.trusted_proxy_header {
         None => None,
@@ -318,9 +342,21 @@ pub(crate) fn edge_options(config: &Config) -> Result<EdgeOptions, Error> {
             Some(HeaderName::try_from(h.as_str()).map_err(|_| Error::ProxyHeader(h.clone()))?)
         }
     };
+    let http = &config.http;
+    let trusted_proxies =
+        TrustedProxies::parse(&http.trusted_proxies).map_err(Error::ProxyHeader)?;
     Ok(EdgeOptions {
         trusted_proxy_header,
-        max_request_body_bytes: config.http.max_request_body_bytes,
+        max_request_body_bytes: http.max_request_body_bytes,
+        body_read_timeout: Duration::from_millis(http.body_read_timeout_ms),
+        max_upgrades_per_ip_per_minute: config.websocket.max_upgrades_per_ip_per_minute,
+        server: ServerOptions {
+            max_connections: http.max_connections,
+            max_connections_per_ip: http.max_connections_per_ip,
+            exempt: trusted_proxies.clone(),
+            ..server_options(config)
+        },
+        trusted_proxies,
         max_message_bytes: config.websocket.max_message_bytes,
         heartbeat_interval: Duration::from_millis(config.websocket.heartbeat_interval_ms),
         heartbeat_timeout: Duration::from_millis(config.websocket.heartbeat_timeout_ms),

@@ -77,11 +77,15 @@ async fn client_ip_header_is_believed_only_when_trusted() {
     assert_eq!(resp.status().as_u16(), 429);
     drop(app);
 
-    // Trusted: each header value is its own client.
+    // Trusted (from the proxies named, here loopback): each header value is
+    // its own client.
     let dir = tempfile::tempdir().expect("temp dir");
     let roost = Roost::start_with_env(
         dir.path(),
-        &[("ROOST_HTTP_TRUSTED_PROXY_HEADER", "CF-Connecting-IP")],
+        &[
+            ("ROOST_HTTP_TRUSTED_PROXY_HEADER", "CF-Connecting-IP"),
+            ("ROOST_HTTP_TRUSTED_PROXIES", r#"["127.0.0.0/8"]"#),
+        ],
     );
     let http = reqwest::Client::new();
     for ip in ["203.0.113.1", "203.0.113.2"] {

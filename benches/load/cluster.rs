@@ -30,6 +30,7 @@ pub struct Cluster {
 
 fn roost_cmd(bin: &Path) -> Command {
     let mut cmd = Command::new(bin);
+    cmd.envs(crate::server::OPEN_LIMITS.iter().copied());
     cmd.env(
         "RUST_LOG",
         std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,openraft=off".into()),

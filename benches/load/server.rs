@@ -212,6 +212,21 @@ pub struct RoostDev {
     dir: tempfile::TempDir,
 }
 
+/// The per-client limits a public deployment keeps, opened up: the load
+/// generator is one client (a few loopback addresses) with thousands of
+/// connections and sockets.
+pub const OPEN_LIMITS: &[(&str, &str)] = &[
+    ("ROOST_HTTP_MAX_CONNECTIONS", "1000000"),
+    ("ROOST_HTTP_MAX_CONNECTIONS_PER_IP", "1000000"),
+    ("ROOST_WEBSOCKET_MAX_UPGRADES_PER_IP_PER_MINUTE", "0"),
+    ("ROOST_LIMITS_CHAT_REQUESTS_PER_MINUTE", "0"),
+    ("ROOST_LIMITS_CHAT_MAX_SOCKETS", "1000000"),
+    // The cold-activation scenarios store rooms of up to 1 MiB in messages
+    // of up to 128 KiB.
+    ("ROOST_LIMITS_CHAT_MAX_MESSAGE_BYTES", "131072"),
+    ("ROOST_LIMITS_CHAT_HISTORY_MESSAGES", "1000000"),
+];
+
 impl RoostDev {
     /// Starts `bin dev` on loopback ports from the OS, with `env` added to
     /// its environment (e.g. `ROOST_OBJECTS_IDLE_TIMEOUT_MS`).
@@ -231,6 +246,9 @@ impl RoostDev {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             );
+        for (k, v) in OPEN_LIMITS.iter().copied() {
+            cmd.env(k, v);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -15,6 +15,12 @@
 //! makes the others get `{"type":"leave",...}`. `GET /history` returns the
 //! last 100 messages, newest first. Bad frames get an error frame on their
 //! own socket only: `{"type":"error","error":code,"message":...}`.
+//!
+//! Bounded (not in the seed; [`super::AppOptions`]): a room keeps only its
+//! newest `chat_history_messages` (older ones are deleted as new ones
+//! arrive, a chunk per message at most), takes at most `chat_max_sockets`
+//! sockets (503 `room_full`), and refuses texts over
+//! `chat_max_message_bytes` with an error frame `message_too_large`.
 
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -62,10 +68,18 @@ struct Session {
     name: String,
 }
 
+/// Most old messages deleted per new message.
+const TRIM_CHUNK: usize = 32;
+/// Most stored messages counted when a room starts (a room stored before
+/// trimming existed may hold more; it is trimmed a chunk at a time).
+const COUNT_AT_MOST: usize = 100_000;
+
 /// The room object.
 pub struct ChatRoom {
     /// The last id time handed out (the seed's `lastTimestamp`).
     last_id_ms: u64,
+    /// Messages in storage (counted at start, up to [`COUNT_AT_MOST`]).
+    stored: usize,
 }
 
 impl DurableObject for ChatRoom {
@@ -83,7 +97,8 @@ impl DurableObject for ChatRoom {
                 .ok_or_else(|| HandlerError::internal(format!("malformed message key {key:?}")))?,
             None => 0,
         };
-        Ok(ChatRoom { last_id_ms })
+        let stored = count_messages(ctx)?;
+        Ok(ChatRoom { last_id_ms, stored })
     }
 
     async fn fetch(&mut self, ctx: &mut Context, req: Request) -> object::Result<Response> {
@@ -111,6 +126,14 @@ impl DurableObject for ChatRoom {
             Ok(text) => text,
             Err((code, message)) => return send_error(&ws, code, &message),
         };
+        let max = super::options().chat_max_message_bytes;
+        if text.len() > max {
+            return send_error(
+                &ws,
+                "message_too_large",
+                &format!("message text is over {max} bytes"),
+            );
+        }
         let now = now_ms();
         let id_ms = now.max(self.last_id_ms.saturating_add(1)).max(MIN_ID_MS);
         let message = ChatMessage {
@@ -127,6 +150,8 @@ impl DurableObject for ChatRoom {
             Err(e) => return Err(e.into()),
         }
         self.last_id_ms = id_ms;
+        self.stored += 1;
+        self.trim(ctx)?;
         broadcast(
             ctx,
             &MessageFrame {
@@ -152,6 +177,52 @@ impl DurableObject for ChatRoom {
     }
 }
 
+impl ChatRoom {
+    /// Deletes the oldest messages over `chat_history_messages`, at most
+    /// [`TRIM_CHUNK`] at a time.
+    fn trim(&mut self, ctx: &mut Context) -> object::Result<()> {
+        let keep = super::options().chat_history_messages;
+        let excess = self.stored.saturating_sub(keep).min(TRIM_CHUNK);
+        if excess == 0 {
+            return Ok(());
+        }
+        let oldest = ctx.storage().list(&ListOptions {
+            prefix: Some(PREFIX.to_owned()),
+            limit: Some(excess),
+            ..ListOptions::default()
+        })?;
+        let keys: Vec<&str> = oldest.iter().map(|(k, _)| k.as_str()).collect();
+        ctx.storage().delete_many(&keys)?;
+        self.stored -= keys.len();
+        if keys.len() < excess {
+            // Fewer stored than counted: recount next time.
+            self.stored = count_messages(ctx)?;
+        }
+        Ok(())
+    }
+}
+
+/// Messages stored, up to [`COUNT_AT_MOST`].
+fn count_messages(ctx: &mut Context) -> object::Result<usize> {
+    const PAGE: usize = 1000;
+    let mut count = 0;
+    let mut after: Option<String> = None;
+    while count < COUNT_AT_MOST {
+        let page = ctx.storage().list(&ListOptions {
+            prefix: Some(PREFIX.to_owned()),
+            start_after: after.clone(),
+            limit: Some(PAGE),
+            ..ListOptions::default()
+        })?;
+        count += page.len();
+        match page.last() {
+            Some((last, _)) if page.len() == PAGE => after = Some(last.clone()),
+            _ => break,
+        }
+    }
+    Ok(count)
+}
+
 /// Accepts an upgrade: stores the name with the socket, sends it the
 /// history and announces it to everyone.
 fn join(ctx: &mut Context, req: &Request) -> object::Result<Response> {
@@ -162,6 +233,14 @@ fn join(ctx: &mut Context, req: &Request) -> object::Result<Response> {
         return Err(HandlerError::bad_request(
             "invalid_name",
             format!("name must be at most {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    let max = super::options().chat_max_sockets;
+    if ctx.websockets(None).len() >= max {
+        return Err(HandlerError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "room_full",
+            format!("the room has {max} sockets, its most"),
         ));
     }
     let ws = ctx.accept_websocket(&[])?;

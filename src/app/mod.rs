@@ -25,8 +25,15 @@
 //! - **Room path stripping** removes the raw (percent-encoded) segment, so
 //!   `/room/a%20b/history` reaches the room as `/history`.
 //! - **Client IP** comes from the edge's [`object::ClientIp`] (socket peer,
-//!   or a proxy header only if configured as trusted), not from a
-//!   client-supplied `CF-Connecting-IP`.
+//!   or a proxy header only from trusted proxies, read from the right), not
+//!   from a client-supplied `CF-Connecting-IP`; an IPv6 client's limiter is
+//!   its /64.
+//! - **`/room/*` is rate limited** like `/api/*` (counted apart).
+//! - **Bounded state**: a chat room keeps its newest
+//!   [`AppOptions::chat_history_messages`], takes at most `chat_max_sockets`
+//!   (503 `room_full`) and texts up to `chat_max_message_bytes` (error frame
+//!   `message_too_large`); limiter entries are deleted by an alarm once
+//!   they stop counting.
 //! - **HEAD `/counter/:name`** reaches the counter as GET (200, no body);
 //!   the seed forwarded HEAD and got 404.
 //! - **Counter `amount`** must be a strict integer (optional sign, digits):
@@ -64,7 +71,51 @@ pub use counter::Counter;
 pub use rate_limiter::RateLimiter;
 pub use router::SeedApp;
 
+use std::sync::RwLock;
+
 use crate::object;
+
+/// The built-in app's limits (`[limits]`'s `chat_*` fields).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppOptions {
+    /// Most sockets in one chat room.
+    pub chat_max_sockets: usize,
+    /// Longest chat message text, in bytes.
+    pub chat_max_message_bytes: usize,
+    /// Messages a room keeps (the newest).
+    pub chat_history_messages: usize,
+    /// `/room/*` requests per client a minute (0: no limit).
+    pub chat_requests_per_minute: u64,
+}
+
+impl AppOptions {
+    pub const DEFAULT: AppOptions = AppOptions {
+        chat_max_sockets: 1000,
+        chat_max_message_bytes: 4096,
+        chat_history_messages: 1000,
+        chat_requests_per_minute: 100,
+    };
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        AppOptions::DEFAULT
+    }
+}
+
+/// The options in force: object classes are built by the runtime with no
+/// arguments, so the process's options live here, set once at startup.
+static OPTIONS: RwLock<AppOptions> = RwLock::new(AppOptions::DEFAULT);
+
+/// Sets the built-in app's options for this process (the node does, from
+/// its config, before serving).
+pub fn configure(opts: AppOptions) {
+    *OPTIONS.write().unwrap_or_else(|p| p.into_inner()) = opts;
+}
+
+fn options() -> AppOptions {
+    *OPTIONS.read().unwrap_or_else(|p| p.into_inner())
+}
 
 /// The seed's bindings: `CHAT_ROOM`, `RATE_LIMITER` and `COUNTER`.
 pub fn bindings() -> object::Bindings {

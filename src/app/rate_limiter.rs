@@ -15,14 +15,30 @@
 //! are deleted from the front, at most [`PRUNE_BUDGET`] per request in chunks
 //! of [`PRUNE_CHUNK`] — each entry is deleted once, so the cost per request
 //! is amortized O(1) and no request writes an unbounded batch.
+//!
+//! Idle buckets cost nothing: every allowed request moves the object's
+//! alarm to when its entry stops counting (the latest such time of all
+//! recorded requests), and the alarm deletes every entry left, so a client
+//! that went away leaves no storage behind. The router names one limiter
+//! per client address, an IPv6 /64 counting as one ([`bucket_name`]).
+
+use std::net::IpAddr;
 
 use http::StatusCode;
 use serde::Serialize;
 
 use super::{IntError, parse_strict_int};
+use crate::edge::IpBucket;
 use crate::object::{
-    self, Context, DurableObject, HandlerError, ListOptions, Request, Response, now_ms, query_param,
+    self, AlarmInfo, Context, DurableObject, HandlerError, ListOptions, Request, Response, now_ms,
+    query_param,
 };
+
+/// The name of the limiter object that counts a client: its IPv4 address,
+/// or its IPv6 /64.
+pub fn bucket_name(ip: IpAddr) -> String {
+    IpBucket::of(ip).to_string()
+}
 
 const PREFIX: &str = "req:";
 /// Keys per `delete_many` (the storage API's per-call limit).
@@ -125,15 +141,43 @@ impl DurableObject for RateLimiter {
         }
         let at = now.max(self.last_ms);
         ctx.storage().put_json(&entry_key(at, self.next_seq), &at)?;
+        self.expire_at(ctx, at.saturating_add(window + 1))?;
         self.prune_floor = floor;
         self.last_ms = at;
         self.next_seq += 1;
         let reset = oldest.unwrap_or(at).saturating_add(window + 1);
         Ok(verdict(true, limit - counted - 1, reset))
     }
+
+    async fn alarm(&mut self, ctx: &mut Context, _info: AlarmInfo) -> object::Result<()> {
+        self.expire_all(ctx)
+    }
 }
 
 impl RateLimiter {
+    /// Moves the alarm to `when` unless it is already later.
+    fn expire_at(&self, ctx: &mut Context, when: u64) -> object::Result<()> {
+        let current = ctx.storage().get_alarm()?;
+        if current.is_none_or(|c| c < when) {
+            ctx.storage().set_alarm(when)?;
+        }
+        Ok(())
+    }
+
+    /// The alarm: every recorded request has stopped counting; delete the
+    /// entries (within the per-event budget, coming back at once for more).
+    fn expire_all(&mut self, ctx: &mut Context) -> object::Result<()> {
+        let now = now_ms();
+        let end = time_key(now);
+        let floor = self.prune(ctx, &end)?;
+        let more = floor.as_str() < end.as_str();
+        self.prune_floor = floor;
+        if more {
+            ctx.storage().set_alarm(now + 1)?;
+        }
+        Ok(())
+    }
+
     /// Deletes expired entries (keys below `window_start`), oldest first, up
     /// to the per-request budget. Returns the new prune floor, to keep once
     /// the request succeeds (if it fails, its deletes are rolled back).

@@ -6,11 +6,14 @@
 //! percent-decoded, HEAD is routed as GET and its body dropped, and a path
 //! with no route for the method is 404):
 //!
-//! - `ALL /room/:roomId` and `/room/:roomId/*` → `CHAT_ROOM` named `roomId`,
+//! - `ALL /room/:roomId` and `/room/:roomId/*` → the rate-limit middleware
+//!   (as for `/api/*`, counted apart, `limits.chat_requests_per_minute`;
+//!   not in the seed), then `CHAT_ROOM` named `roomId`,
 //!   with the `/room/:roomId` prefix removed from the path; query, method,
 //!   headers (`Upgrade`!) and body kept.
 //! - `GET /api/*` → the rate-limit middleware (100 requests a minute per
-//!   client IP, from [`ClientIp`]; `"unknown"` if the edge set none), then
+//!   client IP, from [`ClientIp`], an IPv6 /64 counting as one client;
+//!   `"unknown"` if the edge set none), then
 //!   `GET /api/ping` → `{"ok":true}`; other `/api` paths are 404.
 //! - `GET /counter/:name` → `COUNTER` named `name`, request as is.
 //! - `POST /counter/:name/:action` → `COUNTER` with a bare `POST /{action}`
@@ -22,6 +25,7 @@ use http::{HeaderValue, Method, StatusCode, Uri};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::rate_limiter::bucket_name;
 use crate::object::{
     self, ClientIp, Env, HandlerError, Request, Response, Route, Worker, error_response,
 };
@@ -107,6 +111,12 @@ impl Fail {
 type Routed = Result<Response, Fail>;
 
 async fn chat_room(req: Request, env: &Env, raw_room: &str) -> Routed {
+    let per_minute = super::options().chat_requests_per_minute;
+    if per_minute > 0
+        && let Err(limited) = rate_limit(&req, env, "room:", per_minute).await?
+    {
+        return Ok(limited);
+    }
     let stub = stub(env, "CHAT_ROOM", raw_room)?;
     // Strip the raw segment, so an encoded id still leaves the right path.
     let rest = req
@@ -129,17 +139,42 @@ struct LimiterVerdict {
 
 /// The rate-limit middleware, then the `/api` routes behind it.
 async fn api(req: Request, env: &Env) -> Routed {
-    let ip = req
+    let remaining = match rate_limit(&req, env, "", API_LIMIT).await? {
+        Ok(remaining) => remaining,
+        Err(limited) => return Ok(limited),
+    };
+    let mut response = if req.uri().path() == "/api/ping" {
+        object::json(StatusCode::OK, &json!({ "ok": true }))
+    } else {
+        not_found(req.method(), req.uri().path())
+    };
+    response
+        .headers_mut()
+        .insert(REMAINING_HEADER, HeaderValue::from(remaining));
+    Ok(response)
+}
+
+/// The rate-limit middleware: the requests the client has left in the
+/// window, or the 429 to answer. Each `scope` counts apart (`/api/*` has
+/// the seed's limiter names, the client address; rooms prefix `room:`).
+async fn rate_limit(
+    req: &Request,
+    env: &Env,
+    scope: &str,
+    limit: u64,
+) -> Result<Result<u64, Response>, Fail> {
+    let client = req
         .extensions()
         .get::<ClientIp>()
-        .map_or_else(|| "unknown".to_owned(), |ip| ip.0.to_string());
+        .map_or_else(|| "unknown".to_owned(), |ip| bucket_name(ip.0));
+    let ip = format!("{scope}{client}");
     let limiter = stub(env, "RATE_LIMITER", &ip)?;
     // A POST: the check records the request, so an edge must not repeat
     // it when its outcome is unknown (it repeats only GET, HEAD, OPTIONS).
     let check = http::Request::builder()
         .method(Method::POST)
         .uri(format!(
-            "http://limiter/?limit={API_LIMIT}&window={API_WINDOW_MS}"
+            "http://limiter/?limit={limit}&window={API_WINDOW_MS}"
         ))
         .body(Bytes::new())
         .map_err(|e| Fail::Internal(format!("build limiter request: {e}")))?;
@@ -151,20 +186,12 @@ async fn api(req: Request, env: &Env) -> Routed {
         ))
     })?;
     if !verdict.allowed {
-        return Ok(object::json(
+        return Ok(Err(object::json(
             StatusCode::TOO_MANY_REQUESTS,
             &json!({ "error": "Rate limited" }),
-        ));
+        )));
     }
-    let mut response = if req.uri().path() == "/api/ping" {
-        object::json(StatusCode::OK, &json!({ "ok": true }))
-    } else {
-        not_found(req.method(), req.uri().path())
-    };
-    response
-        .headers_mut()
-        .insert(REMAINING_HEADER, HeaderValue::from(verdict.remaining));
-    Ok(response)
+    Ok(Ok(verdict.remaining))
 }
 
 async fn counter_get(req: Request, env: &Env, raw_name: &str) -> Routed {
@@ -256,6 +283,71 @@ mod tests {
         assert_eq!(decode_segment("%zz"), "%zz");
         assert_eq!(decode_segment("%C3%A9"), "é");
         assert_eq!(decode_segment("%FF"), "%FF", "invalid UTF-8 stays raw");
+    }
+
+    /// Percent-encodes every byte but the unreserved ones.
+    fn encode(s: &str) -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(crate::rpc::test_cases(512))]
+
+        #[test]
+        fn encoded_segments_decode_to_what_was_encoded(s in proptest::prelude::any::<String>()) {
+            proptest::prop_assert_eq!(decode_segment(&encode(&s)), s);
+        }
+
+        #[test]
+        fn decoding_never_panics_and_keeps_plain_text(s in proptest::prelude::any::<String>()) {
+            let decoded = decode_segment(&s);
+            if !s.contains('%') {
+                proptest::prop_assert_eq!(decoded, s);
+            }
+        }
+
+        #[test]
+        fn strict_ints_are_exactly_signed_digits(s in "[+-]?[0-9]{0,21}|[ -~]{0,8}") {
+            use crate::app::{IntError, parse_strict_int};
+            let digits = s.strip_prefix(['+', '-']).unwrap_or(&s);
+            let well_formed = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+            match parse_strict_int(&s) {
+                Ok(v) => {
+                    proptest::prop_assert!(well_formed);
+                    proptest::prop_assert_eq!(s.parse::<i64>().ok(), Some(v));
+                }
+                Err(IntError::OutOfRange) => {
+                    proptest::prop_assert!(well_formed && s.parse::<i64>().is_err());
+                }
+                Err(IntError::Malformed) => proptest::prop_assert!(!well_formed),
+            }
+        }
+
+        #[test]
+        fn query_params_decode_form_encoding(
+            name in "[a-z]{1,8}",
+            value in proptest::prelude::any::<String>(),
+            noise in "[a-z]{0,4}",
+        ) {
+            // Form encoding: a space is `+`, everything else reserved is %XX.
+            let encoded: String = encode(&value).replace("%20", "+");
+            let uri = format!("http://h/p?{noise}x=1&{name}={encoded}&{name}=second");
+            let req: crate::object::Request = http::Request::builder()
+                .uri(uri)
+                .body(Bytes::new())
+                .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            // The first occurrence wins.
+            let expected = if name == format!("{noise}x") { "1".to_owned() } else { value };
+            proptest::prop_assert_eq!(crate::object::query_param(&req, &name), Some(expected));
+        }
     }
 
     #[test]

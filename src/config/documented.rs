@@ -112,6 +112,10 @@ fn scalar(value: &toml::Value) -> Result<String, Error> {
         toml::Value::String(s) => Ok(quote(s)),
         toml::Value::Integer(i) => Ok(i.to_string()),
         toml::Value::Boolean(b) => Ok(b.to_string()),
+        toml::Value::Array(items) => {
+            let items: Result<Vec<String>, Error> = items.iter().map(scalar).collect();
+            Ok(format!("[{}]", items?.join(", ")))
+        }
         other => Err(Error::Render(format!(
             "no TOML rendering for a {} field",
             other.type_str()

@@ -160,6 +160,7 @@ fn env_overrides_file() {
         ("ROOST_LOG_FORMAT", "json"),
         ("ROOST_SHUTDOWN_GRACE_MS", "1_500"),
         ("ROOST_HTTP_TRUSTED_PROXY_HEADER", "CF-Connecting-IP"),
+        ("ROOST_HTTP_TRUSTED_PROXIES", r#"["10.0.0.0/8", "fd00::1"]"#),
     ];
     let config = build(Some(file), &env, Overrides::default()).unwrap();
     assert_eq!(config.http.listen, addr("127.0.0.1:9001"));
@@ -169,6 +170,7 @@ fn env_overrides_file() {
         "the file's value where no variable is set"
     );
     assert_eq!(config.log.format, LogFormat::Json);
+    assert_eq!(config.http.trusted_proxies, ["10.0.0.0/8", "fd00::1"]);
     assert_eq!(config.shutdown_grace_ms, 1500);
     assert_eq!(
         config.http.trusted_proxy_header.as_deref(),
@@ -529,4 +531,29 @@ fn tls_server_name_must_be_a_name_or_an_address() {
             "{bad:?}"
         );
     }
+}
+
+#[test]
+fn edge_limits_are_checked() {
+    let env = [
+        ("ROOST_HTTP_TRUSTED_PROXY_HEADER", "X-Forwarded-For"),
+        ("ROOST_HTTP_HEADER_READ_TIMEOUT_MS", "0"),
+        ("ROOST_HTTP_MAX_CONNECTIONS_PER_IP", "0"),
+        ("ROOST_LIMITS_MAX_LIVE_OBJECTS", "0"),
+        ("ROOST_LIMITS_CHAT_HISTORY_MESSAGES", "0"),
+    ];
+    let fields = problems(build(None, &env, Overrides::default()));
+    assert_eq!(
+        fields,
+        [
+            "http.header_read_timeout_ms",
+            "http.max_connections_per_ip",
+            "http.trusted_proxy_header",
+            "limits.max_live_objects",
+            "limits.chat_history_messages",
+        ]
+    );
+    let env = [("ROOST_HTTP_TRUSTED_PROXIES", r#"["10.0.0.0/33", "nope"]"#)];
+    let fields = problems(build(None, &env, Overrides::default()));
+    assert_eq!(fields, ["http.trusted_proxies", "http.trusted_proxies"]);
 }

@@ -1,6 +1,6 @@
 //! HTTP requests in, worker responses out.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -8,12 +8,12 @@ use axum::Router;
 use axum::body::{Body, BodyDataStream};
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use tracing::Instrument as _;
 
-use super::{Shared, websocket};
+use super::{Shared, client_ip, websocket};
 use crate::object::{self, ClientIp, Route, UpgradeLink, Worker, error_response};
 use crate::telemetry::{metrics, traces};
 
@@ -63,31 +63,31 @@ async fn respond<W: Worker>(
     } else {
         None
     };
-    let limit = shared.opts.max_request_body_bytes;
-    let body = if upgrade.is_some() {
-        Bytes::new()
-    } else {
-        if content_length(&parts.headers).is_some_and(|n| n > limit) {
-            return too_large_after_draining(body.into_data_stream(), limit).await;
-        }
-        let mut body = body.into_data_stream();
-        let mut buf = bytes::BytesMut::new();
-        while let Some(chunk) = body.next().await {
-            let Ok(chunk) = chunk else {
-                return rejection_response(StatusCode::BAD_REQUEST, "the request body broke off");
-            };
-            if buf.len() + chunk.len() > limit {
-                return too_large_after_draining(body, limit).await;
-            }
-            buf.extend_from_slice(&chunk);
-        }
-        buf.freeze()
-    };
-    let ip = client_ip(
+    let ip = client_ip::client_ip(
         &parts.headers,
         peer,
         shared.opts.trusted_proxy_header.as_ref(),
+        &shared.opts.trusted_proxies,
     );
+    if upgrade.is_some() && !shared.upgrades.allow(ip, Instant::now()) {
+        metrics::http_rate_limited("websocket_upgrade");
+        return into_axum(error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            &format!(
+                "too many WebSocket upgrades from your address (at most {} a minute)",
+                shared.opts.max_upgrades_per_ip_per_minute
+            ),
+        ));
+    }
+    let body = if upgrade.is_some() {
+        Bytes::new()
+    } else {
+        match read_body(&shared, &parts.headers, body).await {
+            Ok(body) => body,
+            Err(resp) => return resp,
+        }
+    };
     let mut builder = axum::http::Request::builder()
         .method(parts.method.clone())
         .uri(parts.uri.clone())
@@ -133,6 +133,51 @@ async fn respond<W: Worker>(
             .socket_closed(&link.object, link.socket, 1006, "not upgraded".into());
     }
     into_axum(resp)
+}
+
+/// The whole request body, within the size limit and the read time; else
+/// the response to send (413, 408 or 400).
+async fn read_body<W: Worker>(
+    shared: &Shared<W>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, axum::response::Response> {
+    let limit = shared.opts.max_request_body_bytes;
+    let mut body = body.into_data_stream();
+    if content_length(headers).is_some_and(|n| n > limit) {
+        return Err(too_large_after_draining(body, limit).await);
+    }
+    let deadline = shared.opts.body_read_timeout;
+    let read = async {
+        let mut buf = bytes::BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            let Ok(chunk) = chunk else {
+                return Err(rejection_response(
+                    StatusCode::BAD_REQUEST,
+                    "the request body broke off",
+                ));
+            };
+            if buf.len() + chunk.len() > limit {
+                return Err(too_large_after_draining(body, limit).await);
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    };
+    match tokio::time::timeout(deadline, read).await {
+        Ok(result) => result,
+        Err(_) => {
+            metrics::http_connection_timed_out("body");
+            let mut resp = into_axum(error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                &format!("the request body took longer than {deadline:?} to arrive"),
+            ));
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Err(resp)
+        }
+    }
 }
 
 fn into_axum(resp: object::Response) -> axum::response::Response {
@@ -191,44 +236,4 @@ fn too_large(limit: usize) -> axum::response::Response {
 
 fn rejection_response(status: StatusCode, message: &str) -> axum::response::Response {
     into_axum(error_response(status, "bad_request", message))
-}
-
-/// The client's address: the trusted proxy header's (first) address when
-/// one is configured and valid, else the socket peer.
-fn client_ip(headers: &HeaderMap, peer: SocketAddr, trusted: Option<&HeaderName>) -> IpAddr {
-    trusted
-        .and_then(|name| headers.get(name))
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| peer.ip())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn client_ip_trusts_only_the_configured_header() {
-        let peer: SocketAddr = "10.0.0.1:5000".parse().expect("addr");
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "x-forwarded-for",
-            "203.0.113.7, 10.0.0.2".parse().expect("value"),
-        );
-        headers.insert("cf-connecting-ip", "198.51.100.4".parse().expect("value"));
-        assert_eq!(client_ip(&headers, peer, None), peer.ip());
-        let xff = HeaderName::from_static("x-forwarded-for");
-        assert_eq!(
-            client_ip(&headers, peer, Some(&xff)).to_string(),
-            "203.0.113.7"
-        );
-        let cf = HeaderName::from_static("cf-connecting-ip");
-        assert_eq!(
-            client_ip(&headers, peer, Some(&cf)).to_string(),
-            "198.51.100.4"
-        );
-        headers.insert("cf-connecting-ip", "garbage".parse().expect("value"));
-        assert_eq!(client_ip(&headers, peer, Some(&cf)), peer.ip());
-    }
 }

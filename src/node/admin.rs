@@ -2,21 +2,22 @@
 //! (live objects, RocksDB properties) and the busiest objects, wired from
 //! the node's parts into [`telemetry::admin`](crate::telemetry::admin).
 
-use std::net::SocketAddr;
 use std::path::Path;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::Error;
+use crate::config::Config;
+use crate::edge::ServerOptions;
 use crate::object::Runtime;
 use crate::storage::Db;
-use crate::telemetry::admin::{Admin, AdminSources, ClusterSource, HotObject};
+use crate::telemetry::admin::{Admin, AdminSources, ClusterSource, HotObject, Serve};
 use crate::telemetry::metrics::{self, ColumnFamilySample, RocksDbSample};
 
-/// Serves the admin endpoints on `addr`, rendering the recorder of `handle`;
-/// `/readyz` answers with `ready`.
+/// Serves the admin endpoints on `admin.listen`, rendering the recorder of
+/// `handle`; `/readyz` answers with `ready`.
 pub(super) async fn start(
-    addr: SocketAddr,
+    config: &Config,
     handle: PrometheusHandle,
     data_dir: &Path,
     db: &Db,
@@ -24,11 +25,13 @@ pub(super) async fn start(
     ready: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
     cluster: Option<ClusterSource>,
 ) -> Result<Admin, Error> {
+    let addr = config.admin.listen;
     let (listener, _) = super::bind(addr).await?;
     let sample = {
         let (db, runtime, data_dir) = (db.clone(), runtime.clone(), data_dir.to_owned());
         move || {
             metrics::objects_live(runtime.live_objects());
+            metrics::objects_live_max(runtime.max_live_objects());
             metrics::rocksdb(&rocksdb_sample(&db));
             disk_sample(&data_dir);
         }
@@ -42,8 +45,22 @@ pub(super) async fn start(
         hot: Box::new(hot),
         ready,
     };
-    Admin::start_with_cluster(listener, handle, sources, cluster)
+    Admin::start_with_cluster(listener, handle, sources, serve(config), cluster)
         .map_err(|source| Error::Listen { addr, source })
+}
+
+/// The admin server's listener, with `[http]`'s timeouts and
+/// `admin.max_connections` (no per-address cap: its clients are a few
+/// scrapers and probes).
+pub(super) fn serve(config: &Config) -> Serve {
+    let opts = ServerOptions {
+        max_connections: config.admin.max_connections,
+        max_connections_per_ip: config.admin.max_connections,
+        ..super::server_options(config)
+    };
+    Box::new(move |listener, app, stop| {
+        Box::pin(crate::edge::server::serve(listener, app, opts, stop))
+    })
 }
 
 fn hot_objects(runtime: &Runtime, n: usize) -> Vec<HotObject> {

@@ -56,6 +56,7 @@ pub struct ClusterNode {
 impl ClusterNode {
     /// Starts a node serving the built-in app's classes.
     pub async fn start(config: Config, args: ClusterArgs) -> Result<ClusterNode, Error> {
+        crate::app::configure(super::app_options(&config));
         Self::start_with(config, args, crate::app::bindings()).await
     }
 
@@ -135,7 +136,7 @@ impl ClusterNode {
             })
         };
         let admin = super::admin::start(
-            config.admin.listen,
+            &config,
             metrics,
             &data_dir,
             &db,

@@ -546,11 +546,16 @@ impl EdgeNode {
             hot: Box::new(|_| Vec::new()),
             ready: Box::new(ready),
         };
-        let admin =
-            Admin::start(admin_listener, metrics, sources).map_err(|source| Error::Listen {
-                addr: admin_addr,
-                source,
-            })?;
+        let admin = Admin::start(
+            admin_listener,
+            metrics,
+            sources,
+            super::admin::serve(&config),
+        )
+        .map_err(|source| Error::Listen {
+            addr: admin_addr,
+            source,
+        })?;
         Ok(EdgeNode {
             edge,
             admin,

@@ -86,6 +86,9 @@ pub(crate) struct Queued {
     pub event: Event,
     pub since: Instant,
     pub parent: tracing::Span,
+    /// The event's bytes counted in its object's mailbox (`budget.rs`),
+    /// uncounted when the queued event is dropped.
+    pub charge: Option<super::budget::Charge>,
 }
 
 impl Queued {
@@ -94,6 +97,7 @@ impl Queued {
             event,
             since: Instant::now(),
             parent: tracing::Span::current(),
+            charge: None,
         }
     }
 }
@@ -146,6 +150,9 @@ pub(crate) struct Activation {
     pub runtime: Runtime,
     pub alarms: AlarmsHandle,
     pub shutdown: CancellationToken,
+    /// Notified when the runtime needs this executor's slot (the
+    /// live-executor cap): it leaves if idle, as on its idle timeout.
+    pub make_room: Arc<tokio::sync::Notify>,
 }
 
 /// How often an idle executor with writes still in flight checks again.
@@ -243,6 +250,12 @@ impl Executor {
                     continue;
                 }
                 _ = tokio::time::sleep(idle) => {
+                    if self.gate.in_flight.load(Ordering::Acquire) == 0 && self.evict(&mut mailbox, false) {
+                        return;
+                    }
+                    continue;
+                }
+                () = self.act.make_room.notified(), if !shutting_down => {
                     if self.gate.in_flight.load(Ordering::Acquire) == 0 && self.evict(&mut mailbox, false) {
                         return;
                     }
@@ -379,7 +392,9 @@ impl Executor {
             event,
             since,
             parent,
+            charge,
         } = queued;
+        drop(charge);
         let binding = self.act.key.namespace.clone();
         let shard = self.act.shard.id();
         metrics::object_queue_wait(&binding, since.elapsed());

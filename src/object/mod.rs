@@ -11,6 +11,7 @@
 //! writes RocksDB directly (every write goes through a shard's Raft log).
 
 mod alarms;
+mod budget;
 mod class;
 mod client;
 mod context;

@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use super::Error;
 use super::alarms::{self, AlarmsHandle};
+use super::budget::{Budget, MailboxBytes, Slot};
 use super::class::DurableObject;
 use super::client::{CallResult, FetchOutcome};
 use super::executor::{self, Activation, Event, Queued};
@@ -42,6 +43,13 @@ pub struct RuntimeOptions {
     pub socket_buffer: usize,
     /// Events an object may have queued before callers get `Overloaded`.
     pub mailbox: usize,
+    /// Bytes of events an object may have queued (`budget.rs`).
+    pub mailbox_bytes: usize,
+    /// Objects with a live executor at once (`budget.rs`).
+    pub max_live: usize,
+    /// How long a request waits for an executor slot to free before it gets
+    /// `Overloaded`.
+    pub slot_wait: Duration,
     pub limits: Limits,
 }
 
@@ -51,6 +59,9 @@ impl Default for RuntimeOptions {
             idle_timeout: Duration::from_secs(30),
             socket_buffer: 1024,
             mailbox: 4096,
+            mailbox_bytes: 16 << 20,
+            max_live: 100_000,
+            slot_wait: Duration::from_secs(2),
             limits: Limits::default(),
         }
     }
@@ -58,14 +69,30 @@ impl Default for RuntimeOptions {
 
 /// Spawns executors of one class without knowing its type.
 trait Class: Send + Sync {
-    fn spawn(&self, tracker: &TaskTracker, act: Activation, mailbox: mpsc::Receiver<Queued>);
+    /// Spawns the executor; it holds `slot` until its task ends.
+    fn spawn(
+        &self,
+        tracker: &TaskTracker,
+        act: Activation,
+        mailbox: mpsc::Receiver<Queued>,
+        slot: Slot,
+    );
 }
 
 struct ClassOf<T>(PhantomData<fn() -> T>);
 
 impl<T: DurableObject> Class for ClassOf<T> {
-    fn spawn(&self, tracker: &TaskTracker, act: Activation, mailbox: mpsc::Receiver<Queued>) {
-        tracker.spawn(executor::run::<T>(act, mailbox));
+    fn spawn(
+        &self,
+        tracker: &TaskTracker,
+        act: Activation,
+        mailbox: mpsc::Receiver<Queued>,
+        slot: Slot,
+    ) {
+        tracker.spawn(async move {
+            executor::run::<T>(act, mailbox).await;
+            drop(slot);
+        });
     }
 }
 
@@ -106,6 +133,10 @@ struct ExecutorHandle {
     generation: u64,
     /// The term it serves; an executor of an ended term is replaced.
     term: u64,
+    /// Asks the executor to leave if idle (the live-executor cap).
+    make_room: Arc<tokio::sync::Notify>,
+    /// Bytes of the events in `tx`'s queue.
+    queued: MailboxBytes,
 }
 
 #[derive(Default)]
@@ -136,6 +167,8 @@ struct Inner {
     generation: AtomicU64,
     /// Events per object, for the busiest-objects view (one sketch a shard).
     hot: HotObjects<ObjectKey>,
+    /// The live-executor cap and recency.
+    budget: Budget,
 }
 
 impl Runtime {
@@ -156,6 +189,7 @@ impl Runtime {
             replicas,
             classes: bindings.classes,
             limits: Arc::new(opts.limits.clone()),
+            budget: Budget::new(opts.max_live),
             opts,
             objects: (0..shards).map(|_| Mutex::new(HashMap::new())).collect(),
             alarms,
@@ -203,13 +237,15 @@ impl Runtime {
 
     /// Runs a request on an object and waits for its (gated) response.
     pub async fn fetch(&self, key: ObjectKey, req: Request) -> Result<FetchOutcome, Error> {
+        let slot = self.slot_for(&key).await?;
         let (reply, rx) = oneshot::channel();
-        self.dispatch(
+        self.dispatch_with(
             &key,
             Event::Fetch {
                 req: Box::new(req),
                 reply,
             },
+            slot,
         )?;
         rx.await.map_err(|_| Error::Reset)?
     }
@@ -223,14 +259,16 @@ impl Runtime {
         method: String,
         payload: Bytes,
     ) -> Result<CallResult, Error> {
+        let slot = self.slot_for(&key).await?;
         let (reply, rx) = oneshot::channel();
-        self.dispatch(
+        self.dispatch_with(
             &key,
             Event::Call {
                 method,
                 payload,
                 reply,
             },
+            slot,
         )?;
         rx.await.map_err(|_| Error::Reset)?
     }
@@ -312,6 +350,16 @@ impl Runtime {
 
     /// Hands `event` to the object's executor, activating it if needed.
     pub(crate) fn dispatch(&self, key: &ObjectKey, event: Event) -> Result<(), Error> {
+        self.dispatch_with(key, event, None)
+    }
+
+    /// [`Self::dispatch`], activating with `slot` if one was reserved.
+    fn dispatch_with(
+        &self,
+        key: &ObjectKey,
+        event: Event,
+        mut slot: Option<Slot>,
+    ) -> Result<(), Error> {
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
@@ -329,6 +377,7 @@ impl Runtime {
             .classes
             .get(&key.namespace)
             .ok_or_else(|| Error::UnknownNamespace(key.namespace.to_string()))?;
+        let bytes = event_bytes(&event);
         let mut objects = self.objects(shard_id)?;
         let entry = objects.entry(key.clone()).or_default();
         if entry.executor.as_ref().is_some_and(|h| h.term != term) {
@@ -340,14 +389,34 @@ impl Runtime {
         for _ in 0..2 {
             let handle = match &entry.executor {
                 Some(h) => h,
-                None => entry.executor.insert(self.activate(
-                    key,
-                    shard,
-                    term,
-                    &entry.hub,
-                    class.as_ref(),
-                )),
+                None => {
+                    let Some(slot) = slot.take().or_else(|| self.inner.budget.try_slot()) else {
+                        if entry.hub.is_empty() {
+                            objects.remove(key);
+                        }
+                        drop(objects);
+                        self.make_room();
+                        metrics::object_overloaded(&key.namespace);
+                        queued.event.fail(Error::Overloaded);
+                        return Err(Error::Overloaded);
+                    };
+                    entry.executor.insert(self.activate(
+                        key,
+                        shard,
+                        term,
+                        &entry.hub,
+                        class.as_ref(),
+                        slot,
+                    ))
+                }
             };
+            self.inner.budget.touch(key);
+            let Some(charge) = handle.queued.charge(bytes, self.inner.opts.mailbox_bytes) else {
+                metrics::object_overloaded(&key.namespace);
+                queued.event.fail(Error::Overloaded);
+                return Err(Error::Overloaded);
+            };
+            queued.charge = Some(charge);
             match handle.tx.try_send(queued) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(q)) => {
@@ -367,6 +436,50 @@ impl Runtime {
         Err(Error::Reset)
     }
 
+    /// A slot for a new executor of `key`, if it has none: a free one, or
+    /// one freed within the wait after asking the least recently used
+    /// executors to leave; `Overloaded` if none frees.
+    async fn slot_for(&self, key: &ObjectKey) -> Result<Option<Slot>, Error> {
+        let live = {
+            let objects = self.objects(self.shard_of(key))?;
+            objects.get(key).is_some_and(|e| e.executor.is_some())
+        };
+        if live {
+            return Ok(None);
+        }
+        if let Some(slot) = self.inner.budget.try_slot() {
+            return Ok(Some(slot));
+        }
+        self.make_room();
+        match self.inner.budget.wait_slot(self.inner.opts.slot_wait).await {
+            Some(slot) => Ok(Some(slot)),
+            None => {
+                metrics::object_overloaded(&key.namespace);
+                Err(Error::Overloaded)
+            }
+        }
+    }
+
+    /// Asks the least recently used executors with nothing queued to
+    /// leave (each does only if idle); forgets keys that have none.
+    fn make_room(&self) {
+        for victim in self.inner.budget.victims() {
+            let Ok(objects) = self.objects(self.shard_of(&victim)) else {
+                continue;
+            };
+            match objects.get(&victim).and_then(|e| e.executor.as_ref()) {
+                Some(h) if h.tx.capacity() == h.tx.max_capacity() => h.make_room.notify_one(),
+                Some(_) => {}
+                None => self.inner.budget.forget(&victim),
+            }
+        }
+    }
+
+    /// The live-executor cap.
+    pub fn max_live_objects(&self) -> usize {
+        self.inner.budget.max()
+    }
+
     fn activate(
         &self,
         key: &ObjectKey,
@@ -374,9 +487,11 @@ impl Runtime {
         term: u64,
         hub: &SharedHub,
         class: &dyn Class,
+        slot: Slot,
     ) -> ExecutorHandle {
         let (tx, rx) = mpsc::channel(self.inner.opts.mailbox.max(1));
         let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
+        let make_room = Arc::new(tokio::sync::Notify::new());
         let act = Activation {
             key: key.clone(),
             generation,
@@ -390,13 +505,16 @@ impl Runtime {
             runtime: self.clone(),
             alarms: self.inner.alarms.clone(),
             shutdown: self.inner.shutdown.clone(),
+            make_room: make_room.clone(),
         };
-        class.spawn(&self.inner.executors, act, rx);
+        class.spawn(&self.inner.executors, act, rx, slot);
         metrics::object_activated(&key.namespace);
         ExecutorHandle {
             tx,
             generation,
             term,
+            make_room,
+            queued: MailboxBytes::default(),
         }
     }
 
@@ -424,6 +542,7 @@ impl Runtime {
             return false;
         }
         entry.executor = None;
+        self.inner.budget.forget(key);
         if entry.hub.is_empty() {
             objects.remove(key);
         }
@@ -478,8 +597,9 @@ impl Runtime {
                     if let Ok(mut objects) = self.objects(shard.id()) {
                         // Dropping the senders ends the executors; each also
                         // sees its term end and fails what it still holds.
-                        for entry in objects.values_mut() {
+                        for (key, entry) in objects.iter_mut() {
                             entry.executor = None;
+                            self.inner.budget.forget(key);
                         }
                     }
                 }
@@ -539,4 +659,31 @@ impl Runtime {
         self.inner.executors.close();
         self.inner.executors.wait().await;
     }
+}
+
+/// What an event weighs in its object's mailbox: its payload, plus a
+/// little for the rest.
+fn event_bytes(event: &Event) -> usize {
+    const OVERHEAD: usize = 64;
+    OVERHEAD
+        + match event {
+            Event::Fetch { req, .. } => {
+                let headers: usize = req
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| k.as_str().len() + v.len())
+                    .sum();
+                req.body().len() + headers + req.uri().to_string().len()
+            }
+            Event::Call {
+                method, payload, ..
+            } => method.len() + payload.len(),
+            Event::SocketMessage { msg, .. } => match msg {
+                Message::Text(t) => t.len(),
+                Message::Binary(b) => b.len(),
+            },
+            Event::SocketClose { reason, .. } => reason.len(),
+            Event::SocketError { error, .. } => error.len(),
+            Event::Alarm { .. } | Event::AlarmGiveUp { .. } => 0,
+        }
 }

@@ -23,6 +23,10 @@ pub mod codec;
 mod convert;
 pub mod introspect;
 pub mod metered;
+#[cfg(test)]
+mod convert_props;
+#[cfg(test)]
+pub(crate) use convert_props::cases as test_cases;
 pub mod objects;
 pub mod raft;
 pub mod remote;

@@ -8,7 +8,8 @@
 //!
 //! It knows nothing of the layers: the node hands it [`AdminSources`],
 //! closures that sample what is read at scrape time and rank the busiest
-//! objects.
+//! objects, and the [`Serve`] that runs the router on the listener (the
+//! edge's server, with its timeouts and connection cap).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -74,6 +75,16 @@ pub type ClusterSource = Box<
         + Sync,
 >;
 
+/// Runs a router on a listener until the token is cancelled.
+pub type Serve = Box<
+    dyn FnOnce(
+            TcpListener,
+            Router,
+            CancellationToken,
+        ) -> futures_util::future::BoxFuture<'static, std::io::Result<()>>
+        + Send,
+>;
+
 struct Shared {
     handle: PrometheusHandle,
     sources: AdminSources,
@@ -88,13 +99,15 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// Serves `/metrics` from `handle` and the `sources` on `listener`.
+    /// Serves `/metrics` from `handle` and the `sources` on `listener`,
+    /// with `serve`.
     pub fn start(
         listener: TcpListener,
         handle: PrometheusHandle,
         sources: AdminSources,
+        serve: Serve,
     ) -> std::io::Result<Admin> {
-        Self::start_with_cluster(listener, handle, sources, None)
+        Self::start_with_cluster(listener, handle, sources, serve, None)
     }
 
     /// [`Admin::start`], also serving `/admin/cluster` from `cluster`.
@@ -102,6 +115,7 @@ impl Admin {
         listener: TcpListener,
         handle: PrometheusHandle,
         sources: AdminSources,
+        serve: Serve,
         cluster: Option<ClusterSource>,
     ) -> std::io::Result<Admin> {
         let addr = listener.local_addr()?;
@@ -115,8 +129,7 @@ impl Admin {
         let server = tokio::spawn({
             let stop = stop.clone();
             async move {
-                let serve = axum::serve(listener, app)
-                    .with_graceful_shutdown(stop.clone().cancelled_owned());
+                let serve = serve(listener, app, stop.clone());
                 let upkeep = async {
                     let mut every = tokio::time::interval(UPKEEP_EVERY);
                     loop {
@@ -281,7 +294,14 @@ mod tests {
             metrics::objects_live(3);
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        Admin::start(listener, handle, sources()).expect("start")
+        let serve: Serve = Box::new(|listener, app, stop| {
+            Box::pin(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            })
+        });
+        Admin::start(listener, handle, sources(), serve).expect("start")
     }
 
     async fn get_body(admin: &Admin, path: &str) -> (String, String) {

@@ -94,6 +94,10 @@ pub const OBJECTS_LIVE: &str = "roost_objects_live";
 pub const OBJECT_ACTIVATIONS: &str = "roost_object_activations_total";
 pub const OBJECT_EVICTIONS: &str = "roost_object_evictions_total";
 pub const OBJECT_OVERLOADED: &str = "roost_object_overloaded_total";
+pub const OBJECTS_LIVE_MAX: &str = "roost_objects_live_max";
+pub const HTTP_CONNECTIONS_REFUSED: &str = "roost_http_connections_refused_total";
+pub const HTTP_CONNECTIONS_TIMED_OUT: &str = "roost_http_connections_timed_out_total";
+pub const HTTP_RATE_LIMITED: &str = "roost_http_rate_limited_total";
 pub const HOT_OBJECT_RATE: &str = "roost_hot_object_events_per_second";
 pub const HOT_OBJECT_BUSY: &str = "roost_hot_object_busy_ratio";
 pub const WEBSOCKETS_OPEN: &str = "roost_websockets_open";
@@ -166,6 +170,12 @@ pub const ALL: &[Def] = &[
         "Time from a request's arrival at the edge to its response (for a WebSocket, to the 101)."),
     def(HTTP_IN_FLIGHT, G, Unit::Count, &[],
         "HTTP requests the edge is working on right now."),
+    def(HTTP_CONNECTIONS_REFUSED, C, Unit::Count, &[REASON],
+        "Connections answered with a refusal and closed (HTTP listeners: the edge's and the admin's): reason max_connections (503) or max_connections_per_ip (429)."),
+    def(HTTP_CONNECTIONS_TIMED_OUT, C, Unit::Count, &[KIND],
+        "Connections closed by a timeout: kind header (no complete request within http.header_read_timeout_ms), idle (no request for http.idle_timeout_ms) or body (a request body slower than http.body_read_timeout_ms)."),
+    def(HTTP_RATE_LIMITED, C, Unit::Count, &[KIND],
+        "Requests the edge refused with 429 before they reached the app: kind websocket_upgrade (websocket.max_upgrades_per_ip_per_minute)."),
     def(OBJECT_EVENTS, C, Unit::Count, &[BINDING, EVENT, OUTCOME],
         "Events run by object executors (fetch, socket_message, socket_close, socket_error, alarm, alarm_give_up), by outcome (ok, error, panic)."),
     def(OBJECT_QUEUE_WAIT, H(LATENCY_BUCKETS), Unit::Seconds, &[BINDING],
@@ -180,6 +190,8 @@ pub const ALL: &[Def] = &[
         "Object calls an edge sent again, to another node: the first could not have run them (not_owner, unreachable), or they are safe to repeat (idempotent: GET, HEAD, OPTIONS)."),
     def(OBJECTS_LIVE, G, Unit::Count, &[],
         "Objects with a running executor on this node."),
+    def(OBJECTS_LIVE_MAX, G, Unit::Count, &[],
+        "The cap on objects with a running executor on this node (limits.max_live_objects)."),
     def(OBJECT_ACTIVATIONS, C, Unit::Count, &[BINDING],
         "Executors started (objects brought into memory)."),
     def(OBJECT_EVICTIONS, C, Unit::Count, &[BINDING, REASON],

@@ -14,6 +14,8 @@ use std::time::Duration;
 pub struct Roost {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The admin server (`/metrics`).
+    pub admin: SocketAddr,
 }
 
 impl Roost {
@@ -46,23 +48,27 @@ impl Roost {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.split("serving http://").nth(1) {
-                    let addr = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                    let _ = tx.send(addr);
+                for marker in ["serving http://", "admin on http://"] {
+                    if let Some(rest) = line.split(marker).nth(1) {
+                        let addr = rest
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned();
+                        let _ = tx.send(addr);
+                    }
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("roost prints its address within 60 s");
-        Roost {
-            child,
-            addr: addr.parse().expect("a socket address"),
-        }
+        let next = || -> SocketAddr {
+            rx.recv_timeout(Duration::from_secs(60))
+                .expect("roost prints its addresses within 60 s")
+                .parse()
+                .expect("a socket address")
+        };
+        let addr = next();
+        let admin = next();
+        Roost { child, addr, admin }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -138,3 +138,29 @@ async fn head_is_routed_as_get_without_a_body() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(resp.body().is_empty());
 }
+
+/// The live-executor cap: distinct counters one after another, more than
+/// the cap. The least recently used idle executors make room, so every
+/// request is answered, the live count never passes the cap, and values
+/// survive eviction.
+#[tokio::test]
+async fn live_executors_stay_within_the_cap() {
+    let h = Harness::with_options(crate::object::RuntimeOptions {
+        max_live: 3,
+        ..crate::object::RuntimeOptions::default()
+    })
+    .await;
+    for round in 0..2 {
+        for i in 0..12 {
+            let resp = h.post(&format!("/counter/c{i}/increment")).await;
+            assert_eq!(resp.status(), StatusCode::OK, "c{i}");
+            assert_eq!(body_json(&resp), json!({"value": round + 1}));
+            assert!(
+                h.runtime.live_objects() <= 3,
+                "{}",
+                h.runtime.live_objects()
+            );
+        }
+    }
+    assert_eq!(h.runtime.max_live_objects(), 3);
+}

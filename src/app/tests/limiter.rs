@@ -257,3 +257,42 @@ async fn the_limiter_check_is_not_a_request_an_edge_repeats() {
         );
     }
 }
+/// A client that stops leaves nothing behind: the alarm set when its last
+/// request stops counting deletes every entry. Probed with a one-request,
+/// one-day window, which is refused (and records nothing) while any entry
+/// is left, and allowed once they are gone.
+#[tokio::test]
+async fn idle_buckets_are_pruned_by_the_alarm() {
+    let h = Harness::new().await;
+    for _ in 0..3 {
+        let (status, _) = check(&h, "gone", "?limit=10&window=200").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, _) = check(&h, "gone", "?limit=1&window=86400000").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "entries are stored");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = check(&h, "gone", "?limit=1&window=86400000").await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the alarm never pruned the entries"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn ipv6_clients_share_a_limiter_per_slash_64() {
+    use crate::app::rate_limiter::bucket_name;
+    let a = bucket_name("2001:db8:1:2::1".parse().expect("ip"));
+    let b = bucket_name("2001:db8:1:2:ffff::9".parse().expect("ip"));
+    assert_eq!(a, b);
+    assert_eq!(a, "2001:db8:1:2::/64");
+    assert_eq!(
+        bucket_name("203.0.113.7".parse().expect("ip")),
+        "203.0.113.7"
+    );
+}

@@ -4,6 +4,7 @@
 mod chat;
 mod counter;
 mod limiter;
+mod list_model;
 mod routes;
 
 use std::net::IpAddr;

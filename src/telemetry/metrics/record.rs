@@ -141,6 +141,25 @@ pub fn objects_live(n: usize) {
     metrics::gauge!(OBJECTS_LIVE).set(n as f64);
 }
 
+pub fn objects_live_max(n: usize) {
+    metrics::gauge!(OBJECTS_LIVE_MAX).set(n as f64);
+}
+
+/// A connection refused over a cap (`reason`: which).
+pub fn http_connection_refused(reason: &'static str) {
+    metrics::counter!(HTTP_CONNECTIONS_REFUSED, REASON => reason).increment(1);
+}
+
+/// A connection closed by a timeout (`kind`: header, idle, body).
+pub fn http_connection_timed_out(kind: &'static str) {
+    metrics::counter!(HTTP_CONNECTIONS_TIMED_OUT, KIND => kind).increment(1);
+}
+
+/// A request refused with 429 at the edge (`kind`: what was limited).
+pub fn http_rate_limited(kind: &'static str) {
+    metrics::counter!(HTTP_RATE_LIMITED, KIND => kind).increment(1);
+}
+
 /// A storage API call `op` that read or wrote `bytes` (keys and values).
 pub fn storage_op(binding: &Arc<str>, op: &'static str, direction: &'static str, bytes: usize) {
     metrics::counter!(STORAGE_OPERATIONS, BINDING => b(binding), OP => op).increment(1);
