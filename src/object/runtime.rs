@@ -684,6 +684,6 @@ fn event_bytes(event: &Event) -> usize {
             },
             Event::SocketClose { reason, .. } => reason.len(),
             Event::SocketError { error, .. } => error.len(),
-            Event::Alarm { .. } | Event::AlarmGiveUp { .. } => 0,
+            Event::Alarm { .. } | Event::AlarmGiveUp { .. } | Event::AlarmSync { .. } => 0,
         }
 }

@@ -21,10 +21,10 @@ pub mod auth;
 pub mod certs;
 pub mod codec;
 mod convert;
-pub mod introspect;
-pub mod metered;
 #[cfg(test)]
 mod convert_props;
+pub mod introspect;
+pub mod metered;
 #[cfg(test)]
 pub(crate) use convert_props::cases as test_cases;
 pub mod objects;

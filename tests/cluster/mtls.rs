@@ -286,6 +286,7 @@ async fn join_as_node_2(endpoint: Endpoint) -> tonic::Status {
             addr: "127.0.0.1:9".into(),
             draining: false,
         }),
+        settings: None,
     };
     let mut client = pb::cluster_client::ClusterClient::new(channel);
     status_of(client.join(request)).await
