@@ -25,7 +25,7 @@ use super::class::{AlarmInfo, DurableObject};
 use super::client::{CallResult, FetchOutcome};
 use super::context::Context;
 use super::gate::{Admit, Life};
-use super::http::{HandlerError, Request, Response, error_response, is_websocket_upgrade};
+use super::http::{HandlerError, Request, is_websocket_upgrade};
 use super::outbox::{GateState, Output, OutputSink, Release, run_releaser};
 use super::runtime::Runtime;
 use super::socket::{Message, SharedHub, SocketId};
@@ -564,43 +564,5 @@ impl Executor {
             return None;
         }
         Some(self.ctx.socket(socket))
-    }
-
-    async fn finish_unit(
-        &mut self,
-        result: Result<Result<(), HandlerError>, Box<dyn std::any::Any + Send>>,
-    ) -> bool {
-        match result {
-            Ok(Ok(())) => {
-                self.finish(true, Vec::new()).await;
-                true
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "socket handler failed");
-                self.finish(false, Vec::new()).await;
-                true
-            }
-            Err(_) => {
-                tracing::error!("socket handler panicked");
-                self.finish(false, Vec::new()).await;
-                false
-            }
-        }
-    }
-
-    fn error_response(&self, e: HandlerError) -> Response {
-        if e.status.is_server_error() {
-            tracing::error!(error = %e, "fetch handler failed");
-        }
-        e.to_response()
-    }
-
-    fn panic_response(&self) -> Response {
-        tracing::error!("fetch handler panicked; resetting object");
-        error_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        )
     }
 }
