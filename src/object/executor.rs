@@ -255,7 +255,7 @@ impl Executor {
                 return;
             };
             let poisoned = self.gate.broken.load(Ordering::Acquire);
-            match self.life.admit(self.act.shard.leader_term(), poisoned) {
+            match self.life.admit(self.act.shard.leader_epoch(), poisoned) {
                 Admit::Run => {}
                 Admit::NotOwner => {
                     // Leadership moved while this event waited: it never
@@ -342,7 +342,7 @@ impl Executor {
     /// owner if this executor's term ended (the caller may retry), else a
     /// reset.
     fn never_ran(&self) -> Error {
-        if self.act.shard.leader_term() == Some(self.life.term()) {
+        if self.act.shard.leader_epoch() == Some(self.life.term()) {
             Error::Reset
         } else {
             // Not leading in this executor's term (even if leading again

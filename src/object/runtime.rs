@@ -321,7 +321,7 @@ impl Runtime {
             .replicas
             .shard(shard_id)
             .ok_or(Error::NotOwner { shard: shard_id })?;
-        let Some(term) = shard.leader_term() else {
+        let Some(term) = shard.leader_epoch() else {
             return Err(Error::NotOwner { shard: shard_id });
         };
         let class = self
@@ -531,7 +531,7 @@ impl Runtime {
             if let Err(e) = &fenced {
                 tracing::warn!(shard = shard.id(), term, error = %e, "cannot load alarms yet");
             }
-            match reload.next(fenced.is_ok(), shard.leader_term()) {
+            match reload.next(fenced.is_ok(), shard.leader_epoch()) {
                 alarms::ReloadStep::Load => break,
                 alarms::ReloadStep::Stop => return,
                 alarms::ReloadStep::Retry(after) => tokio::select! {
