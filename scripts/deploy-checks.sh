@@ -5,7 +5,7 @@
 #   - the Helm chart (helm/roost) rendered with its default values and with
 #     each helm/roost/ci/*.yaml, and `helm lint --strict` on each, through
 #     helm-python-sdk (Helm's Go SDK; no `helm` binary needed);
-#   - the chart refuses tls.enabled=true without tls.secretName;
+#   - the chart refuses tls.secretName without tls.edgeSecretName;
 #   - every rendered manifest validated strictly against the Kubernetes
 #     schemas of the oldest and newest versions the chart supports (CRDs such
 #     as ServiceMonitor have no schema there: they only warn);
@@ -16,8 +16,9 @@
 #   - what the chart runs, run as local processes (scripts/deploy/
 #     chart_processes.py): the rendered nodes' and edges' commands, flags and
 #     env with the debug `roost`, the cluster forms and the seed app answers;
-#     once with the default values, once with tls.enabled (mutual TLS, with a
-#     Secret of certificates made by openssl).
+#     once with the default values (mutual TLS, with the CA and the nodes' and
+#     edges' certificates the chart generates), once with tls.enabled=false
+#     (plain gRPC, `--insecure`).
 #
 # Tools are installed on first use at pinned versions into one venv under
 # $ROOST_OPS_CACHE (default ~/.cache/roost-ops) and reused.
@@ -102,9 +103,9 @@ chart_processes() {
             "$WORK/processes-$name.yaml" "$ROOST_BIN" "$WORK/processes-$name"
 }
 
-# The default values with mutual TLS on node gRPC.
-mtls_values() {
-    printf 'tls:\n  enabled: true\n  secretName: roost-tls\n' >"$WORK/mtls-values.yaml"
+# The default values without mutual TLS (plain gRPC, --insecure).
+insecure_values() {
+    printf 'tls:\n  enabled: false\n' >"$WORK/insecure-values.yaml"
 }
 
 # --- run --------------------------------------------------------------------
@@ -124,17 +125,17 @@ for values in - "$CHART"/ci/*.yaml; do
         check "kubernetes-validate --strict $kube ($variant)" validate_k8s "$kube" "$out"
     done
 done
-check "chart refuses tls.enabled=true without tls.secretName" \
-    PY scripts/deploy/render.py must-fail "$CHART" tls.enabled=true "needs tls.secretName"
+check "chart refuses tls.secretName without tls.edgeSecretName" \
+    PY scripts/deploy/render.py must-fail "$CHART" tls.secretName=roost-tls "go together"
 check "hadolint deploy/Dockerfile" "$VENV/bin/hadolint" deploy/Dockerfile
 check "docker-compose.yml against the compose spec schema" \
     "$VENV/bin/check-jsonschema" --schemafile deploy/compose/compose-spec.schema.json \
     deploy/compose/docker-compose.yml
 check "compose prometheus.yml (promtool check config)" compose_prometheus
-check "the chart's nodes and edges, run as local processes, serve the seed app" \
+check "the chart's nodes and edges, run as local processes, serve the seed app over mutual TLS" \
     chart_processes default -
-mtls_values
-check "the same with tls.enabled (mutual TLS on node gRPC)" \
-    chart_processes mtls "$WORK/mtls-values.yaml"
+insecure_values
+check "the same with tls.enabled=false (plain gRPC, --insecure)" \
+    chart_processes insecure "$WORK/insecure-values.yaml"
 
 summary deploy-checks
