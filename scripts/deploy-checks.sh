@@ -5,7 +5,7 @@
 #   - the Helm chart (helm/roost) rendered with its default values and with
 #     each helm/roost/ci/*.yaml, and `helm lint --strict` on each, through
 #     helm-python-sdk (Helm's Go SDK; no `helm` binary needed);
-#   - the chart refuses tls.enabled=true without tls.secretName, and
+#   - the chart refuses tls.secretName without tls.edgeSecretName, and
 #     nodes.replication > nodes.replicas; values.schema.json refuses bad
 #     values; the upgrade guards (templates/_ops.tpl) refuse changing shards
 #     or replication and an undrained scale-down, with the running release
@@ -21,10 +21,11 @@
 #   - what the chart runs, run as local processes (scripts/deploy/
 #     chart_processes.py): the rendered nodes' and edges' commands, flags and
 #     env with the debug `roost`, the cluster forms and the seed app answers;
-#     once with the default values (but 16 shards), once with tls.enabled (mutual TLS, with a
-#     Secret of certificates made by openssl); the default run then kills
-#     every node at once and restarts them together in a random order
-#     (podManagementPolicy: Parallel), which must lose no acknowledged write.
+#     once with the default values but 16 shards (mutual TLS, with the CA and
+#     the nodes' and edges' certificates the chart generates), which then
+#     kills every node at once and restarts them together in a random order
+#     (podManagementPolicy: Parallel) and must lose no acknowledged write;
+#     once with tls.enabled=false (plain gRPC, `--insecure`).
 #
 # Tools are installed on first use at pinned versions into one venv under
 # $ROOST_OPS_CACHE (default ~/.cache/roost-ops) and reused.
@@ -118,9 +119,9 @@ process_values() {
     printf 'config:\n  node:\n    shards: 16\n' >"$WORK/process-values.yaml"
 }
 
-# The same with mutual TLS on node gRPC.
-mtls_values() {
-    printf 'config:\n  node:\n    shards: 16\ntls:\n  enabled: true\n  secretName: roost-tls\n' >"$WORK/mtls-values.yaml"
+# The same without mutual TLS (plain gRPC, --insecure).
+insecure_values() {
+    printf 'config:\n  node:\n    shards: 16\ntls:\n  enabled: false\n' >"$WORK/insecure-values.yaml"
 }
 
 same_rules() {
@@ -145,8 +146,8 @@ for values in - "$CHART"/ci/*.yaml; do
         check "kubernetes-validate --strict $kube ($variant)" validate_k8s "$kube" "$out"
     done
 done
-check "chart refuses tls.enabled=true without tls.secretName" \
-    PY scripts/deploy/render.py must-fail "$CHART" tls.enabled=true "needs tls.secretName"
+check "chart refuses tls.secretName without tls.edgeSecretName" \
+    PY scripts/deploy/render.py must-fail "$CHART" tls.secretName=roost-tls "go together"
 check "chart refuses nodes.replication > nodes.replicas" \
     PY scripts/deploy/render.py must-fail "$CHART" nodes.replicas=2 "is more than nodes.replicas"
 check "values.schema.json refuses an unknown podManagementPolicy" \
@@ -162,10 +163,10 @@ check "docker-compose.yml against the compose spec schema" \
     deploy/compose/docker-compose.yml
 check "compose prometheus.yml (promtool check config)" compose_prometheus
 process_values
-check "the chart's nodes and edges, run as local processes, serve the seed app and pass helm test; all nodes SIGKILLed and restarted at once in random order come back with every acknowledged write" \
+check "the chart's nodes and edges, run as local processes, serve the seed app over mutual TLS and pass helm test; all nodes SIGKILLed and restarted at once in random order come back with every acknowledged write" \
     chart_processes default "$WORK/process-values.yaml" --crash
-mtls_values
-check "the same with tls.enabled (mutual TLS on node gRPC)" \
-    chart_processes mtls "$WORK/mtls-values.yaml"
+insecure_values
+check "the same with tls.enabled=false (plain gRPC, --insecure)" \
+    chart_processes insecure "$WORK/insecure-values.yaml"
 
 summary deploy-checks

@@ -6,27 +6,27 @@ args and env exactly as rendered, fills in what Kubernetes would (the
 downward API's pod name, namespace and index; `$(VAR)` expansion in args;
 the ConfigMap and volume mounts as local directories) and maps the network
 onto loopback: every pod's `0.0.0.0:PORT` and `<pod>.<headless>...:PORT`
-become 127.0.0.1 with a port of its own. A Secret volume (the mTLS Secret
-of tls.enabled) gets what cert-manager would put there: `ca.crt`, `tls.crt`
-and `tls.key`, made here with `openssl` for a throwaway CA, the certificate
-naming 127.0.0.1 (where every node's address is mapped). Then it starts the nodes in order
-as the StatefulSet's podManagementPolicy says (Parallel: all at once, in a
-random order; OrderedReady: each after the previous one is ready), the
-edges, checks every probe path answers 200, increments a counter through an
-edge, runs the chart's `helm test` Pod's script against them, and stops
-everything with SIGTERM, expecting clean exits. With
---crash, before stopping: every node SIGKILLed at once and all restarted
-together in a random order; each must become ready again, the acknowledged
-increments must all be there, and the counter must take writes.
+become 127.0.0.1 with a port of its own. A Secret volume (the mTLS
+certificates of tls.enabled) gets the Secret's files as rendered: the chart
+makes a CA and the nodes' and edges' certificates itself, each naming its
+role and 127.0.0.1 (where every node's address is mapped). Then it starts
+the nodes as the StatefulSet's podManagementPolicy says (Parallel: all at
+once, in a random order; OrderedReady: each after the previous one is
+ready), the edges, checks every probe path answers 200, increments a counter
+through an edge, runs the chart's `helm test` Pod's script against them, and
+stops everything with SIGTERM, expecting clean exits. With --crash, before
+stopping: every node SIGKILLed at once and all restarted together in a
+random order; each must become ready again, the acknowledged increments must
+all be there, and the counter must take writes.
 
     python3 chart_processes.py MANIFESTS.yaml ROOST_BIN WORKDIR [--crash]
 """
 
+import base64
 import json
 import os
 import random
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -57,49 +57,28 @@ def get(url, timeout=2.0):
         return None, str(e)
 
 
-_TLS_SECRET = None
-
-
-def tls_secret_files(workdir):
-    """ca.crt, tls.crt and tls.key (made once per run, in WORKDIR): a P-256
-    CA and one certificate for 127.0.0.1 with the server-auth and
-    client-auth uses."""
-    global _TLS_SECRET
-    if _TLS_SECRET is None:
-        d = os.path.join(workdir, "tls-secret")
-        os.makedirs(d, exist_ok=True)
-
-        def openssl(*args):
-            subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-
-        ec = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]
-        openssl("genpkey", *ec, "-out", "ca.key")
-        openssl("req", "-x509", "-new", "-key", "ca.key", "-out", "ca.crt", "-days", "2",
-                "-subj", "/CN=roost-ci-ca", "-addext", "basicConstraints=critical,CA:TRUE",
-                "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-        with open(os.path.join(d, "ext"), "w") as f:
-            f.write("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-                    "extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=IP:127.0.0.1\n")
-        openssl("genpkey", *ec, "-out", "tls.key")
-        openssl("req", "-new", "-key", "tls.key", "-out", "tls.csr", "-subj", "/CN=roost-ci")
-        openssl("x509", "-req", "-in", "tls.csr", "-out", "tls.crt", "-days", "2", "-CA", "ca.crt",
-                "-CAkey", "ca.key", "-CAcreateserial", "-extfile", "ext")
-        _TLS_SECRET = {name: os.path.join(d, name) for name in ("ca.crt", "tls.crt", "tls.key")}
-    return _TLS_SECRET
+def secret_files(secret, directory):
+    """Writes each key of a rendered Secret into `directory` (mode 0600, as
+    Roost's key files must not be world-readable)."""
+    for key, value in secret.get("data", {}).items():
+        path = os.path.join(directory, key)
+        with open(path, "wb") as f:
+            f.write(base64.b64decode(value))
+        os.chmod(path, 0o600)
 
 
 class Pod:
-    def __init__(self, name, index, spec, workdir, configmaps):
+    def __init__(self, name, index, spec, workdir, configmaps, secrets):
         self.name, self.index, self.spec = name, index, spec
         self.dir = os.path.join(workdir, name)
         os.makedirs(self.dir, exist_ok=True)
         self.container = spec["template"]["spec"]["containers"][0]
         self.ports = {p["containerPort"]: free_port() for p in self.container["ports"]}
         self.named_ports = {p["name"]: p["containerPort"] for p in self.container["ports"]}
-        self.mounts = self._mounts(spec, configmaps, workdir)
+        self.mounts = self._mounts(spec, configmaps, secrets)
         self.proc = None
 
-    def _mounts(self, spec, configmaps, workdir):
+    def _mounts(self, spec, configmaps, secrets):
         """Each volumeMount's path -> a local directory holding its files."""
         volumes = {v["name"]: v for v in spec["template"]["spec"].get("volumes", [])}
         mounts = {}
@@ -112,8 +91,10 @@ class Pod:
                     with open(os.path.join(local, key), "w") as f:
                         f.write(text)
             if "secret" in volume:
-                for key, path in tls_secret_files(workdir).items():
-                    shutil.copy(path, os.path.join(local, key))
+                name = volume["secret"]["secretName"]
+                if name not in secrets:
+                    raise RuntimeError(f"Secret {name} is not rendered by the chart")
+                secret_files(secrets[name], local)
             # PVCs from volumeClaimTemplates and emptyDirs start empty.
             mounts[m["mountPath"]] = local
         return mounts
@@ -182,14 +163,15 @@ def main():
     crash = "--crash" in sys.argv[4:]
     docs = [d for d in yaml.safe_load_all(open(manifests)) if d]
     configmaps = {d["metadata"]["name"]: d["data"] for d in docs if d["kind"] == "ConfigMap"}
+    secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
     sts = [d for d in docs if d["kind"] == "StatefulSet"]
     deps = [d for d in docs if d["kind"] == "Deployment"]
     assert len(sts) == 1 and len(deps) == 1, "one StatefulSet (nodes) and one Deployment (edges)"
     sts, dep = sts[0], deps[0]
     sts_spec = dict(sts["spec"])
-    nodes = [Pod(f"{sts['metadata']['name']}-{i}", i, sts_spec, workdir, configmaps)
+    nodes = [Pod(f"{sts['metadata']['name']}-{i}", i, sts_spec, workdir, configmaps, secrets)
              for i in range(sts_spec["replicas"])]
-    edges = [Pod(f"{dep['metadata']['name']}-{i}", i, dep["spec"], workdir, configmaps)
+    edges = [Pod(f"{dep['metadata']['name']}-{i}", i, dep["spec"], workdir, configmaps, secrets)
              for i in range(dep["spec"].get("replicas", 1))]
     deadline = time.monotonic() + DEADLINE_S
     started = []

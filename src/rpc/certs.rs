@@ -104,6 +104,7 @@ fn ca(
     ];
     match (crt.exists(), key_file.exists()) {
         (true, true) => {
+            check_ours(&crt)?;
             let pem = std::fs::read_to_string(&key_file).map_err(|source| CertsError::Io {
                 path: key_file.clone(),
                 source,
@@ -130,6 +131,31 @@ fn ca(
             message: "has one of ca.crt and ca.key but not the other".to_owned(),
         }),
     }
+}
+
+/// An existing CA is reused with the subject this module gives every CA
+/// (rcgen cannot read another one's without a certificate parser), so it
+/// must be one `roost certs` made.
+fn check_ours(crt: &Path) -> Result<(), CertsError> {
+    use rustls_pki_types::pem::PemObject as _;
+    let ca_error = |message: String| CertsError::Ca {
+        path: crt.to_owned(),
+        message,
+    };
+    let der = rustls_pki_types::CertificateDer::from_pem_file(crt)
+        .map_err(|e| ca_error(format!("not a PEM certificate: {e}")))?;
+    let cert = webpki::EndEntityCert::try_from(&der)
+        .map_err(|e| ca_error(format!("not a certificate: {e}")))?;
+    let ours = cert
+        .subject()
+        .windows(CA_NAME.len())
+        .any(|w| w == CA_NAME.as_bytes());
+    if !ours {
+        return Err(ca_error(format!(
+            "not a CA made by `roost certs` (its subject is not {CA_NAME:?}); use another directory"
+        )));
+    }
+    Ok(())
 }
 
 fn leaf_params(request: &CertsRequest, role: Role) -> Result<CertificateParams, CertsError> {

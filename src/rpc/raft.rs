@@ -190,7 +190,7 @@ impl raft_server::Raft for RaftService {
         match &result {
             // openraft answers a stale sender with its own, higher vote and
             // drops the chunk.
-            Ok(resp) if resp.vote <= vote => self.snapshots.accepted(shard, &id, offset, end, done),
+            Ok(resp) if resp.vote <= vote => self.snapshots.accepted(shard, &id, end, done),
             _ => {}
         }
         reply(&result)

@@ -56,7 +56,8 @@ between upgrades (cert-manager) needs `kubectl rollout restart` (README).
 */}}
 {{- define "roost.tlsChecksum" -}}
 {{- if and .Values.tls.enabled .Values.tls.secretName -}}
-{{- $secret := lookup "v1" "Secret" .Release.Namespace .Values.tls.secretName -}}
-checksum/tls: {{ $secret.data | default dict | toJson | sha256sum | quote }}
+{{- $node := lookup "v1" "Secret" .Release.Namespace .Values.tls.secretName -}}
+{{- $edge := lookup "v1" "Secret" .Release.Namespace (.Values.tls.edgeSecretName | default "") -}}
+checksum/tls: {{ list ($node.data | default dict) ($edge.data | default dict) | toJson | sha256sum | quote }}
 {{- end -}}
 {{- end -}}

@@ -147,17 +147,19 @@ impl Snapshots {
     }
 
     /// openraft took the chunk of `id` that ends at `end` (as [`check`]
-    /// returned it); `done`: it was the last one.
+    /// returned it); `done`: it was the last one. (openraft restarts a
+    /// snapshot only when its id changes, so a chunk at 0 sent again keeps
+    /// what had arrived.)
     ///
     /// [`check`]: Snapshots::check
-    pub fn accepted(&self, shard: u16, id: &str, offset: u64, end: u64, done: bool) {
+    pub fn accepted(&self, shard: u16, id: &str, end: u64, done: bool) {
         let mut receiving = self.receiving.lock().unwrap_or_else(|p| p.into_inner());
         if done {
             receiving.remove(&shard);
             return;
         }
         match receiving.get_mut(&shard) {
-            Some((current, received)) if current == id && offset > 0 => {
+            Some((current, received)) if current == id => {
                 *received = (*received).max(end);
             }
             _ => {
@@ -205,22 +207,25 @@ mod tests {
             Err(Rejected::SnapshotGap { received: 0, .. })
         ));
         assert_eq!(s.check(1, "a", 0, 10), Ok(10));
-        s.accepted(1, "a", 0, 10, false);
+        s.accepted(1, "a", 10, false);
         // The next chunk, and the same chunk sent again, are fine.
         assert_eq!(s.check(1, "a", 10, 10), Ok(20));
         assert_eq!(s.check(1, "a", 0, 10), Ok(10));
-        s.accepted(1, "a", 10, 20, false);
+        s.accepted(1, "a", 20, false);
+        // The first chunk sent again (its answer was lost) keeps the rest.
+        s.accepted(1, "a", 10, false);
+        assert_eq!(s.check(1, "a", 20, 1), Ok(21));
         // A hole after what arrived, or in another shard, is not.
         assert!(s.check(1, "a", 21, 1).is_err());
         assert!(s.check(2, "a", 10, 1).is_err());
         // Another snapshot must start at 0, and then replaces the first.
         assert!(s.check(1, "b", 10, 1).is_err());
         assert_eq!(s.check(1, "b", 0, 5), Ok(5));
-        s.accepted(1, "b", 0, 5, false);
+        s.accepted(1, "b", 5, false);
         assert!(s.check(1, "a", 20, 1).is_err());
         assert_eq!(s.check(1, "b", 5, 5), Ok(10));
         // Done: nothing in progress any more.
-        s.accepted(1, "b", 5, 10, true);
+        s.accepted(1, "b", 10, true);
         assert!(s.check(1, "b", 10, 1).is_err());
     }
 
@@ -228,7 +233,7 @@ mod tests {
     fn snapshots_are_capped() {
         let s = Snapshots::new(100);
         assert_eq!(s.check(1, "a", 0, 100), Ok(100));
-        s.accepted(1, "a", 0, 60, false);
+        s.accepted(1, "a", 60, false);
         let e = s.check(1, "a", 60, 41).unwrap_err();
         assert_eq!(e.reason(), "snapshot_size");
         // A huge offset neither overflows nor passes.
