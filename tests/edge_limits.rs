@@ -135,7 +135,16 @@ async fn slow_headers_are_closed_by_the_header_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_per_address_connection_cap_refuses_clearly_while_others_are_served() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let roost = Roost::start_with_env(dir.path(), &[("ROOST_HTTP_MAX_CONNECTIONS_PER_IP", "4")]);
+    // Long timeouts: the held connections must stay open however slow the
+    // machine is.
+    let roost = Roost::start_with_env(
+        dir.path(),
+        &[
+            ("ROOST_HTTP_MAX_CONNECTIONS_PER_IP", "4"),
+            ("ROOST_HTTP_HEADER_READ_TIMEOUT_MS", "60000"),
+            ("ROOST_HTTP_IDLE_TIMEOUT_MS", "60000"),
+        ],
+    );
 
     // One greedy client holds its four connections open...
     let mut held = Vec::new();

@@ -164,3 +164,28 @@ async fn live_executors_stay_within_the_cap() {
     }
     assert_eq!(h.runtime.max_live_objects(), 3);
 }
+
+/// Mailboxes are bounded in bytes: calls queued at once for one object
+/// beyond `mailbox_bytes` are refused `Overloaded`, the rest run.
+#[tokio::test]
+async fn mailbox_bytes_are_bounded() {
+    use crate::id::{ObjectId, ObjectKey};
+    let h = Harness::with_options(crate::object::RuntimeOptions {
+        mailbox_bytes: 4_000,
+        ..crate::object::RuntimeOptions::default()
+    })
+    .await;
+    let key = ObjectKey::new("COUNTER", ObjectId::from_name("COUNTER", "big"));
+    let payload = bytes::Bytes::from(vec![b'x'; 1_000]);
+    let calls = (0..12).map(|_| h.runtime.call(key.clone(), "m".into(), payload.clone()));
+    let answers = futures_util::future::join_all(calls).await;
+    let overloaded = answers
+        .iter()
+        .filter(|a| matches!(a, Err(crate::object::Error::Overloaded)))
+        .count();
+    // The counter has no `call`: the ones that ran answer 501 not_implemented.
+    let ran = answers.iter().filter(|a| matches!(a, Ok(Err(_)))).count();
+    assert!(overloaded > 0, "nothing refused");
+    assert!(ran > 0, "nothing ran");
+    assert_eq!(overloaded + ran, 12);
+}
