@@ -25,7 +25,7 @@ use super::class::{AlarmInfo, DurableObject};
 use super::client::{CallResult, FetchOutcome};
 use super::context::Context;
 use super::gate::{Admit, Life};
-use super::http::{HandlerError, Request, Response, error_response, is_websocket_upgrade};
+use super::http::{HandlerError, Request, is_websocket_upgrade};
 use super::outbox::{GateState, Output, OutputSink, Release, run_releaser};
 use super::runtime::Runtime;
 use super::socket::{Message, SharedHub, SocketId};
@@ -255,7 +255,7 @@ impl Executor {
                 return;
             };
             let poisoned = self.gate.broken.load(Ordering::Acquire);
-            match self.life.admit(self.act.shard.leader_term(), poisoned) {
+            match self.life.admit(self.act.shard.leader_epoch(), poisoned) {
                 Admit::Run => {}
                 Admit::NotOwner => {
                     // Leadership moved while this event waited: it never
@@ -342,7 +342,7 @@ impl Executor {
     /// owner if this executor's term ended (the caller may retry), else a
     /// reset.
     fn never_ran(&self) -> Error {
-        if self.act.shard.leader_term() == Some(self.life.term()) {
+        if self.act.shard.leader_epoch() == Some(self.life.term()) {
             Error::Reset
         } else {
             // Not leading in this executor's term (even if leading again
@@ -564,43 +564,5 @@ impl Executor {
             return None;
         }
         Some(self.ctx.socket(socket))
-    }
-
-    async fn finish_unit(
-        &mut self,
-        result: Result<Result<(), HandlerError>, Box<dyn std::any::Any + Send>>,
-    ) -> bool {
-        match result {
-            Ok(Ok(())) => {
-                self.finish(true, Vec::new()).await;
-                true
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "socket handler failed");
-                self.finish(false, Vec::new()).await;
-                true
-            }
-            Err(_) => {
-                tracing::error!("socket handler panicked");
-                self.finish(false, Vec::new()).await;
-                false
-            }
-        }
-    }
-
-    fn error_response(&self, e: HandlerError) -> Response {
-        if e.status.is_server_error() {
-            tracing::error!(error = %e, "fetch handler failed");
-        }
-        e.to_response()
-    }
-
-    fn panic_response(&self) -> Response {
-        tracing::error!("fetch handler panicked; resetting object");
-        error_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        )
     }
 }

@@ -125,7 +125,10 @@ pub(crate) enum Admit {
     Reset,
 }
 
-/// An executor's tie to the Raft term in which it was activated.
+/// An executor's tie to the Raft term in which it was activated — more
+/// precisely to the leadership epoch (`replication::pipeline::epoch_term`:
+/// the term, and how often the lease was regained in it), so a lapse of the
+/// lease within one term ends it too.
 ///
 /// An executor serves one term: its cache is only right for the log of
 /// that term (a later term may have dropped its uncommitted writes), so

@@ -321,7 +321,7 @@ impl Runtime {
             .replicas
             .shard(shard_id)
             .ok_or(Error::NotOwner { shard: shard_id })?;
-        let Some(term) = shard.leader_term() else {
+        let Some(term) = shard.leader_epoch() else {
             return Err(Error::NotOwner { shard: shard_id });
         };
         let class = self
@@ -467,6 +467,10 @@ impl Runtime {
         let mut leadership = shard.leadership();
         let mut current: Option<u64> = None;
         let mut reload: Option<CancellationToken> = None;
+        // Alarms read by a term's reload come back here, so that they reach
+        // the scheduler only while that term lasts: this task alone sends
+        // a shard's `load` and `drop_shard`, in order.
+        let (loaded_tx, mut loaded) = mpsc::unbounded_channel::<(u64, Vec<(u64, ObjectKey)>)>();
         loop {
             let leading = *leadership.borrow_and_update();
             if leading != current {
@@ -486,14 +490,22 @@ impl Runtime {
                 if let Some(term) = leading {
                     let stop = self.inner.shutdown.child_token();
                     reload = Some(stop.clone());
-                    self.inner
-                        .executors
-                        .spawn(self.clone().load_alarms(shard.clone(), term, stop));
+                    self.inner.executors.spawn(self.clone().load_alarms(
+                        shard.clone(),
+                        term,
+                        stop,
+                        loaded_tx.clone(),
+                    ));
                 }
                 current = leading;
             }
             tokio::select! {
                 changed = leadership.changed() => if changed.is_err() { return },
+                Some((term, list)) = loaded.recv() => {
+                    if current == Some(term) {
+                        self.inner.alarms.load(list);
+                    }
+                }
                 _ = self.inner.shutdown.cancelled() => return,
             }
         }
@@ -503,7 +515,13 @@ impl Runtime {
     /// of that term is applied (so alarms set by entries of earlier terms
     /// that commit late are read too). A failed fence (a slow follower
     /// during failover is enough) is retried while the term lasts.
-    async fn load_alarms(self, shard: ShardHandle, term: u64, stop: CancellationToken) {
+    async fn load_alarms(
+        self,
+        shard: ShardHandle,
+        term: u64,
+        stop: CancellationToken,
+        loaded: mpsc::UnboundedSender<(u64, Vec<(u64, ObjectKey)>)>,
+    ) {
         let mut reload = alarms::Reload::new(term);
         loop {
             let fenced = match shard.fence(term).await {
@@ -513,7 +531,7 @@ impl Runtime {
             if let Err(e) = &fenced {
                 tracing::warn!(shard = shard.id(), term, error = %e, "cannot load alarms yet");
             }
-            match reload.next(fenced.is_ok(), shard.leader_term()) {
+            match reload.next(fenced.is_ok(), shard.leader_epoch()) {
                 alarms::ReloadStep::Load => break,
                 alarms::ReloadStep::Stop => return,
                 alarms::ReloadStep::Retry(after) => tokio::select! {
@@ -526,7 +544,9 @@ impl Runtime {
             return;
         }
         match self.inner.db.shard_alarms(shard.id()) {
-            Ok(list) => self.inner.alarms.load(list),
+            Ok(list) => {
+                let _ = loaded.send((term, list));
+            }
             Err(e) => tracing::error!(shard = shard.id(), error = %e, "read alarms"),
         }
     }

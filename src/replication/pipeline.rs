@@ -47,6 +47,42 @@ impl<W> Request<W> {
     }
 }
 
+/// Bits of a leadership epoch below its Raft term.
+const EPOCH_SHIFT: u32 = 16;
+const REGAINS: u64 = (1 << EPOCH_SHIFT) - 1;
+
+/// The Raft term of a leadership epoch.
+///
+/// An epoch names one unbroken period of this node's leadership of a
+/// shard: the Raft term in the high bits and, in the low 16, how often the
+/// node regained its lease within that term. Leadership lost and regained —
+/// a new term, or the same term after the lease lapsed — is a new epoch,
+/// which ends everything bound to the old one (executors, their requests).
+pub fn epoch_term(epoch: u64) -> u64 {
+    epoch >> EPOCH_SHIFT
+}
+
+/// The epoch to publish when Raft (with the lease) says this node leads in
+/// `leading` (a term, or `None`), given the epoch published now and the
+/// last one ever published (`last`, updated).
+pub(crate) fn next_epoch(
+    leading: Option<u64>,
+    published: Option<u64>,
+    last: &mut Option<u64>,
+) -> Option<u64> {
+    let term = leading?;
+    if let Some(epoch) = published.filter(|e| epoch_term(*e) == term) {
+        return Some(epoch);
+    }
+    let epoch = match *last {
+        Some(e) if epoch_term(e) == term && e & REGAINS < REGAINS => e + 1,
+        Some(e) if epoch_term(e) == term => e,
+        _ => term << EPOCH_SHIFT,
+    };
+    *last = Some(epoch);
+    Some(epoch)
+}
+
 /// Batching limits of a proposer.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
@@ -305,6 +341,21 @@ mod tests {
         assert_eq!(batch.waiters, (0..100).collect::<Vec<_>>());
         let (next, _) = collect(rest.next().expect("more"), || rest.next(), LIMITS, Some(1));
         assert_eq!(next.waiters.first(), Some(&100));
+    }
+
+    /// Defect 4: leadership lost and regained is a new epoch, whether Raft
+    /// moved to a new term or only the lease lapsed within the same one.
+    #[test]
+    fn a_lease_regained_in_the_same_term_is_a_new_epoch() {
+        let mut last = None;
+        let a = next_epoch(Some(5), None, &mut last).expect("leads");
+        assert_eq!(epoch_term(a), 5);
+        assert_eq!(next_epoch(Some(5), Some(a), &mut last), Some(a), "unbroken");
+        assert_eq!(next_epoch(None, Some(a), &mut last), None, "lease lapsed");
+        let b = next_epoch(Some(5), None, &mut last).expect("regained");
+        assert!(b != a && epoch_term(b) == 5);
+        let c = next_epoch(Some(6), Some(b), &mut last).expect("new term");
+        assert!(c != b && epoch_term(c) == 6);
     }
 
     /// Outcomes reach waiters in submission order: a later batch that Raft

@@ -284,6 +284,7 @@ async fn open_shard<T: Transport>(
         raft: raft.clone(),
         queue: queue_rx,
         stop: stop.clone(),
+        leadership: leader_rx.clone(),
         limits: Limits {
             max_batch_bytes: opts.max_batch_bytes,
             max_batch_writes: opts.max_batch_writes,

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::Error;
-use super::pipeline::{self, Batch, Limits, Settler};
+use super::pipeline::{self, Batch, Limits, Settler, epoch_term};
 use super::types::{NodeId, Raft, ShardCommand};
 use crate::id::ShardId;
 use crate::storage::ObjectWrite;
@@ -60,7 +60,7 @@ struct Inner {
     raft: Raft,
     /// The proposer's queue; its order is the log's order.
     queue: mpsc::Sender<Request>,
-    /// The term in which this node leads the shard, if it does.
+    /// This node's leadership epoch of the shard, if it leads it.
     leadership: watch::Receiver<Option<u64>>,
 }
 
@@ -99,8 +99,9 @@ impl ShardHandle {
     }
 
     /// Like [`propose`](Self::propose), but only while this node leads the
-    /// shard in `term`: if the term ended before the write left the queue,
-    /// it is refused (`NotLeader`) and certainly never committed.
+    /// shard in leadership epoch `term` (see [`epoch_term`]): if the epoch
+    /// ended before the write left the queue, it is refused (`NotLeader`)
+    /// and certainly never committed.
     pub async fn propose_in(&self, term: u64, write: ObjectWrite) -> Result<Commit, Error> {
         self.request(|done| Request::Write {
             write,
@@ -120,7 +121,7 @@ impl ShardHandle {
     }
 
     /// A read barrier refused (`NotLeader`) unless this node still leads
-    /// the shard in `term`.
+    /// the shard in leadership epoch `term`.
     pub async fn barrier_in(&self, term: u64) -> Result<Commit, Error> {
         self.request(|done| Request::Barrier {
             term: Some(term),
@@ -129,7 +130,7 @@ impl ShardHandle {
         .await
     }
 
-    /// A leader-completeness barrier for a leader of `term`: proposes an
+    /// A leader-completeness barrier for leadership epoch `term`: proposes an
     /// empty log entry and resolves once it is applied. By then every entry
     /// proposed before it (in any earlier term, or by an executor that was
     /// reset with its writes' outcome unknown) is decided and applied. A
@@ -158,13 +159,14 @@ impl ShardHandle {
         self.inner.leadership.borrow().is_some()
     }
 
-    /// The term in which this node leads the shard, if it does.
-    pub fn leader_term(&self) -> Option<u64> {
+    /// This node's leadership epoch of the shard ([`epoch_term`]), if it
+    /// leads it.
+    pub fn leader_epoch(&self) -> Option<u64> {
         *self.inner.leadership.borrow()
     }
 
-    /// Changes of this node's leadership of the shard: the term in which it
-    /// leads, or `None`. Turns `None` when the shard shuts down.
+    /// Changes of this node's leadership of the shard: its leadership epoch
+    /// ([`epoch_term`]), or `None`. Turns `None` when the shard shuts down.
     pub fn leadership(&self) -> watch::Receiver<Option<u64>> {
         self.inner.leadership.clone()
     }
@@ -237,6 +239,9 @@ pub(crate) struct Proposer {
     pub raft: Raft,
     pub queue: mpsc::Receiver<Request>,
     pub stop: CancellationToken,
+    /// The shard's leadership watch: guarded requests are admitted only in
+    /// the epoch it shows (and Raft's metrics confirm).
+    pub leadership: watch::Receiver<Option<u64>>,
     pub limits: Limits,
     /// The followers' leader lease (`election_timeout_max`).
     pub lease: Duration,
@@ -249,6 +254,7 @@ impl Proposer {
             raft,
             mut queue,
             stop,
+            leadership,
             limits,
             lease,
         } = self;
@@ -266,7 +272,7 @@ impl Proposer {
                 }
                 request = queue.recv(), if order.in_flight() < limits.max_in_flight => {
                     let Some(first) = request else { break };
-                    let leading = leading_term(&metrics.borrow());
+                    let leading = leading_epoch(&metrics.borrow(), *leadership.borrow());
                     let (batch, refused) =
                         pipeline::collect(first, || queue.try_recv().ok(), limits, leading);
                     if !refused.is_empty() {
@@ -297,9 +303,14 @@ impl Proposer {
     }
 }
 
-/// The term in which Raft's metrics say this node leads, if it does.
-fn leading_term(m: &RaftMetrics<NodeId, BasicNode>) -> Option<u64> {
-    (m.state == ServerState::Leader && m.current_leader == Some(m.id)).then_some(m.current_term)
+/// The leadership epoch guarded requests are admitted in: the one the
+/// leadership watch shows, if Raft's metrics agree this node leads in its
+/// term. A successor executor is created, and queues its fence, only after
+/// the watch showed its epoch, so a request of an older epoch that leaves
+/// the queue after that fence is refused.
+fn leading_epoch(m: &RaftMetrics<NodeId, BasicNode>, watched: Option<u64>) -> Option<u64> {
+    let leads = m.state == ServerState::Leader && m.current_leader == Some(m.id);
+    watched.filter(|e| leads && epoch_term(*e) == m.current_term)
 }
 
 /// Hands `batch` to Raft and returns the future of its outcome. A batch with
@@ -411,8 +422,8 @@ fn settle(waiters: Vec<Waiter>, outcome: &Outcome) {
     }
 }
 
-/// Mirrors Raft's metrics into `leadership` until `stop` or Raft ends: the
-/// term in which this node leads, or `None`.
+/// Mirrors Raft's metrics into `leadership` until `stop` or Raft ends: this
+/// node's leadership epoch ([`epoch_term`]), or `None`.
 ///
 /// A leader counts as one only while a quorum of its group acknowledged it
 /// within `lease` (its followers' leader lease: after that long without
@@ -423,8 +434,9 @@ fn settle(waiters: Vec<Waiter>, outcome: &Outcome) {
 /// itself leader. Safety does not depend on it: its writes cannot commit and
 /// its reads wait for a quorum either way.
 ///
-/// The value carries the term, not a flag: leadership lost and regained is
-/// a new term, which ends everything bound to the old one (executors).
+/// The value is an epoch, not a flag: leadership lost and regained (a new
+/// term, or the lease regained in the same term) is a new epoch, which ends
+/// everything bound to the old one (executors).
 pub(crate) async fn watch_leadership(
     node_id: NodeId,
     mut metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
@@ -433,6 +445,8 @@ pub(crate) async fn watch_leadership(
     stop: CancellationToken,
 ) {
     let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+    // The last epoch published, to number regains of the same term.
+    let mut last: Option<u64> = None;
     loop {
         let leader = {
             let m = metrics.borrow_and_update();
@@ -442,6 +456,7 @@ pub(crate) async fn watch_leadership(
                 && (alone || m.millis_since_quorum_ack.is_some_and(|ms| ms <= lease_ms));
             leads.then_some(m.current_term)
         };
+        let leader = pipeline::next_epoch(leader, *leadership.borrow(), &mut last);
         leadership.send_if_modified(|current| {
             let changed = *current != leader;
             *current = leader;

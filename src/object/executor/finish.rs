@@ -8,7 +8,7 @@ use http::StatusCode;
 
 use super::Executor;
 use crate::object::Error;
-use crate::object::http::{Response, error_response};
+use crate::object::http::{HandlerError, Response, error_response};
 use crate::object::outbox::{CommitTrace, Output, Release};
 use crate::object::socket::AcceptedSocket;
 use crate::storage::ObjectWrite;
@@ -134,5 +134,43 @@ impl Executor {
                 Output::Frame { .. } | Output::Attachment { .. } => {}
             }
         }
+    }
+
+    pub(super) async fn finish_unit(
+        &mut self,
+        result: Result<Result<(), HandlerError>, Box<dyn std::any::Any + Send>>,
+    ) -> bool {
+        match result {
+            Ok(Ok(())) => {
+                self.finish(true, Vec::new()).await;
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "socket handler failed");
+                self.finish(false, Vec::new()).await;
+                true
+            }
+            Err(_) => {
+                tracing::error!("socket handler panicked");
+                self.finish(false, Vec::new()).await;
+                false
+            }
+        }
+    }
+
+    pub(super) fn error_response(&self, e: HandlerError) -> Response {
+        if e.status.is_server_error() {
+            tracing::error!(error = %e, "fetch handler failed");
+        }
+        e.to_response()
+    }
+
+    pub(super) fn panic_response(&self) -> Response {
+        tracing::error!("fetch handler panicked; resetting object");
+        error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
     }
 }
