@@ -37,7 +37,7 @@ fn names_are_unique_and_follow_prometheus_conventions() {
 fn labels_are_bounded() {
     let allowed = [
         BINDING, ROUTE, METHOD, STATUS, EVENT, OUTCOME, GATE, REASON, DIRECTION, END, OP, SHARD,
-        KIND, CF, RANK, VERSION, SERVICE, ROLE,
+        KIND, CF, RANK, VERSION, SERVICE, CODE, ROLE,
     ];
     for def in ALL {
         for label in def.labels {
