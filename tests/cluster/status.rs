@@ -86,6 +86,7 @@ async fn cluster_status_shows_nodes_shards_and_warnings() {
     // A node with other cluster-wide settings is refused, and says why.
     let out = procs::run(&[
         "node".into(),
+        "--insecure".into(),
         "--id".into(),
         "9".into(),
         "--grpc-listen".into(),
