@@ -12,7 +12,7 @@
 //! | calls | node | operator | edge | client |
 //! |---|---|---|---|---|
 //! | `Raft/*`, `Cluster/Join`, `Cluster/Elect`, anything unknown | ✓ | | | |
-//! | `Cluster/SetState`, `Cluster/Remove`, `Cluster/Progress` | ✓ | ✓ | | |
+//! | `Cluster/SetState`, `Cluster/Remove`, `Cluster/Progress`, `Cluster/Backup` | ✓ | ✓ | | |
 //! | `Cluster/Watch` (the read-only cluster view edges route by) | ✓ | ✓ | ✓ | |
 //! | `Objects/*`, gRPC health and reflection | ✓ | ✓ | ✓ | ✓ |
 //!
@@ -104,7 +104,7 @@ pub fn allowed(role: Role, path: &str) -> bool {
         ("roost.v1.Objects", _) | ("grpc.health.v1.Health", _) => true,
         (s, _) if s.starts_with("grpc.reflection.") => true,
         ("roost.v1.Cluster", "Watch") => role != Role::Client,
-        ("roost.v1.Cluster", "SetState" | "Remove" | "Progress") => {
+        ("roost.v1.Cluster", "SetState" | "Remove" | "Progress" | "Backup") => {
             matches!(role, Role::Node | Role::Operator)
         }
         _ => role == Role::Node,
