@@ -5,8 +5,9 @@
 #   - the Helm chart (helm/roost) rendered with its default values and with
 #     each helm/roost/ci/*.yaml, and `helm lint --strict` on each, through
 #     helm-python-sdk (Helm's Go SDK; no `helm` binary needed);
-#   - the chart refuses tls.secretName without tls.edgeSecretName, and
-#     nodes.replication > nodes.replicas; values.schema.json refuses bad
+#   - the chart refuses tls.secretName without tls.edgeSecretName,
+#     nodes.replication > nodes.replicas, and backup.enabled without
+#     backup.existingClaim; values.schema.json refuses bad
 #     values; the upgrade guards (templates/_ops.tpl) refuse changing shards
 #     or replication and an undrained scale-down, with the running release
 #     given to them as `lookup` would (scripts/deploy/render.py guards);
@@ -154,6 +155,8 @@ check "values.schema.json refuses an unknown podManagementPolicy" \
     PY scripts/deploy/render.py must-fail "$CHART" nodes.podManagementPolicy=Sometimes "podManagementPolicy"
 check "values.schema.json refuses a string for config.node.shards" \
     PY scripts/deploy/render.py must-fail "$CHART" config.node.shards=many "shards"
+check "chart refuses backup.enabled without backup.existingClaim" \
+    PY scripts/deploy/render.py must-fail "$CHART" backup.enabled=true "existingClaim"
 check "upgrade guards: shards, replication and an undrained scale-down are refused" \
     PY scripts/deploy/render.py guards "$CHART"
 check "the chart's PrometheusRule holds deploy/prometheus/roost-rules.yml" same_rules

@@ -103,8 +103,18 @@ struct BackupArgs {
     join: Vec<String>,
 
     /// Directory to write the backup into (created; must not hold a backup)
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "under",
+        conflicts_with = "under"
+    )]
+    out: Option<PathBuf>,
+
+    /// Write the backup into a new directory DIR/backup-YYYYMMDDTHHMMSSZ
+    /// (UTC, when it began): for scheduled backups into one volume
     #[arg(long, value_name = "DIR")]
-    out: PathBuf,
+    under: Option<PathBuf>,
 
     /// Only these shards: N or A-B (inclusive) [default: all]
     #[arg(long, value_name = "RANGE", value_parser = roost::cluster::backup::parse_range)]
@@ -620,9 +630,25 @@ async fn cluster_status(args: StatusArgs) -> anyhow::Result<()> {
 
 async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     let tls = cluster_tls(&args.file)?;
+    let out = match (args.out, args.under) {
+        (Some(out), _) => out,
+        (None, Some(under)) => {
+            let t = time::OffsetDateTime::now_utc();
+            under.join(format!(
+                "backup-{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            ))
+        }
+        (None, None) => anyhow::bail!("--out or --under is required"),
+    };
     let opts = roost::cluster::backup::BackupOptions {
         seeds: args.join,
-        out: args.out,
+        out,
         shards: args.shards,
         timeout: std::time::Duration::from_secs(args.timeout),
     };
