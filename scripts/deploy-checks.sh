@@ -26,7 +26,9 @@
 #     the nodes' and edges' certificates the chart generates), which then
 #     kills every node at once and restarts them together in a random order
 #     (podManagementPolicy: Parallel) and must lose no acknowledged write;
-#     once with tls.enabled=false (plain gRPC, `--insecure`).
+#     once with tls.enabled=false (plain gRPC, `--insecure`). Both with
+#     backup.enabled: the CronJob's `roost backup` is run once and must
+#     write a backup.
 #
 # Tools are installed on first use at pinned versions into one venv under
 # $ROOST_OPS_CACHE (default ~/.cache/roost-ops) and reused.
@@ -117,12 +119,12 @@ chart_processes() {
 # machine into election storms, and the shard count changes nothing the
 # process check is about (flags, env, DNS names, probes, start order).
 process_values() {
-    printf 'config:\n  node:\n    shards: 16\n' >"$WORK/process-values.yaml"
+    printf 'config:\n  node:\n    shards: 16\nbackup:\n  enabled: true\n  existingClaim: ci-backups\n' >"$WORK/process-values.yaml"
 }
 
 # The same without mutual TLS (plain gRPC, --insecure).
 insecure_values() {
-    printf 'config:\n  node:\n    shards: 16\ntls:\n  enabled: false\n' >"$WORK/insecure-values.yaml"
+    printf 'config:\n  node:\n    shards: 16\ntls:\n  enabled: false\nbackup:\n  enabled: true\n  existingClaim: ci-backups\n' >"$WORK/insecure-values.yaml"
 }
 
 same_rules() {
@@ -166,7 +168,7 @@ check "docker-compose.yml against the compose spec schema" \
     deploy/compose/docker-compose.yml
 check "compose prometheus.yml (promtool check config)" compose_prometheus
 process_values
-check "the chart's nodes and edges, run as local processes, serve the seed app over mutual TLS and pass helm test; all nodes SIGKILLed and restarted at once in random order come back with every acknowledged write" \
+check "the chart's nodes and edges, run as local processes, serve the seed app over mutual TLS and pass helm test and the backup CronJob's run; all nodes SIGKILLed and restarted at once in random order come back with every acknowledged write" \
     chart_processes default "$WORK/process-values.yaml" --crash
 insecure_values
 check "the same with tls.enabled=false (plain gRPC, --insecure)" \

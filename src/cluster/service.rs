@@ -1,5 +1,6 @@
 //! The `Cluster` gRPC service (join — refused when the cluster-wide
-//! settings differ —, watch, elect, set-state, remove, progress, status) and
+//! settings differ —, watch, elect, set-state, remove, progress, status,
+//! backup: `backup.rs`) and
 //! the client calls nodes and edges make to it (`drain.rs` has the
 //! operator's drain).
 
