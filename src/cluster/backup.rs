@@ -113,7 +113,8 @@ pub fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// Serves `Cluster.Backup` for `shard` on this node: refused unless it
-/// leads the shard; a fence of its term, then the state read at once.
+/// leads the shard; a fence of its leadership epoch, then the state read
+/// at once.
 pub async fn serve(
     control: &Control,
     db: &Db,
@@ -127,8 +128,8 @@ pub async fn serve(
     let me = control.node_id();
     let not_leader =
         || Status::failed_precondition(format!("node {me} does not lead shard {shard}"));
-    let term = handle.leader_term().ok_or_else(not_leader)?;
-    let fenced = async { handle.fence(term).await?.await };
+    let epoch = handle.leader_epoch().ok_or_else(not_leader)?;
+    let fenced = async { handle.fence(epoch).await?.await };
     match tokio::time::timeout(FENCE_TIMEOUT, fenced).await {
         Ok(Ok(())) => {}
         Ok(Err(crate::replication::Error::NotLeader { .. })) => return Err(not_leader()),
