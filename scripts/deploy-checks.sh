@@ -5,8 +5,9 @@
 #   - the Helm chart (helm/roost) rendered with its default values and with
 #     each helm/roost/ci/*.yaml, and `helm lint --strict` on each, through
 #     helm-python-sdk (Helm's Go SDK; no `helm` binary needed);
-#   - the chart refuses tls.secretName without tls.edgeSecretName, and
-#     nodes.replication > nodes.replicas; values.schema.json refuses bad
+#   - the chart refuses tls.secretName without tls.edgeSecretName,
+#     nodes.replication > nodes.replicas, and backup.enabled without
+#     backup.existingClaim; values.schema.json refuses bad
 #     values; the upgrade guards (templates/_ops.tpl) refuse changing shards
 #     or replication and an undrained scale-down, with the running release
 #     given to them as `lookup` would (scripts/deploy/render.py guards);
@@ -25,7 +26,9 @@
 #     the nodes' and edges' certificates the chart generates), which then
 #     kills every node at once and restarts them together in a random order
 #     (podManagementPolicy: Parallel) and must lose no acknowledged write;
-#     once with tls.enabled=false (plain gRPC, `--insecure`).
+#     once with tls.enabled=false (plain gRPC, `--insecure`). Both with
+#     backup.enabled: the CronJob's `roost backup` is run once and must
+#     write a backup.
 #
 # Tools are installed on first use at pinned versions into one venv under
 # $ROOST_OPS_CACHE (default ~/.cache/roost-ops) and reused.
@@ -116,12 +119,12 @@ chart_processes() {
 # machine into election storms, and the shard count changes nothing the
 # process check is about (flags, env, DNS names, probes, start order).
 process_values() {
-    printf 'config:\n  node:\n    shards: 16\n' >"$WORK/process-values.yaml"
+    printf 'config:\n  node:\n    shards: 16\nbackup:\n  enabled: true\n  existingClaim: ci-backups\n' >"$WORK/process-values.yaml"
 }
 
 # The same without mutual TLS (plain gRPC, --insecure).
 insecure_values() {
-    printf 'config:\n  node:\n    shards: 16\ntls:\n  enabled: false\n' >"$WORK/insecure-values.yaml"
+    printf 'config:\n  node:\n    shards: 16\ntls:\n  enabled: false\nbackup:\n  enabled: true\n  existingClaim: ci-backups\n' >"$WORK/insecure-values.yaml"
 }
 
 same_rules() {
@@ -154,6 +157,8 @@ check "values.schema.json refuses an unknown podManagementPolicy" \
     PY scripts/deploy/render.py must-fail "$CHART" nodes.podManagementPolicy=Sometimes "podManagementPolicy"
 check "values.schema.json refuses a string for config.node.shards" \
     PY scripts/deploy/render.py must-fail "$CHART" config.node.shards=many "shards"
+check "chart refuses backup.enabled without backup.existingClaim" \
+    PY scripts/deploy/render.py must-fail "$CHART" backup.enabled=true "existingClaim"
 check "upgrade guards: shards, replication and an undrained scale-down are refused" \
     PY scripts/deploy/render.py guards "$CHART"
 check "the chart's PrometheusRule holds deploy/prometheus/roost-rules.yml" same_rules
@@ -163,7 +168,7 @@ check "docker-compose.yml against the compose spec schema" \
     deploy/compose/docker-compose.yml
 check "compose prometheus.yml (promtool check config)" compose_prometheus
 process_values
-check "the chart's nodes and edges, run as local processes, serve the seed app over mutual TLS and pass helm test; all nodes SIGKILLed and restarted at once in random order come back with every acknowledged write" \
+check "the chart's nodes and edges, run as local processes, serve the seed app over mutual TLS and pass helm test and the backup CronJob's run; all nodes SIGKILLed and restarted at once in random order come back with every acknowledged write" \
     chart_processes default "$WORK/process-values.yaml" --crash
 insecure_values
 check "the same with tls.enabled=false (plain gRPC, --insecure)" \

@@ -13,7 +13,8 @@ role and 127.0.0.1 (where every node's address is mapped). Then it starts
 the nodes as the StatefulSet's podManagementPolicy says (Parallel: all at
 once, in a random order; OrderedReady: each after the previous one is
 ready), the edges, checks every probe path answers 200, increments a counter
-through an edge, runs the chart's `helm test` Pod's script against them, and
+through an edge, runs the chart's `helm test` Pod's script against them (and the
+backup CronJob's command once, when the values enable it), and
 stops everything with SIGTERM, expecting clean exits. With --crash, before
 stopping: every node SIGKILLed at once and all restarted together in a
 random order; each must become ready again, the acknowledged increments must
@@ -23,6 +24,7 @@ all be there, and the counter must take writes.
 """
 
 import base64
+import glob
 import json
 import os
 import random
@@ -73,8 +75,8 @@ class Pod:
         self.dir = os.path.join(workdir, name)
         os.makedirs(self.dir, exist_ok=True)
         self.container = spec["template"]["spec"]["containers"][0]
-        self.ports = {p["containerPort"]: free_port() for p in self.container["ports"]}
-        self.named_ports = {p["name"]: p["containerPort"] for p in self.container["ports"]}
+        self.ports = {p["containerPort"]: free_port() for p in self.container.get("ports", [])}
+        self.named_ports = {p["name"]: p["containerPort"] for p in self.container.get("ports", [])}
         self.mounts = self._mounts(spec, configmaps, secrets)
         self.proc = None
 
@@ -281,6 +283,21 @@ def main():
         for test in [d for d in docs if d["kind"] == "Pod"
                      and d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]:
             run_helm_test(test, docs, nodes, edges)
+        # The backup CronJob (backup.enabled): one run of its Job's
+        # command, its PVC a local directory; it must write a backup.
+        for cron in [d for d in docs if d["kind"] == "CronJob"]:
+            job = Pod(cron["metadata"]["name"], 0, cron["spec"]["jobTemplate"]["spec"], workdir, configmaps, secrets)
+            env = job.env()
+            full_env = {**os.environ, **{k: localize(v, job, nodes, job.mounts) for k, v in env.items()}}
+            full_env.pop("RUST_LOG", None)
+            args = [localize(a, job, nodes, job.mounts) for a in job.command(env, nodes)]
+            print(f"  {job.name}: roost {' '.join(args)}")
+            result = subprocess.run([binary, *args], env=full_env, capture_output=True, text=True,
+                                    cwd=job.dir, timeout=120)
+            print(f"  {job.name}: exit {result.returncode}: {result.stdout.strip()}")
+            manifests_written = glob.glob(os.path.join(job.mounts["/backup"], "backup-*", "manifest.json"))
+            if result.returncode != 0 or len(manifests_written) != 1:
+                raise RuntimeError(f"{job.name} wrote {manifests_written}: {result.stderr.strip()[-2000:]}")
         if crash:
             # A whole-cluster crash (node-pool upgrade, zone outage): every
             # node SIGKILLed at once, then all restarted together in a

@@ -1,5 +1,6 @@
 //! The `Cluster` gRPC service (join — refused when the cluster-wide
-//! settings differ —, watch, elect, set-state, remove, progress, status) and
+//! settings differ —, watch, elect, set-state, remove, progress, status,
+//! backup: `backup.rs`) and
 //! the client calls nodes and edges make to it (`drain.rs` has the
 //! operator's drain).
 
@@ -19,6 +20,7 @@ use crate::id::ShardId;
 use crate::rpc::pb;
 use crate::rpc::pb::cluster_client::ClusterClient;
 use crate::rpc::tls::Tls;
+use crate::storage::Db;
 
 /// Metadata key carrying the metadata leader's address on a redirect.
 pub const META_LEADER: &str = "roost-meta-leader";
@@ -32,11 +34,17 @@ const REFRESH: Duration = Duration::from_secs(1);
 pub struct ClusterService {
     control: Control,
     shards: u16,
+    /// The node's database, read by `Backup`.
+    db: Db,
 }
 
 impl ClusterService {
-    pub fn new(control: Control, shards: u16) -> pb::cluster_server::ClusterServer<Self> {
-        pb::cluster_server::ClusterServer::new(ClusterService { control, shards })
+    pub fn new(control: Control, shards: u16, db: Db) -> pb::cluster_server::ClusterServer<Self> {
+        pb::cluster_server::ClusterServer::new(ClusterService {
+            control,
+            shards,
+            db,
+        })
     }
 }
 
@@ -104,6 +112,7 @@ pub fn view(
 }
 
 type ViewStream = Pin<Box<dyn Stream<Item = Result<pb::ClusterView, Status>> + Send>>;
+type BackupStream = Pin<Box<dyn Stream<Item = Result<pb::BackupChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::cluster_server::Cluster for ClusterService {
@@ -214,6 +223,22 @@ impl pb::cluster_server::Cluster for ClusterService {
         Ok(Response::new(
             super::status::local(&self.control, self.shards).await,
         ))
+    }
+
+    type BackupStream = BackupStream;
+
+    async fn backup(
+        &self,
+        req: Request<pb::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let shard = ShardId::try_from(req.into_inner().shard)
+            .ok()
+            .filter(|s| *s < self.shards)
+            .ok_or_else(|| Status::invalid_argument("shard out of range"))?;
+        let chunks = super::backup::serve(&self.control, &self.db, shard).await?;
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            chunks.into_iter().map(Ok),
+        ))))
     }
 
     async fn progress(

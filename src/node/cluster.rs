@@ -171,7 +171,11 @@ impl ClusterNode {
                     .into_server(),
             )
             .add_service(objects.into_server())
-            .add_service(ClusterService::new(control.clone(), config.node.shards))
+            .add_service(ClusterService::new(
+                control.clone(),
+                config.node.shards,
+                db.clone(),
+            ))
             .add_service(health)
             .add_optional_service(introspect::reflection())
             .serve_with_incoming_shutdown(

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use super::types::{
-    Entry, LogId, ShardReply, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
-    decode, encode,
+    Entry, LogId, NodeId, ShardReply, Snapshot, SnapshotMeta, StorageError, StoredMembership,
+    TypeConfig, decode, encode,
 };
 use crate::id::ShardId;
 use crate::storage::keys::{self, RaftKind};
@@ -278,4 +278,86 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             snapshot: Box::new(Cursor::new(s.data)),
         }))
     }
+}
+
+/// A shard's state as of one applied log position (for backups).
+pub struct ShardExport {
+    /// The log position the state was applied up to (index, term).
+    pub index: u64,
+    pub term: u64,
+    /// Every key and value of the shard's state range, in key order.
+    pub pairs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Reads `shard`'s state and the position it was applied up to at one
+/// point in time (a RocksDB snapshot), while applies go on. Read-only.
+pub fn export(db: &Db, shard: ShardId) -> Result<ShardExport, crate::storage::Error> {
+    let (lo, hi) = keys::shard_state_range(shard);
+    let (meta, entries) = db.read_consistent(&keys::raft_key(RaftKind::Applied, shard), lo, hi)?;
+    let applied: AppliedMeta = match meta {
+        Some(bytes) => decode(&bytes).map_err(|e| {
+            crate::storage::Error::Corrupt(format!("applied state of shard {shard}: {e}"))
+        })?,
+        None => AppliedMeta::default(),
+    };
+    let last = applied.last_applied.unwrap_or_default();
+    Ok(ShardExport {
+        index: last.index,
+        term: last.leader_id.term,
+        pairs: entries
+            .into_iter()
+            .map(|(k, v)| (k.into_vec(), v.into_vec()))
+            .collect(),
+    })
+}
+
+/// Seeds `shard` of a data directory no Raft group has run on with
+/// `pairs` (a backup's copy of its state), as if a group with `node` (at
+/// `addr`) as its only voter had been initialized and had applied them:
+/// the applied position is the one `Raft::initialize` would write (log
+/// index 0), so the group starts with one voter and a state, and on its
+/// first start openraft purges the log up to it and builds a snapshot of
+/// it — which is what every replica added later receives. Refuses a shard
+/// that already has state or an applied position, and keys outside it.
+pub fn seed(
+    db: &Db,
+    shard: ShardId,
+    node: NodeId,
+    addr: &str,
+    pairs: &[(Vec<u8>, Vec<u8>)],
+) -> Result<WriteBatch, crate::storage::Error> {
+    use crate::storage::Error as E;
+    let applied_key = keys::raft_key(RaftKind::Applied, shard);
+    let (lo, hi) = keys::shard_state_range(shard);
+    if db.get_raft(&applied_key)?.is_some()
+        || db
+            .scan_state(lo.clone(), Some(hi.clone()), false)
+            .next()
+            .is_some()
+    {
+        return Err(E::Corrupt(format!("shard {shard} already has state")));
+    }
+    if let Some((k, _)) = pairs.iter().find(|(k, _)| *k < lo || *k >= hi) {
+        return Err(E::Corrupt(format!("key {k:?} is outside shard {shard}")));
+    }
+    let initial = LogId::default();
+    let membership = openraft::Membership::new(
+        vec![std::collections::BTreeSet::from([node])],
+        std::collections::BTreeMap::from([(node, openraft::BasicNode::new(addr))]),
+    );
+    let applied = AppliedMeta {
+        last_applied: Some(initial),
+        membership: StoredMembership::new(Some(initial), membership),
+    };
+    let mut batch = WriteBatch::default();
+    let state = db.state_cf();
+    for (k, v) in pairs {
+        batch.put_cf(&state, k, v);
+    }
+    batch.put_cf(
+        &db.raft_cf(),
+        applied_key,
+        encode(&applied).map_err(|e| E::Corrupt(e.to_string()))?,
+    );
+    Ok(batch)
 }

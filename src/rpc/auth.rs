@@ -12,7 +12,7 @@
 //! | calls | node | operator | edge | client |
 //! |---|---|---|---|---|
 //! | `Raft/*`, `Cluster/Join`, `Cluster/Elect`, anything unknown | ✓ | | | |
-//! | `Cluster/SetState`, `Cluster/Remove`, `Cluster/Progress` | ✓ | ✓ | | |
+//! | `Cluster/SetState`, `Cluster/Remove`, `Cluster/Progress`, `Cluster/Status`, `Cluster/Backup` | ✓ | ✓ | | |
 //! | `Cluster/Watch` (the read-only cluster view edges route by) | ✓ | ✓ | ✓ | |
 //! | `Objects/*`, gRPC health and reflection | ✓ | ✓ | ✓ | ✓ |
 //!
@@ -104,7 +104,7 @@ pub fn allowed(role: Role, path: &str) -> bool {
         ("roost.v1.Objects", _) | ("grpc.health.v1.Health", _) => true,
         (s, _) if s.starts_with("grpc.reflection.") => true,
         ("roost.v1.Cluster", "Watch") => role != Role::Client,
-        ("roost.v1.Cluster", "SetState" | "Remove" | "Progress") => {
+        ("roost.v1.Cluster", "SetState" | "Remove" | "Progress" | "Status" | "Backup") => {
             matches!(role, Role::Node | Role::Operator)
         }
         _ => role == Role::Node,
@@ -214,15 +214,24 @@ mod tests {
         let watch = "/roost.v1.Cluster/Watch";
         let fetch = "/roost.v1.Objects/Fetch";
         let health = "/grpc.health.v1.Health/Check";
-        for path in [raft, join, remove, watch, fetch, health, "/x.Y/Z", ""] {
+        // `roost backup` (and `roost cluster status`) with an operator's certificate.
+        let status = "/roost.v1.Cluster/Status";
+        let backup = "/roost.v1.Cluster/Backup";
+        let all = [
+            raft, join, remove, watch, fetch, health, status, backup, "/x.Y/Z",
+        ];
+        for path in all.into_iter().chain([""]) {
             assert!(allowed(Role::Node, path), "{path}");
         }
         for (role, may) in [
-            (Role::Operator, &[remove, watch, fetch, health][..]),
+            (
+                Role::Operator,
+                &[remove, watch, fetch, health, status, backup][..],
+            ),
             (Role::Edge, &[watch, fetch, health][..]),
             (Role::Client, &[fetch, health][..]),
         ] {
-            for path in [raft, join, remove, watch, fetch, health, "/x.Y/Z"] {
+            for path in all {
                 assert_eq!(allowed(role, path), may.contains(&path), "{role} {path}");
             }
         }

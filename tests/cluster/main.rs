@@ -8,7 +8,8 @@
 //! leader), `scale_out.rs` (a 4th node joins), `scale_in.rs` (a node is
 //! drained out and removed), `restart.rs` (every node killed at once,
 //! restarted concurrently in random order), `status.rs` (`roost cluster
-//! status`, `/admin/cluster`, a join refused for other settings), `grpc_public.rs` (the public gRPC API from a
+//! status`, `/admin/cluster`, a join refused for other settings), `backup.rs`
+//! (`roost backup` under load, `roost restore` into a new cluster), `grpc_public.rs` (the public gRPC API from a
 //! plain client, through the edge and at the nodes), `mtls.rs` (the cluster
 //! and an edge over mutual TLS, with roles), `security.rs` (no start
 //! without `[tls]` or `--insecure`; hostile Raft messages), `partition.rs` (a leader cut off from its
@@ -16,6 +17,7 @@
 //! with `load.rs` (and straight to one node with `direct.rs`) and check the
 //! recorded history with `history.rs`.
 
+mod backup;
 mod direct;
 #[path = "../grpc_common/mod.rs"]
 mod grpc_common;
