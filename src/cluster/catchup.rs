@@ -39,8 +39,10 @@ pub fn spawn(
     let (tx, rx) = watch::channel(Err("replicas not checked yet".to_owned()));
     tokio::spawn(async move {
         let mut unconfirmed = BTreeSet::new();
+        let mut ready_once = false;
         loop {
-            let verdict = check(&control, &tls, &mut unconfirmed).await;
+            let verdict = check(&control, &tls, &mut unconfirmed, ready_once).await;
+            ready_once |= verdict.is_ok();
             let _previous = tx.send_replace(verdict);
             tokio::select! {
                 _ = tokio::time::sleep(EVERY) => {}
@@ -56,11 +58,14 @@ pub fn spawn(
 /// acknowledgement from one check to the next: only a shard still so a
 /// check later counts as behind (a newly elected leader has no
 /// acknowledgement for its first few milliseconds; a leader alone after a
-/// crash never gets one).
+/// crash never gets one). That grace is only for a node that was ready
+/// before: until then (`ready_once` false) such a shard counts as behind at
+/// once, so a node restarted alone is never ready on its first check.
 async fn check(
     control: &Control,
     tls: &Tls,
     unconfirmed: &mut BTreeSet<ShardId>,
+    ready_once: bool,
 ) -> Result<(), String> {
     let me = control.node_id();
     // Until this node's copy of the directory lists it, the ring places
@@ -93,7 +98,7 @@ async fn check(
                     ask.entry(*leader).or_default().push(*shard);
                 } else if !confirmed.contains(shard) {
                     unconfirmed.insert(*shard);
-                    if before.contains(shard) {
+                    if before.contains(shard) || !ready_once {
                         behind.push(format!(
                             "shard {shard}: leads it without a quorum's acknowledgement"
                         ));
