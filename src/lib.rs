@@ -23,10 +23,13 @@
 //!   traces and metrics (`telemetry::metrics` names every metric, and any
 //!   layer may record through it); and the wiring that starts and stops a
 //!   node, with its admin server.
+//! - [`cli`]: the command line (`dev`, `node`, `edge`, operator commands)
+//!   for any [`cli::App`]; the `roost` binary is it with the built-in app.
 //!
 //! The invariants every change must keep are in ARCHITECTURE.md.
 
 pub mod app;
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod edge;

@@ -4,6 +4,12 @@
 //! what the bench asks of it: the shard leaders as the nodes' `Cluster.Watch`
 //! views report them, and SIGKILL of one node.
 //!
+//! With mutual TLS (the default of a real deployment) `roost certs` makes a
+//! CA and the role certificates first: nodes run with the node certificate,
+//! the edge with the edge's, and the bench watches with the operator's.
+//! Without it, every process runs `--insecure` (plain gRPC), to report what
+//! TLS costs.
+//!
 //! Owns: the processes and their data directories. It never drives load.
 
 use std::collections::BTreeMap;
@@ -12,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use roost::rpc::pb;
 use roost::rpc::pb::cluster_client::ClusterClient;
+use roost::rpc::tls::{Tls, TlsFiles};
 use tokio::process::Command;
 
 use crate::server::{Markers, Spawned, spawn};
@@ -25,7 +32,52 @@ pub struct Cluster {
     /// Admin (metrics) URL of each live process, the edge included.
     admins: BTreeMap<String, String>,
     pub shards: u16,
+    /// How the bench itself dials the nodes (the operator's certificate).
+    tls: Tls,
     dir: tempfile::TempDir,
+}
+
+/// The files of `role`'s certificate made by `roost certs` in `pki`.
+fn role_files(pki: &Path, role: &str) -> TlsFiles {
+    TlsFiles {
+        ca_file: pki.join("ca.crt"),
+        cert_file: pki.join(format!("{role}.crt")),
+        key_file: pki.join(format!("{role}.key")),
+        server_name: None,
+    }
+}
+
+/// `ROOST_TLS_*` for `files`, or `--insecure` when there are none.
+fn with_tls(cmd: &mut Command, files: Option<&TlsFiles>) {
+    match files {
+        Some(f) => {
+            cmd.env("ROOST_TLS_CA_FILE", &f.ca_file)
+                .env("ROOST_TLS_CERT_FILE", &f.cert_file)
+                .env("ROOST_TLS_KEY_FILE", &f.key_file);
+        }
+        None => {
+            cmd.arg("--insecure");
+        }
+    }
+}
+
+/// Makes a CA and the role certificates in `pki` with `roost certs`.
+async fn make_certs(bin: &Path, pki: &Path) -> Result<(), String> {
+    let out = Command::new(bin)
+        .arg("certs")
+        .arg("--out")
+        .arg(pki)
+        .args(["--days", "2"])
+        .output()
+        .await
+        .map_err(|e| format!("roost certs: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "roost certs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
 }
 
 fn roost_cmd(bin: &Path) -> Command {
@@ -43,25 +95,34 @@ impl Cluster {
     /// waits until every shard has a leader with `min(n, 3)` voters and
     /// (for at most `spread_wait`) until every node leads a shard, as the
     /// nodes claim their preferred leaderships, then starts the edge.
+    /// `mtls`: every gRPC hop over mutual TLS, else plain (`--insecure`).
     pub async fn start(
         bin: &Path,
         n: u64,
         shards: u16,
         spread_wait: Duration,
+        mtls: bool,
     ) -> Result<Cluster, String> {
         let dir = tempfile::Builder::new()
             .prefix("roost-bench-cluster-")
             .tempdir()
             .map_err(|e| format!("temp dir: {e}"))?;
+        let pki = dir.path().join("pki");
+        let tls = if mtls {
+            make_certs(bin, &pki).await?;
+            Tls::load(&role_files(&pki, "operator")).map_err(|e| e.to_string())?
+        } else {
+            Tls::plain()
+        };
+        let files = |role: &str| mtls.then(|| role_files(&pki, role));
         let mut nodes = BTreeMap::new();
         let mut addrs: BTreeMap<u64, String> = BTreeMap::new();
         let mut admins = BTreeMap::new();
         for id in 1..=n {
             let mut cmd = roost_cmd(bin);
-            // Plain gRPC, as measured so far (`--insecure`).
-            cmd.arg("node")
-                .arg("--insecure")
-                .args(["--id", &id.to_string()])
+            cmd.arg("node");
+            with_tls(&mut cmd, files("node").as_ref());
+            cmd.args(["--id", &id.to_string()])
                 .args(["--grpc-listen", "127.0.0.1:0"])
                 .args(["--admin-listen", "127.0.0.1:0"])
                 .args(["--shards", &shards.to_string()])
@@ -90,6 +151,7 @@ impl Cluster {
             edge_url: String::new(),
             admins,
             shards,
+            tls,
             dir,
         };
         cluster
@@ -112,9 +174,9 @@ impl Cluster {
         }
         let join: Vec<String> = cluster.addrs.values().cloned().collect();
         let mut cmd = roost_cmd(bin);
-        cmd.arg("edge")
-            .arg("--insecure")
-            .args(["--listen", "127.0.0.1:0"])
+        cmd.arg("edge");
+        with_tls(&mut cmd, files("edge").as_ref());
+        cmd.args(["--listen", "127.0.0.1:0"])
             .args(["--admin-listen", "127.0.0.1:0"])
             .args(["--grpc-listen", "127.0.0.1:0"])
             .args(["--join", &join.join(",")]);
@@ -155,7 +217,7 @@ impl Cluster {
     pub async fn leaders(&self) -> BTreeMap<u32, u64> {
         let mut out = BTreeMap::new();
         for addr in self.live_addrs() {
-            if let Some(view) = view_of(&addr).await {
+            if let Some(view) = view_of(&self.tls, &addr).await {
                 for l in view.leaders {
                     if !l.voters.is_empty() {
                         out.insert(l.shard, l.node);
@@ -172,7 +234,7 @@ impl Cluster {
         loop {
             let mut groups = BTreeMap::new();
             for addr in self.live_addrs() {
-                if let Some(view) = view_of(&addr).await {
+                if let Some(view) = view_of(&self.tls, &addr).await {
                     for l in view.leaders {
                         if l.voters.len() == voters {
                             groups.insert(l.shard, l.node);
@@ -252,11 +314,10 @@ impl Cluster {
 }
 
 /// The first view `addr` answers with, if it answers within 2 s.
-async fn view_of(addr: &str) -> Option<pb::ClusterView> {
+async fn view_of(tls: &Tls, addr: &str) -> Option<pb::ClusterView> {
     let first = async {
-        let mut client = ClusterClient::connect(format!("http://{addr}"))
-            .await
-            .ok()?;
+        let channel = tls.endpoint(addr).ok()?.connect().await.ok()?;
+        let mut client = ClusterClient::new(channel);
         let mut stream = client.watch(pb::WatchRequest {}).await.ok()?.into_inner();
         stream.message().await.ok()?
     };

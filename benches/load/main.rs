@@ -88,6 +88,12 @@ pub struct Args {
     #[arg(long)]
     pub cluster: bool,
 
+    /// Also measure the cluster's counters over plain gRPC (`--insecure`),
+    /// beside the mutual-TLS cluster every other cluster figure comes from
+    /// (--suite does this too).
+    #[arg(long)]
+    pub plaintext: bool,
+
     /// Write the results as Markdown (BENCHMARKS.md) to this path.
     #[arg(long)]
     pub markdown: Option<PathBuf>,

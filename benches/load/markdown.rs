@@ -231,6 +231,11 @@ pub fn render(all: &[Figures], args: &Args, s: &Settings) -> String {
          etcd from Debian's etcd-server (3 members on loopback, same disk)\n"
     );
 
+    let _ = writeln!(
+        o,
+        "- Roost cluster: 3 `roost node` + 1 `roost edge` on loopback with mutual TLS on every \
+         gRPC hop (the default); its counters also over plain gRPC (`--insecure`), below, for TLS's cost\n"
+    );
     let _ = writeln!(o, "## Targets (issue 6)\n");
     let _ = writeln!(o, "| target | measured | met |");
     let _ = writeln!(o, "|---|---|---|");
@@ -281,6 +286,24 @@ pub fn render(all: &[Figures], args: &Args, s: &Settings) -> String {
     );
     let _ = writeln!(o, "### One hot counter through the edge\n");
     listing(&mut o, find(all, "counters-hot", "roost cluster"));
+    let _ = writeln!(
+        o,
+        "## What mutual TLS costs: the same cluster over plain gRPC\n\n\
+         Every other cluster figure in this document is measured with mutual TLS on \
+         every gRPC hop (edge → node, node ↔ node), as `roost node` and `roost edge` \
+         run by default. These are the same counters on a cluster started with \
+         `--insecure`, in the same run.\n"
+    );
+    for sc in ["counters-many", "counters-hot"] {
+        let _ = writeln!(o, "### {sc}: mutual TLS vs plain gRPC\n");
+        compare(
+            &mut o,
+            all,
+            (sc, "roost cluster"),
+            (sc, "roost cluster, plaintext"),
+            &counter_metrics,
+        );
+    }
     let _ = writeln!(o, "## Chat fan-out: `roost dev` vs the seed on workerd\n");
     compare(
         &mut o,

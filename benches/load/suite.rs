@@ -2,7 +2,9 @@
 //! keeps at most one Roost deployment (plus the peers) running at a time:
 //! `roost dev` (or `--url`, or `--peer-url`) for counters, chat and idle
 //! sockets; a `roost dev` with a short idle timeout for cold activation;
-//! etcd; then a 3-node cluster for counters, idle sockets and failover.
+//! etcd; then a 3-node cluster over mutual TLS for counters, idle sockets
+//! and failover; then (in --suite runs, or with --plaintext) the same
+//! cluster over plain gRPC for the counters, to report what TLS costs.
 //!
 //! Owns: the targets' lifetimes and the verdict (all checks passed, or
 //! not). It never measures anything itself.
@@ -179,64 +181,30 @@ pub async fn run(args: &Args, s: &Settings) -> Result<bool, String> {
     let cluster_counters = on_cluster && (has(ScenarioArg::Hot) || has(ScenarioArg::Many));
     let cluster_sockets = on_cluster && has(ScenarioArg::Sockets);
     if cluster_counters || cluster_sockets || has(ScenarioArg::Failover) {
-        eprintln!(
-            "load: starting a 3-node cluster ({} shards)",
-            s.cluster_shards
-        );
-        let spread = Duration::from_secs(if args.smoke { 5 } else { 60 });
-        let mut c = Cluster::start(&bin, 3, s.cluster_shards, spread).await?;
-        eprintln!(
-            "load: cluster edge at {} (logs in {})",
-            c.edge_url,
-            c.log_dir().display()
-        );
-        let t = Target {
-            label: "roost cluster".into(),
-            base: c.edge_url.clone(),
-            edge_pid: c.edge_pid(),
-            owner_pids: c.node_pids(),
+        // Mutual TLS, as deployed: every scenario.
+        let plan = ClusterRun {
+            mtls: true,
+            label: CLUSTER,
+            counters: cluster_counters,
+            sockets: cluster_sockets,
+            failover: has(ScenarioArg::Failover),
         };
-        let result = async {
-            let mut figs = Vec::new();
-            if cluster_counters {
-                figs.extend(counters(args, s, &http, &run_id, &t, &mut ok).await?);
-            }
-            if cluster_sockets {
-                let mut f = sockets_on((socket_cap, s.sockets), args, &run_id, &t).await;
-                // The next scenario must not share the cluster with the
-                // closing of these sockets.
-                if let Err(e) = c.wait_sockets_closed(&http, Duration::from_secs(300)).await {
-                    f.fail(e);
-                }
-                figs.push(f);
-            }
-            if has(ScenarioArg::Failover) {
-                let plan = FailoverPlan {
-                    run_id: run_id.clone(),
-                    clients: s.failover_counters,
-                    counters: s.failover_counters,
-                    before: s.warmup.max(Duration::from_secs(1)),
-                    after: s.failover_after,
-                };
-                eprintln!(
-                    "load: failover — {} clients on {} counters, SIGKILL of the busiest leader",
-                    plan.clients, plan.counters
-                );
-                figs.push(failover::run(&http, &mut c, &plan, "roost cluster").await);
-            }
-            Ok::<_, String>(figs)
-        }
-        .await;
-        let failed = match &result {
-            Ok(figs) => figs.iter().any(|f| f.problem.is_some()),
-            Err(_) => true,
+        all.extend(
+            on_cluster_run(&plan, &bin, (args, s), &http, &run_id, socket_cap, &mut ok).await?,
+        );
+    }
+    if cluster_counters && (args.suite || args.plaintext) && !args.smoke {
+        // The same counters over plain gRPC: what TLS costs.
+        let plan = ClusterRun {
+            mtls: false,
+            label: CLUSTER_PLAINTEXT,
+            counters: true,
+            sockets: false,
+            failover: false,
         };
-        if failed {
-            c.keep_logs();
-            eprintln!("load: cluster logs kept in {}", c.log_dir().display());
-        }
-        c.stop().await;
-        all.extend(result?);
+        all.extend(
+            on_cluster_run(&plan, &bin, (args, s), &http, &run_id, socket_cap, &mut ok).await?,
+        );
     }
 
     report::print_figures(&all);
@@ -251,6 +219,97 @@ pub async fn run(args: &Args, s: &Settings) -> Result<bool, String> {
         write_markdown(path, args, s, &all)?;
     }
     Ok(ok)
+}
+
+/// The label of the cluster's figures (mutual TLS, as deployed).
+pub const CLUSTER: &str = "roost cluster";
+/// The label of the same cluster's figures over plain gRPC.
+pub const CLUSTER_PLAINTEXT: &str = "roost cluster, plaintext";
+
+/// One start of a 3-node cluster and what runs on it.
+struct ClusterRun {
+    mtls: bool,
+    label: &'static str,
+    counters: bool,
+    sockets: bool,
+    failover: bool,
+}
+
+/// Starts a 3-node cluster and an edge, runs `plan`'s scenarios through
+/// the edge, and stops it (keeping its logs if a scenario failed).
+async fn on_cluster_run(
+    plan: &ClusterRun,
+    bin: &std::path::Path,
+    (args, s): (&Args, &Settings),
+    http: &reqwest::Client,
+    run_id: &str,
+    socket_cap: usize,
+    ok: &mut bool,
+) -> Result<Vec<Figures>, String> {
+    eprintln!(
+        "load: starting a 3-node cluster ({} shards, {})",
+        s.cluster_shards,
+        if plan.mtls {
+            "mutual TLS"
+        } else {
+            "plain gRPC"
+        }
+    );
+    let spread = Duration::from_secs(if args.smoke { 5 } else { 60 });
+    let mut c = Cluster::start(bin, 3, s.cluster_shards, spread, plan.mtls).await?;
+    eprintln!(
+        "load: cluster edge at {} (logs in {})",
+        c.edge_url,
+        c.log_dir().display()
+    );
+    let t = Target {
+        label: plan.label.into(),
+        base: c.edge_url.clone(),
+        edge_pid: c.edge_pid(),
+        owner_pids: c.node_pids(),
+    };
+    let run_id = run_id.to_owned();
+    let result = async {
+        let mut figs = Vec::new();
+        if plan.counters {
+            figs.extend(counters(args, s, http, &run_id, &t, ok).await?);
+        }
+        if plan.sockets {
+            let mut f = sockets_on((socket_cap, s.sockets), args, &run_id, &t).await;
+            // The next scenario must not share the cluster with the
+            // closing of these sockets.
+            if let Err(e) = c.wait_sockets_closed(http, Duration::from_secs(300)).await {
+                f.fail(e);
+            }
+            figs.push(f);
+        }
+        if plan.failover {
+            let fplan = FailoverPlan {
+                run_id: run_id.clone(),
+                clients: s.failover_counters,
+                counters: s.failover_counters,
+                before: s.warmup.max(Duration::from_secs(1)),
+                after: s.failover_after,
+            };
+            eprintln!(
+                "load: failover — {} clients on {} counters, SIGKILL of the busiest leader",
+                fplan.clients, fplan.counters
+            );
+            figs.push(failover::run(http, &mut c, &fplan, plan.label).await);
+        }
+        Ok::<_, String>(figs)
+    }
+    .await;
+    let failed = match &result {
+        Ok(figs) => figs.iter().any(|f| f.problem.is_some()),
+        Err(_) => true,
+    };
+    if failed {
+        c.keep_logs();
+        eprintln!("load: cluster logs kept in {}", c.log_dir().display());
+    }
+    c.stop().await;
+    result
 }
 
 fn write_markdown(

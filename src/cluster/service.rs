@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures_util::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -36,14 +37,24 @@ pub struct ClusterService {
     shards: u16,
     /// The node's database, read by `Backup`.
     db: Db,
+    /// Cancelled when the node starts shutting down: `Watch` streams end
+    /// (`UNAVAILABLE`), so edges and nodes watch another node rather than
+    /// this one's view, which stops changing.
+    closing: CancellationToken,
 }
 
 impl ClusterService {
-    pub fn new(control: Control, shards: u16, db: Db) -> pb::cluster_server::ClusterServer<Self> {
+    pub fn new(
+        control: Control,
+        shards: u16,
+        db: Db,
+        closing: CancellationToken,
+    ) -> pb::cluster_server::ClusterServer<Self> {
         pb::cluster_server::ClusterServer::new(ClusterService {
             control,
             shards,
             db,
+            closing,
         })
     }
 }
@@ -153,10 +164,19 @@ impl pb::cluster_server::Cluster for ClusterService {
         let (tx, rx) = mpsc::channel(4);
         let control = self.control.clone();
         let shards = self.shards;
+        let closing = self.closing.clone();
         tokio::spawn(async move {
             let mut dir = control.directory();
             loop {
                 let current = dir.borrow_and_update().clone();
+                if closing.is_cancelled() {
+                    let _ = tx
+                        .send(Err(Status::unavailable(format!(
+                            "node {me} is shutting down"
+                        ))))
+                        .await;
+                    return;
+                }
                 if !current.is_active(me) {
                     // Draining now: the watcher goes to another node.
                     let _ = tx
@@ -173,6 +193,7 @@ impl pb::cluster_server::Cluster for ClusterService {
                 tokio::select! {
                     changed = dir.changed() => if changed.is_err() { return },
                     _ = tokio::time::sleep(REFRESH) => {}
+                    _ = closing.cancelled() => {}
                     _ = tx.closed() => return,
                 }
             }

@@ -47,6 +47,8 @@ pub struct ClusterNode {
     grpc_addr: SocketAddr,
     /// Stops the control loop (first, so it does not take leadership back).
     control_stop: CancellationToken,
+    /// Ends the cluster service's `Watch` streams (shutdown begins).
+    closing: CancellationToken,
     /// Stops the gRPC server.
     stop: CancellationToken,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
@@ -156,6 +158,7 @@ impl ClusterNode {
             ObjectsService::new(Arc::new(runtime.clone()), super::objects_limits(&config));
         use crate::rpc::introspect;
         use crate::rpc::pb::{cluster_server, objects_server, raft_server};
+        let closing = CancellationToken::new();
         let health = introspect::health(&[
             introspect::name_of::<raft_server::RaftServer<RaftService>>(),
             introspect::name_of::<objects_server::ObjectsServer<ObjectsService>>(),
@@ -175,6 +178,7 @@ impl ClusterNode {
                 control.clone(),
                 config.node.shards,
                 db.clone(),
+                closing.clone(),
             ))
             .add_service(health)
             .add_optional_service(introspect::reflection())
@@ -232,6 +236,7 @@ impl ClusterNode {
             tls,
             grpc_addr,
             control_stop,
+            closing,
             stop,
             server,
             grace: Duration::from_millis(config.shutdown_grace_ms),
@@ -306,12 +311,22 @@ impl ClusterNode {
     /// Drains leadership, then stops serving, executors and Raft.
     pub async fn shutdown(self) -> Result<(), Error> {
         self.control_stop.cancel();
+        self.closing.cancel();
+        // It will not lead again: no election of its own may disrupt the
+        // ones its hand-over starts (or any after its listener closes).
+        self.replicas.stop_campaigning();
         tracing::info!("shutting down: moving leaderships away");
         self.drain_leadership(self.grace).await;
-        self.stop.cancel();
-        let _ = tokio::time::timeout(self.grace, self.server).await;
+        // Objects first, with the gRPC server still up: a write proposed
+        // here before leadership moved learns its outcome only from the
+        // new leader's AppendEntries, which need the listener. Events that
+        // arrive meanwhile are refused as shutting down (callers retry
+        // them elsewhere).
         tracing::info!("shutting down: draining objects");
         let _ = tokio::time::timeout(self.grace, self.runtime.shutdown()).await;
+        tracing::info!("shutting down: stopping gRPC");
+        self.stop.cancel();
+        let _ = tokio::time::timeout(self.grace, self.server).await;
         tracing::info!("shutting down: stopping raft groups");
         self.replicas.shutdown().await;
         self.admin.shutdown().await;

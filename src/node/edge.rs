@@ -17,7 +17,9 @@ use crate::cluster::service as cluster_service;
 use crate::config::Config;
 use crate::edge::Edge;
 use crate::id::{ObjectKey, ShardId};
-use crate::object::{self, CallResult, FetchOutcome, Message, ObjectClient, Request, SocketId};
+use crate::object::{
+    self, CallResult, FetchOutcome, Message, ObjectClient, Request, SocketId, Worker,
+};
 use crate::ring::{NodeId, Placement};
 use crate::rpc::objects::ObjectsService;
 use crate::rpc::pb;
@@ -278,6 +280,7 @@ impl ClusterClient {
                             _ => "idempotent",
                         };
                         metrics::forward_retry(&key.namespace, reason);
+                        tracing::debug!(%key, node, error = %e, "call not run there; trying elsewhere");
                         self.forget_leader(key, node);
                         if matches!(e, object::Error::Unavailable(_)) {
                             stalled.insert(node);
@@ -474,8 +477,23 @@ pub struct EdgeNode {
 }
 
 impl EdgeNode {
-    /// Starts an edge that reaches the cluster through `seeds`.
+    /// Starts an edge of the built-in app that reaches the cluster through
+    /// `seeds`.
     pub async fn start(config: Config, seeds: Vec<String>) -> Result<EdgeNode, Error> {
+        crate::app::configure(super::app_options(&config));
+        let namespaces = crate::app::bindings().names().cloned().collect();
+        Self::start_with(config, seeds, crate::app::SeedApp, namespaces).await
+    }
+
+    /// Starts an edge that reaches the cluster through `seeds` and serves
+    /// `worker` over HTTP, its stubs reaching the classes bound to
+    /// `namespaces` on the nodes (which must serve those classes).
+    pub async fn start_with<W: Worker>(
+        config: Config,
+        seeds: Vec<String>,
+        worker: W,
+        namespaces: Vec<Arc<str>>,
+    ) -> Result<EdgeNode, Error> {
         config.validate()?;
         let metrics = crate::telemetry::metrics::install();
         if seeds.is_empty() {
@@ -503,10 +521,9 @@ impl EdgeNode {
         }
         let addr = config.http.listen;
         let (listener, _) = super::bind(addr).await?;
-        let namespaces = crate::app::bindings().names().cloned().collect();
         let edge = Edge::start(
             listener,
-            crate::app::SeedApp,
+            worker,
             Arc::new(client.clone()),
             namespaces,
             super::edge_options(&config)?,

@@ -26,6 +26,7 @@ use super::client::{CallResult, FetchOutcome};
 use super::context::Context;
 use super::gate::{Admit, Life};
 use super::http::{HandlerError, Request, is_websocket_upgrade};
+use super::journal;
 use super::outbox::{GateState, Output, OutputSink, Release, run_releaser};
 use super::runtime::Runtime;
 use super::socket::{Message, SharedHub, SocketId};
@@ -165,6 +166,7 @@ pub(crate) async fn run<T: DurableObject>(act: Activation, mailbox: mpsc::Receiv
         let gate = Arc::new(GateState::default());
         let releaser = tokio::spawn(run_releaser(
             act.key.clone(),
+            act.shard.id(),
             release_rx,
             gate.clone(),
             act.hub.clone(),
@@ -268,8 +270,21 @@ impl Executor {
                 return;
             };
             let poisoned = self.gate.broken.load(Ordering::Acquire);
+            let checked_at = journal::stamp();
             match self.life.admit(self.act.shard.leader_epoch(), poisoned) {
-                Admit::Run => {}
+                Admit::Run => {
+                    if checked_at.is_some() {
+                        journal::admitted(
+                            checked_at,
+                            journal::Executor {
+                                node: self.act.shard.raft().metrics().borrow().id,
+                                key: &self.act.key,
+                                epoch: self.life.term(),
+                                generation: self.act.generation,
+                            },
+                        );
+                    }
+                }
                 Admit::NotOwner => {
                     // Leadership moved while this event waited: it never
                     // ran, so the caller may safely retry it on the leader.

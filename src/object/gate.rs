@@ -8,6 +8,20 @@
 
 use std::collections::VecDeque;
 
+/// How a batch's commit (or read barrier) ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// Committed by a quorum and applied (or the barrier confirmed
+    /// leadership).
+    Done,
+    /// Failed with its outcome unknown: its writes may still commit.
+    Unknown,
+    /// Certainly never took effect: its writes were refused before Raft
+    /// saw them, or dropped from the log by a new leader (replication's
+    /// `NotLeader`), or its barrier found another leader. Leadership moved.
+    NotRun,
+}
+
 /// What the gate does with a batch of outputs.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Release<O> {
@@ -15,14 +29,19 @@ pub(crate) enum Release<O> {
     Deliver(O),
     /// It or an earlier batch failed: its outputs must never leave.
     Fail(O),
+    /// Its outputs must never leave either, and the event certainly had no
+    /// effect (its own commit is [`Settled::NotRun`]): its caller may run
+    /// it again on the new leader. Whatever earlier batch failed, this one
+    /// changed nothing and told nobody anything.
+    Retry(O),
 }
 
 struct Waiting<O> {
     id: u64,
     /// The sequence number of the batch's writes, if it wrote.
     seq: Option<u64>,
-    /// `Some(true)`: its commit or barrier is done; `Some(false)`: failed.
-    settled: Option<bool>,
+    /// How its commit or barrier ended, once it did.
+    settled: Option<Settled>,
     outputs: O,
 }
 
@@ -68,19 +87,21 @@ impl<O> Gate<O> {
 
     /// Records how batch `id`'s commit or barrier ended, and returns what
     /// may leave now, in order.
-    pub fn settle(&mut self, id: u64, done: bool) -> Vec<Release<O>> {
+    pub fn settle(&mut self, id: u64, how: Settled) -> Vec<Release<O>> {
         if let Some(w) = self.waiting.iter_mut().find(|w| w.id == id) {
-            w.settled = Some(done);
+            w.settled = Some(how);
         }
         let mut out = Vec::new();
         while self.waiting.front().is_some_and(|w| w.settled.is_some()) {
             let Some(w) = self.waiting.pop_front() else {
                 break;
             };
-            if w.settled != Some(true) {
+            if w.settled != Some(Settled::Done) {
                 self.poisoned = true;
             }
-            if self.poisoned {
+            if w.settled == Some(Settled::NotRun) {
+                out.push(Release::Retry(w.outputs));
+            } else if self.poisoned {
                 out.push(Release::Fail(w.outputs));
             } else {
                 if let Some(seq) = w.seq {
@@ -197,7 +218,7 @@ mod tests {
         r.iter()
             .filter_map(|r| match r {
                 Release::Deliver(o) => Some(*o),
-                Release::Fail(_) => None,
+                Release::Fail(_) | Release::Retry(_) => None,
             })
             .collect()
     }
@@ -210,10 +231,10 @@ mod tests {
         let a = g.push(Some(1), "a");
         let b = g.push(None, "b");
         let c = g.push(Some(2), "c");
-        assert!(g.settle(c, true).is_empty(), "c waits for a and b");
-        assert!(g.settle(b, true).is_empty(), "b waits for a");
+        assert!(g.settle(c, Settled::Done).is_empty(), "c waits for a and b");
+        assert!(g.settle(b, Settled::Done).is_empty(), "b waits for a");
         assert_eq!(g.committed(), 0);
-        let out = g.settle(a, true);
+        let out = g.settle(a, Settled::Done);
         assert_eq!(delivered(&out), vec!["a", "b", "c"]);
         assert_eq!(g.committed(), 2);
         assert_eq!(g.in_flight(), 0);
@@ -229,8 +250,8 @@ mod tests {
         let write = g.push(Some(1), "increment");
         let read = g.push(None, "read");
         let later = g.push(Some(2), "later write");
-        assert!(g.settle(read, true).is_empty());
-        let out = g.settle(write, false);
+        assert!(g.settle(read, Settled::Done).is_empty());
+        let out = g.settle(write, Settled::Unknown);
         assert_eq!(out.len(), 2);
         assert!(matches!(out[0], Release::Fail("increment")));
         assert!(
@@ -238,8 +259,45 @@ mod tests {
             "the read built on the failed write was released: {out:?}"
         );
         assert!(g.is_poisoned());
-        assert_eq!(g.settle(later, true), vec![Release::Fail("later write")]);
+        assert_eq!(
+            g.settle(later, Settled::Done),
+            vec![Release::Fail("later write")]
+        );
         assert_eq!(g.committed(), 0);
+    }
+
+    /// A planned leadership move: the event whose write was refused because
+    /// the term ended certainly had no effect, so its caller may retry it
+    /// (on the new leader) instead of being told its outcome is unknown; a
+    /// later batch that did commit is still withheld, not retried.
+    #[test]
+    fn a_batch_that_never_ran_is_retried_and_still_poisons() {
+        let mut g = Gate::default();
+        let refused = g.push(Some(1), "refused write");
+        let read = g.push(None, "read after it");
+        let committed = g.push(Some(2), "committed write");
+        assert!(g.settle(read, Settled::NotRun).is_empty());
+        assert!(g.settle(committed, Settled::Done).is_empty());
+        let out = g.settle(refused, Settled::NotRun);
+        assert_eq!(
+            out,
+            vec![
+                Release::Retry("refused write"),
+                Release::Retry("read after it"),
+                Release::Fail("committed write"),
+            ]
+        );
+        assert!(g.is_poisoned(), "the cache is ahead of storage: reset");
+        assert_eq!(g.committed(), 0);
+        // After an unknown outcome, a batch that never ran is still retried.
+        let mut g = Gate::default();
+        let unknown = g.push(Some(1), "unknown");
+        let refused = g.push(Some(2), "refused");
+        assert!(g.settle(refused, Settled::NotRun).is_empty());
+        assert_eq!(
+            g.settle(unknown, Settled::Unknown),
+            vec![Release::Fail("unknown"), Release::Retry("refused")]
+        );
     }
 
     /// A write that could not even be proposed poisons the gate too.
@@ -248,7 +306,7 @@ mod tests {
         let mut g = Gate::default();
         g.poison();
         let read = g.push(None, "read");
-        assert_eq!(g.settle(read, true), vec![Release::Fail("read")]);
+        assert_eq!(g.settle(read, Settled::Done), vec![Release::Fail("read")]);
     }
 
     /// Defect 4: an executor runs only in the term it was activated in;

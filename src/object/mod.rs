@@ -18,6 +18,7 @@ mod context;
 mod executor;
 mod gate;
 mod http;
+mod journal;
 mod outbox;
 mod runtime;
 mod socket;
@@ -35,6 +36,7 @@ pub use http::{
     ClientIp, HandlerError, Request, Response, Route, error_response, is_websocket_upgrade, json,
     query_param, text,
 };
+pub use journal::JOURNAL_ENV;
 pub use runtime::{Bindings, Runtime, RuntimeOptions};
 pub use socket::{Message, ServerFrame, SocketId, SocketLink, WebSocket};
 pub use storage::{Limits, ListOptions, Storage, StorageError};

@@ -19,11 +19,11 @@ use tracing::Instrument as _;
 use super::Error;
 use super::alarms::AlarmsHandle;
 use super::client::{CallResult, FetchOutcome};
-use super::gate::{Gate, Release as Verdict};
+use super::gate::{Gate, Release as Verdict, Settled};
 use super::http::Response;
 use super::socket::{AcceptedSocket, ServerFrame, SharedHub, SocketId, SocketLink};
-use crate::id::ObjectKey;
-use crate::replication::Commit;
+use crate::id::{ObjectKey, ShardId};
+use crate::replication::{self, Commit};
 use crate::telemetry::{metrics, traces};
 
 /// One thing an event sends out.
@@ -119,6 +119,7 @@ pub(crate) struct GateState {
 /// sender and every batch is out.
 pub(crate) async fn run_releaser(
     object: ObjectKey,
+    shard: ShardId,
     mut rx: mpsc::UnboundedReceiver<Release>,
     state: Arc<GateState>,
     hub: SharedHub,
@@ -143,7 +144,7 @@ pub(crate) async fn run_releaser(
                         trace.span.record("otel.status_code", "ERROR");
                         tracing::warn!(error = %e, "commit failed; resetting object");
                     }
-                    (id, done.is_ok())
+                    (id, settled(&done))
                 });
                 continue;
             }
@@ -165,7 +166,12 @@ pub(crate) async fn run_releaser(
                 }
                 Verdict::Fail(outputs) => {
                     for out in outputs {
-                        fail(&object, &hub, &alarms, out);
+                        fail(&object, &hub, &alarms, out, Error::Reset);
+                    }
+                }
+                Verdict::Retry(outputs) => {
+                    for out in outputs {
+                        fail(&object, &hub, &alarms, out, Error::NotOwner { shard });
                     }
                 }
             }
@@ -213,7 +219,20 @@ fn deliver(object: &ObjectKey, hub: &SharedHub, alarms: &AlarmsHandle, out: Outp
     }
 }
 
-fn fail(object: &ObjectKey, hub: &SharedHub, alarms: &AlarmsHandle, out: Output) {
+/// How a batch's commit ended, for the gate: `NotLeader` is replication's
+/// word for a write (or barrier) that certainly never took effect.
+fn settled(done: &Result<(), replication::Error>) -> Settled {
+    match done {
+        Ok(()) => Settled::Done,
+        Err(replication::Error::NotLeader { .. }) => Settled::NotRun,
+        Err(_) => Settled::Unknown,
+    }
+}
+
+/// Withholds `out` for good; a caller waiting for it gets `err` (`Reset`:
+/// outcome unknown; `NotOwner`: the event certainly had no effect, retry it
+/// on the shard's leader).
+fn fail(object: &ObjectKey, hub: &SharedHub, alarms: &AlarmsHandle, out: Output, err: Error) {
     match out {
         Output::Frame { .. } | Output::Attachment { .. } => {}
         // The write that changed the alarm may still commit (its outcome
@@ -224,10 +243,10 @@ fn fail(object: &ObjectKey, hub: &SharedHub, alarms: &AlarmsHandle, out: Output)
             if let Some(AcceptedSocket(id)) = response.extensions().get::<AcceptedSocket>() {
                 hub.lock().sockets.remove(id);
             }
-            let _ = reply.send(Err(Error::Reset));
+            let _ = reply.send(Err(err));
         }
         Output::CallReply { reply, .. } => {
-            let _ = reply.send(Err(Error::Reset));
+            let _ = reply.send(Err(err));
         }
         Output::AlarmDone(tx) => {
             let _ = tx.send(false);

@@ -24,6 +24,7 @@ mod tests;
 
 pub use network::{NoPeers, Peer, Transport};
 pub use options::ReplicationOptions;
+pub use pipeline::epoch_term;
 pub use replicas::Replicas;
 pub use shard::{Commit, ShardHandle};
 pub use types::{NodeId, Raft, ShardCommand, ShardReply, TypeConfig};

@@ -170,6 +170,17 @@ impl Replicas {
             .or_else(|| self.extra.iter().find(|g| g.id() == id))
     }
 
+    /// Stops this node from starting elections in any of its groups (it
+    /// still votes, replicates and answers). For a node that is going away:
+    /// once its gRPC listener closes it no longer hears its leaders, and an
+    /// election it started could only disrupt theirs (openraft 0.9 has no
+    /// pre-vote), leaving a shard leaderless until the process exits.
+    pub fn stop_campaigning(&self) {
+        for group in self.shards.iter().chain(self.extra.iter()) {
+            group.raft().runtime_config().elect(false);
+        }
+    }
+
     /// Every shard, indexed by shard id.
     pub fn shards(&self) -> &[ShardHandle] {
         &self.shards

@@ -6,7 +6,8 @@
 //! Longer failure tests live beside it, each with its own cluster:
 //! `kill_cycles.rs` (ten SIGKILL/restart cycles), `sigstop.rs` (a paused
 //! leader), `scale_out.rs` (a 4th node joins), `scale_in.rs` (a node is
-//! drained out and removed), `restart.rs` (every node killed at once,
+//! drained out and removed), `handoff.rs` (SIGTERM of the busiest leader
+//! under load answers every request), `restart.rs` (every node killed at once,
 //! restarted concurrently in random order), `status.rs` (`roost cluster
 //! status`, `/admin/cluster`, a join refused for other settings), `backup.rs`
 //! (`roost backup` under load, `roost restore` into a new cluster), `grpc_public.rs` (the public gRPC API from a
@@ -22,6 +23,7 @@ mod direct;
 #[path = "../grpc_common/mod.rs"]
 mod grpc_common;
 mod grpc_public;
+mod handoff;
 mod harness;
 mod history;
 mod kill_cycles;

@@ -163,6 +163,19 @@ pub fn node_wrapped(
     join: &[String],
     shards: u16,
 ) -> Proc {
+    node_wrapped_env(wrap, root, id, grpc, join, shards, &[])
+}
+
+/// [`node_wrapped`] with `env` added to the node's environment.
+pub fn node_wrapped_env(
+    wrap: &[String],
+    root: &Path,
+    id: u64,
+    grpc: &str,
+    join: &[String],
+    shards: u16,
+    env: &[(String, String)],
+) -> Proc {
     // Plain gRPC: the tests of mutual TLS start their own processes.
     let mut args: Vec<String> = vec![
         "node".into(),
@@ -185,7 +198,7 @@ pub fn node_wrapped(
     let (child, addrs) = spawn_marked(
         wrap,
         &args,
-        &[],
+        env,
         &["roost node: grpc on ", "roost node: admin on http://"],
     );
     Proc {

@@ -92,15 +92,24 @@ impl Cluster {
         let listen = addr.unwrap_or_else(|| format!("{}:0", self.net.ip(id)));
         let root: PathBuf = self.root.path().to_owned();
         let lab = self.lab;
+        let env = [(
+            roost::object::JOURNAL_ENV.to_owned(),
+            self.journal().display().to_string(),
+        )];
         tokio::task::spawn_blocking(move || {
             if lab {
-                lab_node(&wrap, &root, id, &listen, &join)
+                lab_node(&wrap, &root, id, &listen, &join, &env)
             } else {
-                procs::node_wrapped(&wrap, &root, id, &listen, &join, SHARDS)
+                procs::node_wrapped_env(&wrap, &root, id, &listen, &join, SHARDS, &env)
             }
         })
         .await
         .expect("node start task")
+    }
+
+    /// The activation journal every node appends to (`activations.rs`).
+    pub fn journal(&self) -> PathBuf {
+        self.root.path().join("activations.log")
     }
 
     /// The addresses of every member (running or not).
@@ -302,6 +311,7 @@ fn lab_node(
     id: u64,
     listen: &str,
     join: &[String],
+    env: &[(String, String)],
 ) -> Proc {
     use std::io::{BufRead, BufReader};
     let exe = std::env::current_exe().expect("the test binary's path");
@@ -320,6 +330,7 @@ fn lab_node(
             "--test-threads=1",
         ])
         .env(crate::lab::NODE_ENV, spec)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,openraft=off".into()),

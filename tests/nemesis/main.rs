@@ -7,7 +7,9 @@
 //! crashes and restarts the whole cluster, and adds and drains nodes. The
 //! history is then checked ([`checker`]): linearizable per object (reads
 //! are constraints), no acknowledged write lost, no status the API does
-//! not document, and the cluster recovers after every fault.
+//! not document, no object ever ran on two nodes at once (the nodes'
+//! activation journal, [`activations`]), and the cluster recovers after
+//! every fault.
 //!
 //! The schedule is a pure function of a seed ([`schedule`]), printed at
 //! the start: `NEMESIS_SEED=<seed>` replays it. Other knobs (environment):
@@ -18,6 +20,7 @@
 //! Needs root (network namespaces, nft), iproute2 and nftables, like the
 //! cluster partition test. Modules: `cluster.rs` (processes and faults),
 //! `clients.rs` (the workload and its history), `checker.rs` (pure),
+//! `activations.rs` (pure),
 //! `schedule.rs` (pure), `summary.rs` (pure).
 //!
 //! Multi-key transactions and alarms: the built-in app has no route for
@@ -26,6 +29,7 @@
 //! class (`lab.rs`) that clients reach through the edges' gRPC object API;
 //! `NEMESIS_APP=seed` runs the `roost node` binary and counters only.
 
+mod activations;
 mod checker;
 mod clients;
 mod cluster;
@@ -265,6 +269,32 @@ async fn randomized_faults_keep_every_promise() {
         "alarms: not exercised (NEMESIS_APP=seed)".to_owned()
     };
     violations.extend(alarm_violations);
+    let activations = match std::fs::read_to_string(cluster.journal()) {
+        Ok(text) => {
+            let (records, bad) = activations::parse(&text);
+            let report = activations::check(&records);
+            if bad > 0 {
+                violations.push(format!("{bad} activation journal lines do not parse"));
+            }
+            report
+        }
+        Err(e) => {
+            violations.push(format!("the activation journal cannot be read: {e}"));
+            activations::Report::default()
+        }
+    };
+    let activation_line = format!(
+        "activations: {} events admitted by {} executors of {} objects in {} node processes, {} overlapping",
+        activations.events,
+        activations.activations,
+        activations.objects,
+        activations.processes,
+        activations.violations.len()
+    );
+    if activations.events == 0 {
+        violations.push("the activation journal recorded no event".to_owned());
+    }
+    violations.extend(activations.violations.iter().cloned());
     let lost = checker::lost_acks(&ops, &finals);
     let lost_count = lost.len();
     violations.extend(lost);
@@ -294,6 +324,10 @@ async fn randomized_faults_keep_every_promise() {
         })
     );
     eprintln!("{alarm_line}");
+    eprintln!("{activation_line}");
+    for v in activations.violations.iter().take(20) {
+        eprintln!("  - {v}");
+    }
     for v in violations
         .iter()
         .filter(|v| v.starts_with("alarm "))

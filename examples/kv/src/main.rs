@@ -1,28 +1,25 @@
-//! Serves the example class with Roost's server builder:
-//! `cargo run -p roost-example-kv -- [LISTEN_ADDR] [DATA_DIR]`.
+//! The example class behind Roost's whole command line: `roost-example-kv
+//! dev`, `node`, `edge` and the operator commands, exactly as `roost` has
+//! them (`--help` lists them), serving the `KV` class and its router. E.g.
+//! `cargo run -p roost-example-kv -- dev --listen 127.0.0.1:8788 --data-dir
+//! ./kv-data`; on a cluster, the same binary as every `node` and `edge`.
 
+use roost::cli::App;
 use roost::config::Config;
-use roost::node::DevNode;
+use roost::object::Bindings;
 use roost_example_kv::{KvWorker, bindings};
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let mut config = Config::default();
-    if let Some(listen) = args.next() {
-        config.http.listen = listen.parse()?;
+/// The example's classes and router.
+struct Kv;
+
+impl App for Kv {
+    type Worker = KvWorker;
+
+    fn build(&self, _config: &Config) -> (Bindings, KvWorker) {
+        (bindings(), KvWorker)
     }
-    config.node.data_dir = args.next().unwrap_or_else(|| "./kv-data".into()).into();
-    // Any free port, so that the example runs next to `roost dev`.
-    config.grpc.listen = "127.0.0.1:0".parse()?;
-    config.admin.listen = "127.0.0.1:0".parse()?;
-    let node = DevNode::start_with(config, bindings(), KvWorker).await?;
-    println!(
-        "kv example: serving http://{} (gRPC on {})",
-        node.http_addr(),
-        node.grpc_addr()
-    );
-    tokio::signal::ctrl_c().await?;
-    node.shutdown().await?;
-    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    roost::cli::main(Kv)
 }

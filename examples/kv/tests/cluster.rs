@@ -1,0 +1,237 @@
+//! The example's own class on a cluster: three `roost-example-kv node`
+//! processes and a `roost-example-kv edge` (the binary is the example's
+//! `main`, i.e. `roost::cli::main` with its app), real gRPC between them.
+//! The edge's HTTP side runs the example's router and reaches the `KV`
+//! objects on whichever node leads their shard; after SIGKILL of the node
+//! leading the most shards every acknowledged write is still there and the
+//! objects take writes again.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use roost::cluster::status::{ClusterStatus, gather};
+use roost::rpc::tls::Tls;
+use serde_json::{Value, json};
+
+const SHARDS: u16 = 8;
+const OBJECTS: usize = 12;
+
+/// A process of the example binary, killed when dropped.
+struct Proc {
+    child: Child,
+    /// The word after each marker, in the markers' order.
+    addrs: Vec<String>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the example binary with `args` and waits (up to 120 s) until it
+/// printed every marker.
+fn spawn(args: &[String], markers: &[&'static str]) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roost-example-kv"))
+        .args(args)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,openraft=off".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the example binary starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    let wanted = markers.to_vec();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            for (i, marker) in wanted.iter().enumerate() {
+                if let Some(rest) = line.split(marker).nth(1) {
+                    let word = rest.split_whitespace().next().unwrap_or_default();
+                    let _ = tx.send((i, word.to_owned()));
+                }
+            }
+        }
+    });
+    let mut found = vec![String::new(); markers.len()];
+    let mut seen = 0;
+    while seen < markers.len() {
+        let (i, word) = rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("{args:?} prints {markers:?} within 120 s"));
+        if found[i].is_empty() {
+            seen += 1;
+        }
+        found[i] = word;
+    }
+    Proc {
+        child,
+        addrs: found,
+    }
+}
+
+fn node(dir: &Path, id: u64, join: Option<&str>) -> Proc {
+    let mut args: Vec<String> = [
+        "node",
+        "--insecure",
+        "--id",
+        &id.to_string(),
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--shards",
+        &SHARDS.to_string(),
+        "--data-dir",
+        &dir.join(format!("node-{id}")).display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    if let Some(join) = join {
+        args.extend(["--join".to_owned(), join.to_owned()]);
+    }
+    spawn(&args, &["roost node: grpc on "])
+}
+
+/// Waits until every shard has a leader and three voters.
+async fn converged(seeds: &[String], timeout: Duration) -> ClusterStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(status) = gather(seeds, &Tls::plain()).await
+            && status.groups.len() == usize::from(SHARDS)
+            && status
+                .groups
+                .iter()
+                .all(|g| g.leader.is_some() && g.voters.len() == 3)
+        {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cluster did not converge in {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends `op` to object `name` through the edge until it is answered
+/// with something other than 503 (leadership moving), for up to 30 s.
+async fn op(http: &reqwest::Client, edge: &str, name: &str, op: &Value) -> (u16, Value) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let sent = http
+            .post(format!("{edge}/kv/{name}"))
+            .json(op)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        if let Ok(resp) = sent {
+            let status = resp.status().as_u16();
+            let body = resp.json().await.unwrap_or(Value::Null);
+            if status != 503 || Instant::now() >= deadline {
+                return (status, body);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{op} on {name}: no answer in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_examples_class_serves_through_an_edge_and_survives_a_leader_kill() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let n1 = node(dir.path(), 1, None);
+    let first = n1.addrs[0].clone();
+    let n2 = node(dir.path(), 2, Some(&first));
+    let n3 = node(dir.path(), 3, Some(&first));
+    let mut nodes = vec![(1u64, n1), (2, n2), (3, n3)];
+    let seeds: Vec<String> = nodes.iter().map(|(_, p)| p.addrs[0].clone()).collect();
+    converged(&seeds, Duration::from_secs(120)).await;
+
+    let edge = spawn(
+        &[
+            "edge",
+            "--insecure",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--join",
+            &seeds.join(","),
+        ]
+        .map(String::from),
+        &["roost edge: serving http://"],
+    );
+    let base = format!("http://{}", edge.addrs[0]);
+    let http = reqwest::Client::new();
+
+    // The example's router on the edge, the example's class on the nodes.
+    let (status, body) = op(&http, &base, "x", &json!({"op": "nope"})).await;
+    assert_eq!(status, 400, "the class's own error for a bad op: {body}");
+    let names: Vec<String> = (0..OBJECTS).map(|i| format!("obj-{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        let put = json!({"op": "put", "key": "k", "value": format!("v{i}")});
+        let (status, body) = op(&http, &base, name, &put).await;
+        assert_eq!(status, 200, "put on {name}: {body}");
+    }
+    for (i, name) in names.iter().enumerate() {
+        let (status, body) = op(&http, &base, name, &json!({"op": "get", "key": "k"})).await;
+        assert_eq!((status, &body["value"]), (200, &json!(format!("v{i}"))));
+    }
+
+    // SIGKILL the node that leads the most shards.
+    let status = gather(&seeds, &Tls::plain()).await.expect("cluster status");
+    let busiest = status
+        .nodes
+        .iter()
+        .max_by_key(|n| n.leads)
+        .map(|n| n.id)
+        .expect("some node leads");
+    assert!(status.nodes.iter().any(|n| n.id == busiest && n.leads > 0));
+    // Dropping its `Proc` sends SIGKILL.
+    nodes.retain(|(id, _)| *id != busiest);
+    let live: Vec<String> = nodes.iter().map(|(_, p)| p.addrs[0].clone()).collect();
+
+    // Every acknowledged write survived; every object takes writes again.
+    for (i, name) in names.iter().enumerate() {
+        let (status, body) = op(&http, &base, name, &json!({"op": "get", "key": "k"})).await;
+        assert_eq!(
+            (status, &body["value"]),
+            (200, &json!(format!("v{i}"))),
+            "{name} after node {busiest} was killed"
+        );
+        let put = json!({"op": "put", "key": "k2", "value": "after"});
+        let (status, body) = op(&http, &base, name, &put).await;
+        assert_eq!(status, 200, "put on {name} after the kill: {body}");
+    }
+    // And every shard it led has a new leader.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = gather(&live, &Tls::plain()).await;
+        if let Ok(s) = &status
+            && s.groups.len() == usize::from(SHARDS)
+            && s.groups
+                .iter()
+                .all(|g| g.leader.is_some() && g.leader != Some(busiest))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shards without a live leader 30 s after node {busiest} was killed: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
