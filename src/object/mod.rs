@@ -20,6 +20,7 @@ mod gate;
 mod http;
 mod journal;
 mod outbox;
+pub mod rpc;
 mod runtime;
 mod socket;
 mod storage;
