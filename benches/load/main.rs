@@ -22,6 +22,7 @@ mod cluster;
 mod cold;
 mod etcd;
 mod failover;
+mod idle;
 mod markdown;
 mod report;
 mod server;
@@ -54,6 +55,8 @@ pub enum ScenarioArg {
     Sockets,
     /// A 3-member etcd cluster under Put load (the replicated-write peer).
     Etcd,
+    /// An idle 3-node cluster's CPU at each of --idle-shards.
+    Idle,
 }
 
 /// Load generator and benchmark suite for Roost (and any server speaking
@@ -159,6 +162,16 @@ pub struct Args {
     #[arg(long)]
     pub cluster_shards: Option<u16>,
 
+    /// Shard counts the idle scenario measures, comma-separated. Default
+    /// 16,64,256,1024 (8 with --smoke).
+    #[arg(long, value_delimiter = ',')]
+    pub idle_shards: Vec<u16>,
+
+    /// Seconds the idle scenario samples each cluster's CPU over. Default
+    /// 20 (1 with --smoke).
+    #[arg(long)]
+    pub idle_window: Option<f64>,
+
     /// Counters under load in the failover scenario, each driven by its own
     /// closed-loop client (so one counter's stuck request never delays
     /// another's recovery). Default 128 (16 with --smoke).
@@ -207,6 +220,8 @@ pub struct Settings {
     pub cold_objects: usize,
     pub sockets: usize,
     pub cluster_shards: u16,
+    pub idle_shards: Vec<u16>,
+    pub idle_window: Duration,
     pub failover_counters: usize,
     pub failover_after: Duration,
     pub scenarios: Vec<ScenarioArg>,
@@ -252,6 +267,7 @@ impl Args {
                 ScenarioArg::Etcd,
                 ScenarioArg::Sockets,
                 ScenarioArg::Failover,
+                ScenarioArg::Idle,
             ]
         } else if smoke {
             vec![
@@ -260,6 +276,7 @@ impl Args {
                 ScenarioArg::Cold,
                 ScenarioArg::Sockets,
                 ScenarioArg::Failover,
+                ScenarioArg::Idle,
             ]
         } else {
             vec![ScenarioArg::Both]
@@ -293,6 +310,17 @@ impl Args {
                 .cluster_shards
                 .unwrap_or(if smoke { 8 } else { 64 })
                 .max(1),
+            idle_shards: if !self.idle_shards.is_empty() {
+                self.idle_shards.iter().map(|n| (*n).max(1)).collect()
+            } else if smoke {
+                vec![8]
+            } else {
+                vec![16, 64, 256, 1024]
+            },
+            idle_window: secs(
+                "--idle-window",
+                self.idle_window.unwrap_or(if smoke { 1.0 } else { 20.0 }),
+            )?,
             failover_counters: pick(self.failover_counters, 128, 16).max(1),
             failover_after: secs(
                 "--failover-after",

@@ -4,7 +4,8 @@
 //! sockets; a `roost dev` with a short idle timeout for cold activation;
 //! etcd; then a 3-node cluster over mutual TLS for counters, idle sockets
 //! and failover; then (in --suite runs, or with --plaintext) the same
-//! cluster over plain gRPC for the counters, to report what TLS costs.
+//! cluster over plain gRPC for the counters, to report what TLS costs;
+//! then idle clusters of each --idle-shards count, one at a time.
 //!
 //! Owns: the targets' lifetimes and the verdict (all checks passed, or
 //! not). It never measures anything itself.
@@ -17,6 +18,7 @@ use crate::cluster::Cluster;
 use crate::cold::{self, ColdPlan};
 use crate::etcd::{self, Etcd, EtcdPlan};
 use crate::failover::{self, FailoverPlan};
+use crate::idle;
 use crate::report::{self, Check, Figures, ScenarioReport};
 use crate::server::RoostDev;
 use crate::sockets::{self, SocketsPlan};
@@ -205,6 +207,17 @@ pub async fn run(args: &Args, s: &Settings) -> Result<bool, String> {
         all.extend(
             on_cluster_run(&plan, &bin, (args, s), &http, &run_id, socket_cap, &mut ok).await?,
         );
+    }
+
+    if has(ScenarioArg::Idle) {
+        let spread = Duration::from_secs(if args.smoke { 5 } else { 60 });
+        for shards in &s.idle_shards {
+            eprintln!(
+                "load: idle — a 3-node cluster with {shards} shards, CPU over {:?}",
+                s.idle_window
+            );
+            all.push(idle::run(&bin, *shards, s.idle_window, spread).await);
+        }
     }
 
     report::print_figures(&all);

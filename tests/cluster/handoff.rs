@@ -4,8 +4,9 @@
 //! before it stops; every request sent meanwhile is answered with a value
 //! (events refused on the old leader when its term ended certainly did not
 //! run, so the edge runs them again on the new one), and the history stays
-//! linearizable with no acknowledged write lost. (`scale_in.rs` holds a
-//! drain to the same standard.)
+//! linearizable with no acknowledged write lost. Then a rolling restart of
+//! every node in turn (SIGTERM, start again, ready) to the same standard.
+//! (`scale_in.rs` holds a drain to it too.)
 
 use std::time::Duration;
 
@@ -60,6 +61,62 @@ async fn a_sigterm_hand_off_under_load_answers_every_request() {
     assert_eq!(
         failed, 0,
         "requests answered with an error during a SIGTERM hand-off"
+    );
+    load.finish_and_check().await;
+    drop(edge);
+    drop(nodes);
+}
+
+/// A rolling restart, as `helm upgrade` does it: each node in turn gets
+/// SIGTERM, comes back on the same address and data, and turns ready
+/// before the next one goes. Every request sent meanwhile is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_load_answers_every_request() {
+    let _turn = crate::harness::one_at_a_time().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut nodes = procs::cluster(root.path(), 3, SHARDS);
+    let addrs: Vec<String> = nodes.values().map(|p| p.addr.clone()).collect();
+    wait_converged(&addrs, 3, Duration::from_secs(120)).await;
+    let edge = procs::edge(&addrs);
+
+    let load = Load::start(&edge.addr, "r", 8, 24);
+    load.wait_acked(200, Duration::from_secs(60)).await;
+    let started = load.history.now();
+    let ids: Vec<u64> = nodes.keys().copied().collect();
+    for id in ids {
+        let proc = nodes.remove(&id).expect("node process");
+        let addr = proc.addr.clone();
+        let code = tokio::task::spawn_blocking(move || proc.terminate())
+            .await
+            .expect("terminate task");
+        assert_eq!(code, Some(0), "node {id} stops cleanly on SIGTERM");
+        let root_dir = root.path().to_owned();
+        let back =
+            tokio::task::spawn_blocking(move || procs::node(&root_dir, id, &addr, &[], SHARDS))
+                .await
+                .expect("restart task");
+        crate::restart::wait_ready(&back.admin, Duration::from_secs(120))
+            .await
+            .unwrap_or_else(|last| panic!("node {id} is not ready again: {last}"));
+        nodes.insert(id, back);
+        let acked = load.acked();
+        load.wait_acked(acked + 100, Duration::from_secs(60)).await;
+    }
+    wait_converged(&addrs, 3, Duration::from_secs(60)).await;
+
+    let ops = load.history.ops();
+    let during: Vec<_> = ops.iter().filter(|o| o.start >= started).collect();
+    let failed = during
+        .iter()
+        .filter(|o| o.outcome == Outcome::Unknown)
+        .count();
+    eprintln!(
+        "rolling restart: {} operations while every node restarted in turn, {failed} without a value",
+        during.len()
+    );
+    assert_eq!(
+        failed, 0,
+        "requests answered with an error during a rolling restart"
     );
     load.finish_and_check().await;
     drop(edge);

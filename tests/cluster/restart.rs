@@ -14,7 +14,7 @@ use crate::procs;
 
 /// Waits until `GET {admin}/readyz` answers 200; returns the last body
 /// when the deadline passes first.
-async fn wait_ready(admin: &str, timeout: Duration) -> Result<(), String> {
+pub async fn wait_ready(admin: &str, timeout: Duration) -> Result<(), String> {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + timeout;
     let mut last = String::new();

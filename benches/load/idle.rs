@@ -1,0 +1,76 @@
+//! What an idle cluster costs, by shard count: 3 nodes and an edge (mutual
+//! TLS, as deployed) started with N shards and left without a single
+//! request; the CPU time the four processes use over a window, as a
+//! percentage of one core, read from `/proc/PID/stat` (utime + stime). Each
+//! shard is its own Raft group whose leader heartbeats its followers, so
+//! this is the per-group overhead a multi-Raft design has to remove.
+//!
+//! Owns: the sampling. The cluster comes from `cluster.rs`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::cluster::Cluster;
+use crate::report::Figures;
+
+/// Idle time after the cluster has formed and spread its leaders, before
+/// the window: joins and leadership claims have settled.
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// CPU time `pid` used so far (user + system), in seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may hold spaces) start past ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13
+    // after the state field that follows ')'.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = if ticks > 0 { ticks as f64 } else { 100.0 };
+    Some((utime + stime) / ticks)
+}
+
+/// Starts a cluster with `shards` shards, waits for it to settle, and
+/// measures its CPU over `window`.
+pub async fn run(bin: &Path, shards: u16, window: Duration, spread: Duration) -> Figures {
+    let mut f = Figures::new(format!("idle-cpu-{shards}"), "roost cluster");
+    let started = Instant::now();
+    let c = match Cluster::start(bin, 3, shards, spread, true).await {
+        Ok(c) => c,
+        Err(e) => {
+            f.fail(format!("cluster with {shards} shards: {e}"));
+            return f;
+        }
+    };
+    f.set("shards", f64::from(shards));
+    f.set("startup_s", started.elapsed().as_secs_f64());
+    tokio::time::sleep(SETTLE).await;
+    let nodes = c.node_pids();
+    let edge = c.edge_pid();
+    let sample = || {
+        let n: Option<f64> = nodes.iter().map(|p| cpu_seconds(*p)).sum();
+        let e = edge.and_then(cpu_seconds);
+        (n, e)
+    };
+    let (n0, e0) = sample();
+    let t0 = Instant::now();
+    tokio::time::sleep(window).await;
+    let (n1, e1) = sample();
+    let secs = t0.elapsed().as_secs_f64();
+    match (n0, n1, e0, e1) {
+        (Some(n0), Some(n1), Some(e0), Some(e1)) => {
+            let nodes_pct = (n1 - n0) / secs * 100.0;
+            let edge_pct = (e1 - e0) / secs * 100.0;
+            f.set("nodes_cpu_pct", nodes_pct);
+            f.set("edge_cpu_pct", edge_pct);
+            f.set("total_cpu_pct", nodes_pct + edge_pct);
+            f.set("window_s", secs);
+        }
+        _ => f.fail("cannot read the processes' CPU time from /proc"),
+    }
+    c.stop().await;
+    f
+}
