@@ -9,6 +9,7 @@
 //! they are: the bytes come from the object layer, the layout from
 //! [`crate::storage`]. Never imports from the layers above.
 
+mod lease;
 pub mod log_store;
 pub mod network;
 mod observe;

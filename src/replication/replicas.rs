@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::lease::Lease;
 use super::log_store::LogStore;
 use super::network::{NetworkFactory, NoPeers, Transport};
 use super::observe;
@@ -290,6 +291,8 @@ async fn open_shard<T: Transport>(
     let stop = CancellationToken::new();
     let (queue_tx, queue_rx) = mpsc::channel(opts.queue_capacity);
     let (leader_tx, leader_rx) = watch::channel(None);
+    let lease = Arc::new(Lease::new());
+    let lease_len = Duration::from_millis(opts.election_timeout_max_ms);
     let proposer = Proposer {
         shard,
         raft: raft.clone(),
@@ -308,7 +311,8 @@ async fn open_shard<T: Transport>(
         shard::watch_leadership(
             node_id,
             raft.metrics(),
-            Duration::from_millis(opts.election_timeout_max_ms),
+            lease_len,
+            lease.clone(),
             leader_tx,
             stop.clone(),
         )
@@ -318,12 +322,14 @@ async fn open_shard<T: Transport>(
         shard::send_heartbeats(
             raft.clone(),
             Duration::from_millis(opts.heartbeat_ms),
+            lease.clone(),
+            lease_len,
             stop.clone(),
         )
         .instrument(span.clone()),
     );
     tokio::spawn(observe::observe(shard, node_id, raft.clone(), stop.clone()).instrument(span));
-    let handle = ShardHandle::new(shard, raft.clone(), queue_tx, leader_rx);
+    let handle = ShardHandle::new(shard, raft.clone(), queue_tx, leader_rx, lease);
     Ok((
         handle,
         ShardTasks {

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::Error;
+use super::lease::Lease;
 use super::pipeline::{self, Batch, Limits, Settler, epoch_term};
 use super::types::{NodeId, Raft, ShardCommand};
 use crate::id::ShardId;
@@ -62,6 +63,8 @@ struct Inner {
     queue: mpsc::Sender<Request>,
     /// This node's leadership epoch of the shard, if it leads it.
     leadership: watch::Receiver<Option<u64>>,
+    /// Until when no other node can lead the shard.
+    lease: Arc<Lease>,
 }
 
 impl ShardHandle {
@@ -70,6 +73,7 @@ impl ShardHandle {
         raft: Raft,
         queue: mpsc::Sender<Request>,
         leadership: watch::Receiver<Option<u64>>,
+        lease: Arc<Lease>,
     ) -> ShardHandle {
         ShardHandle {
             inner: Arc::new(Inner {
@@ -77,6 +81,7 @@ impl ShardHandle {
                 raft,
                 queue,
                 leadership,
+                lease,
             }),
         }
     }
@@ -160,9 +165,12 @@ impl ShardHandle {
     }
 
     /// This node's leadership epoch of the shard ([`epoch_term`]), if it
-    /// leads it.
+    /// leads it now: the leadership watch shows the epoch *and* the lease
+    /// holds by the clock read here ([`Lease`]), so a stale view (a paused
+    /// process, metrics not yet republished) never passes.
     pub fn leader_epoch(&self) -> Option<u64> {
-        *self.inner.leadership.borrow()
+        let epoch = *self.inner.leadership.borrow();
+        epoch.filter(|_| self.inner.lease.holds(std::time::Instant::now()))
     }
 
     /// Changes of this node's leadership of the shard: its leadership epoch
@@ -441,6 +449,7 @@ pub(crate) async fn watch_leadership(
     node_id: NodeId,
     mut metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
     lease: Duration,
+    held: Arc<Lease>,
     leadership: watch::Sender<Option<u64>>,
     stop: CancellationToken,
 ) {
@@ -448,12 +457,16 @@ pub(crate) async fn watch_leadership(
     // The last epoch published, to number regains of the same term.
     let mut last: Option<u64> = None;
     loop {
+        let now = std::time::Instant::now();
         let leader = {
             let m = metrics.borrow_and_update();
             let alone = m.membership_config.membership().voter_ids().count() <= 1;
+            held.set_alone(alone);
             let leads = m.state == ServerState::Leader
                 && m.current_leader == Some(node_id)
-                && (alone || m.millis_since_quorum_ack.is_some_and(|ms| ms <= lease_ms));
+                && (alone
+                    || (m.millis_since_quorum_ack.is_some_and(|ms| ms <= lease_ms)
+                        && held.holds(now)));
             leads.then_some(m.current_term)
         };
         let leader = pipeline::next_epoch(leader, *leadership.borrow(), &mut last);
@@ -462,24 +475,41 @@ pub(crate) async fn watch_leadership(
             *current = leader;
             changed
         });
+        // Look again when the lease would run out (or, not leading by the
+        // lease alone, soon: a renewal may bring it back).
+        let recheck = match held.deadline() {
+            Some(d) if leader.is_some() => d.max(now) + Duration::from_millis(1),
+            _ => now + lease / 4,
+        };
         tokio::select! {
             _ = stop.cancelled() => break,
             changed = metrics.changed() => if changed.is_err() { break },
+            () = tokio::time::sleep_until(recheck.into()) => {}
         }
     }
     leadership.send_if_modified(|current| current.take().is_some());
 }
 
-/// Sends this node's heartbeats to the shard's followers every `every`
-/// while it leads, until `stop`.
+/// Confirms this node's leadership with a quorum every `every` while Raft
+/// says it leads, until `stop`, and extends its [`Lease`] by each round a
+/// quorum acknowledged: `lease` from the moment the round began.
 ///
+/// A round is openraft's read-index check (`get_read_log_id`): heartbeats
+/// to every voter, answered once a quorum acknowledged them in this term.
+/// Those heartbeats also keep the followers' election timers from firing.
 /// openraft 0.9 uses its `heartbeat_interval` both as the heartbeat period
-/// and as the timeout of every AppendEntries (and read-index round). Roost
-/// sets that to the replication timeout
-/// (`ReplicationOptions::raft_timeout_ms`, half the shortest election
-/// timeout) and sends heartbeats at the short period from here; openraft's
-/// own still go out at the longer one.
-pub(crate) async fn send_heartbeats(raft: Raft, every: Duration, stop: CancellationToken) {
+/// and as the timeout of every AppendEntries (and read-index round); Roost
+/// sets that to the replication timeout (`ReplicationOptions::
+/// raft_timeout_ms`, half the shortest election timeout), so these rounds
+/// are the heartbeats at the short period; openraft's own still go out at
+/// the longer one.
+pub(crate) async fn send_heartbeats(
+    raft: Raft,
+    every: Duration,
+    held: Arc<Lease>,
+    lease: Duration,
+    stop: CancellationToken,
+) {
     let metrics = raft.metrics();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -490,9 +520,18 @@ pub(crate) async fn send_heartbeats(raft: Raft, every: Duration, stop: Cancellat
         }
         // Raft's own state, not the lease-checked leadership: a leader that
         // lost its quorum's acknowledgement must keep trying to reach it.
-        let leads = metrics.borrow().state == ServerState::Leader;
-        if leads && raft.trigger().heartbeat().await.is_err() {
-            return;
+        if metrics.borrow().state != ServerState::Leader {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        let round = tokio::select! {
+            _ = stop.cancelled() => return,
+            round = raft.get_read_log_id() => round,
+        };
+        match round {
+            Ok(_) => held.extend(started, lease),
+            Err(RaftError::Fatal(_)) => return,
+            Err(_) => {}
         }
     }
 }

@@ -75,14 +75,19 @@ pub(super) fn error_from_status(status: &Status, key: &ObjectKey) -> object::Err
     }
 }
 
-/// Whether `status` is this process's own failure to connect to the node
-/// (tonic's [`tonic::ConnectError`] in its source chain): a request that
-/// waits for a connection that never comes is never written to the wire.
-/// A status a remote node sent has no source, so it never qualifies.
+/// Whether `status` is this process's own failure to send the request:
+/// tonic's [`tonic::ConnectError`] (a request that waits for a connection
+/// that never comes is never written to the wire), or hyper's canceled
+/// request (queued on a connection that closed — e.g. a node's GOAWAY as
+/// it shuts down — before hyper began to write it) in its source chain. A
+/// status a remote node sent has no source, so it never qualifies.
 fn never_sent(status: &Status) -> bool {
     let mut source = std::error::Error::source(status);
     while let Some(e) = source {
-        if e.is::<tonic::ConnectError>() {
+        if e.is::<tonic::ConnectError>()
+            || e.downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_canceled)
+        {
             return true;
         }
         source = e.source();

@@ -59,8 +59,10 @@ async fn a_sigterm_hand_off_under_load_answers_every_request() {
     );
     assert!(during.len() > 50, "the load kept running: {}", during.len());
     assert_eq!(
-        failed, 0,
-        "requests answered with an error during a SIGTERM hand-off"
+        failed,
+        0,
+        "requests answered with an error during a SIGTERM hand-off: {:?}",
+        load.errors_since(stopping)
     );
     load.finish_and_check().await;
     drop(edge);
@@ -115,8 +117,10 @@ async fn a_rolling_restart_under_load_answers_every_request() {
         during.len()
     );
     assert_eq!(
-        failed, 0,
-        "requests answered with an error during a rolling restart"
+        failed,
+        0,
+        "requests answered with an error during a rolling restart: {:?}",
+        load.errors_since(started)
     );
     load.finish_and_check().await;
     drop(edge);

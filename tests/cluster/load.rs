@@ -16,6 +16,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Concurrent clients incrementing and reading `counters` counters.
 pub struct Load {
     pub history: Recorder,
+    /// What the failed operations got (status and body, or the client's
+    /// error), with when each was sent; the first 100.
+    pub errors: Arc<std::sync::Mutex<Vec<(u64, String)>>>,
     pub counters: usize,
     prefix: String,
     edge: String,
@@ -33,11 +36,13 @@ impl Load {
     /// is a read.
     pub fn start(edge: &str, prefix: &str, clients: usize, counters: usize) -> Load {
         let history = Recorder::new();
+        let errors: Arc<std::sync::Mutex<Vec<(u64, String)>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let http = reqwest::Client::new();
         let mut tasks = Vec::new();
         for c in 0..clients {
             let (http, history, stop) = (http.clone(), history.clone(), stop.clone());
+            let errors = errors.clone();
             let (edge, prefix) = (edge.to_owned(), prefix.to_owned());
             tasks.push(tokio::spawn(async move {
                 let mut i = c;
@@ -57,13 +62,27 @@ impl Load {
                     };
                     let start = history.now();
                     let resp = req.timeout(REQUEST_TIMEOUT).send().await;
-                    let outcome = match resp {
+                    let (outcome, error) = match resp {
                         Ok(r) if r.status() == 200 => match r.text().await {
-                            Ok(body) => value_of(&body).map_or(Outcome::Unknown, Outcome::Ok),
-                            Err(_) => Outcome::Unknown,
+                            Ok(body) => match value_of(&body) {
+                                Some(v) => (Outcome::Ok(v), None),
+                                None => (Outcome::Unknown, Some(format!("200 {body}"))),
+                            },
+                            Err(e) => (Outcome::Unknown, Some(format!("200, body: {e}"))),
                         },
-                        _ => Outcome::Unknown,
+                        Ok(r) => {
+                            let status = r.status();
+                            let body = r.text().await.unwrap_or_default();
+                            (Outcome::Unknown, Some(format!("{status} {body}")))
+                        }
+                        Err(e) => (Outcome::Unknown, Some(format!("{e:?}"))),
                     };
+                    if let Some(e) = error {
+                        let mut errors = errors.lock().unwrap_or_else(|p| p.into_inner());
+                        if errors.len() < 100 {
+                            errors.push((start, format!("{kind:?} of counter {counter}: {e}")));
+                        }
+                    }
                     let end = history.now();
                     history.push(Op {
                         counter,
@@ -81,12 +100,23 @@ impl Load {
         }
         Load {
             history,
+            errors,
             counters,
             prefix: prefix.to_owned(),
             edge: edge.to_owned(),
             stop,
             tasks,
         }
+    }
+
+    /// What the operations sent at or after `since` that failed got.
+    pub fn errors_since(&self, since: u64) -> Vec<String> {
+        let errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        errors
+            .iter()
+            .filter(|(t, _)| *t >= since)
+            .map(|(_, e)| e.clone())
+            .collect()
     }
 
     /// Acknowledged increments so far.

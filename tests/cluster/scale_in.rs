@@ -191,7 +191,12 @@ async fn a_drained_node_leaves_the_ring_under_load_and_can_be_killed() {
     // Leaderships leave the draining node by planned moves: an event
     // refused there when its term ended certainly did not run, and the
     // edge runs it again on the new leader.
-    assert_eq!(failed, 0, "requests answered with an error during a drain");
+    assert_eq!(
+        failed,
+        0,
+        "requests answered with an error during a drain: {:?}",
+        load.errors_since(drain_started)
+    );
 
     // Writes flow on every counter; then the drained process dies and
     // nothing notices.
