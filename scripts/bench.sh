@@ -53,7 +53,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 args=(--suite --markdown "$OUT" --command "make bench (scripts/bench.sh $*)")
-scenarios="both,chat,cold,sockets,failover"
+scenarios="both,chat,cold,sockets,failover,idle"
 if [ -n "$ETCD_BIN" ]; then
     args+=(--etcd-bin "$ETCD_BIN")
     scenarios="$scenarios,etcd"
