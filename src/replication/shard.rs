@@ -458,8 +458,10 @@ pub(crate) async fn watch_leadership(
     let mut last: Option<u64> = None;
     loop {
         let now = std::time::Instant::now();
+        let raft_leads;
         let leader = {
             let m = metrics.borrow_and_update();
+            raft_leads = m.state == ServerState::Leader;
             let alone = m.membership_config.membership().voter_ids().count() <= 1;
             held.set_alone(alone);
             let leads = m.state == ServerState::Leader
@@ -475,16 +477,24 @@ pub(crate) async fn watch_leadership(
             *current = leader;
             changed
         });
-        // Look again when the lease would run out (or, not leading by the
-        // lease alone, soon: a renewal may bring it back).
+        // While Raft says this node leads, look again when the lease would
+        // run out (or, not leading by the lease alone, soon: a renewal may
+        // bring it back). A follower waits for Raft's metrics alone.
         let recheck = match held.deadline() {
-            Some(d) if leader.is_some() => d.max(now) + Duration::from_millis(1),
-            _ => now + lease / 4,
+            _ if !raft_leads => None,
+            Some(d) if leader.is_some() => Some(d.max(now) + Duration::from_millis(1)),
+            _ => Some(now + lease / 4),
+        };
+        let timer = async move {
+            match recheck {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
         };
         tokio::select! {
             _ = stop.cancelled() => break,
             changed = metrics.changed() => if changed.is_err() { break },
-            () = tokio::time::sleep_until(recheck.into()) => {}
+            () = timer => {}
         }
     }
     leadership.send_if_modified(|current| current.take().is_some());

@@ -11,7 +11,6 @@
 use std::time::Duration;
 
 use crate::harness::{SHARDS, busiest_leader, wait_converged};
-use crate::history::Outcome;
 use crate::load::Load;
 use crate::procs;
 
@@ -46,18 +45,13 @@ async fn a_sigterm_hand_off_under_load_answers_every_request() {
     // stopped node: it may come back, as after an upgrade).
     wait_converged(&rest, 3, Duration::from_secs(60)).await;
 
-    let ops = load.history.ops();
-    let during: Vec<_> = ops.iter().filter(|o| o.start >= stopping).collect();
-    let failed = during
-        .iter()
-        .filter(|o| o.outcome == Outcome::Unknown)
-        .count();
+    let (during, failed) = load.outcomes_since(stopping);
     eprintln!(
         "hand-off: node {victim} stopped in {:.2} s; {} operations since SIGTERM, {failed} without a value",
         (stopped - stopping) as f64 / 1e6,
-        during.len()
+        during
     );
-    assert!(during.len() > 50, "the load kept running: {}", during.len());
+    assert!(during > 50, "the load kept running: {}", during);
     assert_eq!(
         failed,
         0,
@@ -106,15 +100,10 @@ async fn a_rolling_restart_under_load_answers_every_request() {
     }
     wait_converged(&addrs, 3, Duration::from_secs(60)).await;
 
-    let ops = load.history.ops();
-    let during: Vec<_> = ops.iter().filter(|o| o.start >= started).collect();
-    let failed = during
-        .iter()
-        .filter(|o| o.outcome == Outcome::Unknown)
-        .count();
+    let (during, failed) = load.outcomes_since(started);
     eprintln!(
         "rolling restart: {} operations while every node restarted in turn, {failed} without a value",
-        during.len()
+        during
     );
     assert_eq!(
         failed,

@@ -109,6 +109,18 @@ impl Load {
         }
     }
 
+    /// Operations sent at or after `since`, and how many of them got no
+    /// value (an error or a timeout).
+    pub fn outcomes_since(&self, since: u64) -> (usize, usize) {
+        self.history
+            .ops()
+            .iter()
+            .filter(|o| o.start >= since)
+            .fold((0, 0), |(n, f), o| {
+                (n + 1, f + usize::from(o.outcome == Outcome::Unknown))
+            })
+    }
+
     /// What the operations sent at or after `since` that failed got.
     pub fn errors_since(&self, since: u64) -> Vec<String> {
         let errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());

@@ -182,11 +182,7 @@ async fn a_drained_node_leaves_the_ring_under_load_and_can_be_killed() {
         "the refused drain changed nothing: {view:?}"
     );
 
-    let ops = load.history.ops();
-    let during = ops.iter().filter(|o| o.start >= drain_started);
-    let (n, failed) = during.fold((0, 0), |(n, f), o| {
-        (n + 1, f + usize::from(o.outcome == Outcome::Unknown))
-    });
+    let (n, failed) = load.outcomes_since(drain_started);
     eprintln!("scale in: {n} operations during and after the drain, {failed} without an answer");
     // Leaderships leave the draining node by planned moves: an event
     // refused there when its term ended certainly did not run, and the
