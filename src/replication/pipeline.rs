@@ -95,9 +95,20 @@ pub(crate) struct Limits {
 pub(crate) struct Batch<W> {
     pub writes: Vec<ObjectWrite>,
     pub waiters: Vec<W>,
+    /// Per waiter: whether its request was made for a leadership epoch
+    /// (and so counts only if the batch lands in [`Self::term`]).
+    pub guarded: Vec<bool>,
     pub bytes: usize,
     /// A fence asked for a log entry even if no write is in the batch.
     pub fence: bool,
+    /// The Raft term the guarded requests were admitted for, if any. The
+    /// proposer's check reads Raft's published state, which may lag
+    /// RaftCore: a batch admitted in term `t` may reach Raft only after
+    /// this node lost and regained leadership, and land in a later term.
+    /// Its guarded writes are bound to `t` ([`ObjectWrite::bind_to_term`])
+    /// and its guarded waiters told "not run" unless it landed in `t`
+    /// ([`landed`]).
+    pub term: Option<u64>,
 }
 
 impl<W> Default for Batch<W> {
@@ -105,9 +116,21 @@ impl<W> Default for Batch<W> {
         Batch {
             writes: Vec::new(),
             waiters: Vec::new(),
+            guarded: Vec::new(),
             bytes: 0,
             fence: false,
+            term: None,
         }
+    }
+}
+
+/// Whether a batch whose guarded requests were admitted for Raft term
+/// `admitted` counts for them, given the term its log entry (or read-index
+/// round) landed in (`None`: not known). Unguarded batches always count.
+pub(crate) fn landed(admitted: Option<u64>, landed_in: Option<u64>) -> bool {
+    match admitted {
+        None => true,
+        Some(t) => landed_in == Some(t),
     }
 }
 
@@ -118,9 +141,21 @@ impl<W> Batch<W> {
         self.fence || !self.writes.is_empty()
     }
 
-    fn push(&mut self, request: Request<W>) {
+    /// Adds an admitted request; a guarded one was admitted while this
+    /// node led in leadership epoch `leading`.
+    fn push(&mut self, request: Request<W>, leading: Option<u64>) {
+        let guarded = request.term().is_some();
+        if guarded {
+            self.term = leading.map(epoch_term);
+        }
+        self.guarded.push(guarded);
         match request {
-            Request::Write { write, done, .. } => {
+            Request::Write {
+                mut write, done, ..
+            } => {
+                if let (true, Some(term)) = (guarded, self.term) {
+                    write.bind_to_term(term);
+                }
                 self.bytes += write.approx_size();
                 self.writes.push(write);
                 self.waiters.push(done);
@@ -157,7 +192,7 @@ pub(crate) fn collect<W>(
     let mut refused = Vec::new();
     let mut take = |request: Request<W>, batch: &mut Batch<W>| {
         if admits(request.term(), leading) {
-            batch.push(request);
+            batch.push(request, leading);
         } else {
             refused.push(request.into_waiter());
         }
@@ -281,6 +316,17 @@ mod tests {
         assert_eq!(batch.waiters, vec![3, 4, 5]);
         assert_eq!(batch.writes.len(), 2);
         assert!(batch.fence && batch.is_entry());
+        // The guarded write is bound to the term it was admitted for; the
+        // cluster layer's is not.
+        assert_eq!(batch.guarded, vec![true, true, false]);
+        assert_eq!(batch.term, Some(epoch_term(6)));
+        assert_eq!(
+            batch.writes[0].mutations[0],
+            Mutation::InTerm {
+                term: epoch_term(6)
+            }
+        );
+        assert!(batch.writes[1].takes_effect_in(12345));
         let (batch, refused) = run(
             vec![Request::Write {
                 write: write(1),
@@ -295,6 +341,31 @@ mod tests {
             "a node that does not lead takes no guarded request"
         );
         assert!(batch.waiters.is_empty());
+    }
+
+    /// Issue 13 (a batch that changed terms): the proposer checks Raft's
+    /// published state, which may lag RaftCore, so a batch admitted in one
+    /// term may land in a later one (leadership lost and regained before
+    /// Raft took it). Its guarded requests count only in their own term.
+    #[test]
+    fn guarded_requests_count_only_in_the_term_they_were_admitted_for() {
+        let epoch = 7 << 16;
+        let (batch, refused) = run(
+            vec![Request::Barrier {
+                term: Some(epoch),
+                done: 1,
+            }],
+            Some(epoch),
+        );
+        assert!(refused.is_empty());
+        assert_eq!(batch.term, Some(7));
+        assert!(landed(batch.term, Some(7)));
+        assert!(!landed(batch.term, Some(9)), "lost and regained meanwhile");
+        assert!(!landed(batch.term, None), "a term not known does not count");
+        assert!(
+            landed(None, Some(9)),
+            "unguarded requests count in any term"
+        );
     }
 
     /// Defect 2: a fence is a log entry of its own even with no write in

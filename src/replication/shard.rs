@@ -170,7 +170,8 @@ impl ShardHandle {
     /// process, metrics not yet republished) never passes.
     pub fn leader_epoch(&self) -> Option<u64> {
         let epoch = *self.inner.leadership.borrow();
-        epoch.filter(|_| self.inner.lease.holds(std::time::Instant::now()))
+        let now = std::time::Instant::now();
+        epoch.filter(|e| self.inner.lease.holds(now, epoch_term(*e)))
     }
 
     /// Changes of this node's leadership of the shard: its leadership epoch
@@ -238,8 +239,21 @@ impl Outcome {
     }
 }
 
-/// A submitted batch: resolves to its waiters and how it ended.
-type Settling = Pin<Box<dyn Future<Output = (u64, Vec<Waiter>, Outcome)> + Send>>;
+/// How a submitted batch ended, for its waiters.
+struct Settled {
+    waiters: Vec<Waiter>,
+    /// Per waiter: whether its request was made for a leadership epoch.
+    guarded: Vec<bool>,
+    outcome: Outcome,
+    /// The batch was applied (or its round confirmed leadership) in
+    /// another Raft term than its guarded requests were admitted for:
+    /// those had no effect (`Mutation::InTerm`), and their waiters hear
+    /// `NotLeader` with this leader.
+    stale: Option<Option<NodeId>>,
+}
+
+/// A submitted batch: resolves to its id and how it ended.
+type Settling = Pin<Box<dyn Future<Output = (u64, Settled)> + Send>>;
 
 /// The task that owns a shard's queue.
 pub(crate) struct Proposer {
@@ -267,15 +281,15 @@ impl Proposer {
             lease,
         } = self;
         let mut in_flight: FuturesUnordered<Settling> = FuturesUnordered::new();
-        let mut order: Settler<(Vec<Waiter>, Outcome)> = Settler::default();
+        let mut order: Settler<Settled> = Settler::default();
         let metrics = raft.metrics();
         loop {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
-                Some((id, waiters, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
-                    for (waiters, outcome) in order.settled(id, (waiters, outcome)) {
-                        settle(waiters, &outcome);
+                Some((id, settled)) = in_flight.next(), if !in_flight.is_empty() => {
+                    for settled in order.settled(id, settled) {
+                        settle(settled);
                     }
                 }
                 request = queue.recv(), if order.in_flight() < limits.max_in_flight => {
@@ -285,7 +299,7 @@ impl Proposer {
                         pipeline::collect(first, || queue.try_recv().ok(), limits, leading);
                     if !refused.is_empty() {
                         let leader = metrics.borrow().current_leader;
-                        settle(refused, &Outcome::NotLeader(leader));
+                        notify(refused, &Outcome::NotLeader(leader));
                     }
                     if batch.waiters.is_empty() {
                         continue;
@@ -302,9 +316,9 @@ impl Proposer {
             let _ = request.into_waiter().send(Err(Error::ShuttingDown));
         }
         // What was submitted settles as Raft decides, or as it shuts down.
-        while let Some((id, waiters, outcome)) = in_flight.next().await {
-            for (waiters, outcome) in order.settled(id, (waiters, outcome)) {
-                settle(waiters, &outcome);
+        while let Some((id, settled)) = in_flight.next().await {
+            for settled in order.settled(id, settled) {
+                settle(settled);
             }
         }
         tracing::debug!("proposer stopped");
@@ -341,56 +355,66 @@ async fn submit(
     let Batch {
         writes,
         waiters,
+        guarded,
         bytes,
+        term,
         ..
     } = batch;
     let started = std::time::Instant::now();
-    let settled = move |kind: &'static str, outcome: &Outcome| {
+    let (count, writes_in) = (waiters.len(), writes.len());
+    let metrics = raft.metrics();
+    // What the waiters hear, given the term the batch landed in.
+    let settled = move |kind: &'static str, outcome: Outcome, landed_in: Option<u64>| {
         metrics::raft_proposal(kind, outcome.label(), started.elapsed());
+        let stale = (matches!(outcome, Outcome::Applied) && !pipeline::landed(term, landed_in))
+            .then(|| {
+                tracing::debug!(shard, admitted = ?term, landed = ?landed_in, "batch landed in a later term");
+                metrics.borrow().current_leader
+            });
+        Settled {
+            waiters,
+            guarded,
+            outcome,
+            stale,
+        }
     };
     if !entry {
-        tracing::trace!(shard, barriers = waiters.len(), "read barrier");
+        tracing::trace!(shard, barriers = count, "read barrier");
         let raft = raft.clone();
         return Box::pin(async move {
-            let outcome = match raft.ensure_linearizable().await {
-                Ok(_) => Outcome::Applied,
-                Err(e) => Outcome::from_check(e),
+            let (outcome, landed_in) = match raft.ensure_linearizable().await {
+                // The read log id is at least this leader's first entry of
+                // its term: its term is the one leadership was confirmed in.
+                Ok(read) => (Outcome::Applied, read.map(|id| id.leader_id.term)),
+                Err(e) => (Outcome::from_check(e), None),
             };
-            settled("barrier", &outcome);
-            (id, waiters, outcome)
+            (id, settled("barrier", outcome, landed_in))
         });
     }
     metrics::raft_batch(writes.len(), bytes);
-    tracing::trace!(
-        shard,
-        writes = writes.len(),
-        waiters = waiters.len(),
-        "group commit"
-    );
-    let metrics = raft.metrics();
+    tracing::trace!(shard, writes = writes_in, waiters = count, "group commit");
+    let lease_metrics = raft.metrics();
     match raft.client_write_ff(ShardCommand { writes }).await {
         Ok(applied) => Box::pin(async move {
-            let outcome = tokio::select! {
+            let (outcome, landed_in) = tokio::select! {
                 result = applied => match result {
-                    Ok(Ok(_)) => Outcome::Applied,
+                    Ok(Ok(resp)) => (Outcome::Applied, Some(resp.log_id.leader_id.term)),
                     Ok(Err(ClientWriteError::ForwardToLeader(f))) => {
-                        Outcome::NotLeader(f.leader_id)
+                        (Outcome::NotLeader(f.leader_id), None)
                     }
-                    Ok(Err(e)) => Outcome::Raft(e.to_string()),
-                    Err(_) => Outcome::ShuttingDown,
+                    Ok(Err(e)) => (Outcome::Raft(e.to_string()), None),
+                    Err(_) => (Outcome::ShuttingDown, None),
                 },
-                () = lease_expired(metrics, lease) => Outcome::NoQuorum(format!(
+                () = lease_expired(lease_metrics, lease) => (Outcome::NoQuorum(format!(
                     "no quorum acknowledged this leader for over {} ms",
                     lease.as_millis()
-                )),
+                )), None),
             };
-            settled("write", &outcome);
-            (id, waiters, outcome)
+            (id, settled("write", outcome, landed_in))
         }),
         Err(fatal) => {
             let outcome = Outcome::from_fatal(&fatal);
-            settled("write", &outcome);
-            Box::pin(std::future::ready((id, waiters, outcome)))
+            Box::pin(std::future::ready((id, settled("write", outcome, None))))
         }
     }
 }
@@ -420,7 +444,26 @@ async fn lease_expired(
     }
 }
 
-fn settle(waiters: Vec<Waiter>, outcome: &Outcome) {
+/// Tells a settled batch's waiters how it ended: a guarded request of a
+/// batch that landed in a later term had no effect (`NotLeader`).
+fn settle(settled: Settled) {
+    let Settled {
+        waiters,
+        guarded,
+        outcome,
+        stale,
+    } = settled;
+    let Some(leader) = stale else {
+        return notify(waiters, &outcome);
+    };
+    let not_run = Outcome::NotLeader(leader);
+    for (waiter, guarded) in waiters.into_iter().zip(guarded) {
+        let outcome = if guarded { &not_run } else { &outcome };
+        let _ = waiter.send(outcome.to_result());
+    }
+}
+
+fn notify(waiters: Vec<Waiter>, outcome: &Outcome) {
     if let Outcome::Raft(e) | Outcome::NoQuorum(e) = outcome {
         tracing::warn!(error = %e, waiters = waiters.len(), "group commit failed");
     }
@@ -459,16 +502,18 @@ pub(crate) async fn watch_leadership(
     loop {
         let now = std::time::Instant::now();
         let raft_leads;
+        let term;
         let leader = {
             let m = metrics.borrow_and_update();
             raft_leads = m.state == ServerState::Leader;
+            term = m.current_term;
             let alone = m.membership_config.membership().voter_ids().count() <= 1;
             held.set_alone(alone);
             let leads = m.state == ServerState::Leader
                 && m.current_leader == Some(node_id)
                 && (alone
                     || (m.millis_since_quorum_ack.is_some_and(|ms| ms <= lease_ms)
-                        && held.holds(now)));
+                        && held.holds(now, m.current_term)));
             leads.then_some(m.current_term)
         };
         let leader = pipeline::next_epoch(leader, *leadership.borrow(), &mut last);
@@ -480,7 +525,7 @@ pub(crate) async fn watch_leadership(
         // While Raft says this node leads, look again when the lease would
         // run out (or, not leading by the lease alone, soon: a renewal may
         // bring it back). A follower waits for Raft's metrics alone.
-        let recheck = match held.deadline() {
+        let recheck = match held.deadline(term) {
             _ if !raft_leads => None,
             Some(d) if leader.is_some() => Some(d.max(now) + Duration::from_millis(1)),
             _ => Some(now + lease / 4),
@@ -539,7 +584,10 @@ pub(crate) async fn send_heartbeats(
             round = raft.get_read_log_id() => round,
         };
         match round {
-            Ok(_) => held.extend(started, lease),
+            // The read log id is at least this leader's first entry of its
+            // term: the term the round confirmed leadership in.
+            Ok((Some(read), _)) => held.extend(started, lease, read.leader_id.term),
+            Ok((None, _)) => {}
             Err(RaftError::Fatal(_)) => return,
             Err(_) => {}
         }

@@ -180,7 +180,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             next.last_applied = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => {}
-                EntryPayload::Normal(cmd) => writes.extend(cmd.writes),
+                // A write bound to another term than its entry's never
+                // takes effect (`Mutation::InTerm`); the proposer tells its
+                // waiter it was not run.
+                EntryPayload::Normal(cmd) => writes.extend(
+                    cmd.writes
+                        .into_iter()
+                        .filter(|w| w.takes_effect_in(entry.log_id.leader_id.term)),
+                ),
                 EntryPayload::Membership(m) => {
                     next.membership = StoredMembership::new(Some(entry.log_id), m)
                 }

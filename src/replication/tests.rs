@@ -289,6 +289,44 @@ async fn installing_a_snapshot_replaces_the_shard_state() {
     assert_eq!(current.meta, snapshot.meta);
 }
 
+/// Issue 13 (a write that changed terms): a write bound to the term of the
+/// executor that made it takes effect only in a log entry of that term. A
+/// batch admitted while this node led in term 7 but appended after it lost
+/// and regained leadership (term 9) was computed on a state term 8 may
+/// have changed: every replica skips it alike, and the unbound writes
+/// beside it (the cluster layer's) still land.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_bound_to_a_term_is_skipped_in_an_entry_of_another() {
+    let dir = TempDir::new().expect("temp dir");
+    let db = open_db(dir.path()).await;
+    let mut sm = StateMachine::open(db.clone(), 0).expect("open sm");
+    let obj = object("o");
+    let entry = |term: u64, index: u64, writes: Vec<ObjectWrite>| openraft::Entry::<TypeConfig> {
+        log_id: openraft::testing::log_id(term, NODE, index),
+        payload: openraft::EntryPayload::Normal(ShardCommand { writes }),
+    };
+    let bound = |key: &str, term: u64| {
+        let mut w = put(&obj, key, "v");
+        w.bind_to_term(term);
+        w
+    };
+    sm.apply([
+        entry(7, 1, vec![bound("in-7", 7)]),
+        entry(9, 2, vec![bound("late", 7), put(&obj, "free", "v")]),
+    ])
+    .await
+    .expect("apply");
+    assert_eq!(value(&db, 0, &obj, "in-7"), Some("v".into()));
+    assert_eq!(
+        value(&db, 0, &obj, "late"),
+        None,
+        "made for term 7, landed in 9"
+    );
+    assert_eq!(value(&db, 0, &obj, "free"), Some("v".into()));
+    let (applied, _) = sm.applied_state().await.expect("applied state");
+    assert_eq!(applied, Some(openraft::testing::log_id(9, NODE, 2)));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_shard_without_a_leader_refuses_writes_and_barriers() {
     let dir = TempDir::new().expect("temp dir");

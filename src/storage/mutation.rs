@@ -35,6 +35,17 @@ pub enum Mutation {
     DeleteAlarmIf {
         at_ms: u64,
     },
+    /// A precondition, first in a write: the write takes effect only if
+    /// the log entry that carries it belongs to Raft term `term` — the
+    /// term of the executor that made it. Otherwise none of it does, on
+    /// every replica alike ([`ObjectWrite::takes_effect_in`]). An executor's
+    /// view is right only for the log of its own term; a write handed to
+    /// Raft in that term but appended in a later one (leadership lost and
+    /// regained before Raft took it) was computed on a state the later
+    /// term may have changed.
+    InTerm {
+        term: u64,
+    },
 }
 
 /// All mutations of one event of one object, applied atomically and in order.
@@ -45,6 +56,20 @@ pub struct ObjectWrite {
 }
 
 impl ObjectWrite {
+    /// Binds the write to Raft term `term` ([`Mutation::InTerm`]).
+    pub fn bind_to_term(&mut self, term: u64) {
+        self.mutations.insert(0, Mutation::InTerm { term });
+    }
+
+    /// Whether the write takes effect in a log entry of Raft term
+    /// `entry_term`: unless it is bound to another term.
+    pub fn takes_effect_in(&self, entry_term: u64) -> bool {
+        match self.mutations.first() {
+            Some(Mutation::InTerm { term }) => *term == entry_term,
+            _ => true,
+        }
+    }
+
     /// Bytes this write adds to a log entry, roughly (for batching limits).
     pub fn approx_size(&self) -> usize {
         self.mutations
@@ -109,6 +134,8 @@ pub fn stage(
                         alarms.insert(object, None);
                     }
                 }
+                // Checked by the caller ([`ObjectWrite::takes_effect_in`]).
+                Mutation::InTerm { .. } => {}
             }
         }
     }
@@ -125,4 +152,34 @@ fn current_alarm(
         return Ok(*v);
     }
     db.read_alarm(shard, object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::ObjectId;
+
+    fn write() -> ObjectWrite {
+        ObjectWrite {
+            object: ObjectKey::new("T", ObjectId::from_name("T", "o")),
+            mutations: vec![Mutation::Put {
+                key: "k".into(),
+                value: Bytes::from_static(b"v"),
+            }],
+        }
+    }
+
+    /// A write bound to the term of the executor that made it takes effect
+    /// only in a log entry of that term; an unbound write in any.
+    #[test]
+    fn a_write_bound_to_a_term_takes_effect_only_in_it() {
+        let free = write();
+        assert!(free.takes_effect_in(3) && free.takes_effect_in(9));
+        let mut bound = write();
+        bound.bind_to_term(7);
+        assert_eq!(bound.mutations[0], Mutation::InTerm { term: 7 });
+        assert!(bound.takes_effect_in(7));
+        assert!(!bound.takes_effect_in(8), "appended after a lost term");
+        assert!(!bound.takes_effect_in(6));
+    }
 }

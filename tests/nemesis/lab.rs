@@ -9,11 +9,19 @@
 //! `roost edge` processes.
 //!
 //! `LAB` objects (no cached state: every event reads storage):
-//! - `GET /` → `{"value": seq, "balances": [b0, b1, b2, b3]}`.
+//! - `GET /` → `{"value": seq, "balances": [b0, b1, b2, b3], "by": w,
+//!   "at": x}`.
 //! - `POST /transfer?from=i&to=j` moves 1 from account `i` to `j` and adds
 //!   1 to `seq`: three keys in one event. `seq` makes the object a counter
 //!   the linearizability checker can hold it to; every answer's balances
-//!   must sum to [`TOTAL`] (the transaction is atomic).
+//!   must sum to [`TOTAL`] (the transaction is atomic). It answers `{"value",
+//!   "balances", "by": x, "read": w}`.
+//!
+//!   For diagnosis, each transfer also stores who made it (`by`): the
+//!   executor `n<node>/p<pid>/x<n>` (the n-th `LAB` instance that process
+//!   built); `read` is the writer of the state it read and `at` the
+//!   executor that answered a read. A violation's bodies name the
+//!   executors involved.
 //! - `POST /alarm?at=ms` sets the object's alarm and stores `due`.
 //! - `GET /alarm` → `{"due": ms|null, "fired": [ms, ...]}`: when the alarm
 //!   handler ran (node wall clock; the nodes share the test's host clock).
@@ -30,7 +38,18 @@ const START: i64 = 100;
 /// What the balances of every answer must sum to.
 pub const TOTAL: i64 = START * ACCOUNTS as i64;
 
-pub struct Lab;
+pub struct Lab {
+    /// This executor, as `n<node>/p<pid>/x<n>`.
+    me: String,
+}
+
+fn executor_name() -> String {
+    static BUILT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = BUILT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let spec = std::env::var(NODE_ENV).unwrap_or_default();
+    let node = spec.split(';').next().unwrap_or("?");
+    format!("n{node}/p{}/x{n}", std::process::id())
+}
 
 fn balances(ctx: &mut Context) -> object::Result<Vec<i64>> {
     (0..ACCOUNTS)
@@ -52,7 +71,9 @@ fn index(req: &Request, name: &str) -> Option<usize> {
 
 impl DurableObject for Lab {
     async fn new(_ctx: &mut Context) -> object::Result<Self> {
-        Ok(Lab)
+        Ok(Lab {
+            me: executor_name(),
+        })
     }
 
     async fn fetch(&mut self, ctx: &mut Context, req: Request) -> object::Result<Response> {
@@ -60,9 +81,10 @@ impl DurableObject for Lab {
             (Method::GET, "/") => {
                 let seq = ctx.storage().get_json::<i64>("seq")?.unwrap_or(0);
                 let b = balances(ctx)?;
+                let by = ctx.storage().get_json::<String>("by")?;
                 Ok(object::json(
                     StatusCode::OK,
-                    &json!({"value": seq, "balances": b}),
+                    &json!({"value": seq, "balances": b, "by": by, "at": self.me}),
                 ))
             }
             (Method::POST, "/transfer") => {
@@ -76,12 +98,14 @@ impl DurableObject for Lab {
                 b[from] -= 1;
                 b[to] += 1;
                 let seq = ctx.storage().get_json::<i64>("seq")?.unwrap_or(0) + 1;
+                let read = ctx.storage().get_json::<String>("by")?;
                 ctx.storage().put_json(&format!("acct:{from}"), &b[from])?;
                 ctx.storage().put_json(&format!("acct:{to}"), &b[to])?;
                 ctx.storage().put_json("seq", &seq)?;
+                ctx.storage().put_json("by", &self.me)?;
                 Ok(object::json(
                     StatusCode::OK,
-                    &json!({"value": seq, "balances": b}),
+                    &json!({"value": seq, "balances": b, "by": self.me, "read": read}),
                 ))
             }
             (Method::POST, "/alarm") => {
