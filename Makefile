@@ -62,11 +62,12 @@ test:
 
 # The randomized fault suite (tests/nemesis/), as long as DURATION; the
 # summary is printed at the end. The short run is part of `make test`
-# (cargo test --all-targets runs it with its 45 s default).
+# (cargo test --all-targets runs it with its 45 s default). It runs copies
+# of the binaries, so building meanwhile is safe (scripts/nemesis.sh).
 nemesis:
 	@bash scripts/setup.sh --test
 	NEMESIS_DURATION=$(DURATION) NEMESIS_SEED=$(SEED) NEMESIS_NODES=$(NODES) \
-		cargo test --test nemesis -- --nocapture randomized_faults_keep_every_promise
+		bash scripts/nemesis.sh
 # The property tests with many cases (see the list at the top).
 PROPTEST_CASES ?= 10000
 fuzz: setup

@@ -87,6 +87,13 @@ fn spawn(wrap: &[String], args: &[String], marker: &'static str) -> Proc {
     }
 }
 
+/// The `roost` binary the tests start: `ROOST_TEST_BIN` if set (a copy,
+/// so that a long fault run is not affected by builds meanwhile — see
+/// `make nemesis`), else the one Cargo built for this test.
+pub fn roost_exe() -> std::ffi::OsString {
+    std::env::var_os("ROOST_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_roost").into())
+}
+
 /// Starts `WRAP… roost ARGS` with `env` added, and waits until it printed
 /// every marker; the word after each is returned, in the markers' order.
 pub fn spawn_marked(
@@ -95,7 +102,7 @@ pub fn spawn_marked(
     env: &[(String, String)],
     markers: &[&'static str],
 ) -> (Child, Vec<String>) {
-    let roost = env!("CARGO_BIN_EXE_roost");
+    let roost = roost_exe();
     let mut command = match wrap.split_first() {
         Some((program, rest)) => {
             let mut c = Command::new(program);
@@ -240,7 +247,7 @@ pub fn edge(join: &[String]) -> Proc {
 /// Runs `roost ARGS` to completion (an operator command such as
 /// `roost node drain`) and returns what it printed and its exit status.
 pub fn run(args: &[String]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_roost"))
+    Command::new(roost_exe())
         .args(args)
         .env(
             "RUST_LOG",
