@@ -221,6 +221,11 @@ pub struct ObjectsConfig {
     /// evicted from memory (its state stays on disk), in milliseconds.
     /// Default 30000.
     pub idle_timeout_ms: u64,
+    /// How long a call from one object to another may take before the
+    /// caller gets `call_timeout`, in milliseconds. Objects run one event
+    /// at a time, so a call cycle (A calls B, which calls A) ends only by
+    /// this deadline. Default 30000.
+    pub call_timeout_ms: u64,
 }
 
 /// `[limits]`: sizes the storage API refuses to exceed.
@@ -404,6 +409,7 @@ impl Default for ObjectsConfig {
     fn default() -> Self {
         ObjectsConfig {
             idle_timeout_ms: 30_000,
+            call_timeout_ms: 30_000,
         }
     }
 }

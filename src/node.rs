@@ -28,6 +28,7 @@ use crate::telemetry::admin::Admin;
 
 pub mod cluster;
 pub mod edge;
+pub mod router;
 
 /// Why a node could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -299,6 +300,7 @@ pub(crate) fn runtime_options(config: &Config) -> RuntimeOptions {
     let l = &config.limits;
     RuntimeOptions {
         idle_timeout: Duration::from_millis(config.objects.idle_timeout_ms),
+        call_timeout: Duration::from_millis(config.objects.call_timeout_ms),
         socket_buffer: config.websocket.max_socket_buffer,
         max_live: l.max_live_objects,
         mailbox_bytes: l.max_mailbox_bytes,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Error;
+use super::router::{ClusterClient, NodeRouter, watch_view};
 use crate::cluster::directory::{META_SHARD, NodeRecord, NodeState};
 use crate::cluster::service::{self as cluster_service, ClusterService};
 use crate::cluster::{Control, ControlOptions};
@@ -18,6 +19,7 @@ use crate::object::{Bindings, Runtime};
 use crate::replication::Replicas;
 use crate::rpc::objects::ObjectsService;
 use crate::rpc::raft::{GrpcTransport, RaftService};
+use crate::rpc::remote::RemoteOptions;
 use crate::rpc::tls::Tls;
 use crate::storage::Db;
 use crate::telemetry::admin::Admin;
@@ -121,6 +123,21 @@ impl ClusterNode {
         )?;
 
         let stop = CancellationToken::new();
+        // Calls between objects: here when this node leads the callee's
+        // shard, else on its leader, found from the cluster view this
+        // node's own gRPC server (and the seeds) stream.
+        let router = ClusterClient::new(RemoteOptions {
+            tls: tls.clone(),
+            ..RemoteOptions::default()
+        });
+        let view_from: Vec<String> = std::iter::once(advertise.clone())
+            .chain(args.seeds.iter().cloned())
+            .collect();
+        tokio::spawn(watch_view(router.clone(), view_from, stop.clone()));
+        runtime.set_object_client(Arc::new(NodeRouter {
+            local: runtime.downgrade(),
+            cluster: router,
+        }));
         let caught_up = crate::cluster::catchup::spawn(control.clone(), tls.clone(), stop.clone());
         let ready = {
             let control = control.clone();

@@ -1,4 +1,5 @@
-//! What a handler can reach: its id, storage, sockets and alarm.
+//! What a handler can reach: its id, storage, sockets and alarm, and the
+//! app's other objects (`calls.rs`).
 
 use http::StatusCode;
 
@@ -21,6 +22,12 @@ pub struct Context {
     pub(crate) upgrade: bool,
     /// Sockets accepted by the running event.
     pub(crate) accepted: Vec<SocketId>,
+    /// The app's bindings, for calls to other objects.
+    pub(crate) env: Option<super::Env>,
+    /// How long a call to another object may take.
+    pub(crate) call_timeout: std::time::Duration,
+    /// The executor's side of the output gate.
+    pub(crate) committer: Option<super::calls::Committer>,
 }
 
 impl Context {
@@ -83,6 +90,22 @@ impl Context {
     /// without waking it (e.g. `ping` → `pong`); `None` turns it off.
     pub fn set_websocket_auto_response(&self, pair: Option<(String, String)>) {
         self.hub.lock().auto_response = pair;
+    }
+
+    /// What the running event sent so far, with the attachments it set
+    /// first (they take effect before its frames leave).
+    pub(crate) fn take_outputs(&mut self) -> Vec<super::outbox::Output> {
+        let mut outputs = self.outputs.take();
+        let attachments =
+            self.sockets
+                .take_event(&self.hub)
+                .into_iter()
+                .filter_map(|(socket, change)| {
+                    let value = change.attachment?;
+                    Some(super::outbox::Output::Attachment { socket, value })
+                });
+        outputs.splice(0..0, attachments);
+        outputs
     }
 
     pub(crate) fn socket(&self, id: SocketId) -> WebSocket {

@@ -21,13 +21,14 @@ use tracing::Instrument;
 
 use super::Error;
 use super::alarms::AlarmsHandle;
+use super::calls::Committer;
 use super::class::{AlarmInfo, DurableObject};
 use super::client::{CallResult, FetchOutcome};
 use super::context::Context;
 use super::gate::{Admit, Life};
 use super::http::{HandlerError, Request, is_websocket_upgrade};
 use super::journal;
-use super::outbox::{GateState, Output, OutputSink, Release, run_releaser};
+use super::outbox::{GateState, Output, OutputSink, run_releaser};
 use super::runtime::Runtime;
 use super::socket::{Message, SharedHub, SocketId};
 use super::storage::{Limits, Storage};
@@ -148,6 +149,8 @@ pub(crate) struct Activation {
     pub limits: Arc<Limits>,
     pub socket_buffer: usize,
     pub idle_timeout: Duration,
+    /// How long a call from the object to another may take.
+    pub call_timeout: Duration,
     pub runtime: Runtime,
     pub alarms: AlarmsHandle,
     pub shutdown: CancellationToken,
@@ -185,18 +188,27 @@ pub(crate) async fn run<T: DurableObject>(act: Activation, mailbox: mpsc::Receiv
             socket_buffer: act.socket_buffer,
             upgrade: false,
             accepted: Vec::new(),
+            env: act.runtime.object_env(),
+            call_timeout: act.call_timeout,
+            committer: Some(Committer {
+                key: act.key.clone(),
+                shard: act.shard.clone(),
+                epoch: act.term,
+                seq: 0,
+                gate: gate.clone(),
+                release_tx,
+            }),
         };
         let mut exec = Executor {
             life: Life::new(act.term),
             act,
             ctx,
             gate,
-            release_tx,
-            seq: 0,
             failed: false,
         };
         exec.event_loop::<T>(mailbox).await;
-        drop(exec.release_tx);
+        // Dropping the executor (its committer) ends the releaser.
+        drop(exec);
         // Let every committed output out before the task ends.
         let _ = releaser.await;
     }
@@ -210,9 +222,6 @@ struct Executor {
     act: Activation,
     ctx: Context,
     gate: Arc<GateState>,
-    release_tx: mpsc::UnboundedSender<Release>,
-    /// Sequence number of the object's last proposed write.
-    seq: u64,
     /// The current event ended in `finish(false)` (its handler failed).
     failed: bool,
 }

@@ -12,6 +12,9 @@
 
 mod alarms;
 mod budget;
+mod calls;
+#[cfg(test)]
+mod calls_tests;
 mod class;
 mod client;
 mod context;
@@ -38,6 +41,7 @@ pub use http::{
     query_param, text,
 };
 pub use journal::JOURNAL_ENV;
+pub(crate) use runtime::WeakRuntime;
 pub use runtime::{Bindings, Runtime, RuntimeOptions};
 pub use socket::{Message, ServerFrame, SocketId, SocketLink, WebSocket};
 pub use storage::{Limits, ListOptions, Storage, StorageError};
@@ -70,6 +74,15 @@ pub enum Error {
     /// certainly never sent: trying another node cannot run it twice.
     #[error("the object's node could not be reached: {0}")]
     Unreachable(String),
+    /// A call from one object to another got no answer in time; objects
+    /// run one event at a time, so a call cycle ends this way (`calls.rs`).
+    #[error(
+        "the call to {object} got no answer within {after:?} (a call cycle — A calls B, which calls A — cannot be served: each object runs one event at a time)"
+    )]
+    CallTimeout {
+        object: String,
+        after: std::time::Duration,
+    },
 }
 
 impl Error {
@@ -87,6 +100,7 @@ impl Error {
             | Error::ShuttingDown
             | Error::Unavailable(_)
             | Error::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::CallTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -102,6 +116,7 @@ impl Error {
             Error::ShuttingDown => "shutting_down",
             Error::Unavailable(_) => "unavailable",
             Error::Unreachable(_) => "unreachable",
+            Error::CallTimeout { .. } => "call_timeout",
         }
     }
 

@@ -112,6 +112,8 @@ pub(crate) struct GateState {
     pub committed: std::sync::atomic::AtomicU64,
     /// A commit failed: cached state is ahead of storage; reset the object.
     pub broken: AtomicBool,
+    /// Woken each time batches settle (`calls.rs` waits on it).
+    pub settled: tokio::sync::Notify,
 }
 
 /// Releases batches in order as their gates open (the rule is [`Gate`]'s:
@@ -183,6 +185,7 @@ pub(crate) async fn run_releaser(
             tracing::warn!(%object, "a commit failed; resetting object");
         }
         state.in_flight.fetch_sub(released, Ordering::AcqRel);
+        state.settled.notify_waiters();
     }
 }
 

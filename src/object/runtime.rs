@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,11 +23,12 @@ use super::Error;
 use super::alarms::{self, AlarmsHandle};
 use super::budget::{Budget, MailboxBytes, Slot};
 use super::class::DurableObject;
-use super::client::{CallResult, FetchOutcome};
+use super::client::{CallResult, FetchOutcome, ObjectClient};
 use super::executor::{self, Activation, Event, Queued};
 use super::http::Request;
 use super::socket::{Message, ServerFrame, SharedHub, SocketId};
 use super::storage::Limits;
+use super::worker::Env;
 use crate::id::{ObjectKey, ShardId};
 use crate::replication::{Replicas, ShardHandle};
 use crate::storage::Db;
@@ -39,6 +40,8 @@ use crate::telemetry::metrics;
 pub struct RuntimeOptions {
     /// An executor with nothing to do for this long is evicted.
     pub idle_timeout: Duration,
+    /// How long a call from one object to another may take (`calls.rs`).
+    pub call_timeout: Duration,
     /// Frames a socket may queue before it is dropped as too slow.
     pub socket_buffer: usize,
     /// Events an object may have queued before callers get `Overloaded`.
@@ -57,6 +60,7 @@ impl Default for RuntimeOptions {
     fn default() -> Self {
         RuntimeOptions {
             idle_timeout: Duration::from_secs(30),
+            call_timeout: Duration::from_secs(30),
             socket_buffer: 1024,
             mailbox: 4096,
             mailbox_bytes: 16 << 20,
@@ -169,6 +173,22 @@ struct Inner {
     hot: HotObjects<ObjectKey>,
     /// The live-executor cap and recency.
     budget: Budget,
+    /// Routes calls from this node's objects to objects on other nodes
+    /// (`set_object_client`); without it they reach this runtime only.
+    router: OnceLock<Arc<dyn ObjectClient>>,
+    /// What objects see as their `env` (built once, at start).
+    env: OnceLock<Env>,
+}
+
+/// A runtime held weakly: what its objects' `env` calls through (the
+/// runtime holds that `env`).
+#[derive(Clone)]
+pub(crate) struct WeakRuntime(Weak<Inner>);
+
+impl WeakRuntime {
+    pub(crate) fn upgrade(&self) -> Option<Runtime> {
+        self.0.upgrade().map(|inner| Runtime { inner })
+    }
 }
 
 impl Runtime {
@@ -197,8 +217,15 @@ impl Runtime {
             executors: TaskTracker::new(),
             generation: AtomicU64::new(1),
             hot: HotObjects::new(usize::from(shards), hot::CAPACITY_PER_SHARD, hot::WINDOW),
+            router: OnceLock::new(),
+            env: OnceLock::new(),
         });
         let runtime = Runtime { inner };
+        let client = super::calls::FromObjects(runtime.downgrade());
+        let _ = runtime
+            .inner
+            .env
+            .set(Env::new(Arc::new(client), runtime.namespaces()));
         // Tracked like the executors: `shutdown` waits for them, so no task
         // still holds the store once it returns.
         runtime.inner.executors.spawn(alarms::run_scheduler(
@@ -215,6 +242,40 @@ impl Runtime {
             }
         }
         Ok(runtime)
+    }
+
+    /// Routes the calls this node's objects make to other objects: a
+    /// cluster node's router (its own objects here, the others on their
+    /// shard's leader). Set once; until then (and in `roost dev`) objects
+    /// reach this runtime's objects only. Returns `false` if already set.
+    pub fn set_object_client(&self, router: Arc<dyn ObjectClient>) -> bool {
+        self.inner.router.set(router).is_ok()
+    }
+
+    pub(crate) fn downgrade(&self) -> WeakRuntime {
+        WeakRuntime(Arc::downgrade(&self.inner))
+    }
+
+    /// Whether this node leads the shard of `key` now (so a call to it
+    /// may run here).
+    pub(crate) fn leads(&self, key: &ObjectKey) -> bool {
+        self.inner
+            .replicas
+            .shard(self.shard_of(key))
+            .is_some_and(|s| s.leader_epoch().is_some())
+    }
+
+    /// Where a call from one of this runtime's objects goes.
+    pub(crate) fn outgoing(&self) -> Arc<dyn ObjectClient> {
+        match self.inner.router.get() {
+            Some(router) => router.clone(),
+            None => Arc::new(self.clone()),
+        }
+    }
+
+    /// What this runtime's objects see as their `env`.
+    pub(crate) fn object_env(&self) -> Option<Env> {
+        self.inner.env.get().cloned()
     }
 
     /// The bound namespaces.
@@ -502,6 +563,7 @@ impl Runtime {
             limits: self.inner.limits.clone(),
             socket_buffer: self.inner.opts.socket_buffer,
             idle_timeout: self.inner.opts.idle_timeout,
+            call_timeout: self.inner.opts.call_timeout,
             runtime: self.clone(),
             alarms: self.inner.alarms.clone(),
             shutdown: self.inner.shutdown.clone(),

@@ -16,13 +16,14 @@ use crate::storage::Db;
 
 const WAIT: Duration = Duration::from_secs(5);
 
-struct Node {
+pub(super) struct Node {
     _dir: TempDir,
+    pub(super) db: Db,
     replicas: Arc<Replicas>,
-    runtime: Runtime,
+    pub(super) runtime: Runtime,
 }
 
-async fn node(bindings: Bindings, opts: RuntimeOptions) -> Node {
+pub(super) async fn node(bindings: Bindings, opts: RuntimeOptions) -> Node {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = Db::open(dir.path()).expect("open db");
     let replicas = Replicas::open_single_node(db.clone(), 1, "local".into(), 2, Default::default())
@@ -33,26 +34,28 @@ async fn node(bindings: Bindings, opts: RuntimeOptions) -> Node {
         .await
         .expect("every shard elects itself");
     let replicas = Arc::new(replicas);
-    let runtime = Runtime::start(db, replicas.clone(), bindings, opts).expect("start runtime");
+    let runtime =
+        Runtime::start(db.clone(), replicas.clone(), bindings, opts).expect("start runtime");
     Node {
         _dir: dir,
+        db,
         replicas,
         runtime,
     }
 }
 
 impl Node {
-    async fn stop(self) {
+    pub(super) async fn stop(self) {
         self.runtime.shutdown().await;
         self.replicas.shutdown().await;
     }
 }
 
-fn key(ns: &str, name: &str) -> ObjectKey {
+pub(super) fn key(ns: &str, name: &str) -> ObjectKey {
     ObjectKey::new(ns, ObjectId::from_name(ns, name))
 }
 
-fn get(path: &str) -> Request {
+pub(super) fn get(path: &str) -> Request {
     let mut req = Request::new(Bytes::new());
     *req.uri_mut() = format!("http://o{path}").parse().expect("uri");
     req

@@ -43,6 +43,7 @@ impl From<object::Error> for Status {
             E::Commit(_) | E::Reset | E::ShuttingDown | E::Unavailable(_) | E::Unreachable(_) => {
                 Code::Unavailable
             }
+            E::CallTimeout { .. } => Code::DeadlineExceeded,
         };
         let mut status = Status::new(code, e.to_string());
         let meta = status.metadata_mut();

@@ -5,24 +5,34 @@
 //!
 //! Requests: `POST /kv/:name` with a JSON body `{"op": ..., ...}` (see
 //! [`Op`]); `GET /kv/:name/ws?tags=a,b&attach=text` upgrades to a WebSocket.
+//!
+//! A second class, [`Journal`] (bound as `LOG`), shows one object calling
+//! another: the `put_and_log` op stores a key, then appends `key=value` to
+//! the `LOG` object it names (`GET /log/:name` lists its entries).
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
+use roost::id::ObjectId;
 use roost::object::{
-    AlarmInfo, Bindings, Context, DurableObject, Env, HandlerError, ListOptions, Message, Request,
-    Response, Result, Storage, WebSocket, Worker, is_websocket_upgrade, json, query_param,
+    AlarmInfo, Bindings, CallResult, Context, DurableObject, Env, HandlerError, ListOptions,
+    Message, Request, Response, Result, Storage, WebSocket, Worker, is_websocket_upgrade, json,
+    query_param,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json as j};
 
 /// The binding this example serves its class under.
 pub const BINDING: &str = "KV";
+/// The binding of the journal class the `KV` objects call.
+pub const LOG_BINDING: &str = "LOG";
 
-/// Registers the example's class.
+/// Registers the example's classes.
 pub fn bindings() -> Bindings {
-    Bindings::new().bind::<KvStore>(BINDING)
+    Bindings::new()
+        .bind::<KvStore>(BINDING)
+        .bind::<Journal>(LOG_BINDING)
 }
 
 /// One storage operation, as sent in a request body.
@@ -75,6 +85,14 @@ pub enum Op {
     SetAutoResponse {
         request: String,
         response: String,
+    },
+    /// Stores `key`, then appends `key=value` to the `LOG` object named
+    /// `log` (a call to another object: it leaves once the put is
+    /// committed); answers with the entry's number in that log.
+    PutAndLog {
+        key: String,
+        value: String,
+        log: String,
     },
 }
 
@@ -182,7 +200,10 @@ fn run(s: &mut Storage, op: Op) -> Result<Value> {
             s.put_json("alarm:fail_times", &times)?;
             j!({ "ok": true })
         }
-        Op::Instance | Op::SlowIncrement { .. } | Op::SetAutoResponse { .. } => {
+        Op::Instance
+        | Op::SlowIncrement { .. }
+        | Op::SetAutoResponse { .. }
+        | Op::PutAndLog { .. } => {
             return Err(HandlerError::bad_request(
                 "not_a_storage_op",
                 "this op cannot run inside a transaction",
@@ -221,6 +242,13 @@ impl DurableObject for KvStore {
             Op::SetAutoResponse { request, response } => {
                 ctx.set_websocket_auto_response(Some((request, response)));
                 j!({ "ok": true })
+            }
+            Op::PutAndLog { key, value, log } => {
+                ctx.storage().put(&key, value.clone())?;
+                let journal = ctx.stub(LOG_BINDING, ObjectId::from_name(LOG_BINDING, &log))?;
+                let entry = format!("{key}={value}");
+                let n = ctx.call(&journal, "append", Bytes::from(entry)).await??;
+                j!({ "logged": String::from_utf8_lossy(&n) })
             }
             op => run(ctx.storage(), op)?,
         };
@@ -291,13 +319,54 @@ impl DurableObject for KvStore {
     }
 }
 
-/// Routes `/kv/:name[/...]` to the `KV` object named `:name`.
+/// An append-only journal: `append(entry)` stores the entry as the next
+/// `e:<n>` and answers `n`; `GET /` lists the entries in order.
+pub struct Journal;
+
+impl DurableObject for Journal {
+    async fn new(_ctx: &mut Context) -> Result<Self> {
+        Ok(Journal)
+    }
+
+    async fn fetch(&mut self, ctx: &mut Context, _req: Request) -> Result<Response> {
+        let entries: Vec<Value> = ctx
+            .storage()
+            .list(&ListOptions {
+                prefix: Some("e:".into()),
+                ..ListOptions::default()
+            })?
+            .into_iter()
+            .map(|(_, v)| text_of(v))
+            .collect();
+        Ok(json(StatusCode::OK, &j!({ "entries": entries })))
+    }
+
+    async fn call(&mut self, ctx: &mut Context, method: String, payload: Bytes) -> CallResult {
+        if method != "append" {
+            return Err(HandlerError::bad_request("unknown_method", method));
+        }
+        let n: u64 = ctx.storage().get_json("count")?.unwrap_or(0) + 1;
+        ctx.storage().put(&format!("e:{n:012}"), payload)?;
+        ctx.storage().put_json("count", &n)?;
+        Ok(Bytes::from(n.to_string()))
+    }
+}
+
+/// Routes `/kv/:name[/...]` to the `KV` object named `:name`, and
+/// `/log/:name` to the `LOG` object named `:name`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KvWorker;
 
 impl Worker for KvWorker {
     async fn fetch(&self, req: Request, env: &Env) -> Response {
         let path = req.uri().path().to_owned();
+        if let Some(name) = path.strip_prefix("/log/") {
+            let stub = match env.namespace(LOG_BINDING) {
+                Ok(ns) => ns.get(ns.id_from_name(name)),
+                Err(e) => return e.to_response(),
+            };
+            return stub.fetch(req).await.unwrap_or_else(|e| e.to_response());
+        }
         let Some(rest) = path.strip_prefix("/kv/") else {
             return roost::object::error_response(
                 StatusCode::NOT_FOUND,

@@ -4,12 +4,15 @@
 //! The edge's HTTP side runs the example's router and reaches the `KV`
 //! objects on whichever node leads their shard; after SIGKILL of the node
 //! leading the most shards every acknowledged write is still there and the
-//! objects take writes again.
+//! objects take writes again. Meanwhile `KV` objects call `LOG` objects
+//! (other shards, often other nodes): every acknowledged `put_and_log`,
+//! including those in flight across the kill, is in both objects.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use roost::cluster::status::{ClusterStatus, gather};
@@ -191,6 +194,17 @@ async fn the_examples_class_serves_through_an_edge_and_survives_a_leader_kill() 
         assert_eq!((status, &body["value"]), (200, &json!(format!("v{i}"))));
     }
 
+    // Objects calling objects, before, across and after the kill.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked_count = Arc::new(AtomicUsize::new(0));
+    let writer = tokio::spawn(call_load(
+        http.clone(),
+        base.clone(),
+        stop.clone(),
+        acked_count.clone(),
+    ));
+    wait_count(&acked_count, 20).await;
+
     // SIGKILL the node that leads the most shards.
     let status = gather(&seeds, &Tls::plain()).await.expect("cluster status");
     let busiest = status
@@ -233,5 +247,95 @@ async fn the_examples_class_serves_through_an_edge_and_survives_a_leader_kill() 
             "shards without a live leader 30 s after node {busiest} was killed: {status:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Calls go on after the kill; then every acknowledged one is in both
+    // the caller and the callee.
+    let before_stop = acked_count.load(Ordering::Relaxed);
+    wait_count(&acked_count, before_stop + 20).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = writer.await.expect("the call load ran");
+    let mut logs: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
+    for log in (0..LOGS).map(|i| format!("log-{i}")) {
+        let resp = http
+            .get(format!("{base}/log/{log}"))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .expect("the log answers");
+        assert_eq!(resp.status(), 200, "GET /log/{log}");
+        let body: Value = resp.json().await.expect("json");
+        let entries = body["entries"].as_array().cloned().unwrap_or_default();
+        logs.insert(log, entries);
+    }
+    for (name, log, j) in &acked {
+        let get = json!({"op": "get", "key": format!("p{j}")});
+        let (status, body) = op(&http, &base, name, &get).await;
+        assert_eq!(
+            (status, &body["value"]),
+            (200, &json!(format!("w{j}"))),
+            "acknowledged put_and_log {j} on {name}"
+        );
+        let entry = json!(format!("p{j}=w{j}"));
+        assert!(
+            logs[log].contains(&entry),
+            "acknowledged put_and_log {j} of {name} is missing from {log}"
+        );
+    }
+    eprintln!(
+        "object calls: {} acknowledged put_and_log calls across the kill of node {busiest}, all in both objects",
+        acked.len()
+    );
+}
+
+/// Journals the `KV` objects call.
+const LOGS: usize = 3;
+
+/// Sends `put_and_log` ops (each once, no retry) until `stop`; returns the
+/// acknowledged ones as (object, log, number), counting them in `acked`.
+async fn call_load(
+    http: reqwest::Client,
+    base: String,
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicUsize>,
+) -> Vec<(String, String, usize)> {
+    let mut done = Vec::new();
+    let mut j = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        j += 1;
+        let (name, log) = (format!("obj-{}", j % OBJECTS), format!("log-{}", j % LOGS));
+        let body = json!({
+            "op": "put_and_log",
+            "key": format!("p{j}"),
+            "value": format!("w{j}"),
+            "log": log,
+        });
+        let sent = http
+            .post(format!("{base}/kv/{name}"))
+            .json(&body)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        match sent {
+            Ok(resp) if resp.status() == 200 => {
+                done.push((name, log, j));
+                acked.fetch_add(1, Ordering::Relaxed);
+            }
+            // Leadership moving (503), or an unknown outcome: not counted.
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    done
+}
+
+async fn wait_count(count: &AtomicUsize, at_least: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count.load(Ordering::Relaxed) < at_least {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {at_least} calls acknowledged in 60 s",
+            count.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -9,9 +9,8 @@ use http::StatusCode;
 use super::Executor;
 use crate::object::Error;
 use crate::object::http::{HandlerError, Response, error_response};
-use crate::object::outbox::{CommitTrace, Output, Release};
+use crate::object::outbox::Output;
 use crate::object::socket::AcceptedSocket;
-use crate::storage::ObjectWrite;
 
 impl Executor {
     /// Keeps a socket accepted by this event only if the response is the
@@ -51,68 +50,27 @@ impl Executor {
     /// the releaser behind the right gate.
     pub(super) async fn finish(&mut self, ok: bool, extra: Vec<Output>) {
         self.failed |= !ok;
-        let mut outputs = self.ctx.outputs.take();
-        if !ok {
+        let mut outputs = if ok {
+            self.ctx.take_outputs()
+        } else {
             // A failed event's writes are rolled back, and so is what it
-            // sent and what it changed on its sockets.
+            // sent and what it changed on its sockets (what it flushed
+            // before an outgoing call stands).
             self.ctx.storage.discard_event_layer();
             self.ctx.sockets.discard_event();
-            outputs.clear();
-        }
+            self.ctx.outputs.take();
+            Vec::new()
+        };
         outputs.extend(extra);
-        let attachments: Vec<Output> = self
-            .ctx
-            .sockets
-            .take_event(&self.act.hub)
-            .into_iter()
-            .filter_map(|(socket, change)| {
-                let value = change.attachment?;
-                Some(Output::Attachment { socket, value })
-            })
-            .collect();
-        // Attachments take effect before the event's frames leave.
-        outputs.splice(0..0, attachments);
         let layer = self.ctx.storage.take_event_layer();
-        let shard = self.act.shard.id();
-        let namespace = &self.act.key.namespace;
-        let term = self.life.term();
-        let (gate, seq, trace) = if layer.is_empty() {
-            if outputs.is_empty() {
-                return;
-            }
-            let trace = CommitTrace::start(namespace, shard, "read_barrier");
-            // A read must not leave before this node is confirmed leader
-            // (in this executor's term).
-            match self.act.shard.barrier_in(term).await {
-                Ok(commit) => (commit, None, trace),
-                Err(e) => return self.fail_now(outputs, Error::Commit(e)),
-            }
-        } else {
-            self.seq += 1;
-            self.ctx.storage.pending.push(self.seq, &layer);
-            if let Some(change) = layer.alarm {
-                outputs.insert(0, Output::AlarmChanged(change.visible()));
-            }
-            let write = ObjectWrite {
-                object: self.act.key.clone(),
-                mutations: layer.to_mutations(),
-            };
-            let trace = CommitTrace::start(namespace, shard, "write");
-            match self.act.shard.propose_in(term, write).await {
-                Ok(commit) => (commit, Some(self.seq), trace),
-                Err(e) => return self.fail_now(outputs, Error::Commit(e)),
-            }
+        let Some(committer) = self.ctx.committer.as_mut() else {
+            return self.fail_now(outputs, Error::Reset);
         };
-        self.gate.in_flight.fetch_add(1, Ordering::AcqRel);
-        let release = Release {
-            gate,
-            seq,
-            outputs,
-            trace,
-        };
-        if self.release_tx.send(release).is_err() {
-            self.gate.in_flight.fetch_sub(1, Ordering::AcqRel);
-            self.gate.broken.store(true, Ordering::Release);
+        if let Err((outputs, e)) = committer
+            .submit(&mut self.ctx.storage.pending, layer, outputs)
+            .await
+        {
+            self.fail_now(outputs, e);
         }
     }
 
