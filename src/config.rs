@@ -290,22 +290,25 @@ pub struct WebSocketConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RaftConfig {
-    /// How often a shard's leader sends heartbeats, in milliseconds.
-    /// Default 50.
+    /// How often a shard's leader sends heartbeats (each a round that
+    /// renews its lease), in milliseconds. Default 100.
     pub heartbeat_ms: u64,
     /// Shortest election timeout, in milliseconds; must exceed
-    /// `heartbeat_ms`. Default 200.
+    /// `heartbeat_ms`. Default 150.
     pub election_timeout_min_ms: u64,
     /// Longest election timeout, in milliseconds; must exceed
-    /// `election_timeout_min_ms`. Default 400. It is also the leader lease
-    /// a follower grants: after a leader dies, its followers start an
-    /// election once they have not heard from it for this long plus their
-    /// own random timeout (checked every 0.75 × `election_timeout_min_ms`,
-    /// openraft's tick), so failover takes about 0.6–1 s with the defaults.
-    /// Half the shortest election timeout is also how long one
-    /// AppendEntries may take: the largest entry (a group
-    /// commit plus one event's writes) must reach a follower and be fsynced
-    /// within it, so raise both for large events on slow links or disks.
+    /// `election_timeout_min_ms`. Default 300. It is also the leader lease
+    /// a follower grants (and so the lease a leader serves on, renewed by
+    /// every heartbeat round a quorum answers): after a leader dies, its
+    /// followers start an election once they have not heard from it for
+    /// this long plus their own random timeout (checked every 1.5 × the
+    /// larger of `heartbeat_ms` and half `election_timeout_min_ms`,
+    /// openraft's tick), so failover takes about 0.5–0.8 s with the
+    /// defaults. The larger of `heartbeat_ms` and half the shortest
+    /// election timeout is also how long one AppendEntries may take: the
+    /// largest entry (a group commit plus one event's writes) must reach a
+    /// follower and be fsynced within it, so raise these for large events
+    /// on slow links or disks.
     pub election_timeout_max_ms: u64,
     /// A shard takes a snapshot after this many log entries since its last
     /// one, in entries. Default 20000.
@@ -446,9 +449,9 @@ impl Default for WebSocketConfig {
 impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
-            heartbeat_ms: 50,
-            election_timeout_min_ms: 200,
-            election_timeout_max_ms: 400,
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 150,
+            election_timeout_max_ms: 300,
             snapshot_logs_since_last: 20_000,
             max_batch_bytes: 4 * 1024 * 1024,
             max_in_flight: 4,

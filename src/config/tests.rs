@@ -293,7 +293,7 @@ fn election_timeouts_must_be_ordered() {
     let fields = problems(build(None, &env, Overrides::default()));
     assert_eq!(fields, ["raft.election_timeout_min_ms"]);
 
-    let env = [("ROOST_RAFT_ELECTION_TIMEOUT_MAX_MS", "200")];
+    let env = [("ROOST_RAFT_ELECTION_TIMEOUT_MAX_MS", "120")];
     let fields = problems(build(None, &env, Overrides::default()));
     assert_eq!(fields, ["raft.election_timeout_max_ms"]);
 }

@@ -29,9 +29,9 @@ pub struct ReplicationOptions {
 impl Default for ReplicationOptions {
     fn default() -> Self {
         ReplicationOptions {
-            heartbeat_ms: 50,
-            election_timeout_min_ms: 200,
-            election_timeout_max_ms: 400,
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 150,
+            election_timeout_max_ms: 300,
             snapshot_logs_since_last: 20_000,
             snapshot_keep_logs: 1_000,
             max_batch_bytes: 4 << 20,
@@ -69,7 +69,7 @@ impl ReplicationOptions {
 
     /// How long one AppendEntries (or read-index round) may take before
     /// the leader gives up on it and sends it again, in milliseconds: half
-    /// the shortest election timeout (100 ms with the defaults), never less
+    /// the shortest election timeout, never less
     /// than a heartbeat period. (Not more: openraft checks its election
     /// timers every 1.5 × this, so a longer one slows failover.)
     ///
