@@ -197,6 +197,20 @@ impl Context {
         let deadline = self.call_timeout;
         within(deadline, stub, stub.call(method, payload)).await
     }
+
+    /// A typed call ([`super::rpc::Method`]) to another object once this
+    /// object's writes so far are committed ([`Self::flush`]), within the
+    /// call deadline.
+    pub async fn rpc<M: super::rpc::Method>(
+        &mut self,
+        stub: &Stub,
+        req: &M::Request,
+    ) -> std::result::Result<M::Response, super::rpc::RpcError> {
+        self.flush().await?;
+        let deadline = self.call_timeout;
+        within(deadline, stub, async { Ok(stub.rpc::<M>(req).await) })
+            .await?
+    }
 }
 
 async fn within<T>(
