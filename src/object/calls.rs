@@ -208,8 +208,7 @@ impl Context {
     ) -> std::result::Result<M::Response, super::rpc::RpcError> {
         self.flush().await?;
         let deadline = self.call_timeout;
-        within(deadline, stub, async { Ok(stub.rpc::<M>(req).await) })
-            .await?
+        within(deadline, stub, async { Ok(stub.rpc::<M>(req).await) }).await?
     }
 }
 
