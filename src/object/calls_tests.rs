@@ -182,3 +182,47 @@ async fn a_call_cycle_ends_by_the_deadline_with_a_clear_error() {
     assert_eq!(again.expect("hello").as_ref(), b"hello");
     node.stop().await;
 }
+
+/// Answers with its env's var `GREETING` and whether secret `TOKEN` is set.
+struct Configured;
+
+impl DurableObject for Configured {
+    async fn new(_: &mut Context) -> Result<Self> {
+        Ok(Configured)
+    }
+
+    async fn fetch(&mut self, ctx: &mut Context, _req: Request) -> Result<Response> {
+        let env = ctx.env().ok_or_else(|| HandlerError::internal("no env"))?;
+        let greeting = env.var("GREETING").unwrap_or("none").to_owned();
+        let token = if env.secret("TOKEN") == Some("s3cret") {
+            "token ok"
+        } else {
+            "no token"
+        };
+        Ok(text(StatusCode::OK, &format!("{greeting}; {token}")))
+    }
+}
+
+/// Objects read the app's vars and secrets from their env.
+#[tokio::test]
+async fn an_object_reads_the_apps_vars_and_secrets() {
+    let vars = Vars::from_pairs(
+        [
+            ("ROOST_VAR_GREETING", "hello"),
+            ("ROOST_SECRET_TOKEN", "s3cret"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    let opts = RuntimeOptions {
+        vars: Some(std::sync::Arc::new(vars)),
+        ..RuntimeOptions::default()
+    };
+    let node = node(Bindings::new().bind::<Configured>("CONF"), opts).await;
+    let out = node
+        .runtime
+        .fetch(key("CONF", "a"), get("/"))
+        .await
+        .expect("fetch");
+    assert_eq!(&out.response.body()[..], b"hello; token ok");
+    node.stop().await;
+}

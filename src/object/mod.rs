@@ -29,6 +29,7 @@ mod socket;
 mod storage;
 #[cfg(test)]
 mod tests;
+mod vars;
 mod view;
 mod worker;
 
@@ -45,6 +46,7 @@ pub(crate) use runtime::WeakRuntime;
 pub use runtime::{Bindings, Runtime, RuntimeOptions};
 pub use socket::{Message, ServerFrame, SocketId, SocketLink, WebSocket};
 pub use storage::{Limits, ListOptions, Storage, StorageError};
+pub use vars::{SECRET_PREFIX, VAR_PREFIX, Vars};
 pub use worker::{Env, Namespace, Stub, UpgradeLink, Worker};
 
 use crate::id::ShardId;

@@ -42,6 +42,9 @@ pub struct RuntimeOptions {
     pub idle_timeout: Duration,
     /// How long a call from one object to another may take (`calls.rs`).
     pub call_timeout: Duration,
+    /// The vars and secrets objects see; `None`: this process's
+    /// (`Vars::from_process`).
+    pub vars: Option<Arc<super::Vars>>,
     /// Frames a socket may queue before it is dropped as too slow.
     pub socket_buffer: usize,
     /// Events an object may have queued before callers get `Overloaded`.
@@ -61,6 +64,7 @@ impl Default for RuntimeOptions {
         RuntimeOptions {
             idle_timeout: Duration::from_secs(30),
             call_timeout: Duration::from_secs(30),
+            vars: None,
             socket_buffer: 1024,
             mailbox: 4096,
             mailbox_bytes: 16 << 20,
@@ -222,10 +226,11 @@ impl Runtime {
         });
         let runtime = Runtime { inner };
         let client = super::calls::FromObjects(runtime.downgrade());
-        let _ = runtime
-            .inner
-            .env
-            .set(Env::new(Arc::new(client), runtime.namespaces()));
+        let mut env = Env::new(Arc::new(client), runtime.namespaces());
+        if let Some(vars) = runtime.inner.opts.vars.clone() {
+            env = env.with_vars(vars);
+        }
+        let _ = runtime.inner.env.set(env);
         // Tracked like the executors: `shutdown` waits for them, so no task
         // still holds the store once it returns.
         runtime.inner.executors.spawn(alarms::run_scheduler(

@@ -10,6 +10,7 @@ use super::Error;
 use super::client::{CallResult, ObjectClient};
 use super::http::{Request, Response};
 use super::socket::SocketLink;
+use super::vars::Vars;
 use crate::id::{self, ObjectId, ObjectKey};
 
 /// A stateless handler that routes requests to objects (the seed's router).
@@ -17,19 +18,40 @@ pub trait Worker: Send + Sync + 'static {
     fn fetch(&self, req: Request, env: &Env) -> impl Future<Output = Response> + Send;
 }
 
-/// What a worker can reach: the object namespaces (bindings).
+/// What a worker (or an object, `Context::env`) can reach: the object
+/// namespaces (bindings), and the app's vars and secrets (`vars.rs`).
 #[derive(Clone)]
 pub struct Env {
     client: Arc<dyn ObjectClient>,
     namespaces: Arc<[Arc<str>]>,
+    vars: Arc<Vars>,
 }
 
 impl Env {
+    /// The namespaces reached through `client`, with this process's vars
+    /// and secrets ([`Vars::from_process`]).
     pub fn new(client: Arc<dyn ObjectClient>, namespaces: Vec<Arc<str>>) -> Self {
         Env {
             client,
             namespaces: namespaces.into(),
+            vars: Vars::from_process(),
         }
+    }
+
+    /// The same bindings with other vars and secrets.
+    pub fn with_vars(mut self, vars: Arc<Vars>) -> Self {
+        self.vars = vars;
+        self
+    }
+
+    /// The var `name` (`ROOST_VAR_<name>`).
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.vars.var(name)
+    }
+
+    /// The secret `name` (`ROOST_SECRET_<name>`).
+    pub fn secret(&self, name: &str) -> Option<&str> {
+        self.vars.secret(name)
     }
 
     /// The namespace bound as `binding`.
