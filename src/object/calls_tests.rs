@@ -199,7 +199,7 @@ impl DurableObject for Configured {
         } else {
             "no token"
         };
-        Ok(text(StatusCode::OK, &format!("{greeting}; {token}")))
+        Ok(text(StatusCode::OK, format!("{greeting}; {token}")))
     }
 }
 
