@@ -140,7 +140,7 @@ app_image() {
 }
 
 # The default values, except 16 shards instead of 64: three debug builds
-# with 64 Raft groups each (heartbeats every 50 ms) starve a busy 2-core
+# with 64 Raft groups each (heartbeat rounds every 100 ms) starve a busy 2-core
 # machine into election storms, and the shard count changes nothing the
 # process check is about (flags, env, DNS names, probes, start order).
 process_values() {
