@@ -148,14 +148,12 @@ impl Context {
     pub async fn flush(&mut self) -> Result<(), Error> {
         let outputs = self.take_outputs();
         let layer = self.storage.take_event_layer();
-        let Some(committer) = self.committer.as_mut() else {
-            return Ok(());
-        };
-        if let Err((outputs, e)) = committer
+        let committer = &mut self.committer;
+        if let Err((_outputs, e)) = committer
             .submit(&mut self.storage.pending, layer, outputs)
             .await
         {
-            drop(outputs);
+            // The executor is broken: the event fails, and with it these.
             return Err(e);
         }
         committer.wait_committed().await

@@ -27,7 +27,7 @@ pub struct Context {
     /// How long a call to another object may take.
     pub(crate) call_timeout: std::time::Duration,
     /// The executor's side of the output gate.
-    pub(crate) committer: Option<super::calls::Committer>,
+    pub(crate) committer: super::calls::Committer,
 }
 
 impl Context {

@@ -190,14 +190,14 @@ pub(crate) async fn run<T: DurableObject>(act: Activation, mailbox: mpsc::Receiv
             accepted: Vec::new(),
             env: act.runtime.object_env(),
             call_timeout: act.call_timeout,
-            committer: Some(Committer {
+            committer: Committer {
                 key: act.key.clone(),
                 shard: act.shard.clone(),
                 epoch: act.term,
                 seq: 0,
                 gate: gate.clone(),
                 release_tx,
-            }),
+            },
         };
         let mut exec = Executor {
             life: Life::new(act.term),

@@ -63,10 +63,9 @@ impl Executor {
         };
         outputs.extend(extra);
         let layer = self.ctx.storage.take_event_layer();
-        let Some(committer) = self.ctx.committer.as_mut() else {
-            return self.fail_now(outputs, Error::Reset);
-        };
-        if let Err((outputs, e)) = committer
+        if let Err((outputs, e)) = self
+            .ctx
+            .committer
             .submit(&mut self.ctx.storage.pending, layer, outputs)
             .await
         {
