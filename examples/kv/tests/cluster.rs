@@ -16,6 +16,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use roost::cluster::status::{ClusterStatus, gather};
+use roost::id::ObjectId;
 use roost::rpc::tls::Tls;
 use serde_json::{Value, json};
 
@@ -194,7 +195,23 @@ async fn the_examples_class_serves_through_an_edge_and_survives_a_leader_kill() 
         assert_eq!((status, &body["value"]), (200, &json!(format!("v{i}"))));
     }
 
-    // Objects calling objects, before, across and after the kill.
+    // Objects calling objects, before, across and after the kill — once
+    // more than one node leads shards, so that calls cross nodes.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = gather(&seeds, &Tls::plain()).await;
+        if status
+            .as_ref()
+            .is_ok_and(|s| s.nodes.iter().filter(|n| n.leads > 0).count() >= 2)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "one node still leads every shard after 60 s: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let acked_count = Arc::new(AtomicUsize::new(0));
     let writer = tokio::spawn(call_load(
@@ -207,6 +224,7 @@ async fn the_examples_class_serves_through_an_edge_and_survives_a_leader_kill() 
 
     // SIGKILL the node that leads the most shards.
     let status = gather(&seeds, &Tls::plain()).await.expect("cluster status");
+    let before_kill = status.clone();
     let busiest = status
         .nodes
         .iter()
@@ -282,8 +300,27 @@ async fn the_examples_class_serves_through_an_edge_and_survives_a_leader_kill() 
             "acknowledged put_and_log {j} of {name} is missing from {log}"
         );
     }
+    // And calls crossed nodes: the first 20, made before the kill, include
+    // some between objects that different nodes led then.
+    let leader = |ns: &str, name: &str| {
+        let shard = u32::from(ObjectId::from_name(ns, name).shard(SHARDS));
+        before_kill
+            .groups
+            .iter()
+            .find(|g| g.shard == Some(shard))
+            .and_then(|g| g.leader)
+    };
+    let crossing = acked
+        .iter()
+        .take(20)
+        .filter(|(name, log, _)| leader("KV", name) != leader("LOG", log))
+        .count();
+    assert!(
+        crossing > 0,
+        "none of the calls before the kill went between objects led by different nodes"
+    );
     eprintln!(
-        "object calls: {} acknowledged put_and_log calls across the kill of node {busiest}, all in both objects",
+        "object calls: {} acknowledged put_and_log calls across the kill of node {busiest} ({crossing} of the first 20 between objects led by different nodes), all in both objects",
         acked.len()
     );
 }
