@@ -139,10 +139,10 @@ app_image() {
     [ "$n" -ge 2 ] || { echo "the user's image is in $n containers, not in the nodes' and edges'"; return 1; }
 }
 
-# The default values, except 16 shards instead of 64: three debug builds
-# with 64 Raft groups each (heartbeat rounds every 100 ms) starve a busy 2-core
-# machine into election storms, and the shard count changes nothing the
-# process check is about (flags, env, DNS names, probes, start order).
+# The default values (16 shards, said again here: three debug builds with
+# many more Raft groups each starve a busy 2-core machine into election
+# storms, and the shard count changes nothing the process check is about —
+# flags, env, DNS names, probes, start order).
 process_values() {
     printf 'config:\n  node:\n    shards: 16\nbackup:\n  enabled: true\n  existingClaim: ci-backups\n' >"$WORK/process-values.yaml"
 }

@@ -106,7 +106,11 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Number of shards (Raft groups) the object id space is split into,
     /// 1..=4096. Fixed when the data directory is created: the node refuses
-    /// to start when it differs from the count recorded there. Default 64.
+    /// to start when it differs from the count recorded there. Default 16
+    /// (measured on 3 nodes: more shards cost idle CPU and group commits
+    /// too small to batch, fewer would leave nodes of a larger cluster
+    /// leading nothing; see BENCHMARKS.md). Data directories created before
+    /// this default (64) need `shards = 64`.
     pub shards: u16,
 }
 
@@ -370,7 +374,7 @@ impl Default for NodeConfig {
         NodeConfig {
             id: 1,
             data_dir: PathBuf::from("./roost-data"),
-            shards: 64,
+            shards: 16,
         }
     }
 }

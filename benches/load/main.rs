@@ -158,7 +158,8 @@ pub struct Args {
     #[arg(long, default_value_t = 10)]
     pub sockets_per_room: usize,
 
-    /// Shards of a cluster started here. Default 64 (8 with --smoke).
+    /// Shards of a cluster started here. Default 16, the product's default
+    /// (8 with --smoke).
     #[arg(long)]
     pub cluster_shards: Option<u16>,
 
@@ -308,7 +309,7 @@ impl Args {
             sockets: pick(self.sockets, 50_000, 100).max(1),
             cluster_shards: self
                 .cluster_shards
-                .unwrap_or(if smoke { 8 } else { 64 })
+                .unwrap_or(if smoke { 8 } else { 16 })
                 .max(1),
             idle_shards: if !self.idle_shards.is_empty() {
                 self.idle_shards.iter().map(|n| (*n).max(1)).collect()

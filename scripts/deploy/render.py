@@ -26,10 +26,10 @@ def render(chart, vals, namespace):
     return "\n---\n".join(docs)
 
 
-# A running release as `lookup` would return it: 64 shards, replication 3,
+# A running release as `lookup` would return it: 16 shards, replication 3,
 # 3 nodes (the chart's defaults).
 RUNNING = """{{- define "roost.running" -}}
-{"configMap": {"metadata": {"annotations": {"roost.io/shards": "64", "roost.io/replication": "3"}}},
+{"configMap": {"metadata": {"annotations": {"roost.io/shards": "16", "roost.io/replication": "3"}}},
  "statefulSet": {"spec": {"replicas": 3}}}
 {{- end -}}
 """
@@ -61,6 +61,12 @@ def guards(chart):
             f.write(RUNNING.replace('"replicas": 3', '"replicas": 5'))
         failures += case(copy, "nodes.replicas=4", "first drain each node that goes away")
         failures += case(copy, "nodes.replicas=4,nodes.scaleDownDrained=4", None)
+        # A release installed when the default was 64 shards: the new
+        # default is refused, its own count renders.
+        with open(os.path.join(copy, "templates", "_00_running.tpl"), "w") as f:
+            f.write(RUNNING.replace('"16"', '"64"'))
+        failures += case(copy, "", "config.node.shards cannot change")
+        failures += case(copy, "config.node.shards=64", None)
         for f in failures:
             print(f)
         sys.exit(1 if failures else 0)

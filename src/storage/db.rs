@@ -84,10 +84,12 @@ impl Db {
                 self.write(batch)
             }
             Some(v) if v.as_slice() == shards.to_be_bytes() => Ok(()),
-            Some(v) => Err(Error::Corrupt(format!(
-                "data directory was created with {} shards, not {shards}; the shard count cannot change",
-                v.get(..2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
-            ))),
+            Some(v) => {
+                let recorded = v.get(..2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+                Err(Error::Corrupt(format!(
+                    "data directory was created with {recorded} shards, not {shards}; the shard count cannot change: start with node.shards = {recorded} (--shards {recorded}, ROOST_NODE_SHARDS={recorded})"
+                )))
+            }
         }
     }
 
