@@ -147,7 +147,7 @@ pub(crate) struct RestoreArgs {
     pub(crate) advertise: String,
 
     /// The new cluster's number of shards; must be the backup's
-    /// [default: 64] [env: ROOST_NODE_SHARDS]
+    /// [default: 16] [env: ROOST_NODE_SHARDS]
     #[arg(long, value_name = "N")]
     pub(crate) shards: Option<u16>,
 
@@ -270,7 +270,7 @@ pub(crate) struct DevArgs {
     pub(crate) data_dir: Option<PathBuf>,
 
     /// Number of shards, 1..=4096; fixed when the data directory is created
-    /// [default: 64] [env: ROOST_NODE_SHARDS]
+    /// [default: 16] [env: ROOST_NODE_SHARDS]
     #[arg(long, value_name = "N")]
     pub(crate) shards: Option<u16>,
 
@@ -330,7 +330,7 @@ pub(crate) struct NodeArgs {
     pub(crate) data_dir: Option<PathBuf>,
 
     /// Number of shards, 1..=4096; the same on every node, fixed when the
-    /// cluster is created [default: 64] [env: ROOST_NODE_SHARDS]
+    /// cluster is created [default: 16] [env: ROOST_NODE_SHARDS]
     #[arg(long, value_name = "N")]
     pub(crate) shards: Option<u16>,
 
