@@ -27,6 +27,8 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::executor::Event;
+use super::socket::Message;
 use crate::id::ObjectKey;
 
 /// Keys in order of last use: a logical clock per touch.
@@ -184,6 +186,33 @@ impl Drop for Charge {
     fn drop(&mut self) {
         self.queued.0.fetch_sub(self.bytes, Ordering::AcqRel);
     }
+}
+
+/// What an event weighs in its object's mailbox: its payload, plus a
+/// little for the rest.
+pub(crate) fn event_bytes(event: &Event) -> usize {
+    const OVERHEAD: usize = 64;
+    OVERHEAD
+        + match event {
+            Event::Fetch { req, .. } => {
+                let headers: usize = req
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| k.as_str().len() + v.len())
+                    .sum();
+                req.body().len() + headers + req.uri().to_string().len()
+            }
+            Event::Call {
+                method, payload, ..
+            } => method.len() + payload.len(),
+            Event::SocketMessage { msg, .. } => match msg {
+                Message::Text(t) => t.len(),
+                Message::Binary(b) => b.len(),
+            },
+            Event::SocketClose { reason, .. } => reason.len(),
+            Event::SocketError { error, .. } => error.len(),
+            Event::Alarm { .. } | Event::AlarmGiveUp { .. } | Event::AlarmSync { .. } => 0,
+        }
 }
 
 #[cfg(test)]

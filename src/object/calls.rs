@@ -162,16 +162,13 @@ impl Context {
     /// The stub of object `id` (from [`Namespace`](super::Namespace)'s
     /// `id_from_name`, say) in the namespace bound as `binding`.
     pub fn stub(&self, binding: &str, id: crate::id::ObjectId) -> Result<Stub, Error> {
-        let env = self
-            .env
-            .as_ref()
-            .ok_or_else(|| Error::UnknownNamespace(binding.to_owned()))?;
-        Ok(env.namespace(binding)?.get(id))
+        Ok(self.env.namespace(binding)?.get(id))
     }
 
-    /// The app's bindings, as a worker sees them (namespaces to call).
-    pub fn env(&self) -> Option<&super::Env> {
-        self.env.as_ref()
+    /// The app's bindings, as a worker sees them (namespaces to call, vars
+    /// and secrets).
+    pub fn env(&self) -> &super::Env {
+        &self.env
     }
 
     /// Sends `req` to another object once this object's writes so far are

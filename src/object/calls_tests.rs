@@ -192,7 +192,7 @@ impl DurableObject for Configured {
     }
 
     async fn fetch(&mut self, ctx: &mut Context, _req: Request) -> Result<Response> {
-        let env = ctx.env().ok_or_else(|| HandlerError::internal("no env"))?;
+        let env = ctx.env();
         let greeting = env.var("GREETING").unwrap_or("none").to_owned();
         let token = if env.secret("TOKEN") == Some("s3cret") {
             "token ok"

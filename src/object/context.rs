@@ -23,7 +23,7 @@ pub struct Context {
     /// Sockets accepted by the running event.
     pub(crate) accepted: Vec<SocketId>,
     /// The app's bindings, for calls to other objects.
-    pub(crate) env: Option<super::Env>,
+    pub(crate) env: super::Env,
     /// How long a call to another object may take.
     pub(crate) call_timeout: std::time::Duration,
     /// The executor's side of the output gate.

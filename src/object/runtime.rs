@@ -26,7 +26,7 @@ use super::class::DurableObject;
 use super::client::{CallResult, FetchOutcome, ObjectClient};
 use super::executor::{self, Activation, Event, Queued};
 use super::http::Request;
-use super::socket::{Message, ServerFrame, SharedHub, SocketId};
+use super::socket::SharedHub;
 use super::storage::Limits;
 use super::worker::Env;
 use crate::id::{ObjectKey, ShardId};
@@ -154,6 +154,9 @@ struct Entry {
     hub: SharedHub,
 }
 
+mod leadership;
+mod sockets;
+
 /// The node's object runtime. Cheap to clone.
 #[derive(Clone)]
 pub struct Runtime {
@@ -180,8 +183,8 @@ struct Inner {
     /// Routes calls from this node's objects to objects on other nodes
     /// (`set_object_client`); without it they reach this runtime only.
     router: OnceLock<Arc<dyn ObjectClient>>,
-    /// What objects see as their `env` (built once, at start).
-    env: OnceLock<Env>,
+    /// What objects see as their `env`.
+    env: Env,
 }
 
 /// A runtime held weakly: what its objects' `env` calls through (the
@@ -208,29 +211,32 @@ impl Runtime {
         let shutdown = CancellationToken::new();
         let (alarms, alarm_rx) = AlarmsHandle::new();
         let shards = replicas.shard_count();
-        let inner = Arc::new(Inner {
-            db,
-            replicas,
-            classes: bindings.classes,
-            limits: Arc::new(opts.limits.clone()),
-            budget: Budget::new(opts.max_live),
-            opts,
-            objects: (0..shards).map(|_| Mutex::new(HashMap::new())).collect(),
-            alarms,
-            shutdown,
-            executors: TaskTracker::new(),
-            generation: AtomicU64::new(1),
-            hot: HotObjects::new(usize::from(shards), hot::CAPACITY_PER_SHARD, hot::WINDOW),
-            router: OnceLock::new(),
-            env: OnceLock::new(),
+        let namespaces: Vec<Arc<str>> = bindings.classes.keys().cloned().collect();
+        // Objects' `env` calls back through this runtime, held weakly.
+        let inner = Arc::new_cyclic(|weak| {
+            let client = super::calls::FromObjects(WeakRuntime(weak.clone()));
+            let mut env = Env::new(Arc::new(client), namespaces);
+            if let Some(vars) = opts.vars.clone() {
+                env = env.with_vars(vars);
+            }
+            Inner {
+                db,
+                replicas,
+                classes: bindings.classes,
+                limits: Arc::new(opts.limits.clone()),
+                budget: Budget::new(opts.max_live),
+                opts,
+                objects: (0..shards).map(|_| Mutex::new(HashMap::new())).collect(),
+                alarms,
+                shutdown,
+                executors: TaskTracker::new(),
+                generation: AtomicU64::new(1),
+                hot: HotObjects::new(usize::from(shards), hot::CAPACITY_PER_SHARD, hot::WINDOW),
+                router: OnceLock::new(),
+                env,
+            }
         });
         let runtime = Runtime { inner };
-        let client = super::calls::FromObjects(runtime.downgrade());
-        let mut env = Env::new(Arc::new(client), runtime.namespaces());
-        if let Some(vars) = runtime.inner.opts.vars.clone() {
-            env = env.with_vars(vars);
-        }
-        let _ = runtime.inner.env.set(env);
         // Tracked like the executors: `shutdown` waits for them, so no task
         // still holds the store once it returns.
         runtime.inner.executors.spawn(alarms::run_scheduler(
@@ -279,8 +285,8 @@ impl Runtime {
     }
 
     /// What this runtime's objects see as their `env`.
-    pub(crate) fn object_env(&self) -> Option<Env> {
-        self.inner.env.get().cloned()
+    pub(crate) fn object_env(&self) -> Env {
+        self.inner.env.clone()
     }
 
     /// The bound namespaces.
@@ -339,81 +345,6 @@ impl Runtime {
         rx.await.map_err(|_| Error::Reset)?
     }
 
-    /// A message from the client of `socket`.
-    pub fn socket_message(
-        &self,
-        key: &ObjectKey,
-        socket: SocketId,
-        msg: Message,
-    ) -> Result<(), Error> {
-        let hub = {
-            let objects = self.objects(self.shard_of(key))?;
-            match objects.get(key) {
-                Some(entry) => entry.hub.clone(),
-                None => return Ok(()),
-            }
-        };
-        let auto = {
-            let hub = hub.lock();
-            match (&hub.auto_response, &msg) {
-                (Some((request, response)), Message::Text(text)) if text == request => {
-                    Some(response.clone())
-                }
-                _ => None,
-            }
-        };
-        if let Some(response) = auto {
-            // Answered here, without waking the object.
-            hub.deliver(socket, ServerFrame::Message(Message::Text(response)));
-            return Ok(());
-        }
-        self.dispatch(key, Event::SocketMessage { socket, msg })
-    }
-
-    /// The client closed `socket` (code 1006 if it vanished).
-    pub fn socket_closed(
-        &self,
-        key: &ObjectKey,
-        socket: SocketId,
-        code: u16,
-        reason: String,
-    ) -> Result<(), Error> {
-        {
-            let objects = self.objects(self.shard_of(key))?;
-            let Some(entry) = objects.get(key) else {
-                return Ok(());
-            };
-            let mut hub = entry.hub.lock();
-            match hub.sockets.get_mut(&socket) {
-                // Closed by the object already: nothing to tell it.
-                Some(e) if e.closing => {
-                    hub.sockets.remove(&socket);
-                    return Ok(());
-                }
-                Some(e) => e.closing = true,
-                None => return Ok(()),
-            }
-        }
-        self.dispatch(
-            key,
-            Event::SocketClose {
-                socket,
-                code,
-                reason,
-            },
-        )
-    }
-
-    /// A protocol error on `socket` (e.g. an oversized message).
-    pub fn socket_error(
-        &self,
-        key: &ObjectKey,
-        socket: SocketId,
-        error: String,
-    ) -> Result<(), Error> {
-        self.dispatch(key, Event::SocketError { socket, error })
-    }
-
     /// Hands `event` to the object's executor, activating it if needed.
     pub(crate) fn dispatch(&self, key: &ObjectKey, event: Event) -> Result<(), Error> {
         self.dispatch_with(key, event, None)
@@ -443,7 +374,7 @@ impl Runtime {
             .classes
             .get(&key.namespace)
             .ok_or_else(|| Error::UnknownNamespace(key.namespace.to_string()))?;
-        let bytes = event_bytes(&event);
+        let bytes = super::budget::event_bytes(&event);
         let mut objects = self.objects(shard_id)?;
         let entry = objects.entry(key.clone()).or_default();
         if entry.executor.as_ref().is_some_and(|h| h.term != term) {
@@ -645,99 +576,6 @@ impl Runtime {
         self.inner.replicas.shard_count()
     }
 
-    /// Follows this node's leadership of `shard`, term by term: a leader
-    /// schedules the shard's alarms (retrying until it can, for as long as
-    /// the term lasts); when a term ends (leadership lost, or lost and
-    /// regained) the shard's alarms and executors are dropped.
-    async fn watch_leadership(self, shard: ShardHandle) {
-        let mut leadership = shard.leadership();
-        let mut current: Option<u64> = None;
-        let mut reload: Option<CancellationToken> = None;
-        // Alarms read by a term's reload come back here, so that they reach
-        // the scheduler only while that term lasts: this task alone sends
-        // a shard's `load` and `drop_shard`, in order.
-        let (loaded_tx, mut loaded) = mpsc::unbounded_channel::<(u64, Vec<(u64, ObjectKey)>)>();
-        loop {
-            let leading = *leadership.borrow_and_update();
-            if leading != current {
-                if current.is_some() {
-                    if let Some(r) = reload.take() {
-                        r.cancel();
-                    }
-                    self.inner.alarms.drop_shard(shard.id());
-                    if let Ok(mut objects) = self.objects(shard.id()) {
-                        // Dropping the senders ends the executors; each also
-                        // sees its term end and fails what it still holds.
-                        for (key, entry) in objects.iter_mut() {
-                            entry.executor = None;
-                            self.inner.budget.forget(key);
-                        }
-                    }
-                }
-                if let Some(term) = leading {
-                    let stop = self.inner.shutdown.child_token();
-                    reload = Some(stop.clone());
-                    self.inner.executors.spawn(self.clone().load_alarms(
-                        shard.clone(),
-                        term,
-                        stop,
-                        loaded_tx.clone(),
-                    ));
-                }
-                current = leading;
-            }
-            tokio::select! {
-                changed = leadership.changed() => if changed.is_err() { return },
-                Some((term, list)) = loaded.recv() => {
-                    if current == Some(term) {
-                        self.inner.alarms.load(list);
-                    }
-                }
-                _ = self.inner.shutdown.cancelled() => return,
-            }
-        }
-    }
-
-    /// Schedules the alarms of `shard` for a leader of `term`, once a fence
-    /// of that term is applied (so alarms set by entries of earlier terms
-    /// that commit late are read too). A failed fence (a slow follower
-    /// during failover is enough) is retried while the term lasts.
-    async fn load_alarms(
-        self,
-        shard: ShardHandle,
-        term: u64,
-        stop: CancellationToken,
-        loaded: mpsc::UnboundedSender<(u64, Vec<(u64, ObjectKey)>)>,
-    ) {
-        let mut reload = alarms::Reload::new(term);
-        loop {
-            let fenced = match shard.fence(term).await {
-                Ok(commit) => commit.await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = &fenced {
-                tracing::warn!(shard = shard.id(), term, error = %e, "cannot load alarms yet");
-            }
-            match reload.next(fenced.is_ok(), shard.leader_epoch()) {
-                alarms::ReloadStep::Load => break,
-                alarms::ReloadStep::Stop => return,
-                alarms::ReloadStep::Retry(after) => tokio::select! {
-                    _ = tokio::time::sleep(after) => {}
-                    _ = stop.cancelled() => return,
-                },
-            }
-        }
-        if stop.is_cancelled() {
-            return;
-        }
-        match self.inner.db.shard_alarms(shard.id()) {
-            Ok(list) => {
-                let _ = loaded.send((term, list));
-            }
-            Err(e) => tracing::error!(shard = shard.id(), error = %e, "read alarms"),
-        }
-    }
-
     /// Stops taking events, lets every executor finish its queue and
     /// release its committed outputs, and waits for them and for the
     /// runtime's own tasks (alarm scheduler, leadership watchers).
@@ -746,31 +584,4 @@ impl Runtime {
         self.inner.executors.close();
         self.inner.executors.wait().await;
     }
-}
-
-/// What an event weighs in its object's mailbox: its payload, plus a
-/// little for the rest.
-fn event_bytes(event: &Event) -> usize {
-    const OVERHEAD: usize = 64;
-    OVERHEAD
-        + match event {
-            Event::Fetch { req, .. } => {
-                let headers: usize = req
-                    .headers()
-                    .iter()
-                    .map(|(k, v)| k.as_str().len() + v.len())
-                    .sum();
-                req.body().len() + headers + req.uri().to_string().len()
-            }
-            Event::Call {
-                method, payload, ..
-            } => method.len() + payload.len(),
-            Event::SocketMessage { msg, .. } => match msg {
-                Message::Text(t) => t.len(),
-                Message::Binary(b) => b.len(),
-            },
-            Event::SocketClose { reason, .. } => reason.len(),
-            Event::SocketError { error, .. } => error.len(),
-            Event::Alarm { .. } | Event::AlarmGiveUp { .. } | Event::AlarmSync { .. } => 0,
-        }
 }

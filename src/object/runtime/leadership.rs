@@ -1,0 +1,106 @@
+//! A shard's leadership as the runtime follows it: each term of this node's
+//! leadership schedules the shard's alarms once a fence of the term is
+//! applied, and its end drops the shard's alarms and executors.
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Runtime;
+use crate::id::ObjectKey;
+use crate::object::alarms;
+use crate::replication::ShardHandle;
+
+impl Runtime {
+    /// Follows this node's leadership of `shard`, term by term: a leader
+    /// schedules the shard's alarms (retrying until it can, for as long as
+    /// the term lasts); when a term ends (leadership lost, or lost and
+    /// regained) the shard's alarms and executors are dropped.
+    pub(super) async fn watch_leadership(self, shard: ShardHandle) {
+        let mut leadership = shard.leadership();
+        let mut current: Option<u64> = None;
+        let mut reload: Option<CancellationToken> = None;
+        // Alarms read by a term's reload come back here, so that they reach
+        // the scheduler only while that term lasts: this task alone sends
+        // a shard's `load` and `drop_shard`, in order.
+        let (loaded_tx, mut loaded) = mpsc::unbounded_channel::<(u64, Vec<(u64, ObjectKey)>)>();
+        loop {
+            let leading = *leadership.borrow_and_update();
+            if leading != current {
+                if current.is_some() {
+                    if let Some(r) = reload.take() {
+                        r.cancel();
+                    }
+                    self.inner.alarms.drop_shard(shard.id());
+                    if let Ok(mut objects) = self.objects(shard.id()) {
+                        // Dropping the senders ends the executors; each also
+                        // sees its term end and fails what it still holds.
+                        for (key, entry) in objects.iter_mut() {
+                            entry.executor = None;
+                            self.inner.budget.forget(key);
+                        }
+                    }
+                }
+                if let Some(term) = leading {
+                    let stop = self.inner.shutdown.child_token();
+                    reload = Some(stop.clone());
+                    self.inner.executors.spawn(self.clone().load_alarms(
+                        shard.clone(),
+                        term,
+                        stop,
+                        loaded_tx.clone(),
+                    ));
+                }
+                current = leading;
+            }
+            tokio::select! {
+                changed = leadership.changed() => if changed.is_err() { return },
+                Some((term, list)) = loaded.recv() => {
+                    if current == Some(term) {
+                        self.inner.alarms.load(list);
+                    }
+                }
+                _ = self.inner.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Schedules the alarms of `shard` for a leader of `term`, once a fence
+    /// of that term is applied (so alarms set by entries of earlier terms
+    /// that commit late are read too). A failed fence (a slow follower
+    /// during failover is enough) is retried while the term lasts.
+    async fn load_alarms(
+        self,
+        shard: ShardHandle,
+        term: u64,
+        stop: CancellationToken,
+        loaded: mpsc::UnboundedSender<(u64, Vec<(u64, ObjectKey)>)>,
+    ) {
+        let mut reload = alarms::Reload::new(term);
+        loop {
+            let fenced = match shard.fence(term).await {
+                Ok(commit) => commit.await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = &fenced {
+                tracing::warn!(shard = shard.id(), term, error = %e, "cannot load alarms yet");
+            }
+            match reload.next(fenced.is_ok(), shard.leader_epoch()) {
+                alarms::ReloadStep::Load => break,
+                alarms::ReloadStep::Stop => return,
+                alarms::ReloadStep::Retry(after) => tokio::select! {
+                    _ = tokio::time::sleep(after) => {}
+                    _ = stop.cancelled() => return,
+                },
+            }
+        }
+        if stop.is_cancelled() {
+            return;
+        }
+        match self.inner.db.shard_alarms(shard.id()) {
+            Ok(list) => {
+                let _ = loaded.send((term, list));
+            }
+            Err(e) => tracing::error!(shard = shard.id(), error = %e, "read alarms"),
+        }
+    }
+}
