@@ -5,7 +5,9 @@
 //! Draining (scale-in): a draining node is not on the ring, so every group
 //! it is in replaces it (learner first, then one joint change), and a
 //! caught-up active voter of each group it leads takes the leadership
-//! (the successor triggers the election itself). `remove` then forgets
+//! (the successor triggers the election itself) before the change that
+//! votes the draining node out, so that no group is left without a leader
+//! and the drain fails no request. `remove` then forgets
 //! it, which only a draining node that no longer votes in the metadata
 //! group may be.
 //!
@@ -42,6 +44,11 @@ const ELECT_EVERY: Duration = Duration::from_secs(5);
 /// At most one election per shard this often to take it from a draining
 /// leader.
 const TAKE_OVER_EVERY: Duration = Duration::from_secs(1);
+/// How long a draining leader holds back the change that votes it out of a
+/// group, waiting for an active voter to take the leadership over; then it
+/// goes ahead (a group whose other voters cannot take over, e.g. none has
+/// caught up, still drains).
+const HAND_OVER_WAIT: Duration = Duration::from_secs(10);
 
 /// Errors of the control plane.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +101,9 @@ struct Inner {
     /// Shards with a membership step in progress.
     busy: Mutex<HashSet<ShardId>>,
     last_elect: Mutex<HashMap<ShardId, Instant>>,
+    /// Since when this (draining) node has held back voting itself out of
+    /// each group it leads.
+    holding: Mutex<HashMap<ShardId, Instant>>,
 }
 
 impl Control {
@@ -114,6 +124,7 @@ impl Control {
                 started: Instant::now(),
                 busy: Mutex::new(HashSet::new()),
                 last_elect: Mutex::new(HashMap::new()),
+                holding: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -385,6 +396,9 @@ impl Control {
             return;
         }
         let shard = group.id();
+        if self.holds_for_successor(shard, &step, dir) {
+            return;
+        }
         {
             let mut busy = self.inner.busy.lock().unwrap_or_else(|p| p.into_inner());
             if !busy.insert(shard) {
@@ -436,6 +450,27 @@ impl Control {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&shard);
         });
+    }
+
+    /// Whether this node, draining, holds `step` back so that an active
+    /// voter takes `shard`'s leadership first ([`plan::waits_for_successor`]),
+    /// for at most [`HAND_OVER_WAIT`].
+    fn holds_for_successor(&self, shard: ShardId, step: &Step, dir: &Directory) -> bool {
+        let me = self.inner.opts.node_id;
+        let mut holding = self.inner.holding.lock().unwrap_or_else(|p| p.into_inner());
+        if !dir.is_draining(me) || !plan::waits_for_successor(step, me) {
+            holding.remove(&shard);
+            return false;
+        }
+        let since = *holding.entry(shard).or_insert_with(Instant::now);
+        let hold = since.elapsed() < HAND_OVER_WAIT;
+        if !hold {
+            tracing::warn!(
+                shard,
+                "no voter took the leadership over from this draining node; voting it out while it leads"
+            );
+        }
+        hold
     }
 
     /// Takes `group`'s leadership when this node should have it and is a

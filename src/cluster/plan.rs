@@ -81,6 +81,16 @@ pub fn next_step(
     Step::Done
 }
 
+/// Whether a leader that is draining (`me`) should hold `step` back until
+/// another voter has taken its leadership: a change that votes the leader
+/// itself out makes it step down with no successor chosen, and the group
+/// has no leader until an election timeout or longer. Held, an active
+/// voter takes the leadership over (the control loop's take-over), and its
+/// own next step removes this node as a follower, costing no request.
+pub fn waits_for_successor(step: &Step, me: NodeId) -> bool {
+    matches!(step, Step::SetVoters(voters) if !voters.contains(&me))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,5 +193,18 @@ mod tests {
             next_step(&set(&[1, 2, 3]), &set(&[4]), &[1, 2, 3], &alive, &alive),
             Step::RemoveLearners(set(&[4]))
         );
+    }
+
+    #[test]
+    fn a_draining_leader_holds_only_the_change_that_votes_it_out() {
+        let me = 2;
+        let without_me: BTreeSet<NodeId> = [1, 3, 4].into();
+        let with_me: BTreeSet<NodeId> = [1, 2, 3].into();
+        assert!(waits_for_successor(&Step::SetVoters(without_me), me));
+        assert!(!waits_for_successor(&Step::SetVoters(with_me), me));
+        assert!(!waits_for_successor(&Step::AddLearner(4), me));
+        assert!(!waits_for_successor(&Step::Follow(4), me));
+        assert!(!waits_for_successor(&Step::RemoveLearners([4].into()), me));
+        assert!(!waits_for_successor(&Step::Done, me));
     }
 }
