@@ -161,7 +161,7 @@ impl Context {
 
     /// The stub of object `id` (from [`Namespace`](super::Namespace)'s
     /// `id_from_name`, say) in the namespace bound as `binding`.
-    pub fn stub(&self, binding: &str, id: crate::id::ObjectId) -> Result<Stub, Error> {
+    pub fn stub(&self, binding: &str, id: impl Into<crate::id::NamedId>) -> Result<Stub, Error> {
         Ok(self.env.namespace(binding)?.get(id))
     }
 

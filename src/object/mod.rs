@@ -22,6 +22,7 @@ mod executor;
 mod gate;
 mod http;
 mod journal;
+pub mod migrations;
 mod outbox;
 pub mod rpc;
 mod runtime;
@@ -42,6 +43,7 @@ pub use http::{
     query_param, text,
 };
 pub use journal::JOURNAL_ENV;
+pub use migrations::{Migrations, Namespaces};
 pub(crate) use runtime::WeakRuntime;
 pub use runtime::{Bindings, Runtime, RuntimeOptions};
 pub use socket::{Message, ServerFrame, SocketId, SocketLink, WebSocket};
@@ -58,6 +60,9 @@ pub enum Error {
     UnknownNamespace(String),
     #[error("invalid binding name `{0}` (1..=255 bytes)")]
     InvalidBinding(String),
+    /// The class migrations conflict with the bound classes.
+    #[error("class migrations: {0}")]
+    Migration(#[from] migrations::Error),
     #[error("this node does not lead shard {shard}")]
     NotOwner { shard: ShardId },
     #[error("the object is overloaded: too many queued events")]
@@ -92,7 +97,7 @@ impl Error {
     pub fn status(&self) -> ::http::StatusCode {
         use ::http::StatusCode;
         match self {
-            Error::UnknownNamespace(_) | Error::InvalidBinding(_) => {
+            Error::UnknownNamespace(_) | Error::InvalidBinding(_) | Error::Migration(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             Error::NotOwner { .. }
@@ -111,6 +116,7 @@ impl Error {
         match self {
             Error::UnknownNamespace(_) => "unknown_namespace",
             Error::InvalidBinding(_) => "invalid_binding",
+            Error::Migration(_) => "invalid_migration",
             Error::NotOwner { .. } => "not_owner",
             Error::Overloaded => "overloaded",
             Error::Commit(_) => "commit_failed",
