@@ -23,6 +23,8 @@ mod gate;
 mod http;
 mod journal;
 pub mod migrations;
+#[cfg(test)]
+mod migrations_tests;
 mod outbox;
 pub mod rpc;
 mod runtime;
