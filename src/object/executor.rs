@@ -187,6 +187,7 @@ pub(crate) async fn run<T: DurableObject>(act: Activation, mailbox: mpsc::Receiv
                 act.db.clone(),
                 act.shard.id(),
                 act.stored.clone(),
+                act.key.namespace.clone(),
                 act.limits.clone(),
             ),
             key: act.key.clone(),
@@ -201,6 +202,7 @@ pub(crate) async fn run<T: DurableObject>(act: Activation, mailbox: mpsc::Receiv
             call_timeout: act.call_timeout,
             committer: Committer {
                 key: act.stored.clone(),
+                binding: act.key.namespace.clone(),
                 shard: act.shard.clone(),
                 epoch: act.term,
                 seq: 0,

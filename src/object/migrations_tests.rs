@@ -6,14 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ::http::StatusCode;
-use bytes::Bytes;
 
+use super::tests::{SHARDS, get};
 use super::*;
 use crate::id::{ObjectId, ObjectKey};
 use crate::replication::Replicas;
 use crate::storage::Db;
 
-const SHARDS: u16 = 2;
 const WAIT: Duration = Duration::from_secs(20);
 
 /// Stores `n` keys (`/fill?n=&alarm_in_ms=`), sets an alarm that records
@@ -73,17 +72,7 @@ async fn open(dir: &Path, bindings: Bindings, opts: RuntimeOptions) -> Node {
             Err(e) => panic!("open db: {e}"),
         }
     };
-    let replicas =
-        Replicas::open_single_node(db.clone(), 1, "local".into(), SHARDS, Default::default())
-            .await
-            .expect("open replicas");
-    replicas
-        .wait_for_leaders(WAIT)
-        .await
-        .expect("every shard elects itself");
-    let replicas = Arc::new(replicas);
-    let runtime =
-        Runtime::start(db.clone(), replicas.clone(), bindings, opts).expect("start runtime");
+    let (replicas, runtime) = super::tests::serve(&db, bindings, opts).await;
     Node {
         db,
         replicas,
@@ -143,12 +132,6 @@ impl Node {
             .filter(|(_, key)| &*key.namespace == identity)
             .count()
     }
-}
-
-fn get(path: &str) -> Request {
-    let mut req = Request::new(Bytes::new());
-    *req.uri_mut() = format!("http://o{path}").parse().expect("uri");
-    req
 }
 
 async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {

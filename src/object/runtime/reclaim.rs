@@ -106,12 +106,11 @@ impl Runtime {
                 metrics::migration_reclaimed(namespace);
                 return Ended::Done;
             }
-            let n = records.len();
-            match propose_all(shard, term, reclaim::deletions(records)).await {
-                Ok(()) => {
-                    total += n;
-                    metrics::migration_deleted(namespace, n);
-                }
+            let (deleted, outcome) = propose_all(shard, term, reclaim::deletions(records)).await;
+            total += deleted;
+            metrics::migration_deleted(namespace, deleted);
+            match outcome {
+                Ok(()) => {}
                 Err(replication::Error::NotLeader { .. })
                 | Err(replication::Error::ShuttingDown) => {
                     return Ended::Stopped;
@@ -128,17 +127,34 @@ impl Runtime {
 }
 
 /// Proposes `writes` in epoch `term` (the proposer groups them into few
-/// log entries) and waits until all are applied.
+/// log entries) and waits until all are applied. Returns the records
+/// (mutations) of the writes known to be applied, and the first failure.
 async fn propose_all(
     shard: &ShardHandle,
     term: u64,
     writes: Vec<crate::storage::ObjectWrite>,
-) -> Result<(), replication::Error> {
+) -> (usize, Result<(), replication::Error>) {
     let mut commits = Vec::with_capacity(writes.len());
+    let mut failed = Ok(());
     for write in writes {
-        commits.push(shard.propose_in(term, write).await?);
+        let records = write.mutations.len();
+        match shard.propose_in(term, write).await {
+            Ok(commit) => commits.push(async move { (records, commit.await) }),
+            Err(e) => {
+                failed = Err(e);
+                break;
+            }
+        }
     }
-    join_all(commits).await.into_iter().collect()
+    let mut applied = 0;
+    for (records, outcome) in join_all(commits).await {
+        match outcome {
+            Ok(()) => applied += records,
+            Err(e) if failed.is_ok() => failed = Err(e),
+            Err(_) => {}
+        }
+    }
+    (applied, failed)
 }
 
 /// Waits [`RETRY`]; `Err` if `stop` fires first.
