@@ -4,8 +4,10 @@
 //! [`WebSocket`]), one executor per live object (`executor`), the output
 //! gate (`outbox`), the layered storage view (`view`), sockets that outlive
 //! executors (`socket`), the alarm scheduler (`alarms`), the registry that
-//! activates and evicts objects (`runtime`), and the worker-side API for
-//! reaching objects ([`Worker`], [`Env`], [`Stub`], [`ObjectClient`]).
+//! activates and evicts objects (`runtime`), class migrations (renamed
+//! classes' storage identities, deleted classes reclaimed: `migrations`,
+//! `runtime/reclaim.rs`), and the worker-side API for reaching objects
+//! ([`Worker`], [`Env`], [`Stub`], [`ObjectClient`]).
 //!
 //! Never: speaks HTTP or gRPC on a socket (that is the edge and rpc), or
 //! writes RocksDB directly (every write goes through a shard's Raft log).
