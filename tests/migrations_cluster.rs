@@ -282,7 +282,7 @@ fn names(prefix: &str) -> Vec<String> {
 /// The sum over this process's nodes of a migration counter for `ns`.
 fn metric(name: &str, ns: &str) -> f64 {
     let text = roost::telemetry::metrics::install().render();
-    let series = format!("{name}{{namespace=\"{ns}\"}} ");
+    let series = format!("{name}{{binding=\"{ns}\"}} ");
     text.lines()
         .filter_map(|l| l.strip_prefix(&series))
         .filter_map(|v| v.trim().parse::<f64>().ok())

@@ -76,7 +76,6 @@ pub const VERSION: &str = "version";
 pub const SERVICE: &str = "service";
 pub const ROLE: &str = "role";
 pub const CODE: &str = "code";
-pub const NAMESPACE: &str = "namespace";
 
 /// The route label of a request the worker did not classify (or never saw).
 pub const OTHER_ROUTE: &str = "other";
@@ -202,11 +201,11 @@ pub const ALL: &[Def] = &[
         "Executors that left memory: idle (nothing to do for objects.idle_timeout_ms) or reset (a failed commit, a failed constructor, or a lost leadership)."),
     def(OBJECT_OVERLOADED, C, Unit::Count, &[BINDING],
         "Events refused because the object's mailbox was full: the object is at its throughput ceiling."),
-    def(MIGRATION_DELETED, C, Unit::Count, &[NAMESPACE],
-        "Records of a deleted class (stored values and alarms) this node deleted as a shard's leader, by the class's storage identity (objects.deleted_classes)."),
-    def(MIGRATION_PENDING_SHARDS, G, Unit::Count, &[NAMESPACE],
+    def(MIGRATION_DELETED, C, Unit::Count, &[BINDING],
+        "Records of a deleted class (stored values and alarms) this node deleted as a shard's leader; binding: the class's storage identity, its first name (objects.deleted_classes)."),
+    def(MIGRATION_PENDING_SHARDS, G, Unit::Count, &[BINDING],
         "Shards this node leads whose records of a deleted class are still being deleted (0 on every node once the class is reclaimed and leadership settled)."),
-    def(MIGRATION_RECLAIMED_SHARDS, C, Unit::Count, &[NAMESPACE],
+    def(MIGRATION_RECLAIMED_SHARDS, C, Unit::Count, &[BINDING],
         "Times a leader found a shard holding nothing of a deleted class any more (once per shard and leadership term)."),
     def(HOT_OBJECT_RATE, G, Unit::Count, &[RANK, BINDING],
         "Events per second of the busiest objects in the last complete window, by rank (1 = busiest); ids are on /admin/hot-objects."),

@@ -131,17 +131,17 @@ pub fn object_activated(binding: &Arc<str>) {
 /// A shard whose records of deleted class `namespace` this node is
 /// deleting, until dropped.
 pub fn migration_pending(namespace: &Arc<str>) -> Open {
-    open(metrics::gauge!(MIGRATION_PENDING_SHARDS, NAMESPACE => b(namespace)))
+    open(metrics::gauge!(MIGRATION_PENDING_SHARDS, BINDING => b(namespace)))
 }
 
 /// `n` records of deleted class `namespace` deleted.
 pub fn migration_deleted(namespace: &Arc<str>, n: usize) {
-    metrics::counter!(MIGRATION_DELETED, NAMESPACE => b(namespace)).increment(n as u64);
+    metrics::counter!(MIGRATION_DELETED, BINDING => b(namespace)).increment(n as u64);
 }
 
 /// A shard found holding nothing of deleted class `namespace`.
 pub fn migration_reclaimed(namespace: &Arc<str>) {
-    metrics::counter!(MIGRATION_RECLAIMED_SHARDS, NAMESPACE => b(namespace)).increment(1);
+    metrics::counter!(MIGRATION_RECLAIMED_SHARDS, BINDING => b(namespace)).increment(1);
 }
 
 /// An executor left: `reason` is `idle` or `reset`.
