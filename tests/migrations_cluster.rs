@@ -275,6 +275,15 @@ async fn send(
     }
 }
 
+/// `GET /` of object `name` of `namespace` (see [`send`]).
+async fn read(
+    grpc: &mut ObjectsClient<Channel>,
+    namespace: &str,
+    name: &str,
+) -> Result<Value, tonic::Status> {
+    send(grpc, namespace, name, "GET", "/").await
+}
+
 fn names(prefix: &str) -> Vec<String> {
     (0..OBJECTS).map(|i| format!("{prefix}-{i}")).collect()
 }
@@ -317,9 +326,7 @@ async fn a_rename_keeps_objects_and_alarms_and_a_delete_reclaims_them_on_a_clust
     let cluster = cluster.restart(dir.path(), Step::Renamed).await;
     let mut grpc = cluster.grpc().await;
     for name in names("s") {
-        let state = send(&mut grpc, "BOOKCASE", &name, "GET", "/")
-            .await
-            .expect("read");
+        let state = read(&mut grpc, "BOOKCASE", &name).await.expect("read");
         assert_eq!(
             (&state["values"], &state["intact"], &state["name"]),
             (&json!(VALUES), &json!(true), &json!(name)),
@@ -332,16 +339,12 @@ async fn a_rename_keeps_objects_and_alarms_and_a_delete_reclaims_them_on_a_clust
     }
     let deadline = Instant::now() + WAIT;
     for name in names("s") {
-        while send(&mut grpc, "BOOKCASE", &name, "GET", "/")
-            .await
-            .expect("read")["fired"]
-            != true
-        {
+        while read(&mut grpc, "BOOKCASE", &name).await.expect("read")["fired"] != true {
             assert!(Instant::now() < deadline, "the alarm of {name} fired");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    let err = send(&mut grpc, "SHELF", "s-0", "GET", "/")
+    let err = read(&mut grpc, "SHELF", "s-0")
         .await
         .expect_err("the old name is not served");
     assert_eq!(err.code(), Code::NotFound);
@@ -359,7 +362,7 @@ async fn a_rename_keeps_objects_and_alarms_and_a_delete_reclaims_them_on_a_clust
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut grpc = cluster.grpc().await;
-    let err = send(&mut grpc, "BOOKCASE", "s-0", "GET", "/")
+    let err = read(&mut grpc, "BOOKCASE", "s-0")
         .await
         .expect_err("a deleted class is not served");
     assert_eq!(err.code(), Code::NotFound);
@@ -368,9 +371,7 @@ async fn a_rename_keeps_objects_and_alarms_and_a_delete_reclaims_them_on_a_clust
     let cluster = cluster.restart(dir.path(), Step::Rebound).await;
     let mut grpc = cluster.grpc().await;
     for name in names("s") {
-        let state = send(&mut grpc, "SHELF", &name, "GET", "/")
-            .await
-            .expect("read");
+        let state = read(&mut grpc, "SHELF", &name).await.expect("read");
         assert_eq!(
             (&state["values"], &state["alarm"], &state["fired"]),
             (&json!(0), &json!(false), &json!(false)),
@@ -378,9 +379,7 @@ async fn a_rename_keeps_objects_and_alarms_and_a_delete_reclaims_them_on_a_clust
         );
     }
     for name in names("k") {
-        let state = send(&mut grpc, "KEEP", &name, "GET", "/")
-            .await
-            .expect("read");
+        let state = read(&mut grpc, "KEEP", &name).await.expect("read");
         assert_eq!(
             (&state["values"], &state["intact"]),
             (&json!(VALUES), &json!(true)),

@@ -80,6 +80,12 @@ async fn open(dir: &Path, bindings: Bindings, opts: RuntimeOptions) -> Node {
     }
 }
 
+/// [`open`] with a `Filler` bound as `binding` and default options.
+async fn open_with(dir: &Path, binding: &str) -> Node {
+    let bindings = Bindings::new().bind::<Filler>(binding);
+    open(dir, bindings, RuntimeOptions::default()).await
+}
+
 impl Node {
     /// Shuts the node down and closes its database.
     async fn stop(self) {
@@ -145,12 +151,7 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renamed_class_keeps_every_objects_storage_and_alarm() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let node = open(
-        dir.path(),
-        Bindings::new().bind::<Filler>("OLD"),
-        RuntimeOptions::default(),
-    )
-    .await;
+    let node = open_with(dir.path(), "OLD").await;
     let names: Vec<String> = (0..12).map(|i| format!("obj-{i}")).collect();
     for name in &names {
         node.fill("OLD", name, 5, 4_000).await;
@@ -296,12 +297,7 @@ async fn conflicting_migrations_refuse_to_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_sees_the_name_its_id_was_made_from() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let node = open(
-        dir.path(),
-        Bindings::new().bind::<Filler>("N"),
-        RuntimeOptions::default(),
-    )
-    .await;
+    let node = open_with(dir.path(), "N").await;
     let ns = node.env().namespace("N").expect("bound");
     let unique = ns.get(ns.new_unique_id());
     assert_eq!(unique.name(), None);

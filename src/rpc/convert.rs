@@ -325,7 +325,39 @@ pub(super) fn message_from_pb(msg: pb::SocketMessage) -> Option<Message> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+
+    /// A name travels with an id (`id_name`) and comes back on the key; a
+    /// name target is hashed under the namespace's identity.
+    #[test]
+    fn object_refs_carry_the_ids_name_and_names_hash_under_identities() {
+        let plain = Namespaces::default();
+        let named = ObjectKey::new("COUNTER", ObjectId::from_name("COUNTER", "a")).with_name("a");
+        let wire = object_ref(&named);
+        assert_eq!(wire.id_name.as_deref(), Some("a"));
+        let back = object_key(Some(wire), &plain).expect("valid");
+        assert_eq!(back, named);
+        assert_eq!(back.name().map(|n| &**n), Some("a"));
+        let unnamed = ObjectKey::new("COUNTER", ObjectId::from_name("COUNTER", "a"));
+        assert_eq!(object_ref(&unnamed).id_name, None);
+
+        let mut migrations = object::Migrations::default();
+        migrations.rename("TALLY_OLD", "TALLY");
+        let renamed = Namespaces::resolve([Arc::from("TALLY")], &migrations).expect("valid");
+        let by_name = pb::ObjectRef {
+            namespace: "TALLY".into(),
+            target: Some(pb::object_ref::Target::Name("x".into())),
+            id_name: None,
+        };
+        let key = object_key(Some(by_name), &renamed).expect("valid");
+        assert_eq!(key.id, ObjectId::from_name("TALLY_OLD", "x"));
+        assert_eq!(
+            (&*key.namespace, key.name().map(|n| &**n)),
+            ("TALLY", Some("x"))
+        );
+    }
 
     fn fetch(method: &str, path: &str, headers: Vec<pb::Header>) -> pb::FetchRequest {
         pb::FetchRequest {
