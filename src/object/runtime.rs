@@ -9,7 +9,6 @@
 //! predecessor's. An executor serves one Raft term (see `gate::Life`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
@@ -19,14 +18,15 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use self::bindings::Bindings;
+use self::bindings::Class;
 use super::Error;
 use super::alarms::{self, AlarmsHandle};
 use super::budget::{Budget, MailboxBytes, Slot};
-use super::class::DurableObject;
 use super::client::{CallResult, FetchOutcome, ObjectClient};
-use super::executor::{self, Activation, Event, Queued};
+use super::executor::{Activation, Event, Queued};
 use super::http::Request;
-use super::migrations::{Migrations, Namespaces};
+use super::migrations::Namespaces;
 use super::socket::SharedHub;
 use super::storage::Limits;
 use super::worker::Env;
@@ -79,95 +79,6 @@ impl Default for RuntimeOptions {
     }
 }
 
-/// Spawns executors of one class without knowing its type.
-trait Class: Send + Sync {
-    /// Spawns the executor; it holds `slot` until its task ends.
-    fn spawn(
-        &self,
-        tracker: &TaskTracker,
-        act: Activation,
-        mailbox: mpsc::Receiver<Queued>,
-        slot: Slot,
-    );
-}
-
-struct ClassOf<T>(PhantomData<fn() -> T>);
-
-impl<T: DurableObject> Class for ClassOf<T> {
-    fn spawn(
-        &self,
-        tracker: &TaskTracker,
-        act: Activation,
-        mailbox: mpsc::Receiver<Queued>,
-        slot: Slot,
-    ) {
-        tracker.spawn(async move {
-            executor::run::<T>(act, mailbox).await;
-            drop(slot);
-        });
-    }
-}
-
-/// The classes served by a node, by binding name (e.g. `COUNTER`), and
-/// the class migrations (renamed and deleted classes, `migrations.rs`).
-#[derive(Default)]
-pub struct Bindings {
-    classes: BTreeMap<Arc<str>, Arc<dyn Class>>,
-    migrations: Migrations,
-}
-
-impl Bindings {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Serves class `T` under `binding`. Names are 1..=255 bytes.
-    pub fn bind<T: DurableObject>(mut self, binding: &str) -> Self {
-        self.classes
-            .insert(Arc::from(binding), Arc::new(ClassOf::<T>(PhantomData)));
-        self
-    }
-
-    /// Class `old` is now bound as `new` (bind `new`, not `old`): its
-    /// objects keep their ids, storage and alarms; `old` is no longer
-    /// served.
-    pub fn renamed(mut self, old: &str, new: &str) -> Self {
-        self.migrations.rename(old, new);
-        self
-    }
-
-    /// Class `name` is gone (and not bound): its objects' storage and
-    /// alarms are reclaimed in the background.
-    pub fn deleted(mut self, name: &str) -> Self {
-        self.migrations.delete(name);
-        self
-    }
-
-    /// Adds `migrations` (e.g. from the config's `[objects]`).
-    pub fn with_migrations(mut self, migrations: &Migrations) -> Self {
-        self.migrations.extend(migrations);
-        self
-    }
-
-    pub fn names(&self) -> impl Iterator<Item = &Arc<str>> {
-        self.classes.keys()
-    }
-
-    /// The bound names with their storage identities, after the
-    /// migrations; an error if the names or the migrations conflict.
-    pub fn namespaces(&self) -> Result<Namespaces, Error> {
-        for name in self.classes.keys() {
-            if name.is_empty() || name.len() > 255 {
-                return Err(Error::InvalidBinding(name.to_string()));
-            }
-        }
-        Ok(Namespaces::resolve(
-            self.classes.keys().cloned(),
-            &self.migrations,
-        )?)
-    }
-}
-
 struct ExecutorHandle {
     tx: mpsc::Sender<Queued>,
     generation: u64,
@@ -193,6 +104,7 @@ struct Entry {
 /// that carried the right name.
 pub(crate) type KnownName = Arc<OnceLock<Arc<str>>>;
 
+mod bindings;
 mod leadership;
 mod reclaim;
 mod sockets;
