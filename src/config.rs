@@ -230,6 +230,33 @@ pub struct ObjectsConfig {
     /// at a time, so a call cycle (A calls B, which calls A) ends only by
     /// this deadline. Default 30000.
     pub call_timeout_ms: u64,
+    /// Classes renamed, as `"OLD=NEW"` (wrangler's `renamed_classes`):
+    /// the app binds `NEW`, whose objects keep the ids, storage and alarms
+    /// they had under `OLD`; `OLD` is no longer served. Chains resolve
+    /// (`A=B`, `B=C`). Every node and edge must declare the same ones.
+    /// Default none.
+    pub renamed_classes: Vec<String>,
+    /// Classes deleted (wrangler's `deleted_classes`; not bound by the
+    /// app): each shard's leader deletes their objects' storage and alarms
+    /// in the background, in batches through the shard's Raft log. Every
+    /// node and edge must declare the same ones. Default none.
+    pub deleted_classes: Vec<String>,
+}
+
+impl ObjectsConfig {
+    /// The class migrations declared here.
+    pub fn migrations(
+        &self,
+    ) -> Result<crate::object::Migrations, crate::object::migrations::Error> {
+        let mut migrations = crate::object::Migrations::default();
+        for spec in &self.renamed_classes {
+            migrations.rename_spec(spec)?;
+        }
+        for name in &self.deleted_classes {
+            migrations.delete(name);
+        }
+        Ok(migrations)
+    }
 }
 
 /// `[limits]`: sizes the storage API refuses to exceed.
@@ -417,6 +444,8 @@ impl Default for ObjectsConfig {
         ObjectsConfig {
             idle_timeout_ms: 30_000,
             call_timeout_ms: 30_000,
+            renamed_classes: Vec::new(),
+            deleted_classes: Vec::new(),
         }
     }
 }

@@ -89,11 +89,22 @@ impl fmt::Debug for ObjectId {
     }
 }
 
-/// The full address of an object: its namespace and its id.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// Longest name an id carries as its `name` ([`ObjectKey::with_name`]), in
+/// bytes. A longer name still makes an id; it just does not travel with it.
+pub const MAX_NAME_BYTES: usize = 1024;
+
+/// The full address of an object: its namespace and its id; and, when the
+/// caller made the id from a name, that name (Cloudflare's `id.name`).
+///
+/// The name is not part of the address: equality, order, hashing and the
+/// serialized form (what the Raft log stores) ignore it, as Cloudflare's
+/// `id.equals` does. It only travels with a call so the object can see it.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct ObjectKey {
     pub namespace: Arc<str>,
     pub id: ObjectId,
+    #[serde(skip)]
+    name: Option<Arc<str>>,
 }
 
 impl ObjectKey {
@@ -101,7 +112,129 @@ impl ObjectKey {
         ObjectKey {
             namespace: namespace.into(),
             id,
+            name: None,
         }
+    }
+
+    /// The same key, carrying `name` (the name its id was made from) if it
+    /// is at most [`MAX_NAME_BYTES`]; whether it is the id's name is
+    /// checked where the object runs.
+    pub fn with_name(mut self, name: impl Into<Arc<str>>) -> Self {
+        let name = name.into();
+        self.name = (name.len() <= MAX_NAME_BYTES).then_some(name);
+        self
+    }
+
+    /// The name the caller made the id from, if it said.
+    pub fn name(&self) -> Option<&Arc<str>> {
+        self.name.as_ref()
+    }
+
+    fn address(&self) -> (&str, &ObjectId) {
+        (&self.namespace, &self.id)
+    }
+}
+
+impl PartialEq for ObjectKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.address() == other.address()
+    }
+}
+
+impl Eq for ObjectKey {}
+
+impl std::hash::Hash for ObjectKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.address().hash(state)
+    }
+}
+
+impl PartialOrd for ObjectKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ObjectKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.address().cmp(&other.address())
+    }
+}
+
+/// An id with the name it was made from, if any: what
+/// `Namespace::id_from_name` returns (Cloudflare's `DurableObjectId`, whose
+/// `name` is set only by `idFromName`). Compares by id only.
+#[derive(Clone, Debug)]
+pub struct NamedId {
+    id: ObjectId,
+    name: Option<Arc<str>>,
+}
+
+impl NamedId {
+    /// `id`, made from `name`.
+    pub fn new(id: ObjectId, name: &str) -> Self {
+        NamedId {
+            id,
+            name: Some(Arc::from(name)),
+        }
+    }
+
+    pub fn id(&self) -> ObjectId {
+        self.id
+    }
+
+    /// The name the id was made from; `None` for a unique or parsed id.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The object's key in `namespace`, carrying the name.
+    pub fn key(&self, namespace: Arc<str>) -> ObjectKey {
+        let key = ObjectKey::new(namespace, self.id);
+        match &self.name {
+            Some(name) => key.with_name(name.clone()),
+            None => key,
+        }
+    }
+}
+
+impl From<ObjectId> for NamedId {
+    fn from(id: ObjectId) -> Self {
+        NamedId { id, name: None }
+    }
+}
+
+impl From<NamedId> for ObjectId {
+    fn from(named: NamedId) -> Self {
+        named.id
+    }
+}
+
+impl std::ops::Deref for NamedId {
+    type Target = ObjectId;
+
+    fn deref(&self) -> &ObjectId {
+        &self.id
+    }
+}
+
+impl PartialEq for NamedId {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for NamedId {}
+
+impl PartialEq<ObjectId> for NamedId {
+    fn eq(&self, other: &ObjectId) -> bool {
+        self.id == *other
+    }
+}
+
+impl fmt::Display for NamedId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.id.fmt(f)
     }
 }
 
@@ -136,6 +269,28 @@ mod tests {
         assert!(matches!(ObjectId::parse("abc"), Err(Error::Length { .. })));
         let bad = "z".repeat(64);
         assert!(matches!(ObjectId::parse(&bad), Err(Error::NotHex(_))));
+    }
+
+    #[test]
+    fn a_key_is_its_namespace_and_id_whatever_name_it_carries() {
+        let id = ObjectId::from_name("N", "alice");
+        let plain = ObjectKey::new("N", id);
+        let named = ObjectKey::new("N", id).with_name("alice");
+        assert_eq!(named.name().map(|n| &**n), Some("alice"));
+        assert_eq!(plain, named);
+        let mut set = std::collections::HashSet::new();
+        set.insert(plain.clone());
+        assert!(set.contains(&named));
+        assert_eq!(
+            postcard::to_allocvec(&plain).ok(),
+            postcard::to_allocvec(&named).ok()
+        );
+        let long = "x".repeat(MAX_NAME_BYTES + 1);
+        assert_eq!(ObjectKey::new("N", id).with_name(long).name(), None);
+        let named_id = NamedId::new(id, "alice");
+        assert_eq!(named_id, NamedId::from(id));
+        assert_eq!(named_id.key("N".into()).name().map(|n| &**n), Some("alice"));
+        assert_eq!(NamedId::from(id).name(), None);
     }
 
     #[test]

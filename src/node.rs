@@ -105,7 +105,7 @@ impl DevNode {
         let runtime = Runtime::start(
             db.clone(),
             replicas.clone(),
-            bindings,
+            with_config_migrations(bindings, &config)?,
             runtime_options(&config),
         )?;
 
@@ -117,13 +117,14 @@ impl DevNode {
             listener,
             worker,
             Arc::new(runtime.clone()),
-            runtime.namespaces(),
+            runtime.namespace_table().clone(),
             edge_options(&config)?,
         )
         .map_err(|source| Error::Listen { addr, source })?;
         tracing::info!(addr = %edge.local_addr(), "serving HTTP and WebSockets");
 
-        let service = ObjectsService::new(Arc::new(runtime.clone()), objects_limits(&config));
+        let service = ObjectsService::new(Arc::new(runtime.clone()), objects_limits(&config))
+            .with_namespaces(runtime.namespace_table().clone());
         let grpc =
             Grpc::start(grpc_listener, service, tls.clone()).map_err(|source| Error::Listen {
                 addr: grpc_addr,
@@ -294,6 +295,18 @@ pub(crate) fn replication_options(config: &Config) -> ReplicationOptions {
         max_in_flight: r.max_in_flight,
         ..ReplicationOptions::default()
     }
+}
+
+/// `bindings` with the class migrations of the config's `[objects]`.
+pub(crate) fn with_config_migrations(
+    bindings: Bindings,
+    config: &Config,
+) -> Result<Bindings, Error> {
+    let migrations = config
+        .objects
+        .migrations()
+        .map_err(crate::object::Error::from)?;
+    Ok(bindings.with_migrations(&migrations))
 }
 
 pub(crate) fn runtime_options(config: &Config) -> RuntimeOptions {

@@ -60,6 +60,7 @@ async fn fetch_increments_and_reads_the_counter() {
     let by_id = Some(pb::ObjectRef {
         namespace: "COUNTER".into(),
         target: Some(object_ref::Target::Id(id)),
+        id_name: None,
     });
     let resp = grpc
         .fetch(fetch(by_id.clone(), "", ""))
@@ -248,11 +249,13 @@ async fn bad_input_is_refused_and_the_server_keeps_working() {
     let bad_id = Some(pb::ObjectRef {
         namespace: "COUNTER".into(),
         target: Some(object_ref::Target::Id("not-hex".into())),
+        id_name: None,
     });
     let no_namespace = by_name("", "c");
     let no_target = Some(pb::ObjectRef {
         namespace: "COUNTER".into(),
         target: None,
+        id_name: None,
     });
     let mut bad_header = fetch(counter.clone(), "GET", "/");
     bad_header.headers.push(header("bad header", "x"));

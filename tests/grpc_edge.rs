@@ -66,7 +66,7 @@ impl Setup {
         let remote = RemoteClient::connect_lazy(node.grpc_addr(), RemoteOptions::default())
             .expect("gRPC client");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind edge");
-        let namespaces = bindings.names().cloned().collect();
+        let namespaces: Vec<_> = bindings.names().cloned().collect();
         let edge = Edge::start(
             listener,
             worker,

@@ -157,7 +157,7 @@ async fn serve_edge<A: App>(app: &A, config: Config, join: Vec<String>) -> anyho
     let mut signals = Signals::listen()?;
     // An edge runs no objects: only the router, and the classes' names.
     let (bindings, worker) = app.build(&config);
-    let namespaces = bindings.names().cloned().collect();
+    let namespaces = crate::node::with_config_migrations(bindings, &config)?.namespaces()?;
     let edge = EdgeNode::start_with(config, join, worker, namespaces)
         .await
         .context("start edge")?;

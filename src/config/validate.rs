@@ -74,6 +74,23 @@ impl Config {
             at_least_1,
         );
 
+        let objects = &self.objects;
+        for spec in &objects.renamed_classes {
+            let parsed = crate::object::migrations::parse_rename(spec);
+            check(
+                parsed.is_ok(),
+                "objects.renamed_classes",
+                &format!("`{spec}` is not OLD=NEW (class names of 1..=255 bytes)"),
+            );
+        }
+        for name in &objects.deleted_classes {
+            check(
+                !name.is_empty() && name.len() <= 255,
+                "objects.deleted_classes",
+                &format!("`{name}` is not a class name (1..=255 bytes)"),
+            );
+        }
+
         let limits = &self.limits;
         check(
             limits.max_key_bytes >= 1,

@@ -101,7 +101,7 @@ impl Edge {
         listener: TcpListener,
         worker: W,
         client: Arc<dyn ObjectClient>,
-        namespaces: Vec<Arc<str>>,
+        namespaces: impl Into<crate::object::Namespaces>,
         opts: EdgeOptions,
     ) -> std::io::Result<Edge> {
         let addr = listener.local_addr()?;

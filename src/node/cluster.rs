@@ -118,7 +118,7 @@ impl ClusterNode {
         let runtime = Runtime::start(
             db.clone(),
             replicas.clone(),
-            bindings,
+            super::with_config_migrations(bindings, &config)?,
             super::runtime_options(&config),
         )?;
 
@@ -172,7 +172,8 @@ impl ClusterNode {
             "serving gRPC (raft, objects, cluster)"
         );
         let objects =
-            ObjectsService::new(Arc::new(runtime.clone()), super::objects_limits(&config));
+            ObjectsService::new(Arc::new(runtime.clone()), super::objects_limits(&config))
+                .with_namespaces(runtime.namespace_table().clone());
         use crate::rpc::introspect;
         use crate::rpc::pb::{cluster_server, objects_server, raft_server};
         let closing = CancellationToken::new();

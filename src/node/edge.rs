@@ -15,6 +15,7 @@ use super::Error;
 use super::router::{ClusterClient, watch_view};
 use crate::config::Config;
 use crate::edge::Edge;
+use crate::object::Namespaces;
 use crate::object::Worker;
 use crate::rpc::objects::ObjectsService;
 use crate::rpc::remote::RemoteOptions;
@@ -37,7 +38,8 @@ impl EdgeNode {
     /// `seeds`.
     pub async fn start(config: Config, seeds: Vec<String>) -> Result<EdgeNode, Error> {
         crate::app::configure(super::app_options(&config));
-        let namespaces = crate::app::bindings().names().cloned().collect();
+        let namespaces =
+            super::with_config_migrations(crate::app::bindings(), &config)?.namespaces()?;
         Self::start_with(config, seeds, crate::app::SeedApp, namespaces).await
     }
 
@@ -48,8 +50,9 @@ impl EdgeNode {
         config: Config,
         seeds: Vec<String>,
         worker: W,
-        namespaces: Vec<Arc<str>>,
+        namespaces: impl Into<Namespaces>,
     ) -> Result<EdgeNode, Error> {
+        let namespaces: Namespaces = namespaces.into();
         config.validate()?;
         let metrics = crate::telemetry::metrics::install();
         if seeds.is_empty() {
@@ -81,13 +84,14 @@ impl EdgeNode {
             listener,
             worker,
             Arc::new(client.clone()),
-            namespaces,
+            namespaces.clone(),
             super::edge_options(&config)?,
         )
         .map_err(|source| Error::Listen { addr, source })?;
         tracing::info!(addr = %edge.local_addr(), "edge serving HTTP and WebSockets");
         let (grpc_listener, grpc_addr) = super::bind(config.grpc.listen).await?;
-        let service = ObjectsService::new(Arc::new(client.clone()), super::objects_limits(&config));
+        let service = ObjectsService::new(Arc::new(client.clone()), super::objects_limits(&config))
+            .with_namespaces(namespaces);
         let grpc_stop = CancellationToken::new();
         let grpc = {
             let (tls, stop) = (client.opts.tls.clone(), grpc_stop.clone());

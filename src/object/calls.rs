@@ -51,7 +51,10 @@ use crate::storage::ObjectWrite;
 
 /// Hands an executor's writes to Raft and its outputs to the releaser.
 pub(crate) struct Committer {
+    /// Where the object's writes go (its storage identity).
     pub key: ObjectKey,
+    /// Its binding, for traces.
+    pub binding: Arc<str>,
     pub shard: ShardHandle,
     /// The leadership epoch the executor serves.
     pub epoch: u64,
@@ -73,7 +76,7 @@ impl Committer {
         mut outputs: Vec<Output>,
     ) -> Result<(), (Vec<Output>, Error)> {
         let shard = self.shard.id();
-        let namespace = &self.key.namespace;
+        let namespace = &self.binding;
         let (gate, seq, trace) = if layer.is_empty() {
             if outputs.is_empty() {
                 return Ok(());
@@ -161,7 +164,7 @@ impl Context {
 
     /// The stub of object `id` (from [`Namespace`](super::Namespace)'s
     /// `id_from_name`, say) in the namespace bound as `binding`.
-    pub fn stub(&self, binding: &str, id: crate::id::ObjectId) -> Result<Stub, Error> {
+    pub fn stub(&self, binding: &str, id: impl Into<crate::id::NamedId>) -> Result<Stub, Error> {
         Ok(self.env.namespace(binding)?.get(id))
     }
 

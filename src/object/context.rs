@@ -12,6 +12,10 @@ use crate::id::ObjectId;
 /// The object's side of the runtime, passed to every handler.
 pub struct Context {
     pub(crate) storage: Storage,
+    /// The object as callers name it (its binding, not its storage identity).
+    pub(crate) key: crate::id::ObjectKey,
+    /// The name the id was made from, once a caller gave it.
+    pub(crate) name: super::runtime::KnownName,
     pub(crate) hub: SharedHub,
     pub(crate) outputs: OutputSink,
     /// Socket changes not yet released by the output gate.
@@ -33,12 +37,21 @@ pub struct Context {
 impl Context {
     /// This object's id.
     pub fn id(&self) -> ObjectId {
-        self.storage.object.id
+        self.key.id
+    }
+
+    /// The name this object's id was made from (Cloudflare's
+    /// `ctx.id.name`), once a caller reached it by name (a stub from
+    /// `id_from_name`/`get_by_name`, or a gRPC call by `name`) since it was
+    /// activated; `None` for an id made by `new_unique_id`, or before any
+    /// call by name (an alarm that woke the object, say).
+    pub fn name(&self) -> Option<&str> {
+        self.name.get().map(|n| &**n)
     }
 
     /// The namespace (binding) this object belongs to.
     pub fn namespace(&self) -> &str {
-        &self.storage.object.namespace
+        &self.key.namespace
     }
 
     /// The object's transactional storage.

@@ -139,7 +139,11 @@ impl Event {
 
 /// Everything an executor needs, handed over when it is spawned.
 pub(crate) struct Activation {
+    /// The object as callers name it (its binding): the registry's key.
     pub key: ObjectKey,
+    /// Where its storage and alarm live: the same id under its class's
+    /// identity (the binding, or the name before a rename).
+    pub stored: ObjectKey,
     pub generation: u64,
     /// The Raft term in which this node led the shard at activation; the
     /// executor serves only that term.
@@ -147,6 +151,8 @@ pub(crate) struct Activation {
     pub shard: ShardHandle,
     pub db: Db,
     pub hub: SharedHub,
+    /// The object's name, once a caller gave it (`id.name`).
+    pub name: super::runtime::KnownName,
     pub limits: Arc<Limits>,
     pub socket_buffer: usize,
     pub idle_timeout: Duration,
@@ -180,9 +186,12 @@ pub(crate) async fn run<T: DurableObject>(act: Activation, mailbox: mpsc::Receiv
             storage: Storage::new(
                 act.db.clone(),
                 act.shard.id(),
-                act.key.clone(),
+                act.stored.clone(),
+                act.key.namespace.clone(),
                 act.limits.clone(),
             ),
+            key: act.key.clone(),
+            name: act.name.clone(),
             hub: act.hub.clone(),
             outputs: OutputSink::default(),
             sockets: Default::default(),
@@ -192,7 +201,8 @@ pub(crate) async fn run<T: DurableObject>(act: Activation, mailbox: mpsc::Receiv
             env: act.runtime.object_env(),
             call_timeout: act.call_timeout,
             committer: Committer {
-                key: act.key.clone(),
+                key: act.stored.clone(),
+                binding: act.key.namespace.clone(),
                 shard: act.shard.clone(),
                 epoch: act.term,
                 seq: 0,

@@ -4,8 +4,10 @@
 //! [`WebSocket`]), one executor per live object (`executor`), the output
 //! gate (`outbox`), the layered storage view (`view`), sockets that outlive
 //! executors (`socket`), the alarm scheduler (`alarms`), the registry that
-//! activates and evicts objects (`runtime`), and the worker-side API for
-//! reaching objects ([`Worker`], [`Env`], [`Stub`], [`ObjectClient`]).
+//! activates and evicts objects (`runtime`), class migrations (renamed
+//! classes' storage identities, deleted classes reclaimed: `migrations`,
+//! `runtime/reclaim.rs`), and the worker-side API for reaching objects
+//! ([`Worker`], [`Env`], [`Stub`], [`ObjectClient`]).
 //!
 //! Never: speaks HTTP or gRPC on a socket (that is the edge and rpc), or
 //! writes RocksDB directly (every write goes through a shard's Raft log).
@@ -22,6 +24,9 @@ mod executor;
 mod gate;
 mod http;
 mod journal;
+pub mod migrations;
+#[cfg(test)]
+mod migrations_tests;
 mod outbox;
 pub mod rpc;
 mod runtime;
@@ -42,6 +47,7 @@ pub use http::{
     query_param, text,
 };
 pub use journal::JOURNAL_ENV;
+pub use migrations::{Migrations, Namespaces};
 pub(crate) use runtime::WeakRuntime;
 pub use runtime::{Bindings, Runtime, RuntimeOptions};
 pub use socket::{Message, ServerFrame, SocketId, SocketLink, WebSocket};
@@ -58,6 +64,9 @@ pub enum Error {
     UnknownNamespace(String),
     #[error("invalid binding name `{0}` (1..=255 bytes)")]
     InvalidBinding(String),
+    /// The class migrations conflict with the bound classes.
+    #[error("class migrations: {0}")]
+    Migration(#[from] migrations::Error),
     #[error("this node does not lead shard {shard}")]
     NotOwner { shard: ShardId },
     #[error("the object is overloaded: too many queued events")]
@@ -92,7 +101,7 @@ impl Error {
     pub fn status(&self) -> ::http::StatusCode {
         use ::http::StatusCode;
         match self {
-            Error::UnknownNamespace(_) | Error::InvalidBinding(_) => {
+            Error::UnknownNamespace(_) | Error::InvalidBinding(_) | Error::Migration(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             Error::NotOwner { .. }
@@ -111,6 +120,7 @@ impl Error {
         match self {
             Error::UnknownNamespace(_) => "unknown_namespace",
             Error::InvalidBinding(_) => "invalid_binding",
+            Error::Migration(_) => "invalid_migration",
             Error::NotOwner { .. } => "not_owner",
             Error::Overloaded => "overloaded",
             Error::Commit(_) => "commit_failed",

@@ -9,7 +9,6 @@
 //! predecessor's. An executor serves one Raft term (see `gate::Life`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
@@ -19,13 +18,15 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use self::bindings::Bindings;
+use self::bindings::Class;
 use super::Error;
 use super::alarms::{self, AlarmsHandle};
 use super::budget::{Budget, MailboxBytes, Slot};
-use super::class::DurableObject;
 use super::client::{CallResult, FetchOutcome, ObjectClient};
-use super::executor::{self, Activation, Event, Queued};
+use super::executor::{Activation, Event, Queued};
 use super::http::Request;
+use super::migrations::Namespaces;
 use super::socket::SharedHub;
 use super::storage::Limits;
 use super::worker::Env;
@@ -57,6 +58,8 @@ pub struct RuntimeOptions {
     /// `Overloaded`.
     pub slot_wait: Duration,
     pub limits: Limits,
+    /// Records of a deleted class deleted per Raft write (`reclaim.rs`).
+    pub reclaim_batch: usize,
 }
 
 impl Default for RuntimeOptions {
@@ -71,68 +74,8 @@ impl Default for RuntimeOptions {
             max_live: 100_000,
             slot_wait: Duration::from_secs(2),
             limits: Limits::default(),
+            reclaim_batch: 512,
         }
-    }
-}
-
-/// Spawns executors of one class without knowing its type.
-trait Class: Send + Sync {
-    /// Spawns the executor; it holds `slot` until its task ends.
-    fn spawn(
-        &self,
-        tracker: &TaskTracker,
-        act: Activation,
-        mailbox: mpsc::Receiver<Queued>,
-        slot: Slot,
-    );
-}
-
-struct ClassOf<T>(PhantomData<fn() -> T>);
-
-impl<T: DurableObject> Class for ClassOf<T> {
-    fn spawn(
-        &self,
-        tracker: &TaskTracker,
-        act: Activation,
-        mailbox: mpsc::Receiver<Queued>,
-        slot: Slot,
-    ) {
-        tracker.spawn(async move {
-            executor::run::<T>(act, mailbox).await;
-            drop(slot);
-        });
-    }
-}
-
-/// The classes served by a node, by binding name (e.g. `COUNTER`).
-#[derive(Default)]
-pub struct Bindings {
-    classes: BTreeMap<Arc<str>, Arc<dyn Class>>,
-}
-
-impl Bindings {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Serves class `T` under `binding`. Names are 1..=255 bytes.
-    pub fn bind<T: DurableObject>(mut self, binding: &str) -> Self {
-        self.classes
-            .insert(Arc::from(binding), Arc::new(ClassOf::<T>(PhantomData)));
-        self
-    }
-
-    pub fn names(&self) -> impl Iterator<Item = &Arc<str>> {
-        self.classes.keys()
-    }
-
-    fn validate(&self) -> Result<(), Error> {
-        for name in self.classes.keys() {
-            if name.is_empty() || name.len() > 255 {
-                return Err(Error::InvalidBinding(name.to_string()));
-            }
-        }
-        Ok(())
     }
 }
 
@@ -152,9 +95,18 @@ struct Entry {
     executor: Option<ExecutorHandle>,
     /// Outlives the executor: sockets stay open while the object is evicted.
     hub: SharedHub,
+    /// The name the object's id was made from, once a caller gave it
+    /// (checked against the id): what the object sees as its `id.name`.
+    name: KnownName,
 }
 
+/// An object's name as its executor sees it: set once, by the first call
+/// that carried the right name.
+pub(crate) type KnownName = Arc<OnceLock<Arc<str>>>;
+
+mod bindings;
 mod leadership;
+mod reclaim;
 mod sockets;
 
 /// The node's object runtime. Cheap to clone.
@@ -167,6 +119,8 @@ struct Inner {
     db: Db,
     replicas: Arc<Replicas>,
     classes: BTreeMap<Arc<str>, Arc<dyn Class>>,
+    /// Each binding's storage identity, and the deleted ones.
+    namespaces: Namespaces,
     opts: RuntimeOptions,
     limits: Arc<Limits>,
     /// Live objects, one map per shard (the lock is per shard).
@@ -207,15 +161,14 @@ impl Runtime {
         bindings: Bindings,
         opts: RuntimeOptions,
     ) -> Result<Runtime, Error> {
-        bindings.validate()?;
+        let namespaces = bindings.namespaces()?;
         let shutdown = CancellationToken::new();
         let (alarms, alarm_rx) = AlarmsHandle::new();
         let shards = replicas.shard_count();
-        let namespaces: Vec<Arc<str>> = bindings.classes.keys().cloned().collect();
         // Objects' `env` calls back through this runtime, held weakly.
         let inner = Arc::new_cyclic(|weak| {
             let client = super::calls::FromObjects(WeakRuntime(weak.clone()));
-            let mut env = Env::new(Arc::new(client), namespaces);
+            let mut env = Env::new(Arc::new(client), namespaces.clone());
             if let Some(vars) = opts.vars.clone() {
                 env = env.with_vars(vars);
             }
@@ -223,6 +176,7 @@ impl Runtime {
                 db,
                 replicas,
                 classes: bindings.classes,
+                namespaces,
                 limits: Arc::new(opts.limits.clone()),
                 budget: Budget::new(opts.max_live),
                 opts,
@@ -292,6 +246,29 @@ impl Runtime {
     /// The bound namespaces.
     pub fn namespaces(&self) -> Vec<Arc<str>> {
         self.inner.classes.keys().cloned().collect()
+    }
+
+    /// The bound namespaces with their storage identities.
+    pub fn namespace_table(&self) -> &Namespaces {
+        &self.inner.namespaces
+    }
+
+    /// The object stored as `stored`, named by the binding that serves
+    /// its identity; `None` if no binding does (a deleted class).
+    pub(crate) fn served_key(&self, stored: &ObjectKey) -> Option<ObjectKey> {
+        let binding = self.inner.namespaces.binding(&stored.namespace)?;
+        Some(ObjectKey::new(binding.clone(), stored.id))
+    }
+
+    /// Where `key` (named by its binding) is stored: the same id under its
+    /// namespace's identity (`migrations.rs`).
+    pub(crate) fn stored_key(&self, key: &ObjectKey) -> ObjectKey {
+        match self.inner.namespaces.identity(&key.namespace) {
+            Some(identity) if **identity != *key.namespace => {
+                ObjectKey::new(identity.clone(), key.id)
+            }
+            _ => key.clone(),
+        }
     }
 
     pub(crate) fn shard_of(&self, key: &ObjectKey) -> ShardId {
@@ -377,6 +354,12 @@ impl Runtime {
         let bytes = super::budget::event_bytes(&event);
         let mut objects = self.objects(shard_id)?;
         let entry = objects.entry(key.clone()).or_default();
+        if let Some(name) = key.name()
+            && entry.name.get().is_none()
+            && self.inner.namespaces.is_name_of(key, name)
+        {
+            let _ = entry.name.set(name.clone());
+        }
         if entry.executor.as_ref().is_some_and(|h| h.term != term) {
             // Bound to an ended term: it stops by itself (failing what it
             // still holds as `NotOwner`); its successor fences first.
@@ -401,7 +384,7 @@ impl Runtime {
                         key,
                         shard,
                         term,
-                        &entry.hub,
+                        (&entry.hub, &entry.name),
                         class.as_ref(),
                         slot,
                     ))
@@ -482,7 +465,7 @@ impl Runtime {
         key: &ObjectKey,
         shard: &ShardHandle,
         term: u64,
-        hub: &SharedHub,
+        (hub, name): (&SharedHub, &KnownName),
         class: &dyn Class,
         slot: Slot,
     ) -> ExecutorHandle {
@@ -491,11 +474,13 @@ impl Runtime {
         let make_room = Arc::new(tokio::sync::Notify::new());
         let act = Activation {
             key: key.clone(),
+            stored: self.stored_key(key),
             generation,
             term,
             shard: shard.clone(),
             db: self.inner.db.clone(),
             hub: hub.clone(),
+            name: name.clone(),
             limits: self.inner.limits.clone(),
             socket_buffer: self.inner.opts.socket_buffer,
             idle_timeout: self.inner.opts.idle_timeout,

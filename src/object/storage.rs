@@ -113,7 +113,10 @@ pub struct ListOptions {
 pub struct Storage {
     pub(crate) db: Db,
     pub(crate) shard: ShardId,
+    /// Where the object's state lives (under its class's identity).
     pub(crate) object: ObjectKey,
+    /// The object's binding: the label of its metrics.
+    pub(crate) binding: Arc<str>,
     pub(crate) limits: Arc<Limits>,
     pub(crate) pending: Pending,
     /// The event's layer, then one per open transaction.
@@ -121,11 +124,18 @@ pub struct Storage {
 }
 
 impl Storage {
-    pub(crate) fn new(db: Db, shard: ShardId, object: ObjectKey, limits: Arc<Limits>) -> Self {
+    pub(crate) fn new(
+        db: Db,
+        shard: ShardId,
+        object: ObjectKey,
+        binding: Arc<str>,
+        limits: Arc<Limits>,
+    ) -> Self {
         Storage {
             db,
             shard,
             object,
+            binding,
             limits,
             pending: Pending::default(),
             layers: vec![Layer::default()],
@@ -186,7 +196,7 @@ impl Storage {
         self.check_key(key)?;
         let value = self.reader().get(key)?;
         let bytes = key.len() + value.as_ref().map_or(0, Bytes::len);
-        metrics::storage_op(&self.object.namespace, "get", "read", bytes);
+        metrics::storage_op(&self.binding, "get", "read", bytes);
         Ok(value)
     }
 
@@ -214,7 +224,7 @@ impl Storage {
         }
         self.check_event_size(entry_size(key, value.len()))?;
         let bytes = key.len() + value.len();
-        metrics::storage_op(&self.object.namespace, "put", "write", bytes);
+        metrics::storage_op(&self.binding, "put", "write", bytes);
         self.top_layer().map.insert(key.to_owned(), Some(value));
         Ok(())
     }
@@ -236,7 +246,7 @@ impl Storage {
         self.check_key(key)?;
         self.check_event_size(entry_size(key, 0))?;
         let existed = self.get(key)?.is_some();
-        metrics::storage_op(&self.object.namespace, "delete", "write", key.len());
+        metrics::storage_op(&self.binding, "delete", "write", key.len());
         self.top_layer().map.insert(key.to_owned(), None);
         Ok(existed)
     }
@@ -263,7 +273,7 @@ impl Storage {
         };
         let entries = self.reader().list(&range)?;
         let bytes = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
-        metrics::storage_op(&self.object.namespace, "list", "read", bytes);
+        metrics::storage_op(&self.binding, "list", "read", bytes);
         Ok(entries)
     }
 
@@ -321,7 +331,7 @@ impl Storage {
 
     /// Deletes every key of the object (its alarm stays, as in Cloudflare).
     pub fn delete_all(&mut self) -> Result<(), StorageError> {
-        metrics::storage_op(&self.object.namespace, "delete_all", "write", 0);
+        metrics::storage_op(&self.binding, "delete_all", "write", 0);
         let top = self.top_layer();
         top.map.clear();
         top.cleared = true;
@@ -352,20 +362,20 @@ impl Storage {
 
     /// The alarm time (ms since the Unix epoch), if one is set.
     pub fn get_alarm(&self) -> Result<Option<u64>, StorageError> {
-        metrics::storage_op(&self.object.namespace, "get_alarm", "read", 0);
+        metrics::storage_op(&self.binding, "get_alarm", "read", 0);
         Ok(self.reader().alarm()?)
     }
 
     /// Sets the object's one alarm, replacing any other.
     pub fn set_alarm(&mut self, at_ms: u64) -> Result<(), StorageError> {
-        metrics::storage_op(&self.object.namespace, "set_alarm", "write", 0);
+        metrics::storage_op(&self.binding, "set_alarm", "write", 0);
         self.top_layer().alarm = Some(AlarmChange::Set(at_ms));
         Ok(())
     }
 
     /// Removes the object's alarm, if any.
     pub fn delete_alarm(&mut self) -> Result<(), StorageError> {
-        metrics::storage_op(&self.object.namespace, "delete_alarm", "write", 0);
+        metrics::storage_op(&self.binding, "delete_alarm", "write", 0);
         self.top_layer().alarm = Some(AlarmChange::Delete);
         Ok(())
     }

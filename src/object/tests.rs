@@ -15,6 +15,8 @@ use crate::replication::Replicas;
 use crate::storage::Db;
 
 const WAIT: Duration = Duration::from_secs(5);
+/// Shards of a test node.
+pub(super) const SHARDS: u16 = 2;
 
 pub(super) struct Node {
     _dir: TempDir,
@@ -26,9 +28,26 @@ pub(super) struct Node {
 pub(super) async fn node(bindings: Bindings, opts: RuntimeOptions) -> Node {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = Db::open(dir.path()).expect("open db");
-    let replicas = Replicas::open_single_node(db.clone(), 1, "local".into(), 2, Default::default())
-        .await
-        .expect("open replicas");
+    let (replicas, runtime) = serve(&db, bindings, opts).await;
+    Node {
+        _dir: dir,
+        db,
+        replicas,
+        runtime,
+    }
+}
+
+/// A single-node group of [`SHARDS`] shards over `db`, each led here,
+/// and a runtime serving `bindings` on them.
+pub(super) async fn serve(
+    db: &Db,
+    bindings: Bindings,
+    opts: RuntimeOptions,
+) -> (Arc<Replicas>, Runtime) {
+    let replicas =
+        Replicas::open_single_node(db.clone(), 1, "local".into(), SHARDS, Default::default())
+            .await
+            .expect("open replicas");
     replicas
         .wait_for_leaders(WAIT)
         .await
@@ -36,12 +55,7 @@ pub(super) async fn node(bindings: Bindings, opts: RuntimeOptions) -> Node {
     let replicas = Arc::new(replicas);
     let runtime =
         Runtime::start(db.clone(), replicas.clone(), bindings, opts).expect("start runtime");
-    Node {
-        _dir: dir,
-        db,
-        replicas,
-        runtime,
-    }
+    (replicas, runtime)
 }
 
 impl Node {

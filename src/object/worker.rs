@@ -9,9 +9,10 @@ use bytes::Bytes;
 use super::Error;
 use super::client::{CallResult, ObjectClient};
 use super::http::{Request, Response};
+use super::migrations::Namespaces;
 use super::socket::SocketLink;
 use super::vars::Vars;
-use crate::id::{self, ObjectId, ObjectKey};
+use crate::id::{self, NamedId, ObjectId, ObjectKey};
 
 /// A stateless handler that routes requests to objects (the seed's router).
 pub trait Worker: Send + Sync + 'static {
@@ -23,14 +24,16 @@ pub trait Worker: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct Env {
     client: Arc<dyn ObjectClient>,
-    namespaces: Arc<[Arc<str>]>,
+    /// The bound names and their storage identities (`migrations.rs`).
+    namespaces: Namespaces,
     vars: Arc<Vars>,
 }
 
 impl Env {
-    /// The namespaces reached through `client`, with this process's vars
+    /// The namespaces reached through `client` (a list of bound names, or
+    /// [`Namespaces`] after class migrations), with this process's vars
     /// and secrets ([`Vars::from_process`]).
-    pub fn new(client: Arc<dyn ObjectClient>, namespaces: Vec<Arc<str>>) -> Self {
+    pub fn new(client: Arc<dyn ObjectClient>, namespaces: impl Into<Namespaces>) -> Self {
         Env {
             client,
             namespaces: namespaces.into(),
@@ -56,13 +59,15 @@ impl Env {
 
     /// The namespace bound as `binding`.
     pub fn namespace(&self, binding: &str) -> Result<Namespace, Error> {
-        let name = self
+        let (name, identity) = self
             .namespaces
-            .iter()
+            .names()
             .find(|n| &***n == binding)
+            .and_then(|n| Some((n.clone(), self.namespaces.identity(n)?.clone())))
             .ok_or_else(|| Error::UnknownNamespace(binding.to_owned()))?;
         Ok(Namespace {
-            name: name.clone(),
+            name,
+            identity,
             client: self.client.clone(),
         })
     }
@@ -72,6 +77,9 @@ impl Env {
 #[derive(Clone)]
 pub struct Namespace {
     name: Arc<str>,
+    /// What ids are derived from: the name, or the class's name before a
+    /// rename (`migrations.rs`).
+    identity: Arc<str>,
     client: Arc<dyn ObjectClient>,
 }
 
@@ -80,8 +88,15 @@ impl Namespace {
         &self.name
     }
 
-    pub fn id_from_name(&self, name: &str) -> ObjectId {
-        ObjectId::from_name(&self.name, name)
+    /// The id `name` maps to, carrying the name (`id.name`): a stub made
+    /// from it lets the object see the name ([`super::Context::name`]).
+    pub fn id_from_name(&self, name: &str) -> NamedId {
+        NamedId::new(ObjectId::from_name(&self.identity, name), name)
+    }
+
+    /// A stub to the object named `name` (Cloudflare's `getByName`).
+    pub fn get_by_name(&self, name: &str) -> Stub {
+        self.get(self.id_from_name(name))
     }
 
     pub fn new_unique_id(&self) -> ObjectId {
@@ -92,10 +107,11 @@ impl Namespace {
         ObjectId::parse(s)
     }
 
-    /// A stub to call the object with `id`.
-    pub fn get(&self, id: ObjectId) -> Stub {
+    /// A stub to call the object with `id` (an [`ObjectId`], or a
+    /// [`NamedId`] from [`Self::id_from_name`] whose name travels along).
+    pub fn get(&self, id: impl Into<NamedId>) -> Stub {
         Stub {
-            key: ObjectKey::new(self.name.clone(), id),
+            key: id.into().key(self.name.clone()),
             client: self.client.clone(),
         }
     }
@@ -122,6 +138,16 @@ impl UpgradeLink {
 impl Stub {
     pub fn key(&self) -> &ObjectKey {
         &self.key
+    }
+
+    /// The object's id.
+    pub fn id(&self) -> ObjectId {
+        self.key.id
+    }
+
+    /// The name the stub's id was made from (`id.name`), if it was.
+    pub fn name(&self) -> Option<&str> {
+        self.key.name().map(|n| &**n)
     }
 
     /// Sends `req` to the object and returns its response. A 101 response

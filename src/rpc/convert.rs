@@ -17,7 +17,7 @@ use tonic::{Code, Status};
 
 use super::pb;
 use crate::id::{ObjectId, ObjectKey};
-use crate::object::{self, ClientIp, HandlerError, Message, Request, Response};
+use crate::object::{self, ClientIp, HandlerError, Message, Namespaces, Request, Response};
 
 /// Metadata naming the shard this node does not lead (FAILED_PRECONDITION).
 pub const SHARD_METADATA: &str = "roost-shard";
@@ -37,7 +37,7 @@ impl From<object::Error> for Status {
         use object::Error as E;
         let code = match &e {
             E::UnknownNamespace(_) => Code::NotFound,
-            E::InvalidBinding(_) => Code::Internal,
+            E::InvalidBinding(_) | E::Migration(_) => Code::Internal,
             E::NotOwner { .. } => Code::FailedPrecondition,
             E::Overloaded => Code::ResourceExhausted,
             E::Commit(_) | E::Reset | E::ShuttingDown | E::Unavailable(_) | E::Unreachable(_) => {
@@ -162,27 +162,41 @@ pub(super) fn check_size(what: &str, len: usize, limit: usize) -> Result<(), Sta
     Err(status)
 }
 
-/// The object an [`pb::ObjectRef`] names.
-pub(super) fn object_key(object: Option<pb::ObjectRef>) -> Result<ObjectKey, Status> {
+/// The object an [`pb::ObjectRef`] names, a name hashed under its
+/// namespace's identity in `namespaces` (class migrations), carrying the
+/// name the caller gave (checked against the id where the object runs).
+pub(super) fn object_key(
+    object: Option<pb::ObjectRef>,
+    namespaces: &Namespaces,
+) -> Result<ObjectKey, Status> {
     let object = object.ok_or_else(|| invalid("missing object"))?;
     if object.namespace.is_empty() {
         return Err(invalid("missing object namespace"));
     }
-    let id = match object.target {
-        Some(pb::object_ref::Target::Name(name)) => ObjectId::from_name(&object.namespace, &name),
-        Some(pb::object_ref::Target::Id(id)) => {
-            ObjectId::parse(&id).map_err(|e| invalid(format!("invalid object id: {e}")))?
+    match object.target {
+        Some(pb::object_ref::Target::Name(name)) => {
+            Ok(namespaces.key_from_name(&object.namespace, &name))
         }
-        None => return Err(invalid("missing object name or id")),
-    };
-    Ok(ObjectKey::new(object.namespace, id))
+        Some(pb::object_ref::Target::Id(id)) => {
+            let id =
+                ObjectId::parse(&id).map_err(|e| invalid(format!("invalid object id: {e}")))?;
+            let key = ObjectKey::new(object.namespace, id);
+            Ok(match object.id_name {
+                Some(name) => key.with_name(name),
+                None => key,
+            })
+        }
+        None => Err(invalid("missing object name or id")),
+    }
 }
 
-/// An object by id (what a remote client sends: the key is already hashed).
+/// An object by id (what a remote client sends: the key is already
+/// hashed), with the name its id was made from if the key carries it.
 pub(super) fn object_ref(key: &ObjectKey) -> pb::ObjectRef {
     pb::ObjectRef {
         namespace: key.namespace.to_string(),
         target: Some(pb::object_ref::Target::Id(key.id.to_string())),
+        id_name: key.name().map(|n| n.to_string()),
     }
 }
 
@@ -191,8 +205,9 @@ pub(super) fn object_ref(key: &ObjectKey) -> pb::ObjectRef {
 pub(super) fn request_from_pb(
     req: pb::FetchRequest,
     max_body: usize,
+    namespaces: &Namespaces,
 ) -> Result<(ObjectKey, Request), Status> {
-    let key = object_key(req.object)?;
+    let key = object_key(req.object, namespaces)?;
     check_size("request body", req.body.len(), max_body)?;
     let method = if req.method.is_empty() {
         Method::GET
@@ -310,13 +325,46 @@ pub(super) fn message_from_pb(msg: pb::SocketMessage) -> Option<Message> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+
+    /// A name travels with an id (`id_name`) and comes back on the key; a
+    /// name target is hashed under the namespace's identity.
+    #[test]
+    fn object_refs_carry_the_ids_name_and_names_hash_under_identities() {
+        let plain = Namespaces::default();
+        let named = ObjectKey::new("COUNTER", ObjectId::from_name("COUNTER", "a")).with_name("a");
+        let wire = object_ref(&named);
+        assert_eq!(wire.id_name.as_deref(), Some("a"));
+        let back = object_key(Some(wire), &plain).expect("valid");
+        assert_eq!(back, named);
+        assert_eq!(back.name().map(|n| &**n), Some("a"));
+        let unnamed = ObjectKey::new("COUNTER", ObjectId::from_name("COUNTER", "a"));
+        assert_eq!(object_ref(&unnamed).id_name, None);
+
+        let mut migrations = object::Migrations::default();
+        migrations.rename("TALLY_OLD", "TALLY");
+        let renamed = Namespaces::resolve([Arc::from("TALLY")], &migrations).expect("valid");
+        let by_name = pb::ObjectRef {
+            namespace: "TALLY".into(),
+            target: Some(pb::object_ref::Target::Name("x".into())),
+            id_name: None,
+        };
+        let key = object_key(Some(by_name), &renamed).expect("valid");
+        assert_eq!(key.id, ObjectId::from_name("TALLY_OLD", "x"));
+        assert_eq!(
+            (&*key.namespace, key.name().map(|n| &**n)),
+            ("TALLY", Some("x"))
+        );
+    }
 
     fn fetch(method: &str, path: &str, headers: Vec<pb::Header>) -> pb::FetchRequest {
         pb::FetchRequest {
             object: Some(pb::ObjectRef {
                 namespace: "COUNTER".into(),
                 target: Some(pb::object_ref::Target::Name("a".into())),
+                id_name: None,
             }),
             method: method.into(),
             path: path.into(),
@@ -339,7 +387,7 @@ mod tests {
         req.extensions_mut()
             .insert(ClientIp("203.0.113.9".parse().expect("ip")));
         let wire = request_to_pb(&key, req);
-        let (back_key, back) = request_from_pb(wire, 4).expect("valid");
+        let (back_key, back) = request_from_pb(wire, 4, &Namespaces::default()).expect("valid");
         assert_eq!(back_key, key);
         assert_eq!(back.method(), Method::POST);
         assert_eq!(back.uri(), "/increment?amount=5");
@@ -376,6 +424,7 @@ mod tests {
                 object: Some(pb::ObjectRef {
                     namespace: String::new(),
                     target: Some(pb::object_ref::Target::Name("a".into())),
+                    id_name: None,
                 }),
                 ..fetch("GET", "/", vec![])
             },
@@ -383,21 +432,24 @@ mod tests {
                 object: Some(pb::ObjectRef {
                     namespace: "COUNTER".into(),
                     target: Some(pb::object_ref::Target::Id("xyz".into())),
+                    id_name: None,
                 }),
                 ..fetch("GET", "/", vec![])
             },
         ];
         for case in cases {
-            let err = request_from_pb(case.clone(), 10).expect_err("invalid");
+            let err =
+                request_from_pb(case.clone(), 10, &Namespaces::default()).expect_err("invalid");
             assert_eq!(err.code(), Code::InvalidArgument, "{case:?}: {err:?}");
         }
         let big = pb::FetchRequest {
             body: vec![0; 11],
             ..fetch("", "", vec![])
         };
-        let err = request_from_pb(big, 10).expect_err("too big");
+        let err = request_from_pb(big, 10, &Namespaces::default()).expect_err("too big");
         assert_eq!(err.code(), Code::ResourceExhausted);
-        let (_, ok) = request_from_pb(fetch("", "", vec![]), 10).expect("defaults");
+        let (_, ok) =
+            request_from_pb(fetch("", "", vec![]), 10, &Namespaces::default()).expect("defaults");
         assert_eq!((ok.method(), ok.uri().path()), (&Method::GET, "/"));
     }
 

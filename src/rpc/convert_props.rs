@@ -14,7 +14,7 @@ use super::convert::{
     response_to_pb,
 };
 use super::pb;
-use crate::object::{ClientIp, Message};
+use crate::object::{ClientIp, Message, Namespaces};
 
 /// Cases per property: `PROPTEST_CASES` when set, else `default`.
 pub(crate) fn cases(default: u32) -> ProptestConfig {
@@ -48,7 +48,11 @@ fn any_object() -> impl Strategy<Value = Option<pb::ObjectRef>> {
         "[0-9a-f]{64}".prop_map(|i| Some(pb::object_ref::Target::Id(i))),
     ];
     proptest::option::of(
-        (any_text(), target).prop_map(|(namespace, target)| pb::ObjectRef { namespace, target }),
+        (any_text(), target).prop_map(|(namespace, target)| pb::ObjectRef {
+            namespace,
+            target,
+            id_name: None,
+        }),
     )
 }
 
@@ -83,14 +87,14 @@ proptest! {
     #[test]
     fn fetch_requests_convert_or_are_refused(req in any_fetch(), max_body in 0usize..80) {
         let body_len = req.body.len();
-        match request_from_pb(req.clone(), max_body) {
+        match request_from_pb(req.clone(), max_body, &Namespaces::default()) {
             Ok((key, converted)) => {
                 prop_assert!(body_len <= max_body);
                 prop_assert_eq!(converted.body().len(), body_len);
                 prop_assert!(converted.uri().path().starts_with('/'));
                 // What Roost would send on converts back to the same request.
                 let again = request_to_pb(&key, converted);
-                let (key2, back) = request_from_pb(again, max_body)
+                let (key2, back) = request_from_pb(again, max_body, &Namespaces::default())
                     .map_err(|s| TestCaseError::fail(format!("round trip refused: {s:?}")))?;
                 prop_assert_eq!(key2, key);
                 prop_assert_eq!(back.body().len(), body_len);
@@ -108,7 +112,7 @@ proptest! {
 
     #[test]
     fn object_refs_name_a_key_or_are_refused(object in any_object()) {
-        match object_key(object.clone()) {
+        match object_key(object.clone(), &Namespaces::default()) {
             Ok(key) => {
                 let object = object.expect("a key needs an object");
                 prop_assert_eq!(&*key.namespace, object.namespace.as_str());

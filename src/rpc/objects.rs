@@ -33,7 +33,7 @@ use super::convert::{self, MAX_CALL_METHOD_BYTES};
 use super::pb::objects_server::{Objects, ObjectsServer};
 use super::pb::{self, socket_down, socket_up};
 use super::tls::Tls;
-use crate::object::{ObjectClient, ServerFrame, SocketLink, is_websocket_upgrade};
+use crate::object::{Namespaces, ObjectClient, ServerFrame, SocketLink, is_websocket_upgrade};
 
 /// Sizes the service accepts, from the node's configuration.
 #[derive(Clone, Debug)]
@@ -66,6 +66,9 @@ const DOWN_BUFFER: usize = 32;
 pub struct ObjectsService {
     objects: Arc<dyn ObjectClient>,
     limits: ObjectsLimits,
+    /// The bound namespaces' identities, to hash names with (class
+    /// migrations); without them a name is hashed under its namespace.
+    namespaces: Namespaces,
     /// Cancelled to close every bridged socket with 1001.
     closing: CancellationToken,
     /// The socket bridges.
@@ -79,9 +82,17 @@ impl ObjectsService {
         ObjectsService {
             objects,
             limits,
+            namespaces: Namespaces::default(),
             closing: CancellationToken::new(),
             bridges: TaskTracker::new(),
         }
+    }
+
+    /// Hashes names under the identities of `namespaces` (a renamed
+    /// class's objects keep the ids they had under its old name).
+    pub fn with_namespaces(mut self, namespaces: Namespaces) -> Self {
+        self.namespaces = namespaces;
+        self
     }
 
     /// The service for a tonic server, with the decoding limit set from the
@@ -144,7 +155,7 @@ impl ObjectsService {
         request: tonic::Request<pb::FetchRequest>,
     ) -> Reply<pb::FetchResponse> {
         let limit = self.limits.max_request_body_bytes;
-        let (key, req) = convert::request_from_pb(request.into_inner(), limit)?;
+        let (key, req) = convert::request_from_pb(request.into_inner(), limit, &self.namespaces)?;
         if is_websocket_upgrade(&req) {
             return Err(Status::invalid_argument(
                 "a WebSocket upgrade request needs Socket, not Fetch",
@@ -165,7 +176,7 @@ impl ObjectsService {
 
     async fn call_in(&self, request: tonic::Request<pb::CallRequest>) -> Reply<pb::CallResponse> {
         let req = request.into_inner();
-        let key = convert::object_key(req.object)?;
+        let key = convert::object_key(req.object, &self.namespaces)?;
         if req.method.is_empty() || req.method.len() > MAX_CALL_METHOD_BYTES {
             return Err(Status::invalid_argument(format!(
                 "a call method is 1..={MAX_CALL_METHOD_BYTES} bytes, got {}",
@@ -213,7 +224,8 @@ impl Objects for ObjectsService {
         let Some(socket_up::Kind::Open(open)) = first.kind else {
             return Err(Status::invalid_argument("the first message must be `open`"));
         };
-        let (key, req) = convert::request_from_pb(open, self.limits.max_request_body_bytes)?;
+        let (key, req) =
+            convert::request_from_pb(open, self.limits.max_request_body_bytes, &self.namespaces)?;
         if !is_websocket_upgrade(&req) {
             return Err(Status::invalid_argument(
                 "`open` must be a WebSocket upgrade request (Upgrade: websocket)",

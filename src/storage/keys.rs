@@ -129,6 +129,39 @@ pub fn alarm_due_range(shard: ShardId) -> (Vec<u8>, Vec<u8>) {
     (lo, hi)
 }
 
+/// Everything of kind `kind` stored under namespace `namespace` in
+/// `shard` (every object's data, or every object's alarm): `[lo, hi)`.
+/// Kinds keyed by object first only (not [`StateKind::AlarmDue`]).
+pub fn namespace_range(shard: ShardId, kind: StateKind, namespace: &str) -> (Vec<u8>, Vec<u8>) {
+    let ns = namespace.as_bytes();
+    let ns = &ns[..ns.len().min(255)];
+    let mut lo = Vec::with_capacity(4 + ns.len());
+    lo.extend_from_slice(&shard.to_be_bytes());
+    lo.push(kind as u8);
+    lo.push(ns.len() as u8);
+    lo.extend_from_slice(ns);
+    // The prefix ends in the namespace's length byte and name, so it
+    // never matches a longer namespace; and a successor always exists
+    // below the next kind.
+    let hi = prefix_end(&lo).unwrap_or_else(|| {
+        let mut hi = shard.to_be_bytes().to_vec();
+        hi.push(kind as u8 + 1);
+        hi
+    });
+    (lo, hi)
+}
+
+/// Decodes a key of a kind keyed by object first ([`data_key`],
+/// [`alarm_key`]) into its object and what follows it (the user key of a
+/// data key, nothing for an alarm).
+pub fn decode_object_key(key: &[u8]) -> Option<(ObjectKey, &[u8])> {
+    let ns_len = usize::from(*key.get(3)?);
+    let ns = std::str::from_utf8(key.get(4..4 + ns_len)?).ok()?;
+    let id: [u8; ID_LEN] = key.get(4 + ns_len..4 + ns_len + ID_LEN)?.try_into().ok()?;
+    let rest = key.get(4 + ns_len + ID_LEN..)?;
+    Some((ObjectKey::new(ns, ObjectId::from_bytes(id)), rest))
+}
+
 /// Decodes an [`alarm_due_key`] into its time and object.
 pub fn decode_alarm_due(key: &[u8]) -> Option<(u64, ObjectKey)> {
     let time: [u8; 8] = key.get(3..11)?.try_into().ok()?;
@@ -195,6 +228,24 @@ mod tests {
         assert!(alarm_due_key(9, 5, &a) < alarm_due_key(9, 6, &obj("A", "b")));
         let (lo, hi) = alarm_due_range(9);
         assert!(k >= lo && k < hi);
+    }
+
+    #[test]
+    fn a_namespace_range_holds_its_objects_and_no_other_namespace() {
+        let a = obj("NS", "x");
+        let (lo, hi) = namespace_range(4, StateKind::Data, "NS");
+        let k = data_key(4, &a, "user");
+        assert!(k >= lo && k < hi);
+        for other in ["NS2", "N", "NT"] {
+            let k = data_key(4, &obj(other, "x"), "user");
+            assert!(k < lo || k >= hi, "{other}");
+        }
+        assert!(alarm_key(4, &a) >= hi, "alarms are another range");
+        let (lo, hi) = namespace_range(4, StateKind::Alarm, "NS");
+        assert!(alarm_key(4, &a) >= lo && alarm_key(4, &a) < hi);
+        assert_eq!(decode_object_key(&k), Some((a.clone(), &b"user"[..])));
+        assert_eq!(decode_object_key(&alarm_key(4, &a)), Some((a, &b""[..])));
+        assert_eq!(decode_object_key(&k[..10]), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 mod db;
 pub mod keys;
 pub mod mutation;
+pub mod reclaim;
 mod wal_sync;
 
 pub use db::{Db, Entry};

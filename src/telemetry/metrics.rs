@@ -94,6 +94,9 @@ pub const OBJECTS_LIVE: &str = "roost_objects_live";
 pub const OBJECT_ACTIVATIONS: &str = "roost_object_activations_total";
 pub const OBJECT_EVICTIONS: &str = "roost_object_evictions_total";
 pub const OBJECT_OVERLOADED: &str = "roost_object_overloaded_total";
+pub const MIGRATION_DELETED: &str = "roost_migration_deleted_records_total";
+pub const MIGRATION_PENDING_SHARDS: &str = "roost_migration_pending_shards";
+pub const MIGRATION_RECLAIMED_SHARDS: &str = "roost_migration_reclaimed_shards_total";
 pub const OBJECTS_LIVE_MAX: &str = "roost_objects_live_max";
 pub const HTTP_CONNECTIONS_REFUSED: &str = "roost_http_connections_refused_total";
 pub const HTTP_CONNECTIONS_TIMED_OUT: &str = "roost_http_connections_timed_out_total";
@@ -198,6 +201,12 @@ pub const ALL: &[Def] = &[
         "Executors that left memory: idle (nothing to do for objects.idle_timeout_ms) or reset (a failed commit, a failed constructor, or a lost leadership)."),
     def(OBJECT_OVERLOADED, C, Unit::Count, &[BINDING],
         "Events refused because the object's mailbox was full: the object is at its throughput ceiling."),
+    def(MIGRATION_DELETED, C, Unit::Count, &[BINDING],
+        "Records of a deleted class (stored values and alarms) this node deleted as a shard's leader; binding: the class's storage identity, its first name (objects.deleted_classes)."),
+    def(MIGRATION_PENDING_SHARDS, G, Unit::Count, &[BINDING],
+        "Shards this node leads whose records of a deleted class are still being deleted (0 on every node once the class is reclaimed and leadership settled)."),
+    def(MIGRATION_RECLAIMED_SHARDS, C, Unit::Count, &[BINDING],
+        "Times a leader found a shard holding nothing of a deleted class any more (once per shard and leadership term)."),
     def(HOT_OBJECT_RATE, G, Unit::Count, &[RANK, BINDING],
         "Events per second of the busiest objects in the last complete window, by rank (1 = busiest); ids are on /admin/hot-objects."),
     def(HOT_OBJECT_BUSY, G, Unit::Percent, &[RANK, BINDING],

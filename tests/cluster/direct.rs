@@ -57,6 +57,7 @@ impl Direct {
             object: Some(pb::ObjectRef {
                 namespace: "COUNTER".into(),
                 target: Some(object_ref::Target::Name(format!("{prefix}-{counter}"))),
+                id_name: None,
             }),
             method: method.into(),
             path: path.into(),

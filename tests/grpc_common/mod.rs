@@ -38,6 +38,7 @@ pub fn by_name(namespace: &str, name: &str) -> Option<pb::ObjectRef> {
     Some(pb::ObjectRef {
         namespace: namespace.into(),
         target: Some(object_ref::Target::Name(name.into())),
+        id_name: None,
     })
 }
 

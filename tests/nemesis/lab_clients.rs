@@ -40,6 +40,7 @@ pub async fn call(
         object: Some(pb::ObjectRef {
             namespace: "LAB".into(),
             target: Some(object_ref::Target::Name(name.to_owned())),
+            id_name: None,
         }),
         method: method.into(),
         path: path.into(),

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
-use roost::id::ObjectId;
 use roost::object::{
     AlarmInfo, Bindings, CallResult, Context, DurableObject, Env, HandlerError, ListOptions,
     Message, Request, Response, Result, Storage, WebSocket, Worker, is_websocket_upgrade, json,
@@ -245,7 +244,7 @@ impl DurableObject for KvStore {
             }
             Op::PutAndLog { key, value, log } => {
                 ctx.storage().put(&key, value.clone())?;
-                let journal = ctx.stub(LOG_BINDING, ObjectId::from_name(LOG_BINDING, &log))?;
+                let journal = ctx.env().namespace(LOG_BINDING)?.get_by_name(&log);
                 let entry = format!("{key}={value}");
                 let n = ctx.call(&journal, "append", Bytes::from(entry)).await??;
                 j!({ "logged": String::from_utf8_lossy(&n) })

@@ -1,6 +1,7 @@
 //! A shard's leadership as the runtime follows it: each term of this node's
 //! leadership schedules the shard's alarms once a fence of the term is
-//! applied, and its end drops the shard's alarms and executors.
+//! applied and reclaims deleted classes' storage (`reclaim.rs`), and its
+//! end drops the shard's alarms and executors and stops the reclaim.
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +44,11 @@ impl Runtime {
                 if let Some(term) = leading {
                     let stop = self.inner.shutdown.child_token();
                     reload = Some(stop.clone());
+                    self.inner.executors.spawn(self.clone().reclaim_deleted(
+                        shard.clone(),
+                        term,
+                        stop.clone(),
+                    ));
                     self.inner.executors.spawn(self.clone().load_alarms(
                         shard.clone(),
                         term,
@@ -98,7 +104,13 @@ impl Runtime {
         }
         match self.inner.db.shard_alarms(shard.id()) {
             Ok(list) => {
-                let _ = loaded.send((term, list));
+                // Stored under identities; scheduled under the bindings that
+                // serve them (a deleted class's alarms are not run).
+                let served = list
+                    .into_iter()
+                    .filter_map(|(at, stored)| Some((at, self.served_key(&stored)?)))
+                    .collect();
+                let _ = loaded.send((term, served));
             }
             Err(e) => tracing::error!(shard = shard.id(), error = %e, "read alarms"),
         }

@@ -128,6 +128,22 @@ pub fn object_activated(binding: &Arc<str>) {
     metrics::counter!(OBJECT_ACTIVATIONS, BINDING => b(binding)).increment(1);
 }
 
+/// A shard whose records of deleted class `namespace` this node is
+/// deleting, until dropped.
+pub fn migration_pending(namespace: &Arc<str>) -> Open {
+    open(metrics::gauge!(MIGRATION_PENDING_SHARDS, BINDING => b(namespace)))
+}
+
+/// `n` records of deleted class `namespace` deleted.
+pub fn migration_deleted(namespace: &Arc<str>, n: usize) {
+    metrics::counter!(MIGRATION_DELETED, BINDING => b(namespace)).increment(n as u64);
+}
+
+/// A shard found holding nothing of deleted class `namespace`.
+pub fn migration_reclaimed(namespace: &Arc<str>) {
+    metrics::counter!(MIGRATION_RECLAIMED_SHARDS, BINDING => b(namespace)).increment(1);
+}
+
 /// An executor left: `reason` is `idle` or `reset`.
 pub fn object_evicted(binding: &Arc<str>, reason: &'static str) {
     metrics::counter!(OBJECT_EVICTIONS, BINDING => b(binding), REASON => reason).increment(1);
