@@ -76,24 +76,34 @@ pub(super) fn error_from_status(status: &Status, key: &ObjectKey) -> object::Err
     }
 }
 
-/// Whether `status` is this process's own failure to send the request:
-/// tonic's [`tonic::ConnectError`] (a request that waits for a connection
-/// that never comes is never written to the wire), or hyper's canceled
-/// request (queued on a connection that closed — e.g. a node's GOAWAY as
-/// it shuts down — before hyper began to write it) in its source chain. A
-/// status a remote node sent has no source, so it never qualifies.
+/// Whether `status` says the request was certainly never processed: this
+/// process's own failure to send it — tonic's [`tonic::ConnectError`] (a
+/// request that waits for a connection that never comes is never written to
+/// the wire) or hyper's canceled request (queued on a connection that closed,
+/// e.g. a node's GOAWAY as it shuts down, before hyper began to write it) —
+/// or the node's HTTP/2 `REFUSED_STREAM` (a server refuses a stream it
+/// opened after its GOAWAY, or beyond its stream limit, "prior to any
+/// processing", RFC 9113 §8.7). All are in the status's source chain; a
+/// status the remote node's gRPC layer sent has no source, so it never
+/// qualifies.
 fn never_sent(status: &Status) -> bool {
     let mut source = std::error::Error::source(status);
     while let Some(e) = source {
         if e.is::<tonic::ConnectError>()
             || e.downcast_ref::<hyper::Error>()
                 .is_some_and(hyper::Error::is_canceled)
+            || e.downcast_ref::<h2::Error>().is_some_and(refused)
         {
             return true;
         }
         source = e.source();
     }
     false
+}
+
+/// A stream the peer reset with `REFUSED_STREAM`: never processed.
+fn refused(e: &h2::Error) -> bool {
+    e.is_reset() && e.is_remote() && e.reason() == Some(h2::Reason::REFUSED_STREAM)
 }
 
 /// A call handler's error as a status: the code follows the HTTP status,

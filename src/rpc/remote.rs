@@ -468,4 +468,42 @@ mod tests {
         };
         assert!(matches!(err, object::Error::Unavailable(_)), "{err:?}");
     }
+
+    /// An HTTP/2 server that resets every stream it is sent with `reason`.
+    async fn resetting_server(reason: h2::Reason) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let Ok((conn, _)) = listener.accept().await else {
+                return;
+            };
+            let Ok(mut h2) = h2::server::handshake(conn).await else {
+                return;
+            };
+            while let Some(Ok((_request, mut respond))) = h2.accept().await {
+                respond.send_reset(reason);
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_stream_the_node_refused_was_never_sent_and_other_resets_are_unknown() {
+        let refused = resetting_server(h2::Reason::REFUSED_STREAM).await;
+        let client = RemoteClient::connect_lazy(refused, RemoteOptions::default()).expect("client");
+        let Err(err) = client.fetch(key(), get()).await else {
+            panic!("a refused fetch succeeded");
+        };
+        assert!(matches!(err, object::Error::Unreachable(_)), "{err:?}");
+
+        // A stream reset for any other reason may have been processed.
+        let reset = resetting_server(h2::Reason::INTERNAL_ERROR).await;
+        let client = RemoteClient::connect_lazy(reset, RemoteOptions::default()).expect("client");
+        let Err(err) = client.fetch(key(), get()).await else {
+            panic!("a reset fetch succeeded");
+        };
+        assert!(matches!(err, object::Error::Unavailable(_)), "{err:?}");
+    }
 }
