@@ -97,6 +97,11 @@ pub enum Op {
         value: String,
         log: String,
     },
+    /// The configured var `name` (`ROOST_VAR_<name>`) and the length of the
+    /// secret `name` (`ROOST_SECRET_<name>`; never the secret itself).
+    Config {
+        name: String,
+    },
     /// The entries of the `LOG` object named `log`, read with a fetch from
     /// this object (another object's HTTP handler, reached from inside one).
     ReadLog {
@@ -221,6 +226,7 @@ fn run(s: &mut Storage, op: Op) -> Result<Value> {
         | Op::SlowIncrement { .. }
         | Op::SetAutoResponse { .. }
         | Op::PutAndLog { .. }
+        | Op::Config { .. }
         | Op::ReadLog { .. } => {
             return Err(HandlerError::bad_request(
                 "not_a_storage_op",
@@ -268,6 +274,10 @@ impl DurableObject for KvStore {
                     .rpc::<Append>(&journal, &format!("{key}={value}"))
                     .await?;
                 j!({ "logged": n })
+            }
+            Op::Config { name } => {
+                let env = ctx.env();
+                j!({ "var": env.var(&name), "secret_len": env.secret(&name).map(str::len) })
             }
             Op::ReadLog { log } => {
                 let journal = ctx.env().namespace(LOG_BINDING)?.get_by_name(&log);

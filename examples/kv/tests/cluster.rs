@@ -50,6 +50,9 @@ fn spawn(args: &[String], markers: &[&'static str]) -> Proc {
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,openraft=off".into()),
         )
+        // The app's configuration, as the chart's env would give it.
+        .env("ROOST_VAR_GREETING", "hello from config")
+        .env("ROOST_SECRET_GREETING", "s3cret")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -232,6 +235,22 @@ async fn the_examples_class_serves_through_an_edge_and_survives_a_leader_kill() 
     for (i, name) in names.iter().enumerate() {
         let (status, body) = op(&http, &base, name, &json!({"op": "get", "key": "k"})).await;
         assert_eq!((status, &body["value"]), (200, &json!(format!("v{i}"))));
+    }
+
+    // Every object sees the configured vars and secrets, on any node.
+    for name in &names {
+        let (status, body) = op(
+            &http,
+            &base,
+            name,
+            &json!({"op": "config", "name": "GREETING"}),
+        )
+        .await;
+        assert_eq!(
+            (status, &body["var"], &body["secret_len"]),
+            (200, &json!("hello from config"), &json!(6)),
+            "{name}: {body}"
+        );
     }
 
     // The same objects over the edge's WebSocket and gRPC sides.
