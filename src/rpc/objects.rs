@@ -352,6 +352,8 @@ impl Bridge {
                             break self.gone();
                         }
                     }
+                    // Only a caller that re-attaches keeps the socket's state.
+                    Some(ServerFrame::Attachment(_)) if !self.reattach => {}
                     Some(ServerFrame::Attachment(value)) => {
                         let kind = socket_down::Kind::Attachment(pb::SocketAttachment {
                             value: Vec::from(value),

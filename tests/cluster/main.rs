@@ -32,6 +32,7 @@ mod mtls;
 mod netns;
 mod partition;
 mod procs;
+mod reattach;
 mod restart;
 mod scale_in;
 mod scale_out;

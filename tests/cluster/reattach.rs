@@ -1,0 +1,232 @@
+//! WebSockets survive a rolling restart: chat sockets in a few rooms send
+//! steadily through one edge while every node in turn gets SIGTERM, comes
+//! back and turns ready (as `helm upgrade` does). The edge keeps each
+//! client's socket open and re-attaches it to its room's new owner: no
+//! client is disconnected, and every message a client sends comes back to
+//! it (the room's broadcast) exactly once and in order.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::{SHARDS, wait_converged};
+use crate::procs;
+
+const ROOMS: usize = 4;
+const PER_ROOM: usize = 2;
+/// Pause between one client's messages.
+const EVERY: Duration = Duration::from_millis(40);
+
+/// What one chat client saw.
+#[derive(Default)]
+struct Seen {
+    /// Its own messages' numbers, as the room broadcast them back.
+    echoes: Vec<u64>,
+    /// When each echo came.
+    at: Vec<Instant>,
+    /// Messages it sent.
+    sent: u64,
+    /// Messages of the other members it got.
+    others: u64,
+    /// How its socket ended, if it did.
+    closed: Option<String>,
+}
+
+struct Client {
+    name: String,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl Client {
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Joins `room` as `name` and sends numbered messages every [`EVERY`]
+/// until `stop`, recording what comes back.
+async fn client(edge: &str, room: &str, name: String, stop: CancellationToken) -> Client {
+    let url = format!(
+        "{}/room/{room}?name={name}",
+        edge.replace("http://", "ws://")
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("connect through the edge");
+    let (mut tx, mut rx) = ws.split();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let prefix = format!("{name}:");
+    let reader = seen.clone();
+    tokio::spawn(async move {
+        let end = loop {
+            match rx.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
+                        continue;
+                    };
+                    if v["type"] != "message" {
+                        continue;
+                    }
+                    let text = v["text"].as_str().unwrap_or_default();
+                    let mut seen = reader.lock().unwrap_or_else(|p| p.into_inner());
+                    match text.strip_prefix(&prefix).and_then(|n| n.parse().ok()) {
+                        Some(n) => {
+                            seen.echoes.push(n);
+                            seen.at.push(Instant::now());
+                        }
+                        None => seen.others += 1,
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => break format!("close {frame:?}"),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break format!("error {e}"),
+                None => break "ended".to_owned(),
+            }
+        };
+        reader.lock().unwrap_or_else(|p| p.into_inner()).closed = Some(end);
+    });
+    let writer = seen.clone();
+    let me = name.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(EVERY);
+        for i in 0u64.. {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => break,
+            }
+            let text = json!({"type": "message", "text": format!("{me}:{i}")}).to_string();
+            if tx.send(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+            writer.lock().unwrap_or_else(|p| p.into_inner()).sent = i + 1;
+        }
+        // Keep the socket open (the reader checks what is still coming).
+        std::future::pending::<()>().await;
+    });
+    Client { name, seen }
+}
+
+/// Waits until `ok` holds for every client.
+async fn wait_all(clients: &[Client], timeout: Duration, what: &str, ok: impl Fn(&Seen) -> bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if clients.iter().all(|c| ok(&c.seen())) {
+            return;
+        }
+        let report: Vec<String> = clients
+            .iter()
+            .map(|c| {
+                let s = c.seen();
+                format!(
+                    "{}: sent {} echoed {} closed {:?}",
+                    c.name,
+                    s.sent,
+                    s.echoes.len(),
+                    s.closed
+                )
+            })
+            .collect();
+        assert!(Instant::now() < deadline, "{what}: {report:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_sockets_stay_open_through_a_rolling_restart() {
+    let _turn = crate::harness::one_at_a_time().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut nodes = procs::cluster(root.path(), 3, SHARDS);
+    let addrs: Vec<String> = nodes.values().map(|p| p.addr.clone()).collect();
+    wait_converged(&addrs, 3, Duration::from_secs(120)).await;
+    let edge = procs::edge(&addrs);
+
+    let stop = CancellationToken::new();
+    let mut clients = Vec::new();
+    for r in 0..ROOMS {
+        for c in 0..PER_ROOM {
+            let name = format!("r{r}c{c}");
+            clients.push(client(&edge.addr, &format!("reattach-{r}"), name, stop.clone()).await);
+        }
+    }
+    wait_all(&clients, Duration::from_secs(60), "chatting", |s| {
+        s.echoes.len() >= 10
+    })
+    .await;
+
+    let ids: Vec<u64> = nodes.keys().copied().collect();
+    let mut restarts = BTreeMap::new();
+    for id in ids {
+        let proc = nodes.remove(&id).expect("node process");
+        let addr = proc.addr.clone();
+        let began = Instant::now();
+        let code = tokio::task::spawn_blocking(move || proc.terminate())
+            .await
+            .expect("terminate task");
+        assert_eq!(code, Some(0), "node {id} stops cleanly on SIGTERM");
+        let stopped = began.elapsed();
+        let root_dir = root.path().to_owned();
+        let back =
+            tokio::task::spawn_blocking(move || procs::node(&root_dir, id, &addr, &[], SHARDS))
+                .await
+                .expect("restart task");
+        crate::restart::wait_ready(&back.admin, Duration::from_secs(120))
+            .await
+            .unwrap_or_else(|last| panic!("node {id} is not ready again: {last}"));
+        nodes.insert(id, back);
+        restarts.insert(id, stopped);
+        // Every client's messages go round again.
+        let marks: Vec<usize> = clients.iter().map(|c| c.seen().echoes.len()).collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for (c, mark) in clients.iter().zip(marks) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            wait_all(
+                std::slice::from_ref(c),
+                left,
+                "chatting after a restart",
+                |s| s.echoes.len() >= mark + 10,
+            )
+            .await;
+        }
+    }
+    wait_converged(&addrs, 3, Duration::from_secs(60)).await;
+
+    stop.cancel();
+    // Everything sent comes back.
+    wait_all(&clients, Duration::from_secs(60), "every echo", |s| {
+        s.closed.is_some() || s.echoes.len() as u64 >= s.sent
+    })
+    .await;
+    let mut longest = Duration::ZERO;
+    let (mut sent, mut others) = (0, 0);
+    for c in &clients {
+        let s = c.seen();
+        assert_eq!(s.closed, None, "{} was disconnected", c.name);
+        let expected: Vec<u64> = (0..s.sent).collect();
+        assert_eq!(
+            s.echoes, expected,
+            "{}'s messages came back exactly once, in order",
+            c.name
+        );
+        longest =
+            s.at.windows(2)
+                .map(|w| w[1] - w[0])
+                .fold(longest, Duration::max);
+        sent += s.sent;
+        others += s.others;
+    }
+    eprintln!(
+        "rolling restart with {} sockets: {sent} messages, each echoed once in order; \
+         0 disconnects; {others} of {} broadcasts from room-mates arrived; \
+         longest gap between a client's echoes {:.2} s; SIGTERM to exit per node {restarts:?}",
+        clients.len(),
+        sent * (PER_ROOM as u64 - 1),
+        longest.as_secs_f64(),
+    );
+    drop(edge);
+    drop(nodes);
+}
