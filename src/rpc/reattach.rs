@@ -113,6 +113,9 @@ impl Follow {
         loop {
             let handled = match self.attached(&mut current, &mut replay).await {
                 Detach::Done => {
+                    // The up-stream ends after what was queued (a close,
+                    // or 1006 for the object), then the down-stream does.
+                    drop(current.up);
                     drain(current.down).await;
                     return;
                 }
@@ -141,6 +144,9 @@ impl Follow {
     async fn attached(&mut self, current: &mut Attached, replay: &mut Replay) -> Detach {
         loop {
             tokio::select! {
+                // The edge queues a client's close before it lets the
+                // socket go: take it first.
+                biased;
                 up = self.from_edge.recv() => {
                     let Some(up) = up else {
                         return Detach::Done;
@@ -197,7 +203,14 @@ impl Follow {
                         return Detach::Done;
                     }
                 }
-                _ = self.frames.closed() => return Detach::Done,
+                _ = self.frames.closed() => {
+                    // The edge is done with the socket: pass on what it
+                    // queued before (its close, if it sent one).
+                    while let Ok(up) = self.from_edge.try_recv() {
+                        let _ = current.up.send(up).await;
+                    }
+                    return Detach::Done;
+                }
             }
         }
     }
