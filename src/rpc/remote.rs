@@ -166,6 +166,33 @@ impl RemoteClient {
         })
     }
 
+    /// Opens a `Socket` stream to `key`'s node with `first` as its first
+    /// message, as a caller that re-attaches sockets if `reattach`.
+    async fn open_stream(
+        &self,
+        key: &ObjectKey,
+        first: socket_up::Kind,
+        reattach: bool,
+    ) -> Result<(mpsc::Sender<pb::SocketUp>, Streaming<pb::SocketDown>), object::Error> {
+        let (up_tx, up_rx) = mpsc::channel(self.inner.opts.socket_buffer.max(1));
+        // The channel is empty: there is room.
+        let _ = up_tx.try_send(pb::SocketUp { kind: Some(first) });
+        let mut wire = tonic::Request::new(ReceiverStream::new(up_rx));
+        if reattach {
+            wire.metadata_mut().insert(
+                REATTACH_HEADER,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+        }
+        let down = self
+            .client_for(key)
+            .socket(wire)
+            .await
+            .map_err(|status| convert::error_from_status(&status, key))?
+            .into_inner();
+        Ok((up_tx, down))
+    }
+
     /// An upgrade request: opens a `Socket` stream and, if the object
     /// accepts, bridges its frames into a [`SocketLink`]. With a
     /// `reattacher`, the socket follows its object to a new owner (see
@@ -177,25 +204,12 @@ impl RemoteClient {
         reattacher: Option<Reattacher>,
     ) -> Result<FetchOutcome, object::Error> {
         let buffer = self.inner.opts.socket_buffer.max(1);
-        let (up_tx, up_rx) = mpsc::channel(buffer);
         let open = socket_up::Kind::Open(convert::request_to_pb(&key, req));
-        // The channel is empty: there is room.
-        let _ = up_tx.try_send(pb::SocketUp { kind: Some(open) });
-        let failed = |status: tonic::Status| convert::error_from_status(&status, &key);
-        let mut wire = tonic::Request::new(ReceiverStream::new(up_rx));
-        if reattacher.is_some() {
-            wire.metadata_mut().insert(
-                REATTACH_HEADER,
-                tonic::metadata::MetadataValue::from_static("1"),
-            );
-        }
-        let mut down = self
-            .client_for(&key)
-            .socket(wire)
+        let (up_tx, mut down) = self.open_stream(&key, open, reattacher.is_some()).await?;
+        let first = down
+            .message()
             .await
-            .map_err(failed)?
-            .into_inner();
-        let first = down.message().await.map_err(failed)?;
+            .map_err(|status| convert::error_from_status(&status, &key))?;
         match first.and_then(|m| m.kind) {
             Some(socket_down::Kind::Response(resp)) => {
                 let response = convert::response_from_pb(resp)?;
@@ -300,26 +314,13 @@ impl RemoteClient {
         tags: Vec<String>,
         attachment: Option<Bytes>,
     ) -> Result<Attached, object::Error> {
-        let (up_tx, up_rx) = mpsc::channel(self.inner.opts.socket_buffer.max(1));
         let first = socket_up::Kind::Reattach(pb::SocketReattach {
             object: Some(convert::object_ref(&key)),
             tags,
             attachment: attachment.map(Vec::from),
         });
-        // The channel is empty: there is room.
-        let _ = up_tx.try_send(pb::SocketUp { kind: Some(first) });
+        let (up_tx, mut down) = self.open_stream(&key, first, true).await?;
         let failed = |status: tonic::Status| convert::error_from_status(&status, &key);
-        let mut wire = tonic::Request::new(ReceiverStream::new(up_rx));
-        wire.metadata_mut().insert(
-            REATTACH_HEADER,
-            tonic::metadata::MetadataValue::from_static("1"),
-        );
-        let mut down = self
-            .client_for(&key)
-            .socket(wire)
-            .await
-            .map_err(failed)?
-            .into_inner();
         match down.message().await.map_err(failed)?.and_then(|m| m.kind) {
             Some(socket_down::Kind::Attached(pb::SocketAttached { socket })) => Ok(Attached {
                 socket,

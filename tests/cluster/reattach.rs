@@ -162,21 +162,7 @@ async fn chat_sockets_stay_open_through_a_rolling_restart() {
     let mut restarts = BTreeMap::new();
     for id in ids {
         let proc = nodes.remove(&id).expect("node process");
-        let addr = proc.addr.clone();
-        let began = Instant::now();
-        let code = tokio::task::spawn_blocking(move || proc.terminate())
-            .await
-            .expect("terminate task");
-        assert_eq!(code, Some(0), "node {id} stops cleanly on SIGTERM");
-        let stopped = began.elapsed();
-        let root_dir = root.path().to_owned();
-        let back =
-            tokio::task::spawn_blocking(move || procs::node(&root_dir, id, &addr, &[], SHARDS))
-                .await
-                .expect("restart task");
-        crate::restart::wait_ready(&back.admin, Duration::from_secs(120))
-            .await
-            .unwrap_or_else(|last| panic!("node {id} is not ready again: {last}"));
+        let (back, stopped) = crate::restart::sigterm_and_restart(root.path(), id, proc).await;
         nodes.insert(id, back);
         restarts.insert(id, stopped);
         // Every client's messages go round again.
