@@ -216,3 +216,90 @@ async fn chat_sockets_stay_open_through_a_rolling_restart() {
     drop(edge);
     drop(nodes);
 }
+
+/// SIGKILL of the node leading a room's shard while the rooms chat: the
+/// edge re-attaches the sockets once the shards elect new leaders. Messages
+/// in flight to the dead node are not sent again (whether they ran is
+/// unknown), so some may be lost; none comes back twice or out of order,
+/// and every socket stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_sockets_stay_open_when_a_leader_is_killed() {
+    let _turn = crate::harness::one_at_a_time().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut nodes = procs::cluster(root.path(), 3, SHARDS);
+    let addrs: Vec<String> = nodes.values().map(|p| p.addr.clone()).collect();
+    wait_converged(&addrs, 3, Duration::from_secs(120)).await;
+    let edge = procs::edge(&addrs);
+
+    let stop = CancellationToken::new();
+    let mut clients = Vec::new();
+    for r in 0..ROOMS {
+        for c in 0..PER_ROOM {
+            let name = format!("k{r}c{c}");
+            clients.push(client(&edge.addr, &format!("killed-{r}"), name, stop.clone()).await);
+        }
+    }
+    wait_all(&clients, Duration::from_secs(60), "chatting", |s| {
+        s.echoes.len() >= 10
+    })
+    .await;
+
+    // The node leading the first room's shard.
+    let shard = roost::id::ObjectId::from_name("CHAT_ROOM", "killed-0").shard(SHARDS);
+    let victim = crate::harness::groups(&addrs)
+        .await
+        .get(&u32::from(shard))
+        .map(|g| g.leader)
+        .expect("the room's shard has a leader");
+    let proc = nodes.remove(&victim).expect("victim process");
+    let addr = proc.addr.clone();
+    tokio::task::spawn_blocking(move || proc.kill9())
+        .await
+        .expect("kill task");
+    let marks: Vec<usize> = clients.iter().map(|c| c.seen().echoes.len()).collect();
+    for (c, mark) in clients.iter().zip(marks) {
+        wait_all(
+            std::slice::from_ref(c),
+            Duration::from_secs(60),
+            "chatting after the kill",
+            |s| s.echoes.len() >= mark + 10,
+        )
+        .await;
+    }
+    let root_dir = root.path().to_owned();
+    let back =
+        tokio::task::spawn_blocking(move || procs::node(&root_dir, victim, &addr, &[], SHARDS))
+            .await
+            .expect("restart task");
+    crate::restart::wait_ready(&back.admin, Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|last| panic!("node {victim} is not ready again: {last}"));
+    nodes.insert(victim, back);
+
+    stop.cancel();
+    wait_all(&clients, Duration::from_secs(60), "the last echo", |s| {
+        s.closed.is_some() || s.echoes.last().is_some_and(|n| n + 1 >= s.sent)
+    })
+    .await;
+    let (mut sent, mut lost, mut disconnects) = (0, 0, 0);
+    for c in &clients {
+        let s = c.seen();
+        disconnects += usize::from(s.closed.is_some());
+        assert!(
+            s.echoes.windows(2).all(|w| w[0] < w[1]),
+            "{}'s messages came back at most once, in order: {:?}",
+            c.name,
+            s.echoes
+        );
+        sent += s.sent;
+        lost += s.sent - s.echoes.len() as u64;
+    }
+    eprintln!(
+        "SIGKILL of node {victim} with {} sockets: {disconnects} disconnects; \
+         {sent} messages sent, {lost} never echoed (in flight to the killed node)",
+        clients.len()
+    );
+    assert_eq!(disconnects, 0, "sockets stay open through a SIGKILL");
+    drop(edge);
+    drop(nodes);
+}
