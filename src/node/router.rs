@@ -16,7 +16,7 @@ use crate::id::{ObjectKey, ShardId};
 use crate::object::{self, CallResult, FetchOutcome, Message, ObjectClient, Request, SocketId};
 use crate::ring::{NodeId, Placement};
 use crate::rpc::pb;
-use crate::rpc::reattach::Reattacher;
+use crate::rpc::reattach::{Attach, Moving, Reattacher};
 use crate::rpc::remote::{RemoteClient, RemoteOptions};
 use crate::telemetry::metrics;
 
@@ -54,6 +54,8 @@ pub struct ClusterClient {
     clients: Arc<Mutex<HashMap<String, RemoteClient>>>,
     /// Which node each bridged socket lives on.
     sockets: Arc<Mutex<HashMap<(ObjectKey, SocketId), RemoteClient>>>,
+    /// Sockets between owners (re-attaching), per object.
+    moving: Moving,
     /// Nodes that recently could not be reached or left a call hanging
     /// (killed, paused, partitioned), with when: tried last until they
     /// answer again or [`SUSPECT_FOR`] passes.
@@ -67,6 +69,7 @@ impl ClusterClient {
             view: Arc::default(),
             clients: Arc::default(),
             sockets: Arc::default(),
+            moving: Moving::default(),
             suspects: Arc::default(),
             opts,
         }
@@ -306,7 +309,7 @@ impl ClusterClient {
     /// it (a move is a `NotOwner` away from the new owner).
     fn reattacher(&self) -> Reattacher {
         let this = self.clone();
-        Arc::new(move |key: ObjectKey, tags: Vec<String>, attachment| {
+        let attach: Attach = Arc::new(move |key: ObjectKey, tags: Vec<String>, attachment| {
             let this = this.clone();
             Box::pin(async move {
                 this.route(&key, Retry::NotExecuted, |client| {
@@ -315,7 +318,8 @@ impl ClusterClient {
                 })
                 .await
             })
-        })
+        });
+        Reattacher::new(attach, self.moving.clone())
     }
 
     fn socket_client(&self, object: &ObjectKey, socket: SocketId) -> Option<RemoteClient> {

@@ -71,7 +71,7 @@ impl std::fmt::Debug for Attached {
 
 /// Re-registers a socket (object, tags, committed attachment) with its
 /// object's owner, wherever that is now.
-pub type Reattacher = Arc<
+pub type Attach = Arc<
     dyn Fn(
             ObjectKey,
             Vec<String>,
@@ -80,6 +80,90 @@ pub type Reattacher = Arc<
         + Send
         + Sync,
 >;
+
+/// How the sockets of one edge find their objects' new owners. Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct Reattacher {
+    attach: Attach,
+    moving: Moving,
+}
+
+impl Reattacher {
+    /// Re-attaches with `attach`; sockets of the same object that move
+    /// together wait for each other through `moving` (share one per edge).
+    pub fn new(attach: Attach, moving: Moving) -> Reattacher {
+        Reattacher { attach, moving }
+    }
+}
+
+/// How long a re-attached socket waits for the other sockets of its object
+/// that moved with it before it sends what it held.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// The sockets between owners, per object, at one edge. A socket that found
+/// its new owner waits (up to [`SETTLE`]) until its object's other moving
+/// sockets have too before it sends on what its client sent meanwhile, so
+/// that the broadcasts those messages cause (a chat room's) reach them.
+/// Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Moving(Arc<MovingState>);
+
+#[derive(Default)]
+struct MovingState {
+    count: std::sync::Mutex<std::collections::HashMap<ObjectKey, usize>>,
+    settled: tokio::sync::Notify,
+}
+
+/// One socket between owners; dropping it counts it arrived (or gone).
+struct InTransit {
+    moving: Moving,
+    key: ObjectKey,
+}
+
+impl Moving {
+    fn counts(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<ObjectKey, usize>> {
+        self.0.count.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn leave(&self, key: &ObjectKey) -> InTransit {
+        *self.counts().entry(key.clone()).or_default() += 1;
+        InTransit {
+            moving: self.clone(),
+            key: key.clone(),
+        }
+    }
+
+    /// Waits until no socket of `key` is between owners, or `timeout`.
+    async fn settled(&self, key: &ObjectKey, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.0.settled.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if !self.counts().contains_key(key) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for InTransit {
+    fn drop(&mut self) {
+        let mut counts = self.moving.counts();
+        if let Some(n) = counts.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.key);
+            }
+        }
+        drop(counts);
+        self.moving.0.settled.notify_waiters();
+    }
+}
 
 /// The longest pause between attempts to re-attach.
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
@@ -123,10 +207,13 @@ impl Follow {
             };
             replay.detached(handled);
             tracing::debug!(object = %self.key, ?handled, "socket's owner changed; re-attaching");
+            let in_transit = self.reattacher.moving.leave(&self.key);
             let Some(next) = self.reattach(&mut replay).await else {
                 return;
             };
+            drop(in_transit);
             current = next;
+            self.reattacher.moving.settled(&self.key, SETTLE).await;
             for msg in replay.take_pending() {
                 let up = pb::SocketUp {
                     kind: Some(socket_up::Kind::Message(convert::message_to_pb(
@@ -221,8 +308,11 @@ impl Follow {
         let deadline = tokio::time::Instant::now() + self.opts.timeout;
         let mut backoff = Duration::from_millis(20);
         loop {
-            let attempt =
-                (self.reattacher)(self.key.clone(), self.tags.clone(), self.attachment.clone());
+            let attempt = (self.reattacher.attach)(
+                self.key.clone(),
+                self.tags.clone(),
+                self.attachment.clone(),
+            );
             let mut attempt = std::pin::pin!(tokio::time::timeout_at(deadline, attempt));
             let failed = loop {
                 tokio::select! {
@@ -277,4 +367,39 @@ pub(super) async fn drain(mut down: Streaming<pb::SocketDown>) {
         while let Ok(Some(_)) = down.message().await {}
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::ObjectId;
+
+    #[tokio::test]
+    async fn a_reattached_socket_waits_for_the_others_of_its_object_then_goes_on() {
+        let moving = Moving::default();
+        let room = ObjectKey::new("ROOM", ObjectId::new_unique());
+        let other = ObjectKey::new("ROOM", ObjectId::new_unique());
+        let first = moving.leave(&room);
+        let second = moving.leave(&room);
+        let _elsewhere = moving.leave(&other);
+        drop(first);
+        let waiter = {
+            let moving = moving.clone();
+            let room = room.clone();
+            tokio::spawn(async move { moving.settled(&room, Duration::from_secs(60)).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(
+            !waiter.is_finished(),
+            "one socket of the room is still moving"
+        );
+        drop(second);
+        tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("settled once the last socket arrived")
+            .expect("waiter task");
+        // Another object's moving socket holds nobody up past the timeout.
+        moving.settled(&other, Duration::from_millis(1)).await;
+        moving.settled(&room, Duration::from_secs(60)).await;
+    }
 }
