@@ -1,11 +1,13 @@
-//! WebSockets survive a rolling restart: chat sockets in a few rooms send
-//! steadily through one edge while every node in turn gets SIGTERM, comes
-//! back and turns ready (as `helm upgrade` does). The edge keeps each
+//! WebSockets survive their owner's change: chat sockets in a few rooms
+//! send steadily through one edge while every node in turn gets SIGTERM,
+//! comes back and turns ready (as `helm upgrade` does), while a room's
+//! leader is drained, and while one is SIGKILLed. The edge keeps each
 //! client's socket open and re-attaches it to its room's new owner: no
-//! client is disconnected, and every message a client sends comes back to
-//! it (the room's broadcast) exactly once and in order.
+//! client is disconnected, and (for the planned moves) every message a
+//! client sends comes back to it (the room's broadcast) exactly once and in
+//! order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -136,60 +138,69 @@ async fn wait_all(clients: &[Client], timeout: Duration, what: &str, ok: impl Fn
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chat_sockets_stay_open_through_a_rolling_restart() {
-    let _turn = crate::harness::one_at_a_time().await;
-    let root = tempfile::tempdir().expect("temp dir");
-    let mut nodes = procs::cluster(root.path(), 3, SHARDS);
-    let addrs: Vec<String> = nodes.values().map(|p| p.addr.clone()).collect();
-    wait_converged(&addrs, 3, Duration::from_secs(120)).await;
-    let edge = procs::edge(&addrs);
-
-    let stop = CancellationToken::new();
+/// [`ROOMS`] rooms named `{prefix}-{r}` with [`PER_ROOM`] clients each,
+/// chatting until `stop`; returns once each client's messages come back.
+async fn start_rooms(edge: &str, prefix: &str, stop: &CancellationToken) -> Vec<Client> {
     let mut clients = Vec::new();
     for r in 0..ROOMS {
         for c in 0..PER_ROOM {
-            let name = format!("r{r}c{c}");
-            clients.push(client(&edge.addr, &format!("reattach-{r}"), name, stop.clone()).await);
+            let name = format!("{prefix}{r}c{c}");
+            clients.push(client(edge, &format!("{prefix}-{r}"), name, stop.clone()).await);
         }
     }
     wait_all(&clients, Duration::from_secs(60), "chatting", |s| {
         s.echoes.len() >= 10
     })
     .await;
+    clients
+}
 
-    let ids: Vec<u64> = nodes.keys().copied().collect();
-    let mut restarts = BTreeMap::new();
-    for id in ids {
-        let proc = nodes.remove(&id).expect("node process");
-        let (back, stopped) = crate::restart::sigterm_and_restart(root.path(), id, proc).await;
-        nodes.insert(id, back);
-        restarts.insert(id, stopped);
-        // Every client's messages go round again.
-        let marks: Vec<usize> = clients.iter().map(|c| c.seen().echoes.len()).collect();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        for (c, mark) in clients.iter().zip(marks) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            wait_all(
-                std::slice::from_ref(c),
-                left,
-                "chatting after a restart",
-                |s| s.echoes.len() >= mark + 10,
-            )
-            .await;
-        }
+/// Waits until ten more of every client's messages have come back.
+async fn wait_progress(clients: &[Client], what: &str) {
+    let marks: Vec<usize> = clients.iter().map(|c| c.seen().echoes.len()).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (c, mark) in clients.iter().zip(marks) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        wait_all(std::slice::from_ref(c), left, what, |s| {
+            s.echoes.len() >= mark + 10
+        })
+        .await;
     }
-    wait_converged(&addrs, 3, Duration::from_secs(60)).await;
+}
 
+/// The node leading the shard of chat room `room`.
+async fn leader_of_room(addrs: &[String], room: &str) -> u64 {
+    let shard = roost::id::ObjectId::from_name("CHAT_ROOM", room).shard(SHARDS);
+    crate::harness::groups(addrs)
+        .await
+        .get(&u32::from(shard))
+        .map(|g| g.leader)
+        .expect("the room's shard has a leader")
+}
+
+/// What the clients saw once they stopped sending.
+struct Tally {
+    sent: u64,
+    /// Room-mates' messages delivered.
+    others: u64,
+    /// The longest pause between one client's echoes.
+    longest: Duration,
+}
+
+/// Stops the clients and checks that none was disconnected and that every
+/// message came back to its sender exactly once, in order.
+async fn stop_and_check_every_echo(clients: &[Client], stop: &CancellationToken) -> Tally {
     stop.cancel();
-    // Everything sent comes back.
-    wait_all(&clients, Duration::from_secs(60), "every echo", |s| {
+    wait_all(clients, Duration::from_secs(60), "every echo", |s| {
         s.closed.is_some() || s.echoes.len() as u64 >= s.sent
     })
     .await;
-    let mut longest = Duration::ZERO;
-    let (mut sent, mut others) = (0, 0);
-    for c in &clients {
+    let mut tally = Tally {
+        sent: 0,
+        others: 0,
+        longest: Duration::ZERO,
+    };
+    for c in clients {
         let s = c.seen();
         assert_eq!(s.closed, None, "{} was disconnected", c.name);
         let expected: Vec<u64> = (0..s.sent).collect();
@@ -198,20 +209,48 @@ async fn chat_sockets_stay_open_through_a_rolling_restart() {
             "{}'s messages came back exactly once, in order",
             c.name
         );
-        longest =
+        tally.longest =
             s.at.windows(2)
                 .map(|w| w[1] - w[0])
-                .fold(longest, Duration::max);
-        sent += s.sent;
-        others += s.others;
+                .fold(tally.longest, Duration::max);
+        tally.sent += s.sent;
+        tally.others += s.others;
     }
+    tally
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_sockets_stay_open_through_a_rolling_restart() {
+    let _turn = crate::harness::one_at_a_time().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut nodes = procs::cluster(root.path(), 3, SHARDS);
+    let addrs: Vec<String> = nodes.values().map(|p| p.addr.clone()).collect();
+    wait_converged(&addrs, 3, Duration::from_secs(120)).await;
+    let edge = procs::edge(&addrs);
+    let stop = CancellationToken::new();
+    let clients = start_rooms(&edge.addr, "r", &stop).await;
+
+    let ids: Vec<u64> = nodes.keys().copied().collect();
+    let mut restarts = BTreeMap::new();
+    for id in ids {
+        let proc = nodes.remove(&id).expect("node process");
+        let (back, stopped) = crate::restart::sigterm_and_restart(root.path(), id, proc).await;
+        nodes.insert(id, back);
+        restarts.insert(id, stopped);
+        wait_progress(&clients, "chatting after a restart").await;
+    }
+    wait_converged(&addrs, 3, Duration::from_secs(60)).await;
+
+    let t = stop_and_check_every_echo(&clients, &stop).await;
     eprintln!(
-        "rolling restart with {} sockets: {sent} messages, each echoed once in order; \
-         0 disconnects; {others} of {} broadcasts from room-mates arrived; \
+        "rolling restart with {} sockets: {} messages, each echoed once in order; \
+         0 disconnects; {} of {} broadcasts from room-mates arrived; \
          longest gap between a client's echoes {:.2} s; SIGTERM to exit per node {restarts:?}",
         clients.len(),
-        sent * (PER_ROOM as u64 - 1),
-        longest.as_secs_f64(),
+        t.sent,
+        t.others,
+        t.sent * (PER_ROOM as u64 - 1),
+        t.longest.as_secs_f64(),
     );
     drop(edge);
     drop(nodes);
@@ -220,8 +259,8 @@ async fn chat_sockets_stay_open_through_a_rolling_restart() {
 /// SIGKILL of the node leading a room's shard while the rooms chat: the
 /// edge re-attaches the sockets once the shards elect new leaders. Messages
 /// in flight to the dead node are not sent again (whether they ran is
-/// unknown), so some may be lost; none comes back twice or out of order,
-/// and every socket stays open.
+/// unknown), so some may never come back; none comes back twice or out of
+/// order, and every socket stays open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_sockets_stay_open_when_a_leader_is_killed() {
     let _turn = crate::harness::one_at_a_time().await;
@@ -230,42 +269,16 @@ async fn chat_sockets_stay_open_when_a_leader_is_killed() {
     let addrs: Vec<String> = nodes.values().map(|p| p.addr.clone()).collect();
     wait_converged(&addrs, 3, Duration::from_secs(120)).await;
     let edge = procs::edge(&addrs);
-
     let stop = CancellationToken::new();
-    let mut clients = Vec::new();
-    for r in 0..ROOMS {
-        for c in 0..PER_ROOM {
-            let name = format!("k{r}c{c}");
-            clients.push(client(&edge.addr, &format!("killed-{r}"), name, stop.clone()).await);
-        }
-    }
-    wait_all(&clients, Duration::from_secs(60), "chatting", |s| {
-        s.echoes.len() >= 10
-    })
-    .await;
+    let clients = start_rooms(&edge.addr, "k", &stop).await;
 
-    // The node leading the first room's shard.
-    let shard = roost::id::ObjectId::from_name("CHAT_ROOM", "killed-0").shard(SHARDS);
-    let victim = crate::harness::groups(&addrs)
-        .await
-        .get(&u32::from(shard))
-        .map(|g| g.leader)
-        .expect("the room's shard has a leader");
+    let victim = leader_of_room(&addrs, "k-0").await;
     let proc = nodes.remove(&victim).expect("victim process");
     let addr = proc.addr.clone();
     tokio::task::spawn_blocking(move || proc.kill9())
         .await
         .expect("kill task");
-    let marks: Vec<usize> = clients.iter().map(|c| c.seen().echoes.len()).collect();
-    for (c, mark) in clients.iter().zip(marks) {
-        wait_all(
-            std::slice::from_ref(c),
-            Duration::from_secs(60),
-            "chatting after the kill",
-            |s| s.echoes.len() >= mark + 10,
-        )
-        .await;
-    }
+    wait_progress(&clients, "chatting after the kill").await;
     let root_dir = root.path().to_owned();
     let back =
         tokio::task::spawn_blocking(move || procs::node(&root_dir, victim, &addr, &[], SHARDS))
@@ -281,7 +294,7 @@ async fn chat_sockets_stay_open_when_a_leader_is_killed() {
         s.closed.is_some() || s.echoes.last().is_some_and(|n| n + 1 >= s.sent)
     })
     .await;
-    let (mut sent, mut lost, mut disconnects) = (0, 0, 0);
+    let (mut sent, mut unechoed, mut disconnects) = (0, 0, 0);
     for c in &clients {
         let s = c.seen();
         disconnects += usize::from(s.closed.is_some());
@@ -292,11 +305,12 @@ async fn chat_sockets_stay_open_when_a_leader_is_killed() {
             s.echoes
         );
         sent += s.sent;
-        lost += s.sent - s.echoes.len() as u64;
+        unechoed += s.sent - s.echoes.len() as u64;
     }
     eprintln!(
         "SIGKILL of node {victim} with {} sockets: {disconnects} disconnects; \
-         {sent} messages sent, {lost} never echoed (in flight to the killed node)",
+         {sent} messages sent, {unechoed} never echoed (in flight to the killed node: \
+         lost, or committed without their broadcast)",
         clients.len()
     );
     assert_eq!(disconnects, 0, "sockets stay open through a SIGKILL");
@@ -315,29 +329,13 @@ async fn chat_sockets_stay_open_through_a_drain() {
     let nodes = procs::cluster(root.path(), 4, SHARDS);
     let addrs: Vec<String> = nodes.values().map(|p| p.addr.clone()).collect();
     wait_converged(&addrs, 3, Duration::from_secs(120)).await;
-    let ring: std::collections::BTreeSet<u64> = nodes.keys().copied().collect();
+    let ring: BTreeSet<u64> = nodes.keys().copied().collect();
     crate::scale_in::wait_placed(&addrs, &ring, Duration::from_secs(120)).await;
     let edge = procs::edge(&addrs);
-
     let stop = CancellationToken::new();
-    let mut clients = Vec::new();
-    for r in 0..ROOMS {
-        for c in 0..PER_ROOM {
-            let name = format!("d{r}c{c}");
-            clients.push(client(&edge.addr, &format!("drained-{r}"), name, stop.clone()).await);
-        }
-    }
-    wait_all(&clients, Duration::from_secs(60), "chatting", |s| {
-        s.echoes.len() >= 10
-    })
-    .await;
+    let clients = start_rooms(&edge.addr, "d", &stop).await;
 
-    let shard = roost::id::ObjectId::from_name("CHAT_ROOM", "drained-0").shard(SHARDS);
-    let victim = crate::harness::groups(&addrs)
-        .await
-        .get(&u32::from(shard))
-        .map(|g| g.leader)
-        .expect("the room's shard has a leader");
+    let victim = leader_of_room(&addrs, "d-0").await;
     let victim_addr = nodes.get(&victim).expect("victim process").addr.clone();
     let drain_args: Vec<String> = vec![
         "node".into(),
@@ -358,37 +356,16 @@ async fn chat_sockets_stay_open_through_a_drain() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let marks: Vec<usize> = clients.iter().map(|c| c.seen().echoes.len()).collect();
-    for (c, mark) in clients.iter().zip(marks) {
-        wait_all(
-            std::slice::from_ref(c),
-            Duration::from_secs(60),
-            "chatting after the drain",
-            |s| s.echoes.len() >= mark + 10,
-        )
-        .await;
-    }
+    wait_progress(&clients, "chatting after the drain").await;
 
-    stop.cancel();
-    wait_all(&clients, Duration::from_secs(60), "every echo", |s| {
-        s.closed.is_some() || s.echoes.len() as u64 >= s.sent
-    })
-    .await;
-    let mut sent = 0;
-    for c in &clients {
-        let s = c.seen();
-        assert_eq!(s.closed, None, "{} was disconnected", c.name);
-        let expected: Vec<u64> = (0..s.sent).collect();
-        assert_eq!(
-            s.echoes, expected,
-            "{}'s messages came back exactly once, in order",
-            c.name
-        );
-        sent += s.sent;
-    }
+    let t = stop_and_check_every_echo(&clients, &stop).await;
     eprintln!(
-        "drain of node {victim} with {} sockets: {sent} messages, each echoed once in order; 0 disconnects",
-        clients.len()
+        "drain of node {victim} with {} sockets: {} messages, each echoed once in order; \
+         0 disconnects; {} of {} broadcasts from room-mates arrived",
+        clients.len(),
+        t.sent,
+        t.others,
+        t.sent * (PER_ROOM as u64 - 1),
     );
     drop(edge);
     drop(nodes);
