@@ -14,6 +14,7 @@ use tokio::process::Command;
 
 use crate::report::{Figures, micros, sorted};
 use crate::server::{Markers, Spawned, spawn};
+use crate::sys;
 
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
@@ -166,6 +167,10 @@ async fn run_inner(etcd: &Etcd, plan: &EtcdPlan, fig: &mut Figures) -> Result<()
             (lat, errors, Instant::now())
         }));
     }
+    // The CPU of all three members over the measured window.
+    let pids: Vec<u32> = etcd.members.iter().filter_map(|m| m.child.id()).collect();
+    tokio::time::sleep_until(measure_from.into()).await;
+    let cpu_at_start = sys::cpu_seconds_of(&pids);
     let mut lat = Vec::new();
     let mut errors = 0;
     let mut last = end;
@@ -175,7 +180,12 @@ async fn run_inner(etcd: &Etcd, plan: &EtcdPlan, fig: &mut Figures) -> Result<()
         errors += e;
         last = last.max(done);
     }
-    let window = last.duration_since(measure_from).as_secs_f64();
+    let cpu_at_end = sys::cpu_seconds_of(&pids);
+    let window = last.duration_since(measure_from);
+    if let (Some(a), Some(b)) = (cpu_at_start, cpu_at_end) {
+        fig.cpu(b - a, lat.len() as u64, window);
+    }
+    let window = window.as_secs_f64();
     let lat = sorted(lat);
     fig.set("clients", plan.clients as f64)
         .set("keys", plan.keys as f64)

@@ -12,26 +12,11 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::Cluster;
 use crate::report::Figures;
+use crate::sys;
 
 /// Idle time after the cluster has formed and spread its leaders, before
 /// the window: joins and leadership claims have settled.
 const SETTLE: Duration = Duration::from_secs(5);
-
-/// CPU time `pid` used so far (user + system), in seconds.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command (which may hold spaces) start past ')'.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13
-    // after the state field that follows ')'.
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let ticks = if ticks > 0 { ticks as f64 } else { 100.0 };
-    Some((utime + stime) / ticks)
-}
 
 /// Starts a cluster with `shards` shards, waits for it to settle, and
 /// measures its CPU over `window`.
@@ -51,8 +36,8 @@ pub async fn run(bin: &Path, shards: u16, window: Duration, spread: Duration) ->
     let nodes = c.node_pids();
     let edge = c.edge_pid();
     let sample = || {
-        let n: Option<f64> = nodes.iter().map(|p| cpu_seconds(*p)).sum();
-        let e = edge.and_then(cpu_seconds);
+        let n = sys::cpu_seconds_of(&nodes);
+        let e = edge.and_then(sys::cpu_seconds);
         (n, e)
     };
     let (n0, e0) = sample();

@@ -282,6 +282,12 @@ pub fn render(all: &[Figures], args: &Args, s: &Settings) -> String {
             ("p99 ms", "p99_ms", "p99_ms"),
             ("max ms", "max_ms", "max_ms"),
             ("errors", "errors", "errors"),
+            (
+                "CPU-ms per acknowledged write (all processes: 3 nodes + edge; 3 members)",
+                "cpu_ms_per_write",
+                "cpu_ms_per_write",
+            ),
+            ("CPU cores busy", "cpu_cores", "cpu_cores"),
         ],
     );
     let _ = writeln!(o, "### One hot counter through the edge\n");

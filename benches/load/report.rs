@@ -4,6 +4,7 @@
 //! Owns: percentiles, rates and formatting. It never talks to the server.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -262,6 +263,20 @@ impl Figures {
 
     pub fn set(&mut self, name: &str, value: f64) -> &mut Self {
         self.values.push((name.to_owned(), value));
+        self
+    }
+
+    /// Adds what serving the run cost: `cpu_cores` (CPU-seconds per second
+    /// of `window`, of every process serving) and `cpu_ms_per_write`
+    /// (CPU-milliseconds per acknowledged write).
+    pub fn cpu(&mut self, cpu_seconds: f64, writes: u64, window: Duration) -> &mut Self {
+        let secs = window.as_secs_f64();
+        if secs > 0.0 {
+            self.set("cpu_cores", cpu_seconds / secs);
+        }
+        if writes > 0 {
+            self.set("cpu_ms_per_write", cpu_seconds * 1000.0 / writes as f64);
+        }
         self
     }
 

@@ -375,14 +375,33 @@ async fn counters(
             plan.warmup.as_secs_f64(),
             plan.duration.as_secs_f64(),
         );
+        // The CPU of every process serving the run (edge and owners), over
+        // the measured window: from the end of the warmup to the last
+        // measured answer.
+        let pids: Vec<u32> = t.edge_pid.iter().chain(&t.owner_pids).copied().collect();
+        let warmup = plan.warmup;
+        let cpu_pids = pids.clone();
+        let cpu_at_start = tokio::spawn(async move {
+            tokio::time::sleep(warmup).await;
+            sys::cpu_seconds_of(&cpu_pids)
+        });
         let outcome = workload::run(http, &plan).await;
+        let cpu_at_end = sys::cpu_seconds_of(&pids);
+        let cpu = match (cpu_at_start.await.ok().flatten(), cpu_at_end) {
+            (Some(a), Some(b)) if !pids.is_empty() => Some(b - a),
+            _ => None,
+        };
         report::print_errors(&scenario.to_string(), &outcome.error_samples, 5);
         let check = workload::check(http, &plan, &outcome).await;
-        reports.push(ScenarioReport::new(&t.label, &plan, &outcome, check));
+        reports.push((
+            ScenarioReport::new(&t.label, &plan, &outcome, check),
+            cpu.map(|c| (c, outcome.acked, outcome.window)),
+        ));
     }
+    let (reports, cpus): (Vec<_>, Vec<_>) = reports.into_iter().unzip();
     report::print_table(&reports);
     let mut figs = Vec::new();
-    for r in &reports {
+    for (r, cpu) in reports.iter().zip(cpus) {
         println!("{}", r.json_line());
         if let Check::Mismatch { .. } = r.check_result {
             let bar = "!".repeat(72);
@@ -393,6 +412,9 @@ async fn counters(
             eprintln!("!!! increments acknowledged to them.\n{bar}");
         }
         let mut f = Figures::from_counters(r, &t.label);
+        if let Some((cpu_s, acked, window)) = cpu {
+            f.cpu(cpu_s, acked, window);
+        }
         if args.smoke && (r.errors > 0 || r.warmup_errors > 0) {
             f.fail("--smoke: request errors");
         }

@@ -93,6 +93,22 @@ pub enum RpcError {
     },
 }
 
+/// A failed call made inside a handler becomes the handler's own error, as
+/// a thrown error propagates in Workers: the callee's error as it answered,
+/// the object layer's as [`HandlerError::from`] maps it, and a type
+/// mismatch between caller and callee as a 500.
+impl From<RpcError> for HandlerError {
+    fn from(e: RpcError) -> HandlerError {
+        match e {
+            RpcError::Call(e) => HandlerError::from(e),
+            RpcError::Handler(h) => h,
+            e @ (RpcError::Decode { .. } | RpcError::Encode { .. }) => {
+                HandlerError::internal(e.to_string())
+            }
+        }
+    }
+}
+
 impl Stub {
     /// Calls method `M` of the object with `req` and decodes its answer.
     pub async fn rpc<M: Method>(
@@ -139,4 +155,29 @@ pub fn unknown_method(method: &str) -> HandlerError {
         "unknown_method",
         format!("this object has no method `{method}`"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_call_becomes_the_handlers_own_error() {
+        let callee = HandlerError::bad_request("no_such_entry", "entry 7");
+        let passed = HandlerError::from(RpcError::Handler(callee.clone()));
+        assert_eq!(
+            (passed.status, &*passed.code, passed.message.as_str()),
+            (http::StatusCode::BAD_REQUEST, "no_such_entry", "entry 7")
+        );
+        let mismatch = HandlerError::from(RpcError::Decode {
+            method: "append",
+            message: "expected u64".into(),
+        });
+        assert_eq!(mismatch.status, http::StatusCode::INTERNAL_SERVER_ERROR);
+        let timeout = HandlerError::from(RpcError::Call(Error::CallTimeout {
+            object: "LOG/x".into(),
+            after: std::time::Duration::from_secs(30),
+        }));
+        assert_eq!(timeout.status, http::StatusCode::GATEWAY_TIMEOUT);
+    }
 }

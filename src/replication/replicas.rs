@@ -121,12 +121,13 @@ impl Replicas {
             extra: Vec::new(),
             tasks: Mutex::new(Vec::new()),
         };
+        let beats = shard::heartbeat_clock(Duration::from_millis(opts.heartbeat_ms));
         for &group in extra {
             if group < shards {
                 replicas.shutdown().await;
                 return Err(Error::Config(format!("group {group} is an object shard")));
             }
-            match open_shard(&db, node_id, group, transport.clone(), &opts).await {
+            match open_shard(&db, node_id, group, transport.clone(), &beats, &opts).await {
                 Ok((handle, tasks)) => {
                     replicas.extra.push(handle);
                     replicas.lock_tasks().push(tasks);
@@ -138,7 +139,7 @@ impl Replicas {
             }
         }
         for shard in 0..shards {
-            match open_shard(&db, node_id, shard, transport.clone(), &opts).await {
+            match open_shard(&db, node_id, shard, transport.clone(), &beats, &opts).await {
                 Ok((handle, tasks)) => {
                     replicas.shards.push(handle);
                     replicas.lock_tasks().push(tasks);
@@ -276,6 +277,7 @@ async fn open_shard<T: Transport>(
     node_id: NodeId,
     shard: ShardId,
     transport: Arc<T>,
+    beats: &watch::Receiver<u64>,
     opts: &ReplicationOptions,
 ) -> Result<(ShardHandle, ShardTasks), Error> {
     let span = tracing::info_span!("shard", shard, node_id);
@@ -321,7 +323,7 @@ async fn open_shard<T: Transport>(
     tokio::spawn(
         shard::send_heartbeats(
             raft.clone(),
-            Duration::from_millis(opts.heartbeat_ms),
+            beats.clone(),
             lease.clone(),
             lease_len,
             stop.clone(),

@@ -8,12 +8,16 @@
 //!
 //! A second class, [`Journal`] (bound as `LOG`), shows one object calling
 //! another: the `put_and_log` op stores a key, then appends `key=value` to
-//! the `LOG` object it names (`GET /log/:name` lists its entries).
+//! the `LOG` object it names with the journal's typed RPC method
+//! [`Append`]; `read_log` reads a journal with a fetch of its HTTP handler
+//! from inside the object (`GET /log/:name` lists the entries from the
+//! edge).
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
+use roost::object::rpc::{self, Method};
 use roost::object::{
     AlarmInfo, Bindings, CallResult, Context, DurableObject, Env, HandlerError, ListOptions,
     Message, Request, Response, Result, Storage, WebSocket, Worker, is_websocket_upgrade, json,
@@ -93,6 +97,25 @@ pub enum Op {
         value: String,
         log: String,
     },
+    /// The configured var `name` (`ROOST_VAR_<name>`) and the length of the
+    /// secret `name` (`ROOST_SECRET_<name>`; never the secret itself).
+    Config {
+        name: String,
+    },
+    /// The entries of the `LOG` object named `log`, read with a fetch from
+    /// this object (another object's HTTP handler, reached from inside one).
+    ReadLog {
+        log: String,
+    },
+}
+
+/// The journal's typed RPC method: appends an entry, answers its number.
+pub struct Append;
+
+impl Method for Append {
+    const NAME: &'static str = "append";
+    type Request = String;
+    type Response = u64;
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -202,7 +225,9 @@ fn run(s: &mut Storage, op: Op) -> Result<Value> {
         Op::Instance
         | Op::SlowIncrement { .. }
         | Op::SetAutoResponse { .. }
-        | Op::PutAndLog { .. } => {
+        | Op::PutAndLog { .. }
+        | Op::Config { .. }
+        | Op::ReadLog { .. } => {
             return Err(HandlerError::bad_request(
                 "not_a_storage_op",
                 "this op cannot run inside a transaction",
@@ -245,9 +270,23 @@ impl DurableObject for KvStore {
             Op::PutAndLog { key, value, log } => {
                 ctx.storage().put(&key, value.clone())?;
                 let journal = ctx.env().namespace(LOG_BINDING)?.get_by_name(&log);
-                let entry = format!("{key}={value}");
-                let n = ctx.call(&journal, "append", Bytes::from(entry)).await??;
-                j!({ "logged": String::from_utf8_lossy(&n) })
+                let n = ctx
+                    .rpc::<Append>(&journal, &format!("{key}={value}"))
+                    .await?;
+                j!({ "logged": n })
+            }
+            Op::Config { name } => {
+                let env = ctx.env();
+                j!({ "var": env.var(&name), "secret_len": env.secret(&name).map(str::len) })
+            }
+            Op::ReadLog { log } => {
+                let journal = ctx.env().namespace(LOG_BINDING)?.get_by_name(&log);
+                let mut read = Request::new(Bytes::new());
+                *read.uri_mut() = http::Uri::from_static("/");
+                let resp = ctx.fetch(&journal, read).await?;
+                let body: Value = serde_json::from_slice(resp.body())
+                    .map_err(|e| HandlerError::internal(format!("the journal's answer: {e}")))?;
+                j!({ "status": resp.status().as_u16(), "entries": body["entries"] })
             }
             op => run(ctx.storage(), op)?,
         };
@@ -341,13 +380,14 @@ impl DurableObject for Journal {
     }
 
     async fn call(&mut self, ctx: &mut Context, method: String, payload: Bytes) -> CallResult {
-        if method != "append" {
-            return Err(HandlerError::bad_request("unknown_method", method));
+        if method != Append::NAME {
+            return Err(rpc::unknown_method(&method));
         }
+        let entry = rpc::decode::<Append>(&payload)?;
         let n: u64 = ctx.storage().get_json("count")?.unwrap_or(0) + 1;
-        ctx.storage().put(&format!("e:{n:012}"), payload)?;
+        ctx.storage().put(&format!("e:{n:012}"), entry)?;
         ctx.storage().put_json("count", &n)?;
-        Ok(Bytes::from(n.to_string()))
+        rpc::reply::<Append>(&n)
     }
 }
 

@@ -5,8 +5,10 @@
 //! objects on whichever node leads their shard; after SIGKILL of the node
 //! leading the most shards every acknowledged write is still there and the
 //! objects take writes again. Meanwhile `KV` objects call `LOG` objects
-//! (other shards, often other nodes): every acknowledged `put_and_log`,
-//! including those in flight across the kill, is in both objects.
+//! (other shards, often other nodes) with typed RPC: every acknowledged
+//! `put_and_log`, including those in flight across the kill, is in both
+//! objects, and a `KV` object's fetch of each log reads the same. The edge
+//! also serves the objects over WebSocket and gRPC.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -17,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use roost::cluster::status::{ClusterStatus, gather};
 use roost::id::ObjectId;
+use roost::rpc::pb;
+use roost::rpc::pb::objects_client::ObjectsClient;
 use roost::rpc::tls::Tls;
 use serde_json::{Value, json};
 
@@ -46,6 +50,9 @@ fn spawn(args: &[String], markers: &[&'static str]) -> Proc {
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,openraft=off".into()),
         )
+        // The app's configuration, as the chart's env would give it.
+        .env("ROOST_VAR_GREETING", "hello from config")
+        .env("ROOST_SECRET_GREETING", "s3cret")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -127,6 +134,40 @@ async fn converged(seeds: &[String], timeout: Duration) -> ClusterStatus {
 
 /// Sends `op` to object `name` through the edge until it is answered
 /// with something other than 503 (leadership moving), for up to 30 s.
+/// A WebSocket to a `KV` object through the edge at `edge` (`host:port`):
+/// accepted with its tags and attachment, and echoing.
+async fn websocket_echo(edge: &str) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!("ws://{edge}/kv/ws-obj/ws?tags=t&attach=a1");
+    let (mut ws, resp) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("a WebSocket through the edge");
+    assert_eq!(resp.status().as_u16(), 101);
+    for ask in ["hello", "whoami"] {
+        ws.send(Message::text(ask)).await.expect("sent");
+        let answer = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) => return t.as_str().to_owned(),
+                    Some(Ok(_)) => continue,
+                    other => panic!("the socket ended: {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("an answer within 10 s");
+        match ask {
+            "hello" => assert_eq!(answer, "echo:hello"),
+            _ => {
+                let me: Value = serde_json::from_str(&answer).expect("whoami is JSON");
+                assert_eq!((&me["tags"], &me["attach"]), (&json!(["t"]), &json!("a1")));
+            }
+        }
+    }
+    ws.close(None).await.expect("closed");
+}
+
 async fn op(http: &reqwest::Client, edge: &str, name: &str, op: &Value) -> (u16, Value) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -176,9 +217,10 @@ async fn the_examples_class_serves_through_an_edge_and_survives_a_leader_kill() 
             &seeds.join(","),
         ]
         .map(String::from),
-        &["roost edge: serving http://"],
+        &["roost edge: serving http://", "roost edge: gRPC on "],
     );
     let base = format!("http://{}", edge.addrs[0]);
+    let edge_grpc = format!("http://{}", edge.addrs[1]);
     let http = reqwest::Client::new();
 
     // The example's router on the edge, the example's class on the nodes.
@@ -194,6 +236,46 @@ async fn the_examples_class_serves_through_an_edge_and_survives_a_leader_kill() 
         let (status, body) = op(&http, &base, name, &json!({"op": "get", "key": "k"})).await;
         assert_eq!((status, &body["value"]), (200, &json!(format!("v{i}"))));
     }
+
+    // Every object sees the configured vars and secrets, on any node.
+    for name in &names {
+        let (status, body) = op(
+            &http,
+            &base,
+            name,
+            &json!({"op": "config", "name": "GREETING"}),
+        )
+        .await;
+        assert_eq!(
+            (status, &body["var"], &body["secret_len"]),
+            (200, &json!("hello from config"), &json!(6)),
+            "{name}: {body}"
+        );
+    }
+
+    // The same objects over the edge's WebSocket and gRPC sides.
+    websocket_echo(&edge.addrs[0]).await;
+    let mut grpc = ObjectsClient::connect(edge_grpc)
+        .await
+        .expect("the edge's gRPC side connects");
+    let got = grpc
+        .fetch(pb::FetchRequest {
+            object: Some(pb::ObjectRef {
+                namespace: roost_example_kv::BINDING.into(),
+                target: Some(pb::object_ref::Target::Name("obj-0".into())),
+                id_name: None,
+            }),
+            method: "POST".into(),
+            path: "/kv/obj-0".into(),
+            headers: Vec::new(),
+            body: serde_json::to_vec(&json!({"op": "get", "key": "k"})).expect("json"),
+            client_ip: String::new(),
+        })
+        .await
+        .expect("a gRPC fetch through the edge")
+        .into_inner();
+    let body: Value = serde_json::from_slice(&got.body).expect("a JSON body");
+    assert_eq!((got.status, &body["value"]), (200, &json!("v0")), "{body}");
 
     // Objects calling objects, before, across and after the kill — once
     // more than one node leads shards, so that calls cross nodes.
@@ -298,6 +380,19 @@ async fn the_examples_class_serves_through_an_edge_and_survives_a_leader_kill() 
         assert!(
             logs[log].contains(&entry),
             "acknowledged put_and_log {j} of {name} is missing from {log}"
+        );
+    }
+    // An object reads a log with a fetch of its own (an object's HTTP
+    // handler reached from inside another object, often on another node):
+    // what the edge's GET saw, or more (nothing is appended any more).
+    for (log, entries) in &logs {
+        let read = json!({"op": "read_log", "log": log});
+        let (status, body) = op(&http, &base, &names[0], &read).await;
+        assert_eq!((status, &body["status"]), (200, &json!(200)), "{body}");
+        assert_eq!(
+            body["entries"].as_array(),
+            Some(entries),
+            "{log} read by an object"
         );
     }
     // And calls crossed nodes: the first 20, made before the kill, include
