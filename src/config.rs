@@ -315,6 +315,17 @@ pub struct WebSocketConfig {
     /// minute, as a burst or spread out; more get 429. 0: no limit.
     /// Default 120.
     pub max_upgrades_per_ip_per_minute: u32,
+    /// When an object's owner changes (its node shuts down, drains or dies,
+    /// or its shard's leadership moves), an edge keeps each of its sockets
+    /// open and re-attaches it to the new owner. Client messages it holds
+    /// meanwhile (with those sent to the old owner and not yet handled),
+    /// in frames; more close the socket with 1013. Default 1024.
+    pub reattach_buffer_frames: usize,
+    /// The same bound in bytes. Default 1 MiB.
+    pub reattach_buffer_bytes: usize,
+    /// How long a socket may wait for a new owner before the edge closes
+    /// it with 1012 (the client reconnects), in milliseconds. Default 30000.
+    pub reattach_timeout_ms: u64,
 }
 
 /// `[raft]`: replication timing and batching, the same for every shard.
@@ -475,6 +486,9 @@ impl Default for WebSocketConfig {
             heartbeat_timeout_ms: 10_000,
             max_socket_buffer: 1024,
             max_upgrades_per_ip_per_minute: 120,
+            reattach_buffer_frames: 1024,
+            reattach_buffer_bytes: 1024 * 1024,
+            reattach_timeout_ms: 30_000,
         }
     }
 }

@@ -118,3 +118,92 @@ async fn socket_bridges_a_chat_room() {
         .expect("shutdown task")
         .expect("clean shutdown");
 }
+
+/// Opens a `Socket` stream as a caller that re-attaches (request metadata
+/// `roost-socket-reattach`), its first message `first`.
+async fn open_reattaching(grpc: &mut ObjectsClient<Channel>, first: socket_up::Kind) -> Socket {
+    let (up, rx) = mpsc::channel(16);
+    up.send(pb::SocketUp { kind: Some(first) })
+        .await
+        .expect("queue the first message");
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    request.metadata_mut().insert(
+        roost::rpc::objects::REATTACH_HEADER,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    let down = grpc.socket(request).await.expect("connect").into_inner();
+    Socket { up, down }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reattached_socket_joins_its_room_as_it_was() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = DevNode::start(config(dir.path()))
+        .await
+        .expect("node starts");
+    let mut grpc = client(&node).await;
+
+    // A caller that re-attaches is sent the socket's tags and committed
+    // attachment (the chat room keeps the member's name there).
+    let mut open = fetch(
+        by_name("CHAT_ROOM", "moves"),
+        "GET",
+        "/websocket?name=Alice",
+    );
+    open.headers.push(header("upgrade", "websocket"));
+    open.headers.push(header("connection", "Upgrade"));
+    let mut alice = open_reattaching(&mut grpc, socket_up::Kind::Open(open)).await;
+    match next_down(&mut alice.down).await {
+        Some(socket_down::Kind::Accepted(a)) => assert!(a.tags.is_empty(), "{a:?}"),
+        other => panic!("expected accepted, got {other:?}"),
+    }
+    match next_down(&mut alice.down).await {
+        Some(socket_down::Kind::Attachment(a)) => {
+            let name: Value = serde_json::from_slice(&a.value).expect("JSON attachment");
+            assert_eq!(name, json!({"name": "Alice"}));
+        }
+        other => panic!("expected the attachment, got {other:?}"),
+    }
+    assert_eq!(next_json(&mut alice).await["type"], "history");
+    assert_eq!(next_json(&mut alice).await["name"], "Alice");
+
+    // A socket another owner had comes back: no fetch and no open event
+    // (nobody is told Zed joined), and the room counts it as a member.
+    let reattach = pb::SocketReattach {
+        object: by_name("CHAT_ROOM", "moves"),
+        tags: Vec::new(),
+        attachment: Some(serde_json::to_vec(&json!({"name": "Zed"})).expect("JSON")),
+    };
+    let mut zed = open_reattaching(&mut grpc, socket_up::Kind::Reattach(reattach)).await;
+    match next_down(&mut zed.down).await {
+        Some(socket_down::Kind::Attached(a)) => assert!(a.socket > 0),
+        other => panic!("expected attached, got {other:?}"),
+    }
+    send_text(&zed, json!({"type": "message", "text": "back"}).to_string()).await;
+    for socket in [&mut alice, &mut zed] {
+        let frame = next_json(socket).await;
+        assert_eq!(
+            (
+                frame["type"].as_str(),
+                frame["name"].as_str(),
+                frame["text"].as_str()
+            ),
+            (Some("message"), Some("Zed"), Some("back")),
+            "the re-attached socket's name is its attachment; no join came first"
+        );
+    }
+
+    // At shutdown both are told their owner moved (no close: the object
+    // goes on with them elsewhere).
+    let shutdown = tokio::spawn(node.shutdown());
+    for socket in [&mut alice, &mut zed] {
+        match next_down(&mut socket.down).await {
+            Some(socket_down::Kind::Moved(_)) => {}
+            other => panic!("expected moved, got {other:?}"),
+        }
+    }
+    shutdown
+        .await
+        .expect("shutdown task")
+        .expect("clean shutdown");
+}

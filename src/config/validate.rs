@@ -135,6 +135,24 @@ impl Config {
             "websocket.max_socket_buffer",
             at_least_1,
         );
+        check(
+            ws.reattach_buffer_frames >= 1,
+            "websocket.reattach_buffer_frames",
+            at_least_1,
+        );
+        check(
+            ws.reattach_buffer_bytes >= ws.max_message_bytes,
+            "websocket.reattach_buffer_bytes",
+            &format!(
+                "must hold one message of websocket.max_message_bytes ({}), got {}",
+                ws.max_message_bytes, ws.reattach_buffer_bytes
+            ),
+        );
+        check(
+            ws.reattach_timeout_ms >= 1,
+            "websocket.reattach_timeout_ms",
+            at_least_1,
+        );
 
         let raft = &self.raft;
         check(raft.heartbeat_ms >= 1, "raft.heartbeat_ms", at_least_1);

@@ -84,6 +84,14 @@ async fn bridge<W: Worker>(shared: Arc<Shared<W>>, ws: WebSocket, mut link: Sock
                     let _ = send(&mut tx, close(code, &reason), opts.heartbeat_timeout).await;
                     break End::Object;
                 }
+                // State for re-attaching; the client never sees it.
+                Some(ServerFrame::Attachment(_)) => None,
+                // Only a client that cannot re-attach hands this on (a
+                // cluster's router re-attaches the socket itself).
+                Some(ServerFrame::Moved { .. }) => {
+                    let _ = send(&mut tx, owner_lost(), opts.heartbeat_timeout).await;
+                    break End::Object;
+                }
                 None => {
                     // Dropped by the object: the client did not keep up,
                     // or the object was reset.
@@ -144,6 +152,11 @@ async fn bridge<W: Worker>(shared: Arc<Shared<W>>, ws: WebSocket, mut link: Sock
                     ended = Some(close(code, &reason));
                     break;
                 }
+                Ok(ServerFrame::Attachment(_)) => {}
+                Ok(ServerFrame::Moved { .. }) => {
+                    ended = Some(owner_lost());
+                    break;
+                }
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
                     ended = Some(close(1013, "try again later"));
@@ -188,6 +201,12 @@ impl End {
             End::Object => "object",
         }
     }
+}
+
+/// The close for a socket whose owner changed and that could not be
+/// re-attached: come back, as to a restarting service.
+fn owner_lost() -> WsMessage {
+    close(1012, "owner lost; reconnect")
 }
 
 fn close(code: u16, reason: &str) -> WsMessage {

@@ -18,6 +18,7 @@ use crate::edge::Edge;
 use crate::object::Namespaces;
 use crate::object::Worker;
 use crate::rpc::objects::ObjectsService;
+use crate::rpc::reattach::{self, ReattachOptions};
 use crate::rpc::remote::RemoteOptions;
 use crate::telemetry::admin::{Admin, AdminSources};
 
@@ -62,8 +63,16 @@ impl EdgeNode {
         }
         let tls = super::rpc_tls(&config)?;
         tracing::info!(tls = %tls.describe(), "gRPC to the nodes");
+        let ws = &config.websocket;
         let client = ClusterClient::new(RemoteOptions {
             tls,
+            reattach: ReattachOptions {
+                buffer: reattach::Bounds {
+                    frames: ws.reattach_buffer_frames,
+                    bytes: ws.reattach_buffer_bytes,
+                },
+                timeout: Duration::from_millis(ws.reattach_timeout_ms),
+            },
             ..RemoteOptions::default()
         });
         let stop = CancellationToken::new();

@@ -16,6 +16,7 @@ use crate::id::{ObjectKey, ShardId};
 use crate::object::{self, CallResult, FetchOutcome, Message, ObjectClient, Request, SocketId};
 use crate::ring::{NodeId, Placement};
 use crate::rpc::pb;
+use crate::rpc::reattach::{Attach, Moving, Reattacher};
 use crate::rpc::remote::{RemoteClient, RemoteOptions};
 use crate::telemetry::metrics;
 
@@ -53,6 +54,8 @@ pub struct ClusterClient {
     clients: Arc<Mutex<HashMap<String, RemoteClient>>>,
     /// Which node each bridged socket lives on.
     sockets: Arc<Mutex<HashMap<(ObjectKey, SocketId), RemoteClient>>>,
+    /// Sockets between owners (re-attaching), per object.
+    moving: Moving,
     /// Nodes that recently could not be reached or left a call hanging
     /// (killed, paused, partitioned), with when: tried last until they
     /// answer again or [`SUSPECT_FOR`] passes.
@@ -66,6 +69,7 @@ impl ClusterClient {
             view: Arc::default(),
             clients: Arc::default(),
             sockets: Arc::default(),
+            moving: Moving::default(),
             suspects: Arc::default(),
             opts,
         }
@@ -301,6 +305,23 @@ impl ClusterClient {
         }
     }
 
+    /// Re-registers a socket with its object's owner, found as calls find
+    /// it (a move is a `NotOwner` away from the new owner).
+    fn reattacher(&self) -> Reattacher {
+        let this = self.clone();
+        let attach: Attach = Arc::new(move |key: ObjectKey, tags: Vec<String>, attachment| {
+            let this = this.clone();
+            Box::pin(async move {
+                this.route(&key, Retry::NotExecuted, |client| {
+                    let (key, tags, attachment) = (key.clone(), tags.clone(), attachment.clone());
+                    async move { client.reattach(key, tags, attachment).await }
+                })
+                .await
+            })
+        });
+        Reattacher::new(attach, self.moving.clone())
+    }
+
     fn socket_client(&self, object: &ObjectKey, socket: SocketId) -> Option<RemoteClient> {
         self.sockets
             .lock()
@@ -334,12 +355,20 @@ impl ObjectClient for ClusterClient {
             let key = object.clone();
             let mut chosen: Option<RemoteClient> = None;
             let retry = Retry::for_request(&req);
+            // An accepted socket follows its object when the owner changes.
+            let reattacher = object::is_websocket_upgrade(&req).then(|| this.reattacher());
             let outcome = this
                 .route(&key, retry, |client| {
                     let req = copy_request(&req);
                     let key = key.clone();
                     chosen = Some(client.clone());
-                    async move { ObjectClient::fetch(&client, key, req).await }
+                    let reattacher = reattacher.clone();
+                    async move {
+                        match reattacher {
+                            Some(r) => client.fetch_following(key, req, r).await,
+                            None => ObjectClient::fetch(&client, key, req).await,
+                        }
+                    }
                 })
                 .await?;
             if let (Some(link), Some(client)) = (&outcome.socket, chosen) {

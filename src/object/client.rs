@@ -57,6 +57,20 @@ pub trait ObjectClient: Send + Sync + 'static {
         socket: SocketId,
         error: String,
     ) -> Result<(), Error>;
+    /// Registers a socket whose object's owner changed with the object
+    /// here, with the tags and committed attachment it had: no fetch, no
+    /// open event. Only a node's runtime can; other clients refuse.
+    fn socket_reattach(
+        &self,
+        object: &ObjectKey,
+        tags: Vec<String>,
+        attachment: Option<Bytes>,
+    ) -> Result<SocketLink, Error> {
+        let _ = (object, tags, attachment);
+        Err(Error::Unavailable(
+            "this client cannot re-attach sockets".into(),
+        ))
+    }
 }
 
 impl ObjectClient for Runtime {
@@ -105,5 +119,14 @@ impl ObjectClient for Runtime {
         error: String,
     ) -> Result<(), Error> {
         Runtime::socket_error(self, object, socket, error)
+    }
+
+    fn socket_reattach(
+        &self,
+        object: &ObjectKey,
+        tags: Vec<String>,
+        attachment: Option<Bytes>,
+    ) -> Result<SocketLink, Error> {
+        Runtime::socket_reattach(self, object, tags, attachment)
     }
 }

@@ -164,6 +164,9 @@ pub(crate) struct Activation {
     /// Notified when the runtime needs this executor's slot (the
     /// live-executor cap): it leaves if idle, as on its idle timeout.
     pub make_room: Arc<tokio::sync::Notify>,
+    /// Cancelled once the executor has ended and every output it
+    /// committed is out (its sockets may then be handed to a new owner).
+    pub finished: CancellationToken,
 }
 
 /// How often an idle executor with writes still in flight checks again.
@@ -171,6 +174,8 @@ const RECHECK: Duration = Duration::from_millis(20);
 
 pub(crate) async fn run<T: DurableObject>(act: Activation, mailbox: mpsc::Receiver<Queued>) {
     let span = tracing::debug_span!("object", object = %act.key, shard = act.shard.id());
+    // Dropped last, once the releaser has let every committed output out.
+    let _finished = act.finished.clone().drop_guard();
     async move {
         let (release_tx, release_rx) = mpsc::unbounded_channel();
         let gate = Arc::new(GateState::default());
@@ -510,7 +515,8 @@ impl Executor {
                 let result = AssertUnwindSafe(obj.websocket_message(&mut self.ctx, ws, msg))
                     .catch_unwind()
                     .await;
-                self.finish_unit(result).await
+                self.finish_unit(result, vec![Output::Handled(socket)])
+                    .await
             }
             Event::SocketClose {
                 socket,
@@ -522,7 +528,7 @@ impl Executor {
                 let result = AssertUnwindSafe(obj.websocket_close(&mut self.ctx, ws, code, reason))
                     .catch_unwind()
                     .await;
-                let alive = self.finish_unit(result).await;
+                let alive = self.finish_unit(result, Vec::new()).await;
                 self.act.hub.lock().sockets.remove(&socket);
                 alive
             }
@@ -534,7 +540,7 @@ impl Executor {
                 let result = AssertUnwindSafe(obj.websocket_error(&mut self.ctx, ws, error))
                     .catch_unwind()
                     .await;
-                self.finish_unit(result).await
+                self.finish_unit(result, Vec::new()).await
             }
             Event::Alarm { info, reply } => self.run_alarm(obj, info, reply).await,
             Event::AlarmSync { reply } => {

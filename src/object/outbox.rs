@@ -50,6 +50,9 @@ pub(crate) enum Output {
         socket: SocketId,
         value: bytes::Bytes,
     },
+    /// A message from the socket's client was handled (the event ran and
+    /// its writes committed): counted for re-attaching it elsewhere.
+    Handled(SocketId),
 }
 
 /// Where handlers put outputs while an event runs. Only the executor's
@@ -198,10 +201,13 @@ fn deliver(object: &ObjectKey, hub: &SharedHub, alarms: &AlarmsHandle, out: Outp
                     .extensions()
                     .get::<AcceptedSocket>()
                     .and_then(|AcceptedSocket(id)| {
-                        let rx = hub.lock().sockets.get_mut(id)?.rx.take()?;
+                        let mut hub = hub.lock();
+                        let entry = hub.sockets.get_mut(id)?;
+                        let rx = entry.rx.take()?;
                         Some(SocketLink {
                             object: object.clone(),
                             socket: *id,
+                            tags: entry.tags.clone(),
                             outgoing: rx,
                         })
                     });
@@ -214,11 +220,8 @@ fn deliver(object: &ObjectKey, hub: &SharedHub, alarms: &AlarmsHandle, out: Outp
         Output::AlarmDone(tx) => {
             let _ = tx.send(true);
         }
-        Output::Attachment { socket, value } => {
-            if let Some(entry) = hub.lock().sockets.get_mut(&socket) {
-                entry.attachment = Some(value);
-            }
-        }
+        Output::Attachment { socket, value } => hub.set_attachment(socket, value),
+        Output::Handled(socket) => hub.handled(socket),
     }
 }
 
@@ -237,7 +240,7 @@ fn settled(done: &Result<(), replication::Error>) -> Settled {
 /// on the shard's leader).
 fn fail(object: &ObjectKey, hub: &SharedHub, alarms: &AlarmsHandle, out: Output, err: Error) {
     match out {
-        Output::Frame { .. } | Output::Attachment { .. } => {}
+        Output::Frame { .. } | Output::Attachment { .. } | Output::Handled(_) => {}
         // The write that changed the alarm may still commit (its outcome
         // is unknown): have the object's committed alarm checked once a
         // fresh executor has fenced.

@@ -88,6 +88,8 @@ struct ExecutorHandle {
     make_room: Arc<tokio::sync::Notify>,
     /// Bytes of the events in `tx`'s queue.
     queued: MailboxBytes,
+    /// Cancelled once the executor ended and its outputs are out.
+    finished: CancellationToken,
 }
 
 #[derive(Default)]
@@ -472,6 +474,7 @@ impl Runtime {
         let (tx, rx) = mpsc::channel(self.inner.opts.mailbox.max(1));
         let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
         let make_room = Arc::new(tokio::sync::Notify::new());
+        let finished = CancellationToken::new();
         let act = Activation {
             key: key.clone(),
             stored: self.stored_key(key),
@@ -489,6 +492,7 @@ impl Runtime {
             alarms: self.inner.alarms.clone(),
             shutdown: self.inner.shutdown.clone(),
             make_room: make_room.clone(),
+            finished: finished.clone(),
         };
         class.spawn(&self.inner.executors, act, rx, slot);
         metrics::object_activated(&key.namespace);
@@ -498,6 +502,7 @@ impl Runtime {
             term,
             make_room,
             queued: MailboxBytes::default(),
+            finished,
         }
     }
 

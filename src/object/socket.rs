@@ -58,7 +58,20 @@ impl From<&str> for Message {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServerFrame {
     Message(Message),
-    Close { code: u16, reason: String },
+    Close {
+        code: u16,
+        reason: String,
+    },
+    /// The socket's attachment changed and the change committed (so a
+    /// bridge always holds committed state, to re-attach the socket with).
+    Attachment(Bytes),
+    /// The object's owner changed (its shard's leadership ended here): this
+    /// node no longer serves the socket, and the object saw no close.
+    /// `handled` counts the messages of this attachment the object
+    /// finished; the last frame.
+    Moved {
+        handled: u64,
+    },
 }
 
 /// The edge's end of an accepted socket: frames to forward to the client.
@@ -68,6 +81,8 @@ pub enum ServerFrame {
 pub struct SocketLink {
     pub object: ObjectKey,
     pub socket: SocketId,
+    /// The tags the object gave the socket.
+    pub tags: Vec<String>,
     pub outgoing: mpsc::Receiver<ServerFrame>,
 }
 
@@ -83,6 +98,8 @@ pub(crate) struct SocketEntry {
     pub attachment: Option<Bytes>,
     /// The client closed it; the object's close handler is queued.
     pub closing: bool,
+    /// Messages from the client whose events finished and committed.
+    pub handled: u64,
     pub tx: mpsc::Sender<ServerFrame>,
     /// Taken by the edge when the accepting response is released.
     pub rx: Option<mpsc::Receiver<ServerFrame>>,
@@ -107,19 +124,81 @@ impl SharedHub {
 
     /// Registers a new socket with a buffer of `capacity` frames.
     pub fn open(&self, tags: Vec<String>, capacity: usize) -> SocketId {
+        self.insert(tags, None, capacity)
+    }
+
+    /// Registers a socket that moved here from another owner, with its
+    /// tags and committed attachment, and hands out its link at once.
+    pub fn reattach(
+        &self,
+        object: ObjectKey,
+        tags: Vec<String>,
+        attachment: Option<Bytes>,
+        capacity: usize,
+    ) -> SocketLink {
+        let socket = self.insert(tags.clone(), attachment, capacity);
+        let outgoing = self
+            .lock()
+            .sockets
+            .get_mut(&socket)
+            .and_then(|e| e.rx.take());
+        // Inserted just above, under a fresh id: its receiver is there.
+        let outgoing = outgoing.unwrap_or_else(|| mpsc::channel(1).1);
+        SocketLink {
+            object,
+            socket,
+            tags,
+            outgoing,
+        }
+    }
+
+    fn insert(&self, tags: Vec<String>, attachment: Option<Bytes>, capacity: usize) -> SocketId {
         let id = NEXT_SOCKET.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(capacity.max(1));
         self.lock().sockets.insert(
             id,
             SocketEntry {
                 tags,
-                attachment: None,
+                attachment,
                 closing: false,
+                handled: 0,
                 tx,
                 rx: Some(rx),
             },
         );
         id
+    }
+
+    /// This node no longer serves the object: tells every socket's bridge
+    /// (after the frames already released) and forgets them. The object is
+    /// told nothing; its sockets carry on with the new owner.
+    pub fn moved(&self) {
+        let mut hub = self.lock();
+        for (_, entry) in std::mem::take(&mut hub.sockets) {
+            let _ = entry.tx.try_send(ServerFrame::Moved {
+                handled: entry.handled,
+            });
+        }
+    }
+
+    /// One more message of `id` was handled (its event committed).
+    pub fn handled(&self, id: SocketId) {
+        if let Some(entry) = self.lock().sockets.get_mut(&id) {
+            entry.handled += 1;
+        }
+    }
+
+    /// `id`'s attachment is now `value` (committed); its bridge is told in
+    /// order with its frames.
+    pub fn set_attachment(&self, id: SocketId, value: Bytes) {
+        let mut hub = self.lock();
+        let Some(entry) = hub.sockets.get_mut(&id) else {
+            return;
+        };
+        entry.attachment = Some(value.clone());
+        if entry.tx.try_send(ServerFrame::Attachment(value)).is_err() {
+            hub.sockets.remove(&id);
+        }
     }
 
     /// Queues `frame` for the client. A socket whose client does not keep up

@@ -183,14 +183,58 @@ async fn socket_changes_of_a_failed_event_are_rolled_back() {
     };
     send("fail");
     send("read");
-    let frame = tokio::time::timeout(WAIT, link.outgoing.recv())
-        .await
-        .expect("the socket is still open and answers")
-        .expect("a frame");
+    let mut next = async || {
+        tokio::time::timeout(WAIT, link.outgoing.recv())
+            .await
+            .expect("the socket is still open and answers")
+            .expect("a frame")
+    };
+    // The committed attachment reaches the bridge first (it keeps it, to
+    // re-attach the socket elsewhere); the failed event's never does.
     assert_eq!(
-        frame,
+        next().await,
+        ServerFrame::Attachment(Bytes::from_static(b"\"v1\""))
+    );
+    assert_eq!(
+        next().await,
         ServerFrame::Message(Message::Text("v1:1".into())),
         "the failed event's attachment and close were rolled back"
+    );
+    node.stop().await;
+}
+
+/// A socket re-attached from another owner joins the object as it was:
+/// no fetch runs, the object finds it among its sockets with its tags and
+/// attachment, and its messages are handled (and counted for the next move).
+#[tokio::test]
+async fn a_reattached_socket_is_found_with_its_tags_and_attachment() {
+    let node = node(
+        Bindings::new().bind::<Sockets>("SOCKETS"),
+        RuntimeOptions::default(),
+    )
+    .await;
+    let k = key("SOCKETS", "moved-here");
+    let tags = vec!["room:a".to_owned()];
+    let mut link = node
+        .runtime
+        .socket_reattach(&k, tags.clone(), Some(Bytes::from_static(b"\"v9\"")))
+        .expect("re-attach");
+    assert_eq!(link.tags, tags);
+    node.runtime
+        .socket_message(&k, link.socket, Message::Text("read".into()))
+        .expect("dispatch");
+    let frame = tokio::time::timeout(WAIT, link.outgoing.recv())
+        .await
+        .expect("an answer")
+        .expect("a frame");
+    // Its attachment, and it is the object's one socket (fetch never ran).
+    assert_eq!(frame, ServerFrame::Message(Message::Text("v9:1".into())));
+    let unknown = node
+        .runtime
+        .socket_reattach(&key("NOPE", "x"), Vec::new(), None);
+    assert!(
+        matches!(unknown, Err(Error::UnknownNamespace(_))),
+        "{unknown:?}"
     );
     node.stop().await;
 }

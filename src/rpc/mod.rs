@@ -29,6 +29,7 @@ pub mod metered;
 pub(crate) use convert_props::cases as test_cases;
 pub mod objects;
 pub mod raft;
+pub mod reattach;
 pub mod remote;
 pub mod tls;
 

@@ -57,6 +57,9 @@ impl Default for ObjectsLimits {
 
 /// Room for an encoded message's fields besides its body (headers, path).
 const ENVELOPE_BYTES: usize = 256 * 1024;
+/// Request metadata of a `Socket` caller that re-attaches sockets: it is
+/// sent `moved` instead of a close when the node stops serving the object.
+pub const REATTACH_HEADER: &str = "roost-socket-reattach";
 /// Frames queued towards a `Socket` caller before the bridge waits (the
 /// object's own socket queue is behind it).
 const DOWN_BUFFER: usize = 32;
@@ -69,7 +72,7 @@ pub struct ObjectsService {
     /// The bound namespaces' identities, to hash names with (class
     /// migrations); without them a name is hashed under its namespace.
     namespaces: Namespaces,
-    /// Cancelled to close every bridged socket with 1001.
+    /// Cancelled to end every bridged socket (`moved`, or 1001).
     closing: CancellationToken,
     /// The socket bridges.
     bridges: TaskTracker,
@@ -106,8 +109,9 @@ impl ObjectsService {
         ObjectsServer::new(self).max_decoding_message_size(limit)
     }
 
-    /// Closes every bridged socket with 1001 (the object is told too) and
-    /// waits until the bridges have ended.
+    /// Ends every bridged socket: with `moved` for callers that re-attach
+    /// (the object is told nothing), else with 1001 (the object is told
+    /// too); waits until the bridges have ended.
     pub async fn close_sockets(&self) {
         self.closing.cancel();
         self.bridges.close();
@@ -116,7 +120,7 @@ impl ObjectsService {
 }
 
 /// Serves `service` on `listener` (plain or with mutual TLS, as `tls`
-/// says) until `shutdown` is cancelled; then closes its sockets (1001),
+/// says) until `shutdown` is cancelled; then ends its sockets (`moved`/1001),
 /// stops accepting, and waits for in-flight calls to finish.
 pub async fn serve(
     listener: TcpListener,
@@ -216,39 +220,70 @@ impl Objects for ObjectsService {
         &self,
         request: tonic::Request<Streaming<pb::SocketUp>>,
     ) -> Reply<Self::SocketStream> {
+        let reattach = request.metadata().contains_key(REATTACH_HEADER);
         let mut up = request.into_inner();
         let first = up
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("the stream ended before `open`"))?;
-        let Some(socket_up::Kind::Open(open)) = first.kind else {
-            return Err(Status::invalid_argument("the first message must be `open`"));
-        };
-        let (key, req) =
-            convert::request_from_pb(open, self.limits.max_request_body_bytes, &self.namespaces)?;
-        if !is_websocket_upgrade(&req) {
-            return Err(Status::invalid_argument(
-                "`open` must be a WebSocket upgrade request (Upgrade: websocket)",
-            ));
-        }
-        let outcome = self.objects.fetch(key, req).await?;
         let (tx, rx) = mpsc::channel(DOWN_BUFFER);
-        let response = convert::response_to_pb(outcome.response);
-        let first = match &outcome.socket {
-            Some(link) => socket_down::Kind::Accepted(pb::SocketAccepted {
-                response: Some(response),
-                socket: link.socket,
-            }),
-            None => socket_down::Kind::Response(response),
+        let link = match first.kind {
+            Some(socket_up::Kind::Open(open)) => {
+                let (key, req) = convert::request_from_pb(
+                    open,
+                    self.limits.max_request_body_bytes,
+                    &self.namespaces,
+                )?;
+                if !is_websocket_upgrade(&req) {
+                    return Err(Status::invalid_argument(
+                        "`open` must be a WebSocket upgrade request (Upgrade: websocket)",
+                    ));
+                }
+                let outcome = self.objects.fetch(key, req).await?;
+                let response = convert::response_to_pb(outcome.response);
+                let first = match &outcome.socket {
+                    Some(link) => socket_down::Kind::Accepted(pb::SocketAccepted {
+                        response: Some(response),
+                        socket: link.socket,
+                        tags: link.tags.clone(),
+                    }),
+                    None => socket_down::Kind::Response(response),
+                };
+                // The channel is empty: this cannot fail for lack of room.
+                let _ = tx.try_send(Ok(pb::SocketDown { kind: Some(first) }));
+                outcome.socket
+            }
+            Some(socket_up::Kind::Reattach(reattach)) => {
+                let key = convert::object_key(reattach.object, &self.namespaces)?;
+                if let Some(a) = &reattach.attachment {
+                    convert::check_size("attachment", a.len(), self.limits.max_request_body_bytes)?;
+                }
+                let attachment = reattach.attachment.map(bytes::Bytes::from);
+                let link = self
+                    .objects
+                    .socket_reattach(&key, reattach.tags, attachment)?;
+                let attached = socket_down::Kind::Attached(pb::SocketAttached {
+                    socket: link.socket,
+                });
+                // The channel is empty: this cannot fail for lack of room.
+                let _ = tx.try_send(Ok(pb::SocketDown {
+                    kind: Some(attached),
+                }));
+                Some(link)
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be `open` or `reattach`",
+                ));
+            }
         };
-        // The channel is empty: this cannot fail for lack of room.
-        let _ = tx.try_send(Ok(pb::SocketDown { kind: Some(first) }));
-        if let Some(link) = outcome.socket {
+        if let Some(link) = link {
             let bridge = Bridge {
                 objects: self.objects.clone(),
                 down: tx,
                 max_message: self.limits.max_message_bytes,
                 closing: self.closing.clone(),
+                reattach,
             };
             self.bridges.spawn(bridge.run(link, up));
         }
@@ -260,7 +295,12 @@ impl Objects for ObjectsService {
 enum End {
     /// The caller closed it (or vanished: 1006).
     Closed(u16, String),
-    /// The node shuts down: 1001 both ways.
+    /// The object's shard moved away from this node: a caller that
+    /// re-attaches does so with the new owner; the object is told nothing.
+    /// `handled` as in [`ServerFrame::Moved`]; `None` when unknown.
+    Moved(Option<u64>),
+    /// The node shuts down: a caller that re-attaches is told `moved` (the
+    /// object is told nothing); others get 1001 both ways.
     Shutdown,
     /// A message over the size limit: an error, then a close with 1009.
     TooBig,
@@ -268,9 +308,14 @@ enum End {
     Object,
     /// The caller broke the protocol.
     Invalid(String),
-    /// The runtime refused a message (e.g. the shard moved away).
+    /// The runtime refused a message.
     Failed(crate::object::Error),
 }
+
+/// How long a bridge whose message was refused because the object's shard
+/// moved waits for the runtime to hand the socket over (and say how many
+/// messages it handled) before it ends the stream anyway.
+const MOVE_WAIT: Duration = Duration::from_secs(15);
 
 /// Bridges one accepted socket between its object and a `Socket` caller.
 struct Bridge {
@@ -279,11 +324,26 @@ struct Bridge {
     max_message: usize,
     /// Cancelled when the node shuts down.
     closing: CancellationToken,
+    /// The caller re-attaches sockets ([`REATTACH_HEADER`]): it is told
+    /// `moved` when this node stops serving the object. Other callers get
+    /// a close (1001 at shutdown, 1012 when the shard moved).
+    reattach: bool,
 }
 
 impl Bridge {
     async fn run(self, mut link: SocketLink, mut up: Streaming<pb::SocketUp>) {
+        // Set when the runtime refused a message because the shard moved:
+        // the caller's later messages are left unread (they were not run;
+        // the caller sends them again to the new owner) while the socket's
+        // hand-over comes.
+        let mut moving: Option<tokio::time::Instant> = None;
         let end = loop {
+            let move_deadline = async {
+                match moving {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 frame = link.outgoing.recv() => match frame {
                     Some(ServerFrame::Message(msg)) => {
@@ -292,6 +352,17 @@ impl Bridge {
                             break self.gone();
                         }
                     }
+                    // Only a caller that re-attaches keeps the socket's state.
+                    Some(ServerFrame::Attachment(_)) if !self.reattach => {}
+                    Some(ServerFrame::Attachment(value)) => {
+                        let kind = socket_down::Kind::Attachment(pb::SocketAttachment {
+                            value: Vec::from(value),
+                        });
+                        if !self.send(kind).await {
+                            break self.gone();
+                        }
+                    }
+                    Some(ServerFrame::Moved { handled }) => break End::Moved(Some(handled)),
                     Some(ServerFrame::Close { code, reason }) => {
                         if !self.send(close(code, reason.clone())).await {
                             self.send_last(Ok(close(code, reason)));
@@ -302,17 +373,20 @@ impl Bridge {
                     // it was reset): end the stream without a close.
                     None => break End::Object,
                 },
-                msg = up.message() => match msg {
-                    Ok(Some(pb::SocketUp { kind: Some(kind) })) => {
-                        if let Some(end) = self.handle_up(&link, kind) {
-                            break end;
-                        }
-                    }
+                msg = up.message(), if moving.is_none() => match msg {
+                    Ok(Some(pb::SocketUp { kind: Some(kind) })) => match self.handle_up(&link, kind) {
+                        Some(End::Failed(
+                            crate::object::Error::NotOwner { .. } | crate::object::Error::ShuttingDown,
+                        )) => moving = Some(tokio::time::Instant::now() + MOVE_WAIT),
+                        Some(end) => break end,
+                        None => {}
+                    },
                     Ok(Some(pb::SocketUp { kind: None })) => {
                         break End::Invalid("a SocketUp without a kind".into());
                     }
                     Ok(None) | Err(_) => break End::Closed(1006, String::new()),
                 },
+                _ = move_deadline => break End::Moved(None),
                 _ = self.closing.cancelled() => break End::Shutdown,
                 _ = self.down.closed() => break self.gone(),
             }
@@ -321,6 +395,21 @@ impl Bridge {
         let told = match end {
             End::Object => Ok(()),
             End::Closed(code, reason) => self.objects.socket_closed(object, socket, code, reason),
+            End::Moved(handled) if self.reattach => {
+                self.send_end(socket_down::Kind::Moved(pb::SocketMoved { handled }))
+                    .await;
+                Ok(())
+            }
+            End::Shutdown if self.reattach => {
+                let moved = pb::SocketMoved { handled: None };
+                self.send_last(Ok(socket_down::Kind::Moved(moved)));
+                Ok(())
+            }
+            End::Moved(_) => {
+                self.send_end(close(1012, "owner lost; reconnect".into()))
+                    .await;
+                Ok(())
+            }
             End::Shutdown => {
                 let reason = "server shutting down";
                 let told = self
@@ -381,8 +470,10 @@ impl Bridge {
                 });
             }
             socket_up::Kind::Error(error) => self.objects.socket_error(object, socket, error),
-            socket_up::Kind::Open(_) => {
-                return Some(End::Invalid("`open` is only the first message".into()));
+            socket_up::Kind::Open(_) | socket_up::Kind::Reattach(_) => {
+                return Some(End::Invalid(
+                    "`open` and `reattach` are only the first message".into(),
+                ));
             }
         };
         result.err().map(End::Failed)
@@ -404,6 +495,14 @@ impl Bridge {
         tokio::select! {
             sent = self.down.send(item) => sent.is_ok(),
             _ = self.closing.cancelled() => false,
+        }
+    }
+
+    /// Sends the stream's last message, waiting for room unless the node
+    /// shuts down meanwhile (then only if there is room).
+    async fn send_end(&self, kind: socket_down::Kind) {
+        if !self.send(kind.clone()).await {
+            self.send_last(Ok(kind));
         }
     }
 

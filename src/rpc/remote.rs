@@ -26,8 +26,10 @@ use tonic::transport::Channel;
 
 use super::Error;
 use super::convert;
+use super::objects::REATTACH_HEADER;
 use super::pb::objects_client::ObjectsClient;
 use super::pb::{self, socket_down, socket_up};
+use super::reattach::{Attached, Follow, ReattachOptions, Reattacher, drain};
 use super::tls::Tls;
 use crate::id::ObjectKey;
 use crate::object::{
@@ -56,6 +58,9 @@ pub struct RemoteOptions {
     pub max_response_bytes: usize,
     /// Plain or mutual TLS towards the node (default plain).
     pub tls: Tls,
+    /// How sockets opened with [`RemoteClient::fetch_following`] wait for
+    /// a new owner.
+    pub reattach: ReattachOptions,
 }
 
 impl Default for RemoteOptions {
@@ -64,6 +69,7 @@ impl Default for RemoteOptions {
             socket_buffer: 1024,
             max_response_bytes: 64 << 20,
             tls: Tls::plain(),
+            reattach: ReattachOptions::default(),
         }
     }
 }
@@ -160,27 +166,50 @@ impl RemoteClient {
         })
     }
 
+    /// Opens a `Socket` stream to `key`'s node with `first` as its first
+    /// message, as a caller that re-attaches sockets if `reattach`.
+    async fn open_stream(
+        &self,
+        key: &ObjectKey,
+        first: socket_up::Kind,
+        reattach: bool,
+    ) -> Result<(mpsc::Sender<pb::SocketUp>, Streaming<pb::SocketDown>), object::Error> {
+        let (up_tx, up_rx) = mpsc::channel(self.inner.opts.socket_buffer.max(1));
+        // The channel is empty: there is room.
+        let _ = up_tx.try_send(pb::SocketUp { kind: Some(first) });
+        let mut wire = tonic::Request::new(ReceiverStream::new(up_rx));
+        if reattach {
+            wire.metadata_mut().insert(
+                REATTACH_HEADER,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+        }
+        let down = self
+            .client_for(key)
+            .socket(wire)
+            .await
+            .map_err(|status| convert::error_from_status(&status, key))?
+            .into_inner();
+        Ok((up_tx, down))
+    }
+
     /// An upgrade request: opens a `Socket` stream and, if the object
-    /// accepts, bridges its frames into a [`SocketLink`].
+    /// accepts, bridges its frames into a [`SocketLink`]. With a
+    /// `reattacher`, the socket follows its object to a new owner (see
+    /// [`super::reattach`]); without, a move closes it (1012).
     async fn fetch_socket(
         &self,
         key: ObjectKey,
         req: Request,
+        reattacher: Option<Reattacher>,
     ) -> Result<FetchOutcome, object::Error> {
         let buffer = self.inner.opts.socket_buffer.max(1);
-        let (up_tx, up_rx) = mpsc::channel(buffer);
         let open = socket_up::Kind::Open(convert::request_to_pb(&key, req));
-        // The channel is empty: there is room.
-        let _ = up_tx.try_send(pb::SocketUp { kind: Some(open) });
-        let failed = |status: tonic::Status| convert::error_from_status(&status, &key);
-        let mut down = self
-            .client_for(&key)
-            .socket(ReceiverStream::new(up_rx))
+        let (up_tx, mut down) = self.open_stream(&key, open, reattacher.is_some()).await?;
+        let first = down
+            .message()
             .await
-            .map_err(failed)?
-            .into_inner();
-        let first = down.message().await.map_err(failed)?;
-        let malformed = |what: &str| object::Error::Unavailable(format!("Socket: {what}"));
+            .map_err(|status| convert::error_from_status(&status, &key))?;
         match first.and_then(|m| m.kind) {
             Some(socket_down::Kind::Response(resp)) => {
                 let response = convert::response_from_pb(resp)?;
@@ -192,7 +221,11 @@ impl RemoteClient {
                     socket: None,
                 })
             }
-            Some(socket_down::Kind::Accepted(pb::SocketAccepted { response, socket })) => {
+            Some(socket_down::Kind::Accepted(pb::SocketAccepted {
+                response,
+                socket,
+                tags,
+            })) => {
                 let response = response.ok_or_else(|| malformed("accepted without a response"))?;
                 let response = convert::response_from_pb(response)?;
                 if response.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -200,22 +233,56 @@ impl RemoteClient {
                 }
                 let (frame_tx, frame_rx) = mpsc::channel(buffer);
                 let stream = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
-                self.inner
-                    .sockets()
-                    .insert((key.clone(), socket), Upstream { stream, tx: up_tx });
-                tokio::spawn(forward_down(
-                    self.inner.clone(),
-                    key.clone(),
+                let forget = Forget {
+                    inner: self.inner.clone(),
+                    key: key.clone(),
                     socket,
                     stream,
-                    down,
-                    frame_tx,
-                ));
+                };
+                match reattacher {
+                    None => {
+                        self.inner
+                            .sockets()
+                            .insert((key.clone(), socket), Upstream { stream, tx: up_tx });
+                        tokio::spawn(forward_down(forget, down, frame_tx));
+                    }
+                    Some(reattacher) => {
+                        // The edge's messages go to the follower, which
+                        // sends them to whichever node owns the socket.
+                        let (edge_tx, edge_rx) = mpsc::channel(buffer);
+                        self.inner.sockets().insert(
+                            (key.clone(), socket),
+                            Upstream {
+                                stream,
+                                tx: edge_tx,
+                            },
+                        );
+                        let follow = Follow {
+                            key: key.clone(),
+                            tags: tags.clone(),
+                            attachment: None,
+                            from_edge: edge_rx,
+                            frames: frame_tx,
+                            reattacher,
+                            opts: self.inner.opts.reattach,
+                        };
+                        let first = Attached {
+                            socket,
+                            up: up_tx,
+                            down,
+                        };
+                        tokio::spawn(async move {
+                            follow.run(first).await;
+                            forget.run();
+                        });
+                    }
+                }
                 Ok(FetchOutcome {
                     response,
                     socket: Some(SocketLink {
                         object: key,
                         socket,
+                        tags,
                         outgoing: frame_rx,
                     }),
                 })
@@ -223,6 +290,44 @@ impl RemoteClient {
             Some(_) => Err(malformed(
                 "the first message is neither accepted nor response",
             )),
+            None => Err(malformed("the stream ended before an answer")),
+        }
+    }
+
+    /// An upgrade request whose socket, once accepted, follows its object
+    /// to a new owner: `reattacher` re-registers it there.
+    pub fn fetch_following(
+        &self,
+        key: ObjectKey,
+        req: Request,
+        reattacher: Reattacher,
+    ) -> BoxFuture<'static, Result<FetchOutcome, object::Error>> {
+        let this = self.clone();
+        Box::pin(async move { this.fetch_socket(key, req, Some(reattacher)).await })
+    }
+
+    /// Registers a socket whose object's owner changed with the object on
+    /// this node (`NotOwner` if it does not own it either).
+    pub async fn reattach(
+        &self,
+        key: ObjectKey,
+        tags: Vec<String>,
+        attachment: Option<Bytes>,
+    ) -> Result<Attached, object::Error> {
+        let first = socket_up::Kind::Reattach(pb::SocketReattach {
+            object: Some(convert::object_ref(&key)),
+            tags,
+            attachment: attachment.map(Vec::from),
+        });
+        let (up_tx, mut down) = self.open_stream(&key, first, true).await?;
+        let failed = |status: tonic::Status| convert::error_from_status(&status, &key);
+        match down.message().await.map_err(failed)?.and_then(|m| m.kind) {
+            Some(socket_down::Kind::Attached(pb::SocketAttached { socket })) => Ok(Attached {
+                socket,
+                up: up_tx,
+                down,
+            }),
+            Some(_) => Err(malformed("the answer to reattach is not attached")),
             None => Err(malformed("the stream ended before an answer")),
         }
     }
@@ -271,17 +376,42 @@ impl Inner {
     }
 }
 
-/// Forwards a socket's frames from its `Socket` stream to the link, until
-/// either ends; then forgets the socket (which ends the up-stream: the
-/// object sees 1006 unless a close was sent).
-async fn forward_down(
+/// Forgets a socket whose stream ended (which ends its up-stream: the
+/// object sees 1006 unless a close was sent), unless a newer stream for
+/// the same id took its place.
+struct Forget {
     inner: Arc<Inner>,
     key: ObjectKey,
     socket: SocketId,
     stream: u64,
+}
+
+impl Forget {
+    fn run(self) {
+        let mut sockets = self.inner.sockets();
+        let map_key = (self.key, self.socket);
+        if sockets
+            .get(&map_key)
+            .is_some_and(|up| up.stream == self.stream)
+        {
+            sockets.remove(&map_key);
+        }
+    }
+}
+
+fn malformed(what: &str) -> object::Error {
+    object::Error::Unavailable(format!("Socket: {what}"))
+}
+
+/// Forwards a socket's frames from its `Socket` stream to the link, until
+/// either ends; then forgets the socket. A socket that does not follow its
+/// object: a move or a broken stream closes it with 1012.
+async fn forward_down(
+    forget: Forget,
     mut down: Streaming<pb::SocketDown>,
     frames: mpsc::Sender<ServerFrame>,
 ) {
+    let key = forget.key.clone();
     loop {
         let msg = tokio::select! {
             msg = down.message() => msg,
@@ -301,6 +431,7 @@ async fn forward_down(
                     reason,
                 }
             }
+            Ok(Some(socket_down::Kind::Attachment(_))) => continue,
             Ok(Some(_)) => {
                 tracing::warn!(object = %key, "unexpected message on a Socket stream");
                 break;
@@ -323,24 +454,9 @@ async fn forward_down(
             break;
         }
     }
-    {
-        let mut sockets = inner.sockets();
-        let map_key = (key, socket);
-        if sockets.get(&map_key).is_some_and(|up| up.stream == stream) {
-            sockets.remove(&map_key);
-        }
-    }
-    // Dropping the response could cancel the HTTP/2 stream before the
-    // queued close has left; let the node end it (it does once it has the
-    // close, or sees the up-stream end).
-    let _ = tokio::time::timeout(DRAIN, async {
-        while let Ok(Some(_)) = down.message().await {}
-    })
-    .await;
+    forget.run();
+    drain(down).await;
 }
-
-/// How long a finished socket's stream may take to end.
-const DRAIN: Duration = Duration::from_secs(10);
 
 impl ObjectClient for RemoteClient {
     fn fetch(
@@ -351,7 +467,7 @@ impl ObjectClient for RemoteClient {
         let this = self.clone();
         Box::pin(async move {
             if is_websocket_upgrade(&req) {
-                this.fetch_socket(object, req).await
+                this.fetch_socket(object, req, None).await
             } else {
                 this.fetch_plain(object, req).await
             }

@@ -81,19 +81,7 @@ async fn a_rolling_restart_under_load_answers_every_request() {
     let ids: Vec<u64> = nodes.keys().copied().collect();
     for id in ids {
         let proc = nodes.remove(&id).expect("node process");
-        let addr = proc.addr.clone();
-        let code = tokio::task::spawn_blocking(move || proc.terminate())
-            .await
-            .expect("terminate task");
-        assert_eq!(code, Some(0), "node {id} stops cleanly on SIGTERM");
-        let root_dir = root.path().to_owned();
-        let back =
-            tokio::task::spawn_blocking(move || procs::node(&root_dir, id, &addr, &[], SHARDS))
-                .await
-                .expect("restart task");
-        crate::restart::wait_ready(&back.admin, Duration::from_secs(120))
-            .await
-            .unwrap_or_else(|last| panic!("node {id} is not ready again: {last}"));
+        let (back, _) = crate::restart::sigterm_and_restart(root.path(), id, proc).await;
         nodes.insert(id, back);
         let acked = load.acked();
         load.wait_acked(acked + 100, Duration::from_secs(60)).await;

@@ -7,7 +7,8 @@
 //! `kill_cycles.rs` (ten SIGKILL/restart cycles), `sigstop.rs` (a paused
 //! leader), `scale_out.rs` (a 4th node joins), `scale_in.rs` (a node is
 //! drained out and removed), `handoff.rs` (SIGTERM of the busiest leader
-//! under load answers every request), `restart.rs` (every node killed at once,
+//! under load answers every request), `reattach.rs` (chat WebSockets stay
+//! open through a rolling restart, re-attached to each new owner), `restart.rs` (every node killed at once,
 //! restarted concurrently in random order), `status.rs` (`roost cluster
 //! status`, `/admin/cluster`, a join refused for other settings), `backup.rs`
 //! (`roost backup` under load, `roost restore` into a new cluster), `grpc_public.rs` (the public gRPC API from a
@@ -32,6 +33,7 @@ mod mtls;
 mod netns;
 mod partition;
 mod procs;
+mod reattach;
 mod restart;
 mod scale_in;
 mod scale_out;

@@ -12,6 +12,31 @@ use crate::harness::{SHARDS, wait_agreed, wait_converged};
 use crate::load::Load;
 use crate::procs;
 
+/// Restarts node `id` as a rolling upgrade does: SIGTERM (it must exit 0),
+/// then it starts again on the same address and data and turns ready.
+/// Returns the new process and how long the old one took to stop.
+pub async fn sigterm_and_restart(
+    root: &std::path::Path,
+    id: u64,
+    proc: procs::Proc,
+) -> (procs::Proc, Duration) {
+    let addr = proc.addr.clone();
+    let began = Instant::now();
+    let code = tokio::task::spawn_blocking(move || proc.terminate())
+        .await
+        .expect("terminate task");
+    assert_eq!(code, Some(0), "node {id} stops cleanly on SIGTERM");
+    let stopped = began.elapsed();
+    let root_dir = root.to_owned();
+    let back = tokio::task::spawn_blocking(move || procs::node(&root_dir, id, &addr, &[], SHARDS))
+        .await
+        .expect("restart task");
+    wait_ready(&back.admin, Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|last| panic!("node {id} is not ready again: {last}"));
+    (back, stopped)
+}
+
 /// Waits until `GET {admin}/readyz` answers 200; returns the last body
 /// when the deadline passes first.
 pub async fn wait_ready(admin: &str, timeout: Duration) -> Result<(), String> {

@@ -219,7 +219,7 @@ async fn a_drained_node_leaves_the_ring_under_load_and_can_be_killed() {
 
 /// Waits until every shard's voters are the replicas the ring gives it over
 /// `ring`, and every node agrees on the leaders.
-async fn wait_placed(
+pub(crate) async fn wait_placed(
     addrs: &[String],
     ring: &BTreeSet<u64>,
     timeout: Duration,

@@ -204,12 +204,18 @@ pub(super) fn assert_error(resp: &Response, status: StatusCode, code: &str) {
 }
 
 /// The next frame sent to the socket, as JSON; fails after [`FRAME_WAIT`].
+/// Attachment changes (state for the bridge) are skipped.
 pub(super) async fn next_frame(link: &mut SocketLink) -> Value {
-    match tokio::time::timeout(FRAME_WAIT, link.outgoing.recv()).await {
-        Ok(Some(ServerFrame::Message(Message::Text(text)))) => serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("frame is not JSON ({e}): {text}")),
-        Ok(other) => panic!("expected a text frame, got {other:?}"),
-        Err(_) => panic!("no frame within {FRAME_WAIT:?}"),
+    loop {
+        match tokio::time::timeout(FRAME_WAIT, link.outgoing.recv()).await {
+            Ok(Some(ServerFrame::Attachment(_))) => continue,
+            Ok(Some(ServerFrame::Message(Message::Text(text)))) => {
+                return serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("frame is not JSON ({e}): {text}"));
+            }
+            Ok(other) => panic!("expected a text frame, got {other:?}"),
+            Err(_) => panic!("no frame within {FRAME_WAIT:?}"),
+        }
     }
 }
 

@@ -88,28 +88,31 @@ impl Executor {
                     let _ = tx.send(false);
                 }
                 Output::AlarmChanged(_) => self.act.alarms.recheck(self.act.key.clone()),
-                Output::Frame { .. } | Output::Attachment { .. } => {}
+                Output::Frame { .. } | Output::Attachment { .. } | Output::Handled(_) => {}
             }
         }
     }
 
+    /// Ends a socket event with `extra` outputs (kept even if the handler
+    /// failed).
     pub(super) async fn finish_unit(
         &mut self,
         result: Result<Result<(), HandlerError>, Box<dyn std::any::Any + Send>>,
+        extra: Vec<Output>,
     ) -> bool {
         match result {
             Ok(Ok(())) => {
-                self.finish(true, Vec::new()).await;
+                self.finish(true, extra).await;
                 true
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "socket handler failed");
-                self.finish(false, Vec::new()).await;
+                self.finish(false, extra).await;
                 true
             }
             Err(_) => {
                 tracing::error!("socket handler panicked");
-                self.finish(false, Vec::new()).await;
+                self.finish(false, extra).await;
                 false
             }
         }

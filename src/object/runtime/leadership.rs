@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::Runtime;
 use crate::id::ObjectKey;
 use crate::object::alarms;
+use crate::object::socket::SharedHub;
 use crate::replication::ShardHandle;
 
 impl Runtime {
@@ -35,10 +36,18 @@ impl Runtime {
                     if let Ok(mut objects) = self.objects(shard.id()) {
                         // Dropping the senders ends the executors; each also
                         // sees its term end and fails what it still holds.
+                        let mut moving = Vec::new();
                         for (key, entry) in objects.iter_mut() {
-                            entry.executor = None;
+                            let finished = entry.executor.take().map(|h| h.finished);
                             self.inner.budget.forget(key);
+                            if !entry.hub.is_empty() {
+                                moving.push((entry.hub.clone(), finished));
+                            }
                         }
+                        // Sockets move with the object: a later term here
+                        // starts with none (edges re-attach them).
+                        objects.clear();
+                        self.inner.executors.spawn(hand_over_sockets(moving));
                     }
                 }
                 if let Some(term) = leading {
@@ -115,4 +124,21 @@ impl Runtime {
             Err(e) => tracing::error!(shard = shard.id(), error = %e, "read alarms"),
         }
     }
+}
+
+/// How long an ended term's executor may take to let its committed outputs
+/// out before its sockets are handed over anyway.
+const HAND_OVER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Tells the bridges of an ended term's sockets that their owner changed,
+/// each once its object's executor has let out every output it committed
+/// (so the bridge has every frame and attachment released before it).
+async fn hand_over_sockets(moving: Vec<(SharedHub, Option<CancellationToken>)>) {
+    let each = moving.into_iter().map(|(hub, finished)| async move {
+        if let Some(finished) = finished {
+            let _ = tokio::time::timeout(HAND_OVER_WAIT, finished.cancelled()).await;
+        }
+        hub.moved();
+    });
+    futures_util::future::join_all(each).await;
 }

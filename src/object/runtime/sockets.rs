@@ -5,7 +5,7 @@ use super::Runtime;
 use crate::id::ObjectKey;
 use crate::object::Error;
 use crate::object::executor::Event;
-use crate::object::socket::{Message, ServerFrame, SocketId};
+use crate::object::socket::{Message, ServerFrame, SocketId, SocketLink};
 
 impl Runtime {
     /// A message from the client of `socket`.
@@ -34,6 +34,7 @@ impl Runtime {
         if let Some(response) = auto {
             // Answered here, without waking the object.
             hub.deliver(socket, ServerFrame::Message(Message::Text(response)));
+            hub.handled(socket);
             return Ok(());
         }
         self.dispatch(key, Event::SocketMessage { socket, msg })
@@ -71,6 +72,33 @@ impl Runtime {
                 reason,
             },
         )
+    }
+
+    /// Registers a socket whose object's owner changed (it was bridged to
+    /// another node) with its tags and committed attachment: no fetch, no
+    /// open event; the object finds it in its socket list and gets its next
+    /// messages. `NotOwner` if this node does not lead the object's shard.
+    pub fn socket_reattach(
+        &self,
+        key: &ObjectKey,
+        tags: Vec<String>,
+        attachment: Option<bytes::Bytes>,
+    ) -> Result<SocketLink, Error> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        let shard = self.shard_of(key);
+        if !self.leads(key) {
+            return Err(Error::NotOwner { shard });
+        }
+        if !self.inner.classes.contains_key(&key.namespace) {
+            return Err(Error::UnknownNamespace(key.namespace.to_string()));
+        }
+        let mut objects = self.objects(shard)?;
+        let entry = objects.entry(key.clone()).or_default();
+        Ok(entry
+            .hub
+            .reattach(key.clone(), tags, attachment, self.inner.opts.socket_buffer))
     }
 
     /// A protocol error on `socket` (e.g. an oversized message).
