@@ -24,6 +24,7 @@ use tonic::Streaming;
 
 use super::convert;
 use super::pb::{self, socket_down, socket_up};
+use super::remote::UpMsg;
 use crate::id::ObjectKey;
 use crate::object::{self, ServerFrame, SocketId};
 
@@ -57,7 +58,7 @@ impl Default for ReattachOptions {
 pub struct Attached {
     /// The socket's id on that node.
     pub(super) socket: SocketId,
-    pub(super) up: mpsc::Sender<pb::SocketUp>,
+    pub(super) up: mpsc::Sender<UpMsg>,
     pub(super) down: Streaming<pb::SocketDown>,
 }
 
@@ -175,7 +176,7 @@ pub(super) struct Follow {
     pub key: ObjectKey,
     pub tags: Vec<String>,
     pub attachment: Option<Bytes>,
-    pub from_edge: mpsc::Receiver<pb::SocketUp>,
+    pub from_edge: mpsc::Receiver<UpMsg>,
     pub frames: mpsc::Sender<ServerFrame>,
     pub reattacher: Reattacher,
     pub opts: ReattachOptions,
@@ -215,11 +216,11 @@ impl Follow {
             current = next;
             self.reattacher.moving.settled(&self.key, SETTLE).await;
             for msg in replay.take_pending() {
-                let up = pb::SocketUp {
+                let up = Box::new(pb::SocketUp {
                     kind: Some(socket_up::Kind::Message(convert::message_to_pb(
                         msg.clone(),
                     ))),
-                };
+                });
                 replay.sent(msg);
                 // A broken stream shows on its down side next.
                 let _ = current.up.send(up).await;

@@ -89,9 +89,16 @@ struct Inner {
     next_stream: AtomicU64,
 }
 
+/// A message up a socket's stream, boxed: a channel's slots are allocated
+/// 32 at a time when it is made, and every bridged socket holds one or two
+/// channels of these (`SocketUp` is 200 bytes, its `open` variant being a
+/// whole request), so an idle socket costs a few hundred bytes here
+/// instead of kilobytes.
+pub(super) type UpMsg = Box<pb::SocketUp>;
+
 struct Upstream {
     stream: u64,
-    tx: mpsc::Sender<pb::SocketUp>,
+    tx: mpsc::Sender<UpMsg>,
 }
 
 impl RemoteClient {
@@ -173,11 +180,12 @@ impl RemoteClient {
         key: &ObjectKey,
         first: socket_up::Kind,
         reattach: bool,
-    ) -> Result<(mpsc::Sender<pb::SocketUp>, Streaming<pb::SocketDown>), object::Error> {
-        let (up_tx, up_rx) = mpsc::channel(self.inner.opts.socket_buffer.max(1));
+    ) -> Result<(mpsc::Sender<UpMsg>, Streaming<pb::SocketDown>), object::Error> {
+        let (up_tx, up_rx) = mpsc::channel::<UpMsg>(self.inner.opts.socket_buffer.max(1));
         // The channel is empty: there is room.
-        let _ = up_tx.try_send(pb::SocketUp { kind: Some(first) });
-        let mut wire = tonic::Request::new(ReceiverStream::new(up_rx));
+        let _ = up_tx.try_send(Box::new(pb::SocketUp { kind: Some(first) }));
+        let up = tokio_stream::StreamExt::map(ReceiverStream::new(up_rx), |m: UpMsg| *m);
+        let mut wire = tonic::Request::new(up);
         if reattach {
             wire.metadata_mut().insert(
                 REATTACH_HEADER,
@@ -342,7 +350,7 @@ impl RemoteClient {
     ) -> Result<(), object::Error> {
         let mut sockets = self.inner.sockets();
         let map_key = (key.clone(), socket);
-        let msg = pb::SocketUp { kind: Some(kind) };
+        let msg: UpMsg = Box::new(pb::SocketUp { kind: Some(kind) });
         if last {
             // Gone from the map, the stream ends once its queue is sent.
             let Some(up) = sockets.remove(&map_key) else {
