@@ -325,6 +325,9 @@ pub struct WebSocketConfig {
     pub reattach_buffer_bytes: usize,
     /// How long a socket may wait for a new owner before the edge closes
     /// it with 1012 (the client reconnects), in milliseconds. Default 30000.
+    /// On a node: how long the new owner keeps listing a socket that has
+    /// not come back (frames to it held) before its object is told it
+    /// closed (1006).
     pub reattach_timeout_ms: u64,
 }
 

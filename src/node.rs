@@ -315,6 +315,7 @@ pub(crate) fn runtime_options(config: &Config) -> RuntimeOptions {
         idle_timeout: Duration::from_millis(config.objects.idle_timeout_ms),
         call_timeout: Duration::from_millis(config.objects.call_timeout_ms),
         socket_buffer: config.websocket.max_socket_buffer,
+        socket_return_wait: Duration::from_millis(config.websocket.reattach_timeout_ms),
         max_live: l.max_live_objects,
         mailbox_bytes: l.max_mailbox_bytes,
         limits: Limits {

@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 use super::Error;
 use super::http::{HandlerError, Request, Response};
 use super::runtime::Runtime;
-use super::socket::{Message, SocketId, SocketLink};
+use super::socket::{Message, Registration, SocketId, SocketLink, StableId};
 use crate::id::ObjectKey;
 
 /// The result of an object's `fetch`: the response and, for an accepted
@@ -63,10 +63,10 @@ pub trait ObjectClient: Send + Sync + 'static {
     fn socket_reattach(
         &self,
         object: &ObjectKey,
-        tags: Vec<String>,
-        attachment: Option<Bytes>,
+        stable: Option<StableId>,
+        registration: Registration,
     ) -> Result<SocketLink, Error> {
-        let _ = (object, tags, attachment);
+        let _ = (object, stable, registration);
         Err(Error::Unavailable(
             "this client cannot re-attach sockets".into(),
         ))
@@ -124,9 +124,9 @@ impl ObjectClient for Runtime {
     fn socket_reattach(
         &self,
         object: &ObjectKey,
-        tags: Vec<String>,
-        attachment: Option<Bytes>,
+        stable: Option<StableId>,
+        registration: Registration,
     ) -> Result<SocketLink, Error> {
-        Runtime::socket_reattach(self, object, tags, attachment)
+        Runtime::socket_reattach(self, object, stable, registration)
     }
 }

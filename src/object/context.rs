@@ -32,6 +32,10 @@ pub struct Context {
     pub(crate) call_timeout: std::time::Duration,
     /// The executor's side of the output gate.
     pub(crate) committer: super::calls::Committer,
+    /// Socket registrations the running event writes whatever its handler
+    /// does: a socket it accepted, one whose client closed it.
+    pub(crate) registrations:
+        std::collections::BTreeMap<super::socket::StableId, Option<bytes::Bytes>>,
 }
 
 impl Context {
@@ -119,6 +123,46 @@ impl Context {
                 });
         outputs.splice(0..0, attachments);
         outputs
+    }
+
+    /// Adds to `layer` (an event's writes, about to be proposed) what the
+    /// storage must know of the object's sockets: the registrations of
+    /// sockets accepted or closed, new attachments (`outputs`), and the
+    /// sockets dropped since without a close event.
+    pub(crate) fn register_sockets(
+        &mut self,
+        layer: &mut super::view::Layer,
+        outputs: &[super::outbox::Output],
+    ) {
+        use super::outbox::Output;
+        use super::socket::{Registration, ServerFrame};
+        layer.sockets.append(&mut self.registrations);
+        let mut hub = self.hub.lock();
+        for out in outputs {
+            match out {
+                Output::Attachment { socket, value } => {
+                    if let Some(e) = hub.sockets.get(socket) {
+                        let registration = Registration {
+                            tags: e.tags.clone(),
+                            attachment: Some(value.clone()),
+                        };
+                        layer.sockets.insert(e.stable, Some(registration.encode()));
+                    }
+                }
+                Output::Frame {
+                    socket,
+                    frame: ServerFrame::Close { .. },
+                } => {
+                    if let Some(e) = hub.sockets.get(socket) {
+                        layer.sockets.insert(e.stable, None);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for stable in hub.gone.drain(..) {
+            layer.sockets.insert(stable, None);
+        }
     }
 
     pub(crate) fn socket(&self, id: SocketId) -> WebSocket {

@@ -40,6 +40,8 @@ use crate::telemetry::{metrics, traces};
 
 mod alarm;
 mod finish;
+mod lapse;
+mod sockets;
 
 /// What an executor is asked to do.
 pub(crate) enum Event {
@@ -155,6 +157,8 @@ pub(crate) struct Activation {
     pub name: super::runtime::KnownName,
     pub limits: Arc<Limits>,
     pub socket_buffer: usize,
+    /// How long a socket listed from its registration may take to come back.
+    pub socket_return_wait: Duration,
     pub idle_timeout: Duration,
     /// How long a call from the object to another may take.
     pub call_timeout: Duration,
@@ -205,6 +209,7 @@ pub(crate) async fn run<T: DurableObject>(act: Activation, mailbox: mpsc::Receiv
             accepted: Vec::new(),
             env: act.runtime.object_env(),
             call_timeout: act.call_timeout,
+            registrations: Default::default(),
             committer: Committer {
                 key: act.stored.clone(),
                 binding: act.key.namespace.clone(),
@@ -250,6 +255,7 @@ impl Executor {
         let mut shutting_down = false;
         loop {
             if self.gate.broken.load(Ordering::Acquire) {
+                self.move_sockets_on_reset().await;
                 self.evict(&mut mailbox, true);
                 return;
             }
@@ -295,8 +301,8 @@ impl Executor {
                 return;
             };
             let poisoned = self.gate.broken.load(Ordering::Acquire);
-            let checked_at = journal::stamp();
-            match self.life.admit(self.act.shard.leader_epoch(), poisoned) {
+            let (verdict, checked_at) = self.admit(&mut leadership, poisoned).await;
+            match verdict {
                 Admit::Run => {
                     if checked_at.is_some() {
                         journal::admitted(
@@ -316,7 +322,7 @@ impl Executor {
                     queued.event.fail(self.not_owner());
                     continue;
                 }
-                Admit::Reset => {
+                Admit::Reset | Admit::Lapsed => {
                     queued.event.fail(self.never_ran());
                     continue;
                 }
@@ -359,6 +365,7 @@ impl Executor {
             Ok(()) => {
                 let alarm = self.current_alarm();
                 self.act.alarms.sync(self.act.key.clone(), alarm);
+                self.restore_sockets();
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot activate object");
@@ -525,6 +532,10 @@ impl Executor {
             } => {
                 self.begin(false);
                 let ws = self.ctx.socket(socket);
+                if let Some(e) = self.act.hub.lock().sockets.get(&socket) {
+                    // Forgotten whatever the handler does.
+                    self.ctx.registrations.insert(e.stable, None);
+                }
                 let result = AssertUnwindSafe(obj.websocket_close(&mut self.ctx, ws, code, reason))
                     .catch_unwind()
                     .await;

@@ -144,6 +144,13 @@ pub(crate) enum Admit {
     /// A commit failed: the cached state is ahead of storage. The event
     /// never ran; the executor stops and a fresh one replaces it.
     Reset,
+    /// The leader lease of the executor's epoch is not held at this moment,
+    /// but the epoch has not ended (a lapse the leadership watch has not
+    /// published, and may never: a round may renew the lease first). The
+    /// event must wait: it runs if the lease comes back in the same epoch
+    /// (no other node can have led in between, the term being the same),
+    /// and never if the epoch ends. Not sticky.
+    Lapsed,
 }
 
 /// An executor's tie to the Raft term in which it was activated — more
@@ -188,9 +195,15 @@ impl Life {
         }
     }
 
-    /// Whether the next event may run, given the term in which this node
-    /// now leads the shard (`leading`) and whether the gate is poisoned.
-    pub fn admit(&mut self, leading: Option<u64>, poisoned: bool) -> Admit {
+    /// Whether the next event may run, given the epoch in which this node
+    /// now leads the shard with its lease held (`leading`), the epoch the
+    /// leadership watch shows (`watched`), and whether the gate is
+    /// poisoned.
+    pub fn admit(&mut self, leading: Option<u64>, watched: Option<u64>, poisoned: bool) -> Admit {
+        let healthy = !poisoned && self.ready && self.stopped.is_none();
+        if healthy && leading.is_none() && watched == Some(self.term) {
+            return Admit::Lapsed;
+        }
         if leading != Some(self.term) {
             self.stopped.get_or_insert(Admit::NotOwner);
         }
@@ -315,22 +328,48 @@ mod tests {
     fn an_executor_runs_only_in_its_own_term() {
         let mut life = Life::new(5);
         life.fenced(true);
-        assert_eq!(life.admit(Some(5), false), Admit::Run);
+        assert_eq!(life.admit(Some(5), Some(5), false), Admit::Run);
         assert!(!life.term_ended(Some(5)));
         assert_eq!(
-            life.admit(Some(6), false),
+            life.admit(Some(6), Some(6), false),
             Admit::NotOwner,
             "lost and regained leadership: a new term"
         );
         assert_eq!(
-            life.admit(Some(5), false),
+            life.admit(Some(5), Some(5), false),
             Admit::NotOwner,
             "stopped for good"
         );
         let mut life = Life::new(5);
         life.fenced(true);
         assert!(life.term_ended(None));
-        assert_eq!(life.admit(Some(5), false), Admit::NotOwner);
+        assert_eq!(life.admit(Some(5), Some(5), false), Admit::NotOwner);
+    }
+
+    /// A lapse of the lease the leadership watch has not published (it may
+    /// be renewed before the watch looks again) holds the event back
+    /// without ending the executor; once the watch shows another epoch, or
+    /// none, the executor stops for good.
+    #[test]
+    fn a_lease_lapse_within_the_epoch_holds_events_back_without_ending_it() {
+        let mut life = Life::new(5);
+        life.fenced(true);
+        assert_eq!(life.admit(None, Some(5), false), Admit::Lapsed);
+        assert_eq!(life.admit(None, Some(5), false), Admit::Lapsed);
+        assert_eq!(
+            life.admit(Some(5), Some(5), false),
+            Admit::Run,
+            "the lease came back in the same epoch"
+        );
+        assert_eq!(life.admit(None, None, false), Admit::NotOwner);
+        assert_eq!(
+            life.admit(Some(5), Some(5), false),
+            Admit::NotOwner,
+            "the epoch ended: stopped for good"
+        );
+        let mut life = Life::new(5);
+        life.fenced(true);
+        assert_eq!(life.admit(None, Some(6), false), Admit::NotOwner);
     }
 
     /// Defect 2: an executor reads nothing before its activation fence is
@@ -339,11 +378,11 @@ mod tests {
     fn an_executor_runs_nothing_before_its_fence_is_applied() {
         let mut life = Life::new(2);
         life.fenced(false);
-        assert_eq!(life.admit(Some(2), false), Admit::Reset);
+        assert_eq!(life.admit(Some(2), Some(2), false), Admit::Reset);
         let mut life = Life::new(2);
         life.fenced(true);
         assert_eq!(
-            life.admit(Some(2), true),
+            life.admit(Some(2), Some(2), true),
             Admit::Reset,
             "a poisoned gate resets"
         );

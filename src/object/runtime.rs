@@ -48,6 +48,10 @@ pub struct RuntimeOptions {
     pub vars: Option<Arc<super::Vars>>,
     /// Frames a socket may queue before it is dropped as too slow.
     pub socket_buffer: usize,
+    /// How long a socket whose object moved here (listed from its
+    /// registration) may take to be re-attached by its edge before the
+    /// object is told it closed (1006).
+    pub socket_return_wait: Duration,
     /// Events an object may have queued before callers get `Overloaded`.
     pub mailbox: usize,
     /// Bytes of events an object may have queued (`budget.rs`).
@@ -69,6 +73,7 @@ impl Default for RuntimeOptions {
             call_timeout: Duration::from_secs(30),
             vars: None,
             socket_buffer: 1024,
+            socket_return_wait: Duration::from_secs(30),
             mailbox: 4096,
             mailbox_bytes: 16 << 20,
             max_live: 100_000,
@@ -486,6 +491,7 @@ impl Runtime {
             name: name.clone(),
             limits: self.inner.limits.clone(),
             socket_buffer: self.inner.opts.socket_buffer,
+            socket_return_wait: self.inner.opts.socket_return_wait,
             idle_timeout: self.inner.opts.idle_timeout,
             call_timeout: self.inner.opts.call_timeout,
             runtime: self.clone(),

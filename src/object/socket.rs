@@ -22,6 +22,33 @@ use crate::id::ObjectKey;
 /// Identifies a socket within its object. Unique per process.
 pub type SocketId = u64;
 
+/// Identifies a socket in storage: the same on every node that owns its
+/// object in turn (a [`SocketId`] is only this process's handle). Random,
+/// made when the socket is accepted.
+pub type StableId = u128;
+
+/// What the object's storage keeps of one of its sockets (its
+/// registration, `storage::keys::socket_key`): enough for a new owner to
+/// list the socket in `getWebSockets()` before its edge re-attaches it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Registration {
+    pub tags: Vec<String>,
+    pub attachment: Option<Bytes>,
+}
+
+impl Registration {
+    pub fn encode(&self) -> Bytes {
+        // A Vec of strings and optional bytes always serializes.
+        postcard::to_stdvec(self)
+            .map(Bytes::from)
+            .unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Registration> {
+        postcard::from_bytes(bytes).ok()
+    }
+}
+
 /// A WebSocket data message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
@@ -83,6 +110,9 @@ pub struct SocketLink {
     pub socket: SocketId,
     /// The tags the object gave the socket.
     pub tags: Vec<String>,
+    /// Its registration's id, the same on every owner (to re-attach it
+    /// with).
+    pub stable: StableId,
     pub outgoing: mpsc::Receiver<ServerFrame>,
 }
 
@@ -93,6 +123,13 @@ pub(crate) struct AcceptedSocket(pub SocketId);
 static NEXT_SOCKET: AtomicU64 = AtomicU64::new(1);
 
 pub(crate) struct SocketEntry {
+    /// Its registration's id in storage.
+    pub stable: StableId,
+    /// Known from its registration only: its object's owner changed and its
+    /// edge has not re-attached it here yet. Frames wait in its channel
+    /// (`rx` is still here) until the edge does, or the socket is closed
+    /// as gone.
+    pub detached: bool,
     pub tags: Vec<String>,
     /// The committed attachment (staged ones are in [`SocketStage`]).
     pub attachment: Option<Bytes>,
@@ -110,6 +147,27 @@ pub(crate) struct SocketEntry {
 pub(crate) struct SocketHub {
     pub sockets: BTreeMap<SocketId, SocketEntry>,
     pub auto_response: Option<(String, String)>,
+    /// Registrations of sockets dropped without a close event (a client
+    /// that did not keep up): deleted with the object's next write.
+    pub gone: Vec<StableId>,
+}
+
+impl SocketHub {
+    /// Removes `id`; if it was registered and the object will not run a
+    /// close event for it, its registration is deleted with the next write.
+    pub fn drop_socket(&mut self, id: SocketId) {
+        if let Some(entry) = self.sockets.remove(&id) {
+            self.gone.push(entry.stable);
+        }
+    }
+
+    /// The local id of the socket registered as `stable`, if here.
+    pub fn find(&self, stable: StableId) -> Option<SocketId> {
+        self.sockets
+            .iter()
+            .find(|(_, e)| e.stable == stable)
+            .map(|(id, _)| *id)
+    }
 }
 
 /// A hub shared by the registry (which outlives executors) and the executor.
@@ -124,40 +182,89 @@ impl SharedHub {
 
     /// Registers a new socket with a buffer of `capacity` frames.
     pub fn open(&self, tags: Vec<String>, capacity: usize) -> SocketId {
-        self.insert(tags, None, capacity)
+        let stable = rand::random::<StableId>();
+        Self::insert(&mut self.lock(), stable, tags, None, capacity, false)
     }
 
-    /// Registers a socket that moved here from another owner, with its
-    /// tags and committed attachment, and hands out its link at once.
+    /// Registers a socket that moved here from another owner and hands out
+    /// its link: the entry its registration made here (with the frames the
+    /// object sent it meanwhile), or a new one with the caller's tags and
+    /// committed attachment when its object has not listed it (not active
+    /// here yet, or a caller that names no `stable` id).
     pub fn reattach(
         &self,
         object: ObjectKey,
+        stable: Option<StableId>,
+        registration: Registration,
+        capacity: usize,
+    ) -> Result<SocketLink, ReattachError> {
+        let mut hub = self.lock();
+        let found = stable.and_then(|s| hub.find(s));
+        let socket = match found {
+            Some(id) => id,
+            None => {
+                let stable = stable.unwrap_or_else(rand::random::<StableId>);
+                let Registration { tags, attachment } = registration;
+                Self::insert(&mut hub, stable, tags, attachment, capacity, false)
+            }
+        };
+        let Some(entry) = hub.sockets.get_mut(&socket) else {
+            return Err(ReattachError::Attached);
+        };
+        if found.is_some() && (!entry.detached || entry.closing) {
+            // Its edge holds it already (a stream that broke while the
+            // owner stayed: the object was told it closed), or it is
+            // being closed as gone.
+            return Err(ReattachError::Attached);
+        }
+        entry.detached = false;
+        let outgoing = entry.rx.take().ok_or(ReattachError::Attached)?;
+        Ok(SocketLink {
+            object,
+            socket,
+            tags: entry.tags.clone(),
+            stable: entry.stable,
+            outgoing,
+        })
+    }
+
+    /// Lists the sockets registered in storage that are not here (their
+    /// object's owner changed; their edges will re-attach them) as
+    /// detached: the object sees them at once, and what it sends them
+    /// waits, up to `capacity` frames, for their edges. Returns their ids.
+    pub fn restore(
+        &self,
+        registered: impl IntoIterator<Item = (StableId, Registration)>,
+        capacity: usize,
+    ) -> Vec<SocketId> {
+        let mut hub = self.lock();
+        let mut restored = Vec::new();
+        for (stable, Registration { tags, attachment }) in registered {
+            if hub.find(stable).is_some() || hub.gone.contains(&stable) {
+                continue;
+            }
+            restored.push(Self::insert(
+                &mut hub, stable, tags, attachment, capacity, true,
+            ));
+        }
+        restored
+    }
+
+    fn insert(
+        hub: &mut SocketHub,
+        stable: StableId,
         tags: Vec<String>,
         attachment: Option<Bytes>,
         capacity: usize,
-    ) -> SocketLink {
-        let socket = self.insert(tags.clone(), attachment, capacity);
-        let outgoing = self
-            .lock()
-            .sockets
-            .get_mut(&socket)
-            .and_then(|e| e.rx.take());
-        // Inserted just above, under a fresh id: its receiver is there.
-        let outgoing = outgoing.unwrap_or_else(|| mpsc::channel(1).1);
-        SocketLink {
-            object,
-            socket,
-            tags,
-            outgoing,
-        }
-    }
-
-    fn insert(&self, tags: Vec<String>, attachment: Option<Bytes>, capacity: usize) -> SocketId {
+        detached: bool,
+    ) -> SocketId {
         let id = NEXT_SOCKET.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        self.lock().sockets.insert(
+        hub.sockets.insert(
             id,
             SocketEntry {
+                stable,
+                detached,
                 tags,
                 attachment,
                 closing: false,
@@ -167,6 +274,22 @@ impl SharedHub {
             },
         );
         id
+    }
+
+    /// Of `ids`, those still waiting for their edges (and not closing):
+    /// marked closing, for their close events.
+    pub fn take_unreturned(&self, ids: &[SocketId]) -> Vec<SocketId> {
+        let mut hub = self.lock();
+        ids.iter()
+            .copied()
+            .filter(|id| match hub.sockets.get_mut(id) {
+                Some(e) if e.detached && !e.closing => {
+                    e.closing = true;
+                    true
+                }
+                _ => false,
+            })
+            .collect()
     }
 
     /// This node no longer serves the object: tells every socket's bridge
@@ -197,7 +320,7 @@ impl SharedHub {
         };
         entry.attachment = Some(value.clone());
         if entry.tx.try_send(ServerFrame::Attachment(value)).is_err() {
-            hub.sockets.remove(&id);
+            hub.drop_socket(id);
         }
     }
 
@@ -209,14 +332,25 @@ impl SharedHub {
         let Some(entry) = hub.sockets.get(&id) else {
             return;
         };
-        if entry.tx.try_send(frame).is_err() || closing {
+        let sent = entry.tx.try_send(frame).is_ok();
+        if closing {
+            // The event that closed it deleted its registration.
             hub.sockets.remove(&id);
+        } else if !sent {
+            hub.drop_socket(id);
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.lock().sockets.is_empty()
     }
+}
+
+/// Why a socket cannot be re-attached here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReattachError {
+    /// It is attached here already, or closing.
+    Attached,
 }
 
 /// A change an event made to one of its sockets.

@@ -217,7 +217,14 @@ async fn a_reattached_socket_is_found_with_its_tags_and_attachment() {
     let tags = vec!["room:a".to_owned()];
     let mut link = node
         .runtime
-        .socket_reattach(&k, tags.clone(), Some(Bytes::from_static(b"\"v9\"")))
+        .socket_reattach(
+            &k,
+            None,
+            Registration {
+                tags: tags.clone(),
+                attachment: Some(Bytes::from_static(b"\"v9\"")),
+            },
+        )
         .expect("re-attach");
     assert_eq!(link.tags, tags);
     node.runtime
@@ -231,7 +238,7 @@ async fn a_reattached_socket_is_found_with_its_tags_and_attachment() {
     assert_eq!(frame, ServerFrame::Message(Message::Text("v9:1".into())));
     let unknown = node
         .runtime
-        .socket_reattach(&key("NOPE", "x"), Vec::new(), None);
+        .socket_reattach(&key("NOPE", "x"), None, Registration::default());
     assert!(
         matches!(unknown, Err(Error::UnknownNamespace(_))),
         "{unknown:?}"

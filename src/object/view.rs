@@ -52,11 +52,15 @@ pub(crate) struct Layer {
     /// `deleteAll` ran: nothing below this layer is visible.
     pub cleared: bool,
     pub alarm: Option<AlarmChange>,
+    /// Socket registrations put (`Some`) or deleted (`None`), by stable
+    /// id. Only the executor adds these, to an event's outermost layer,
+    /// never a transaction: the object does not see them.
+    pub sockets: BTreeMap<u128, Option<Bytes>>,
 }
 
 impl Layer {
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty() && !self.cleared && self.alarm.is_none()
+        self.map.is_empty() && !self.cleared && self.alarm.is_none() && self.sockets.is_empty()
     }
 
     /// Folds a committed inner transaction into this layer.
@@ -69,6 +73,7 @@ impl Layer {
         if inner.alarm.is_some() {
             self.alarm = inner.alarm;
         }
+        self.sockets.extend(inner.sockets);
     }
 
     /// The mutations that reproduce this layer, coalesced: one per key.
@@ -93,6 +98,15 @@ impl Layer {
             Some(AlarmChange::Delete) => out.push(Mutation::DeleteAlarm),
             Some(AlarmChange::Fired(at_ms)) => out.push(Mutation::DeleteAlarmIf { at_ms }),
             None => {}
+        }
+        for (&socket, value) in &self.sockets {
+            out.push(match value {
+                Some(value) => Mutation::PutSocket {
+                    socket,
+                    value: value.clone(),
+                },
+                None => Mutation::DeleteSocket { socket },
+            });
         }
         out
     }
@@ -361,6 +375,7 @@ mod tests {
                 .collect(),
             cleared,
             alarm: None,
+            sockets: BTreeMap::new(),
         }
     }
 

@@ -33,7 +33,9 @@ use super::convert::{self, MAX_CALL_METHOD_BYTES};
 use super::pb::objects_server::{Objects, ObjectsServer};
 use super::pb::{self, socket_down, socket_up};
 use super::tls::Tls;
-use crate::object::{Namespaces, ObjectClient, ServerFrame, SocketLink, is_websocket_upgrade};
+use crate::object::{
+    Namespaces, ObjectClient, Registration, ServerFrame, SocketLink, is_websocket_upgrade,
+};
 
 /// Sizes the service accepts, from the node's configuration.
 #[derive(Clone, Debug)]
@@ -246,6 +248,7 @@ impl Objects for ObjectsService {
                         response: Some(response),
                         socket: link.socket,
                         tags: link.tags.clone(),
+                        stable: link.stable.to_be_bytes().to_vec(),
                     }),
                     None => socket_down::Kind::Response(response),
                 };
@@ -258,10 +261,12 @@ impl Objects for ObjectsService {
                 if let Some(a) = &reattach.attachment {
                     convert::check_size("attachment", a.len(), self.limits.max_request_body_bytes)?;
                 }
-                let attachment = reattach.attachment.map(bytes::Bytes::from);
-                let link = self
-                    .objects
-                    .socket_reattach(&key, reattach.tags, attachment)?;
+                let registration = Registration {
+                    tags: reattach.tags,
+                    attachment: reattach.attachment.map(bytes::Bytes::from),
+                };
+                let stable = convert::stable_from_pb(&reattach.stable)?;
+                let link = self.objects.socket_reattach(&key, stable, registration)?;
                 let attached = socket_down::Kind::Attached(pb::SocketAttached {
                     socket: link.socket,
                 });

@@ -26,7 +26,7 @@ use super::convert;
 use super::pb::{self, socket_down, socket_up};
 use super::remote::UpMsg;
 use crate::id::ObjectKey;
-use crate::object::{self, ServerFrame, SocketId};
+use crate::object::{self, Registration, ServerFrame, SocketId, StableId};
 
 pub mod replay;
 pub use replay::Bounds;
@@ -70,13 +70,13 @@ impl std::fmt::Debug for Attached {
     }
 }
 
-/// Re-registers a socket (object, tags, committed attachment) with its
-/// object's owner, wherever that is now.
+/// Re-registers a socket (object, registration id, tags and committed
+/// attachment) with its object's owner, wherever that is now.
 pub type Attach = Arc<
     dyn Fn(
             ObjectKey,
-            Vec<String>,
-            Option<Bytes>,
+            Option<StableId>,
+            Registration,
         ) -> BoxFuture<'static, Result<Attached, object::Error>>
         + Send
         + Sync,
@@ -174,6 +174,8 @@ const MAX_BACKOFF: Duration = Duration::from_millis(500);
 /// cannot be re-attached.
 pub(super) struct Follow {
     pub key: ObjectKey,
+    /// The socket's registration id (`None` from an older node).
+    pub stable: Option<StableId>,
     pub tags: Vec<String>,
     pub attachment: Option<Bytes>,
     pub from_edge: mpsc::Receiver<UpMsg>,
@@ -309,11 +311,11 @@ impl Follow {
         let deadline = tokio::time::Instant::now() + self.opts.timeout;
         let mut backoff = Duration::from_millis(20);
         loop {
-            let attempt = (self.reattacher.attach)(
-                self.key.clone(),
-                self.tags.clone(),
-                self.attachment.clone(),
-            );
+            let registration = Registration {
+                tags: self.tags.clone(),
+                attachment: self.attachment.clone(),
+            };
+            let attempt = (self.reattacher.attach)(self.key.clone(), self.stable, registration);
             let mut attempt = std::pin::pin!(tokio::time::timeout_at(deadline, attempt));
             let failed = loop {
                 tokio::select! {

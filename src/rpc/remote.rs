@@ -33,8 +33,8 @@ use super::reattach::{Attached, Follow, ReattachOptions, Reattacher, drain};
 use super::tls::Tls;
 use crate::id::ObjectKey;
 use crate::object::{
-    self, CallResult, FetchOutcome, Message, ObjectClient, Request, ServerFrame, SocketId,
-    SocketLink, is_websocket_upgrade,
+    self, CallResult, FetchOutcome, Message, ObjectClient, Registration, Request, ServerFrame,
+    SocketId, SocketLink, StableId, is_websocket_upgrade,
 };
 use crate::telemetry::traces;
 
@@ -233,7 +233,10 @@ impl RemoteClient {
                 response,
                 socket,
                 tags,
+                stable,
             })) => {
+                let stable = convert::stable_from_pb(&stable)
+                    .map_err(|_| malformed("a stable socket id that is not 16 bytes"))?;
                 let response = response.ok_or_else(|| malformed("accepted without a response"))?;
                 let response = convert::response_from_pb(response)?;
                 if response.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -267,6 +270,7 @@ impl RemoteClient {
                         );
                         let follow = Follow {
                             key: key.clone(),
+                            stable,
                             tags: tags.clone(),
                             attachment: None,
                             from_edge: edge_rx,
@@ -291,6 +295,8 @@ impl RemoteClient {
                         object: key,
                         socket,
                         tags,
+                        // 0: an older node named none.
+                        stable: stable.unwrap_or_default(),
                         outgoing: frame_rx,
                     }),
                 })
@@ -319,13 +325,14 @@ impl RemoteClient {
     pub async fn reattach(
         &self,
         key: ObjectKey,
-        tags: Vec<String>,
-        attachment: Option<Bytes>,
+        stable: Option<StableId>,
+        registration: Registration,
     ) -> Result<Attached, object::Error> {
         let first = socket_up::Kind::Reattach(pb::SocketReattach {
             object: Some(convert::object_ref(&key)),
-            tags,
-            attachment: attachment.map(Vec::from),
+            tags: registration.tags,
+            attachment: registration.attachment.map(Vec::from),
+            stable: stable.map(|s| s.to_be_bytes().to_vec()).unwrap_or_default(),
         });
         let (up_tx, mut down) = self.open_stream(&key, first, true).await?;
         let failed = |status: tonic::Status| convert::error_from_status(&status, &key);

@@ -17,11 +17,13 @@ pub enum Record {
     Data { object: ObjectKey, key: Vec<u8> },
     /// The object's alarm (its key and its entry in the due index).
     Alarm { object: ObjectKey },
+    /// One of the object's socket registrations.
+    Socket { object: ObjectKey, socket: u128 },
 }
 
 impl Db {
     /// Up to `limit` records stored under `namespace` in `shard`: data
-    /// first, then alarms, in key order.
+    /// first, then alarms, then socket registrations, in key order.
     pub fn namespace_records(
         &self,
         shard: ShardId,
@@ -29,7 +31,7 @@ impl Db {
         limit: usize,
     ) -> Result<Vec<Record>, Error> {
         let mut out = Vec::new();
-        for kind in [StateKind::Data, StateKind::Alarm] {
+        for kind in [StateKind::Data, StateKind::Alarm, StateKind::Socket] {
             let (lo, hi) = keys::namespace_range(shard, kind, namespace);
             for item in self.scan_state(lo, Some(hi), false) {
                 if out.len() >= limit {
@@ -43,6 +45,15 @@ impl Db {
                         object,
                         key: rest.to_vec(),
                     },
+                    StateKind::Socket => {
+                        let socket: [u8; 16] = rest.try_into().map_err(|_| {
+                            Error::Corrupt(format!("bad socket registration key {k:?}"))
+                        })?;
+                        Record::Socket {
+                            object,
+                            socket: u128::from_be_bytes(socket),
+                        }
+                    }
                     _ => Record::Alarm { object },
                 });
             }
@@ -63,6 +74,7 @@ pub fn deletions(records: Vec<Record>) -> Vec<ObjectWrite> {
                 Err(_) => (object, Mutation::DeleteAll),
             },
             Record::Alarm { object } => (object, Mutation::DeleteAlarm),
+            Record::Socket { object, socket } => (object, Mutation::DeleteSocket { socket }),
         };
         by_object.entry(object).or_default().push(mutation);
     }
@@ -98,6 +110,10 @@ mod tests {
                 key: b"y".to_vec(),
             },
             Record::Alarm { object: a.clone() },
+            Record::Socket {
+                object: a.clone(),
+                socket: 3,
+            },
         ]);
         let find = |o: &ObjectKey| writes.iter().find(|w| &w.object == o).map(|w| &w.mutations);
         assert_eq!(writes.len(), 2);
@@ -107,6 +123,7 @@ mod tests {
                 Mutation::Delete { key: "x".into() },
                 Mutation::Delete { key: "y".into() },
                 Mutation::DeleteAlarm,
+                Mutation::DeleteSocket { socket: 3 },
             ])
         );
         assert_eq!(find(&b), Some(&vec![Mutation::DeleteAll]));

@@ -8,7 +8,9 @@
 //! leader), `scale_out.rs` (a 4th node joins), `scale_in.rs` (a node is
 //! drained out and removed), `handoff.rs` (SIGTERM of the busiest leader
 //! under load answers every request), `reattach.rs` (chat WebSockets stay
-//! open through a rolling restart, re-attached to each new owner), `restart.rs` (every node killed at once,
+//! open through a rolling restart, re-attached to each new owner), `upgrade.rs`
+//! (chat rooms through two edges across a rolling upgrade and a SIGKILL:
+//! disconnects, lost, duplicated and reordered messages), `restart.rs` (every node killed at once,
 //! restarted concurrently in random order), `status.rs` (`roost cluster
 //! status`, `/admin/cluster`, a join refused for other settings), `backup.rs`
 //! (`roost backup` under load, `roost restore` into a new cluster), `grpc_public.rs` (the public gRPC API from a
@@ -42,6 +44,7 @@ mod security;
 mod seed_contract;
 mod sigstop;
 mod status;
+mod upgrade;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

@@ -10,7 +10,7 @@ use super::Executor;
 use crate::object::Error;
 use crate::object::http::{HandlerError, Response, error_response};
 use crate::object::outbox::Output;
-use crate::object::socket::AcceptedSocket;
+use crate::object::socket::{AcceptedSocket, Registration};
 
 impl Executor {
     /// Keeps a socket accepted by this event only if the response is the
@@ -43,6 +43,16 @@ impl Executor {
                 hub.sockets.remove(&id);
             }
         }
+        if let Some(e) = keep.and_then(|id| hub.sockets.get(&id)) {
+            // Registered with the write that releases its 101.
+            let registration = Registration {
+                tags: e.tags.clone(),
+                attachment: None,
+            };
+            self.ctx
+                .registrations
+                .insert(e.stable, Some(registration.encode()));
+        }
         response
     }
 
@@ -62,7 +72,8 @@ impl Executor {
             Vec::new()
         };
         outputs.extend(extra);
-        let layer = self.ctx.storage.take_event_layer();
+        let mut layer = self.ctx.storage.take_event_layer();
+        self.ctx.register_sockets(&mut layer, &outputs);
         if let Err((outputs, e)) = self
             .ctx
             .committer

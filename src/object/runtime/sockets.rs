@@ -5,7 +5,7 @@ use super::Runtime;
 use crate::id::ObjectKey;
 use crate::object::Error;
 use crate::object::executor::Event;
-use crate::object::socket::{Message, ServerFrame, SocketId, SocketLink};
+use crate::object::socket::{Message, Registration, ServerFrame, SocketId, SocketLink, StableId};
 
 impl Runtime {
     /// A message from the client of `socket`.
@@ -77,12 +77,14 @@ impl Runtime {
     /// Registers a socket whose object's owner changed (it was bridged to
     /// another node) with its tags and committed attachment: no fetch, no
     /// open event; the object finds it in its socket list and gets its next
-    /// messages. `NotOwner` if this node does not lead the object's shard.
+    /// messages. If the object listed it already (from its registration,
+    /// `stable`), the socket gets what the object sent it meanwhile.
+    /// `NotOwner` if this node does not lead the object's shard.
     pub fn socket_reattach(
         &self,
         key: &ObjectKey,
-        tags: Vec<String>,
-        attachment: Option<bytes::Bytes>,
+        stable: Option<StableId>,
+        registration: Registration,
     ) -> Result<SocketLink, Error> {
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
@@ -96,9 +98,17 @@ impl Runtime {
         }
         let mut objects = self.objects(shard)?;
         let entry = objects.entry(key.clone()).or_default();
-        Ok(entry
+        entry
             .hub
-            .reattach(key.clone(), tags, attachment, self.inner.opts.socket_buffer))
+            .reattach(
+                key.clone(),
+                stable,
+                registration,
+                self.inner.opts.socket_buffer,
+            )
+            .map_err(|_| {
+                Error::Unavailable("the socket is closing, or attached here already".into())
+            })
     }
 
     /// A protocol error on `socket` (e.g. an oversized message).
