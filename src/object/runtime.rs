@@ -350,7 +350,11 @@ impl Runtime {
             .replicas
             .shard(shard_id)
             .ok_or(Error::NotOwner { shard: shard_id })?;
-        let Some(term) = shard.leader_epoch() else {
+        // A lapse of the lease the leadership watch has not published (a
+        // round may renew it within the epoch) is no reason to refuse: the
+        // executor holds the event until the lease is back or the epoch
+        // ends (`Admit::Lapsed`).
+        let Some(term) = shard.leader_epoch().or(*shard.leadership().borrow()) else {
             return Err(Error::NotOwner { shard: shard_id });
         };
         let class = self

@@ -304,6 +304,27 @@ impl SharedHub {
         }
     }
 
+    /// An executor of the object was reset: the sockets attached here are
+    /// told `moved` (their edges re-attach them and send again what the
+    /// reset dropped); those waiting for their edges stay, with the frames
+    /// held for them.
+    pub fn moved_attached(&self) {
+        let mut hub = self.lock();
+        let attached: Vec<SocketId> = hub
+            .sockets
+            .iter()
+            .filter(|(_, e)| !e.detached)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in attached {
+            if let Some(entry) = hub.sockets.remove(&id) {
+                let _ = entry.tx.try_send(ServerFrame::Moved {
+                    handled: entry.handled,
+                });
+            }
+        }
+    }
+
     /// One more message of `id` was handled (its event committed).
     pub fn handled(&self, id: SocketId) {
         if let Some(entry) = self.lock().sockets.get_mut(&id) {

@@ -405,9 +405,12 @@ async fn submit(
                     Ok(Err(e)) => (Outcome::Raft(e.to_string()), None),
                     Err(_) => (Outcome::ShuttingDown, None),
                 },
-                () = lease_expired(lease_metrics, lease) => (Outcome::NoQuorum(format!(
+                // Twice the lease, as the leadership watch's grace: a
+                // starved leader's rounds come back late without it being
+                // cut off, and each NoQuorum resets an object.
+                () = lease_expired(lease_metrics, lease * 2) => (Outcome::NoQuorum(format!(
                     "no quorum acknowledged this leader for over {} ms",
-                    lease.as_millis()
+                    (lease * 2).as_millis()
                 )), None),
             };
             (id, settled("write", outcome, landed_in))
@@ -487,7 +490,20 @@ fn notify(waiters: Vec<Waiter>, outcome: &Outcome) {
 ///
 /// The value is an epoch, not a flag: leadership lost and regained (a new
 /// term, or the lease regained in the same term) is a new epoch, which ends
-/// everything bound to the old one (executors).
+/// everything bound to the old one (executors, and with them the sockets
+/// they hold, which move).
+///
+/// A lapse of the lease shorter than `lease` more (a starved process, a
+/// round that came back late) is not published: the epoch goes on, and the
+/// lease regained in the same term continues it. That is safe because
+/// nothing relies on the watch for safety: an executor admits an event only
+/// while the lease holds, read with the clock (`ShardHandle::leader_epoch`;
+/// it waits out a lapse), and writes and reads commit through a quorum. A
+/// lease regained in the same term means no other node led in between (a
+/// quorum acknowledged this node's term after the lapse; a candidate of a
+/// later term needs a quorum that would have refused it). Publishing every
+/// lapse ended every executor of the shard and moved all its sockets each
+/// time, which on an oversubscribed machine meant several times a second.
 pub(crate) async fn watch_leadership(
     node_id: NodeId,
     mut metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
@@ -509,11 +525,22 @@ pub(crate) async fn watch_leadership(
             term = m.current_term;
             let alone = m.membership_config.membership().voter_ids().count() <= 1;
             held.set_alone(alone);
+            // Within the grace of an epoch already published, a lapse
+            // does not end it (see above).
+            let publishing = leadership
+                .borrow()
+                .is_some_and(|e| pipeline::epoch_term(e) == m.current_term);
+            let grace = if publishing { lease_ms } else { 0 };
             let leads = m.state == ServerState::Leader
                 && m.current_leader == Some(node_id)
                 && (alone
-                    || (m.millis_since_quorum_ack.is_some_and(|ms| ms <= lease_ms)
-                        && held.holds(now, m.current_term)));
+                    || (m
+                        .millis_since_quorum_ack
+                        .is_some_and(|ms| ms <= lease_ms + grace)
+                        && held.holds(
+                            now.checked_sub(Duration::from_millis(grace)).unwrap_or(now),
+                            m.current_term,
+                        )));
             leads.then_some(m.current_term)
         };
         let leader = pipeline::next_epoch(leader, *leadership.borrow(), &mut last);
@@ -527,7 +554,13 @@ pub(crate) async fn watch_leadership(
         // bring it back). A follower waits for Raft's metrics alone.
         let recheck = match held.deadline(term) {
             _ if !raft_leads => None,
-            Some(d) if leader.is_some() => Some(d.max(now) + Duration::from_millis(1)),
+            Some(d) if leader.is_some() => {
+                let grace = match *leadership.borrow() {
+                    Some(_) => lease,
+                    None => Duration::ZERO,
+                };
+                Some((d + grace).max(now) + Duration::from_millis(1))
+            }
             _ => Some(now + lease / 4),
         };
         let timer = async move {

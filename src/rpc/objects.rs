@@ -322,6 +322,10 @@ enum End {
 /// messages it handled) before it ends the stream anyway.
 const MOVE_WAIT: Duration = Duration::from_secs(15);
 
+/// How long a bridge holds a client's message while its object's mailbox
+/// is full before the socket fails as overloaded.
+const OVERLOAD_WAIT: Duration = Duration::from_secs(5);
+
 /// Bridges one accepted socket between its object and a `Socket` caller.
 struct Bridge {
     objects: Arc<dyn ObjectClient>,
@@ -379,7 +383,7 @@ impl Bridge {
                     None => break End::Object,
                 },
                 msg = up.message(), if moving.is_none() => match msg {
-                    Ok(Some(pb::SocketUp { kind: Some(kind) })) => match self.handle_up(&link, kind) {
+                    Ok(Some(pb::SocketUp { kind: Some(kind) })) => match self.handle_up(&link, kind).await {
                         Some(End::Failed(
                             crate::object::Error::NotOwner { .. } | crate::object::Error::ShuttingDown,
                         )) => moving = Some(tokio::time::Instant::now() + MOVE_WAIT),
@@ -455,8 +459,34 @@ impl Bridge {
         }
     }
 
+    /// Hands a client's message to its object. While the object's mailbox
+    /// is full the caller is not read (backpressure, up to
+    /// [`OVERLOAD_WAIT`]) rather than the socket failed.
+    async fn message(
+        &self,
+        link: &SocketLink,
+        msg: crate::object::Message,
+    ) -> Result<(), crate::object::Error> {
+        let deadline = tokio::time::Instant::now() + OVERLOAD_WAIT;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match self
+                .objects
+                .socket_message(&link.object, link.socket, msg.clone())
+            {
+                Err(crate::object::Error::Overloaded)
+                    if tokio::time::Instant::now() + pause < deadline =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                done => return done,
+            }
+        }
+    }
+
     /// Handles one message from the caller; `Some` ends the bridge.
-    fn handle_up(&self, link: &SocketLink, kind: socket_up::Kind) -> Option<End> {
+    async fn handle_up(&self, link: &SocketLink, kind: socket_up::Kind) -> Option<End> {
         let (object, socket) = (&link.object, link.socket);
         let result = match kind {
             socket_up::Kind::Message(msg) => {
@@ -466,7 +496,7 @@ impl Bridge {
                 if msg.len() > self.max_message {
                     return Some(End::TooBig);
                 }
-                self.objects.socket_message(object, socket, msg)
+                self.message(link, msg).await
             }
             socket_up::Kind::Close(pb::SocketClose { code, reason }) => {
                 return Some(match u16::try_from(code) {

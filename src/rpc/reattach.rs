@@ -209,12 +209,19 @@ impl Follow {
                 Detach::Moved(handled) => handled,
             };
             replay.detached(handled);
-            tracing::debug!(object = %self.key, ?handled, "socket's owner changed; re-attaching");
+            tracing::debug!(object = %self.key, stable = ?self.stable, ?handled, "socket's owner changed; re-attaching");
             let in_transit = self.reattacher.moving.leave(&self.key);
             let Some(next) = self.reattach(&mut replay).await else {
                 return;
             };
             drop(in_transit);
+            tracing::debug!(
+                object = %self.key,
+                stable = ?self.stable,
+                socket = next.socket,
+                resend = replay.pending_len(),
+                "socket re-attached"
+            );
             current = next;
             self.reattacher.moving.settled(&self.key, SETTLE).await;
             for msg in replay.take_pending() {

@@ -322,8 +322,8 @@ async fn chat_rooms_through_two_edges_survive_a_rolling_upgrade_and_a_kill() {
     let _turn = crate::harness::one_at_a_time().await;
     let n = sockets();
     let rooms = n.div_ceil(PER_ROOM);
-    // About 200 messages a second in all, each broadcast to 20.
-    let every = Duration::from_millis((n as u64 * 5).max(100));
+    // About 80 messages a second in all, each broadcast to 20.
+    let every = Duration::from_millis((n as u64 * 25 / 2).max(200));
     let root = tempfile::tempdir().expect("temp dir");
     let mut nodes = procs::cluster(root.path(), 3, SHARDS);
     let addrs: Vec<String> = nodes.values().map(|p| p.addr.clone()).collect();

@@ -105,6 +105,6 @@ impl Executor {
             }
         }
         tracing::debug!("object reset; its sockets re-attach");
-        self.act.hub.moved();
+        self.act.hub.moved_attached();
     }
 }
