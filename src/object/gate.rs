@@ -223,6 +223,69 @@ impl Life {
     }
 }
 
+/// Which leadership epoch a shard's registry of executors serves: the
+/// rule that keeps one executor per object and epoch.
+///
+/// Both a dispatch (which reads the epoch with the lease, then takes the
+/// shard's lock) and the runtime's leadership watcher (a task that runs
+/// when it gets to it) see epochs change. Whichever sees a newer epoch
+/// first moves the registry to it, under the shard's lock, dropping every
+/// executor of the older one (they stop by themselves: their epoch never
+/// comes back). A later sight of the same epoch changes nothing — so a
+/// watcher that runs late never drops an executor a dispatch already made
+/// for the current epoch, which would then run beside its successor
+/// (both fenced, both reading the same state) — and a dispatch that read
+/// an epoch the registry has already left is refused (`NotOwner`, it never
+/// ran) instead of making an executor for it. Epochs only grow
+/// (`replication::pipeline::next_epoch`).
+#[derive(Debug, Default)]
+pub(crate) struct Tenure {
+    /// The epoch served now (`None`: not leading).
+    current: Option<u64>,
+    /// The newest epoch ever served.
+    newest: Option<u64>,
+}
+
+/// What a registry does when an epoch is seen ([`Tenure::observe`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// It serves this epoch already: keep its executors.
+    Same,
+    /// It moved to this epoch (or to none): every executor registered
+    /// belongs to an ended epoch and must go.
+    Moved,
+    /// The epoch was read before the registry moved past it: refuse
+    /// (`NotOwner`), make nothing.
+    Stale,
+}
+
+impl Tenure {
+    /// `leading` was seen (by a dispatch: always `Some`; by the watcher:
+    /// the watch's value).
+    pub fn observe(&mut self, leading: Option<u64>) -> Step {
+        match leading {
+            None if self.current.is_none() => Step::Same,
+            None => {
+                self.current = None;
+                Step::Moved
+            }
+            Some(e) if self.newest.is_none_or(|n| e > n) => {
+                self.current = Some(e);
+                self.newest = Some(e);
+                Step::Moved
+            }
+            Some(e) if self.current == Some(e) => Step::Same,
+            Some(_) => Step::Stale,
+        }
+    }
+
+    /// The epoch served now.
+    #[cfg(test)]
+    pub fn current(&self) -> Option<u64> {
+        self.current
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,6 +433,39 @@ mod tests {
         let mut life = Life::new(5);
         life.fenced(true);
         assert_eq!(life.admit(None, Some(6), false), Admit::NotOwner);
+    }
+
+    /// Session 6's values acknowledged twice: a dispatch saw a new epoch
+    /// and made an executor for it before the runtime's leadership watcher
+    /// ran; the watcher, seeing the epoch change late, dropped every
+    /// executor of the shard — that one too, which went on running the
+    /// events in its mailbox in the current epoch — and the next dispatch
+    /// made a second executor of the same object and epoch. Both fenced,
+    /// both read the same state, both committed. A registry moves to an
+    /// epoch once, whoever sees it first; a late or stale sight changes
+    /// nothing.
+    #[test]
+    fn a_registry_moves_to_each_epoch_once_whoever_sees_it_first() {
+        let (a, b, c) = (5 << 16, (5 << 16) + 1, 6 << 16);
+        let mut t = Tenure::default();
+        assert_eq!(t.observe(None), Step::Same, "not leading, nothing to drop");
+        assert_eq!(t.observe(Some(a)), Step::Moved);
+        assert_eq!(t.observe(Some(a)), Step::Same);
+        // The lease lapsed and was regained (epoch b): a dispatch sees b
+        // first and makes an executor of b ...
+        assert_eq!(t.observe(Some(b)), Step::Moved, "a's executors go");
+        // ... then the watcher gets to it: b's executor stays.
+        assert_eq!(t.observe(Some(b)), Step::Same);
+        assert_eq!(t.current(), Some(b));
+        // A dispatch that read a before the move makes nothing.
+        assert_eq!(t.observe(Some(a)), Step::Stale);
+        // The watcher sees the lease lapse: b's executors go; a dispatch
+        // that read b before that is refused.
+        assert_eq!(t.observe(None), Step::Moved);
+        assert_eq!(t.observe(Some(b)), Step::Stale);
+        assert_eq!(t.current(), None);
+        assert_eq!(t.observe(Some(c)), Step::Moved);
+        assert_eq!(t.observe(Some(c)), Step::Same);
     }
 
     /// Defect 2: an executor reads nothing before its activation fence is

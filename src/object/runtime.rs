@@ -25,6 +25,7 @@ use super::alarms::{self, AlarmsHandle};
 use super::budget::{Budget, MailboxBytes, Slot};
 use super::client::{CallResult, FetchOutcome, ObjectClient};
 use super::executor::{Activation, Event, Queued};
+use super::gate::Tenure;
 use super::http::Request;
 use super::migrations::Namespaces;
 use super::socket::SharedHub;
@@ -107,6 +108,28 @@ struct Entry {
     name: KnownName,
 }
 
+/// A shard's live objects, and the leadership epoch their executors serve
+/// (`gate::Tenure`): every executor registered belongs to that epoch.
+#[derive(Default)]
+struct Registry {
+    objects: HashMap<ObjectKey, Entry>,
+    tenure: Tenure,
+}
+
+impl std::ops::Deref for Registry {
+    type Target = HashMap<ObjectKey, Entry>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.objects
+    }
+}
+
+impl std::ops::DerefMut for Registry {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.objects
+    }
+}
+
 /// An object's name as its executor sees it: set once, by the first call
 /// that carried the right name.
 pub(crate) type KnownName = Arc<OnceLock<Arc<str>>>;
@@ -130,8 +153,8 @@ struct Inner {
     namespaces: Namespaces,
     opts: RuntimeOptions,
     limits: Arc<Limits>,
-    /// Live objects, one map per shard (the lock is per shard).
-    objects: Vec<Mutex<HashMap<ObjectKey, Entry>>>,
+    /// Live objects, one registry per shard (the lock is per shard).
+    objects: Vec<Mutex<Registry>>,
     alarms: AlarmsHandle,
     shutdown: CancellationToken,
     /// Executors, the alarm scheduler and the leadership watchers.
@@ -187,7 +210,9 @@ impl Runtime {
                 limits: Arc::new(opts.limits.clone()),
                 budget: Budget::new(opts.max_live),
                 opts,
-                objects: (0..shards).map(|_| Mutex::new(HashMap::new())).collect(),
+                objects: (0..shards)
+                    .map(|_| Mutex::new(Registry::default()))
+                    .collect(),
                 alarms,
                 shutdown,
                 executors: TaskTracker::new(),
@@ -282,7 +307,7 @@ impl Runtime {
         key.id.shard(self.inner.replicas.shard_count())
     }
 
-    fn objects(&self, shard: ShardId) -> Result<MutexGuard<'_, HashMap<ObjectKey, Entry>>, Error> {
+    fn objects(&self, shard: ShardId) -> Result<MutexGuard<'_, Registry>, Error> {
         let map = self
             .inner
             .objects
@@ -364,6 +389,11 @@ impl Runtime {
             .ok_or_else(|| Error::UnknownNamespace(key.namespace.to_string()))?;
         let bytes = super::budget::event_bytes(&event);
         let mut objects = self.objects(shard_id)?;
+        // The epoch was read before the lock: the registry may have moved
+        // past it meanwhile (then the event never ran), or this dispatch
+        // is the first to see a new one (then it moves the registry there,
+        // as the leadership watcher would: see `Tenure`).
+        self.enter_epoch(shard_id, &mut objects, Some(term))?;
         let entry = objects.entry(key.clone()).or_default();
         if let Some(name) = key.name()
             && entry.name.get().is_none()
@@ -372,7 +402,9 @@ impl Runtime {
             let _ = entry.name.set(name.clone());
         }
         if entry.executor.as_ref().is_some_and(|h| h.term != term) {
-            // Bound to an ended term: it stops by itself (failing what it
+            // Never: the registry serves `term` and only ever registers
+            // executors of the epoch it serves. Were it so, the executor is
+            // bound to an ended epoch: it stops by itself (failing what it
             // still holds as `NotOwner`); its successor fences first.
             entry.executor = None;
         }

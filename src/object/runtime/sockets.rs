@@ -90,13 +90,19 @@ impl Runtime {
             return Err(Error::ShuttingDown);
         }
         let shard = self.shard_of(key);
-        if !self.leads(key) {
-            return Err(Error::NotOwner { shard });
-        }
+        let epoch = self
+            .inner
+            .replicas
+            .shard(shard)
+            .and_then(|s| s.leader_epoch())
+            .ok_or(Error::NotOwner { shard })?;
         if !self.inner.classes.contains_key(&key.namespace) {
             return Err(Error::UnknownNamespace(key.namespace.to_string()));
         }
         let mut objects = self.objects(shard)?;
+        // Registered in the epoch the registry serves (`Tenure`), so a
+        // leadership watcher that runs late does not hand it over at once.
+        self.enter_epoch(shard, &mut objects, Some(epoch))?;
         let entry = objects.entry(key.clone()).or_default();
         entry
             .hub
