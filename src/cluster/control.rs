@@ -102,8 +102,8 @@ struct Inner {
     busy: Mutex<HashSet<ShardId>>,
     last_elect: Mutex<HashMap<ShardId, Instant>>,
     /// Since when this (draining) node has held back voting itself out of
-    /// each group it leads.
-    holding: Mutex<HashMap<ShardId, Instant>>,
+    /// each group it leads, and whether it said it gave up waiting.
+    holding: Mutex<HashMap<ShardId, (Instant, bool)>>,
 }
 
 impl Control {
@@ -462,9 +462,10 @@ impl Control {
             holding.remove(&shard);
             return false;
         }
-        let since = *holding.entry(shard).or_insert_with(Instant::now);
+        let (since, warned) = holding.entry(shard).or_insert_with(|| (Instant::now(), false));
         let hold = since.elapsed() < HAND_OVER_WAIT;
-        if !hold {
+        if !hold && !*warned {
+            *warned = true;
             tracing::warn!(
                 shard,
                 "no voter took the leadership over from this draining node; voting it out while it leads"

@@ -361,11 +361,13 @@ async fn chat_sockets_stay_open_through_a_drain() {
     let t = stop_and_check_every_echo(&clients, &stop).await;
     eprintln!(
         "drain of node {victim} with {} sockets: {} messages, each echoed once in order; \
-         0 disconnects; {} of {} broadcasts from room-mates arrived",
+         0 disconnects; {} of {} broadcasts from room-mates arrived; \
+         longest gap between a client's echoes {:.2} s",
         clients.len(),
         t.sent,
         t.others,
         t.sent * (PER_ROOM as u64 - 1),
+        t.longest.as_secs_f64(),
     );
     drop(edge);
     drop(nodes);
