@@ -161,7 +161,8 @@ impl SocketHub {
         }
     }
 
-    /// The local id of the socket registered as `stable`, if here.
+    /// The local id of the socket registered as `stable`, if here (a scan:
+    /// once per re-attach, which is once per socket per move).
     pub fn find(&self, stable: StableId) -> Option<SocketId> {
         self.sockets
             .iter()
@@ -238,9 +239,12 @@ impl SharedHub {
         capacity: usize,
     ) -> Vec<SocketId> {
         let mut hub = self.lock();
+        let mut known: std::collections::HashSet<StableId> =
+            hub.sockets.values().map(|e| e.stable).collect();
+        known.extend(hub.gone.iter().copied());
         let mut restored = Vec::new();
         for (stable, Registration { tags, attachment }) in registered {
-            if hub.find(stable).is_some() || hub.gone.contains(&stable) {
+            if !known.insert(stable) {
                 continue;
             }
             restored.push(Self::insert(

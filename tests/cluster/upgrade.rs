@@ -185,9 +185,10 @@ async fn wait_all(clients: &[Client], timeout: Duration, what: &str, ok: impl Fn
     }
 }
 
-/// Waits until every open client has had `more` further echoes.
-async fn wait_progress(clients: &[Client], more: usize, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
+/// Waits until every open client has had `more` further echoes (each
+/// sends one every `every`).
+async fn wait_progress(clients: &[Client], more: usize, every: Duration, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90) + every * (2 * more as u32);
     for c in clients {
         let mark = c.log().echoes.len();
         let left = deadline.saturating_duration_since(Instant::now());
@@ -339,7 +340,7 @@ async fn chat_rooms_through_two_edges_survive_a_rolling_upgrade_and_a_kill() {
         clients.push(connect(edge, i, room, every, go.clone(), paused.clone()).await);
     }
     go.cancel();
-    wait_progress(&clients, 3, "chatting").await;
+    wait_progress(&clients, 3, every, "chatting").await;
 
     // The rolling upgrade: SIGTERM, restart, ready, for every node in turn.
     let began = Instant::now();
@@ -350,7 +351,7 @@ async fn chat_rooms_through_two_edges_survive_a_rolling_upgrade_and_a_kill() {
         let at = Instant::now();
         let (back, _) = crate::restart::sigterm_and_restart(root.path(), id, proc).await;
         nodes.insert(id, back);
-        wait_progress(&clients, 3, "chatting after a restart").await;
+        wait_progress(&clients, 3, every, "chatting after a restart").await;
         term_pause = term_pause.max(longest_pause(&clients, at, Instant::now()));
     }
     wait_converged(&addrs, 3, Duration::from_secs(60)).await;
@@ -368,7 +369,7 @@ async fn chat_rooms_through_two_edges_survive_a_rolling_upgrade_and_a_kill() {
     let from = clients.iter().map(|c| c.log().sent).max().unwrap_or(0);
     let resumed: Vec<u64> = clients.iter().map(|c| c.log().sent).collect();
     paused.store(false, std::sync::atomic::Ordering::Release);
-    wait_progress(&clients, 3, "chatting again").await;
+    wait_progress(&clients, 3, every, "chatting again").await;
     let shard = roost::id::ObjectId::from_name("CHAT_ROOM", &format!("up{tag}-0")).shard(SHARDS);
     let victim = crate::harness::groups(&addrs)
         .await
@@ -381,7 +382,7 @@ async fn chat_rooms_through_two_edges_survive_a_rolling_upgrade_and_a_kill() {
     tokio::task::spawn_blocking(move || proc.kill9())
         .await
         .expect("kill task");
-    wait_progress(&clients, 3, "chatting after the kill").await;
+    wait_progress(&clients, 3, every, "chatting after the kill").await;
     let kill_pause = longest_pause(&clients, at, Instant::now());
     let root_dir = root.path().to_owned();
     let back =
