@@ -189,8 +189,8 @@ async fn wait_all(clients: &[Client], timeout: Duration, what: &str, ok: impl Fn
 /// sends one every `every`).
 async fn wait_progress(clients: &[Client], more: usize, every: Duration, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(90) + every * (2 * more as u32);
-    for c in clients {
-        let mark = c.log().echoes.len();
+    let marks: Vec<usize> = clients.iter().map(|c| c.log().echoes.len()).collect();
+    for (c, mark) in clients.iter().zip(marks) {
         let left = deadline.saturating_duration_since(Instant::now());
         wait_all(std::slice::from_ref(c), left, what, |l| {
             l.closed.is_some() || l.echoes.len() >= mark + more
