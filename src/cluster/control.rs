@@ -462,7 +462,9 @@ impl Control {
             holding.remove(&shard);
             return false;
         }
-        let (since, warned) = holding.entry(shard).or_insert_with(|| (Instant::now(), false));
+        let (since, warned) = holding
+            .entry(shard)
+            .or_insert_with(|| (Instant::now(), false));
         let hold = since.elapsed() < HAND_OVER_WAIT;
         if !hold && !*warned {
             *warned = true;

@@ -38,6 +38,10 @@ use crate::replication::ShardHandle;
 use crate::storage::Db;
 use crate::telemetry::{metrics, traces};
 
+/// How long a new owner's first event waits for the object's sockets to
+/// come back from their old owner.
+const RETURN_GATE: Duration = Duration::from_secs(2);
+
 mod alarm;
 mod finish;
 mod lapse;
@@ -365,7 +369,13 @@ impl Executor {
             Ok(()) => {
                 let alarm = self.current_alarm();
                 self.act.alarms.sync(self.act.key.clone(), alarm);
-                self.restore_sockets();
+                let restored = self.restore_sockets();
+                // The first event waits (briefly) for the sockets that
+                // moved with the object, so that what it sends them goes
+                // straight to them: frames held here for a socket still
+                // on its way are lost if the object moves again first.
+                let gate = RETURN_GATE.min(self.act.socket_return_wait / 2);
+                self.act.hub.returned(&restored, gate).await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot activate object");

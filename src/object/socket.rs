@@ -173,12 +173,31 @@ impl SocketHub {
 
 /// A hub shared by the registry (which outlives executors) and the executor.
 #[derive(Clone, Default)]
-pub(crate) struct SharedHub(Arc<Mutex<SocketHub>>);
+pub(crate) struct SharedHub(Arc<(Mutex<SocketHub>, tokio::sync::Notify)>);
 
 impl SharedHub {
     pub fn lock(&self) -> MutexGuard<'_, SocketHub> {
         // A panic while holding this lock leaves plain data behind; keep going.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until none of `ids` is still waiting for its edge (re-attached,
+    /// or gone), or `timeout`.
+    pub async fn returned(&self, ids: &[SocketId], timeout: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.0.1.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let waiting = {
+                let hub = self.lock();
+                ids.iter()
+                    .any(|id| hub.sockets.get(id).is_some_and(|e| e.detached))
+            };
+            if !waiting || tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Registers a new socket with a buffer of `capacity` frames.
@@ -220,6 +239,7 @@ impl SharedHub {
         }
         entry.detached = false;
         let outgoing = entry.rx.take().ok_or(ReattachError::Attached)?;
+        self.0.1.notify_waiters();
         Ok(SocketLink {
             object,
             socket,

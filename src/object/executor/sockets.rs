@@ -23,7 +23,7 @@ impl Executor {
     /// socket's buffer). One that has not come back within
     /// `socket_return_wait` (`websocket.reattach_timeout_ms`) is closed as gone: the object gets its close event
     /// (1006), which deletes its registration.
-    pub(super) fn restore_sockets(&mut self) {
+    pub(super) fn restore_sockets(&mut self) -> Vec<crate::object::socket::SocketId> {
         let shard = self.act.shard.id();
         let registered =
             match self
@@ -34,11 +34,11 @@ impl Executor {
                 Ok(registered) => registered,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the object's socket registrations");
-                    return;
+                    return Vec::new();
                 }
             };
         if registered.is_empty() {
-            return;
+            return Vec::new();
         }
         let decoded = registered.into_iter().filter_map(|(stable, bytes)| {
             let registration = Registration::decode(&bytes);
@@ -49,13 +49,13 @@ impl Executor {
         });
         let restored = self.act.hub.restore(decoded, self.act.socket_buffer);
         if restored.is_empty() {
-            return;
+            return restored;
         }
         tracing::debug!(
             count = restored.len(),
             "sockets listed until their edges re-attach them"
         );
-        let (hub, key) = (self.act.hub.clone(), self.act.key.clone());
+        let (hub, key, ids) = (self.act.hub.clone(), self.act.key.clone(), restored.clone());
         let (runtime, shutdown) = (self.act.runtime.downgrade(), self.act.shutdown.clone());
         let wait = self.act.socket_return_wait;
         tokio::spawn(async move {
@@ -66,7 +66,7 @@ impl Executor {
             let Some(runtime) = runtime.upgrade() else {
                 return;
             };
-            for socket in hub.take_unreturned(&restored) {
+            for socket in hub.take_unreturned(&ids) {
                 let close = Event::SocketClose {
                     socket,
                     code: 1006,
@@ -78,6 +78,7 @@ impl Executor {
                 }
             }
         });
+        restored
     }
 
     /// A reset executor (a commit failed, or its fence did) lets its
