@@ -135,18 +135,15 @@ impl Context {
         outputs: &[super::outbox::Output],
     ) {
         use super::outbox::Output;
-        use super::socket::{Registration, ServerFrame};
+        use super::socket::ServerFrame;
         layer.sockets.append(&mut self.registrations);
         let mut hub = self.hub.lock();
         for out in outputs {
             match out {
                 Output::Attachment { socket, value } => {
                     if let Some(e) = hub.sockets.get(socket) {
-                        let registration = Registration {
-                            tags: e.tags.clone(),
-                            attachment: Some(value.clone()),
-                        };
-                        layer.sockets.insert(e.stable, Some(registration.encode()));
+                        let registration = e.registration(Some(value.clone()));
+                        layer.sockets.insert(e.stable, Some(registration));
                     }
                 }
                 Output::Frame {

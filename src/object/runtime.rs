@@ -379,7 +379,7 @@ impl Runtime {
         // round may renew it within the epoch) is no reason to refuse: the
         // executor holds the event until the lease is back or the epoch
         // ends (`Admit::Lapsed`).
-        let Some(term) = shard.leader_epoch().or(*shard.leadership().borrow()) else {
+        let Some(term) = shard.leader_epoch().or_else(|| shard.watched_epoch()) else {
             return Err(Error::NotOwner { shard: shard_id });
         };
         let class = self

@@ -142,6 +142,17 @@ pub(crate) struct SocketEntry {
     pub rx: Option<mpsc::Receiver<ServerFrame>>,
 }
 
+impl SocketEntry {
+    /// Its registration, encoded, with `attachment` as its attachment.
+    pub fn registration(&self, attachment: Option<Bytes>) -> Bytes {
+        Registration {
+            tags: self.tags.clone(),
+            attachment,
+        }
+        .encode()
+    }
+}
+
 /// The sockets of one object and its auto-response.
 #[derive(Default)]
 pub(crate) struct SocketHub {
@@ -320,12 +331,7 @@ impl SharedHub {
     /// (after the frames already released) and forgets them. The object is
     /// told nothing; its sockets carry on with the new owner.
     pub fn moved(&self) {
-        let mut hub = self.lock();
-        for (_, entry) in std::mem::take(&mut hub.sockets) {
-            let _ = entry.tx.try_send(ServerFrame::Moved {
-                handled: entry.handled,
-            });
-        }
+        self.move_where(|_| true);
     }
 
     /// An executor of the object was reset: the sockets attached here are
@@ -333,14 +339,21 @@ impl SharedHub {
     /// reset dropped); those waiting for their edges stay, with the frames
     /// held for them.
     pub fn moved_attached(&self) {
+        self.move_where(|e| !e.detached);
+    }
+
+    /// Tells each socket that `moving` picks that it moved, after the
+    /// frames already released, with the messages it handled, and forgets
+    /// it.
+    fn move_where(&self, moving: impl Fn(&SocketEntry) -> bool) {
         let mut hub = self.lock();
-        let attached: Vec<SocketId> = hub
+        let ids: Vec<SocketId> = hub
             .sockets
             .iter()
-            .filter(|(_, e)| !e.detached)
+            .filter(|(_, e)| moving(e))
             .map(|(id, _)| *id)
             .collect();
-        for id in attached {
+        for id in ids {
             if let Some(entry) = hub.sockets.remove(&id) {
                 let _ = entry.tx.try_send(ServerFrame::Moved {
                     handled: entry.handled,

@@ -174,6 +174,13 @@ impl ShardHandle {
         epoch.filter(|e| self.inner.lease.holds(now, epoch_term(*e)))
     }
 
+    /// The leadership epoch the shard's watch shows, without the lease's
+    /// check: whether the epoch goes on (its lease may have lapsed for a
+    /// moment the watch has not published).
+    pub fn watched_epoch(&self) -> Option<u64> {
+        *self.inner.leadership.borrow()
+    }
+
     /// Changes of this node's leadership of the shard: its leadership epoch
     /// ([`epoch_term`]), or `None`. Turns `None` when the shard shuts down.
     pub fn leadership(&self) -> watch::Receiver<Option<u64>> {

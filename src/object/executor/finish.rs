@@ -10,7 +10,7 @@ use super::Executor;
 use crate::object::Error;
 use crate::object::http::{HandlerError, Response, error_response};
 use crate::object::outbox::Output;
-use crate::object::socket::{AcceptedSocket, Registration};
+use crate::object::socket::AcceptedSocket;
 
 impl Executor {
     /// Keeps a socket accepted by this event only if the response is the
@@ -45,13 +45,9 @@ impl Executor {
         }
         if let Some(e) = keep.and_then(|id| hub.sockets.get(&id)) {
             // Registered with the write that releases its 101.
-            let registration = Registration {
-                tags: e.tags.clone(),
-                attachment: None,
-            };
             self.ctx
                 .registrations
-                .insert(e.stable, Some(registration.encode()));
+                .insert(e.stable, Some(e.registration(None)));
         }
         response
     }
