@@ -329,6 +329,13 @@ pub struct WebSocketConfig {
     /// not come back (frames to it held) before its object is told it
     /// closed (1006).
     pub reattach_timeout_ms: u64,
+    /// On a cluster node: frames each object keeps for its sockets (the
+    /// newest, one per message however many sockets it went to), so that a
+    /// socket whose owner died gets from the new owner the frames the old
+    /// one released but its edge never received. 0 keeps none; at most
+    /// 65535. Each is a write in the object's Raft entry. Default 256.
+    /// (`roost dev` keeps none: its edge dies with its node.)
+    pub replay_frames: usize,
 }
 
 /// `[raft]`: replication timing and batching, the same for every shard.
@@ -492,6 +499,7 @@ impl Default for WebSocketConfig {
             reattach_buffer_frames: 1024,
             reattach_buffer_bytes: 1024 * 1024,
             reattach_timeout_ms: 30_000,
+            replay_frames: 256,
         }
     }
 }

@@ -321,6 +321,7 @@ async fn bad_input_is_refused_and_the_server_keeps_working() {
     let not_open = pb::SocketUp {
         kind: Some(socket_up::Kind::Message(pb::SocketMessage {
             data: Some(pb::socket_message::Data::Text("hi".into())),
+            seq: 0,
         })),
     };
     let open_plain = pb::SocketUp {

@@ -34,6 +34,7 @@ async fn send_text(socket: &Socket, text: String) {
         .send(pb::SocketUp {
             kind: Some(socket_up::Kind::Message(pb::SocketMessage {
                 data: Some(pb::socket_message::Data::Text(text)),
+                seq: 0,
             })),
         })
         .await
@@ -177,6 +178,7 @@ async fn a_reattached_socket_joins_its_room_as_it_was() {
         tags: Vec::new(),
         attachment: Some(serde_json::to_vec(&json!({"name": "Zed"})).expect("JSON")),
         stable: Vec::new(),
+        delivered: None,
     };
     let mut zed = open_reattaching(&mut grpc, socket_up::Kind::Reattach(reattach)).await;
     match next_down(&mut zed.down).await {

@@ -79,7 +79,7 @@ async fn bridge<W: Worker>(shared: Arc<Shared<W>>, ws: WebSocket, mut link: Sock
     let end = loop {
         let out: Option<WsMessage> = tokio::select! {
             frame = link.outgoing.recv() => match frame {
-                Some(ServerFrame::Message(m)) => Some(outgoing(&binding, m)),
+                Some(ServerFrame::Message { message, .. }) => Some(outgoing(&binding, message)),
                 Some(ServerFrame::Close { code, reason }) => {
                     let _ = send(&mut tx, close(code, &reason), opts.heartbeat_timeout).await;
                     break End::Object;
@@ -147,7 +147,7 @@ async fn bridge<W: Worker>(shared: Arc<Shared<W>>, ws: WebSocket, mut link: Sock
         let mut ended = None;
         while batch.len() < MAX_BATCH {
             match link.outgoing.try_recv() {
-                Ok(ServerFrame::Message(m)) => batch.push(outgoing(&binding, m)),
+                Ok(ServerFrame::Message { message, .. }) => batch.push(outgoing(&binding, message)),
                 Ok(ServerFrame::Close { code, reason }) => {
                     ended = Some(close(code, &reason));
                     break;

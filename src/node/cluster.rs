@@ -15,7 +15,7 @@ use crate::cluster::directory::{META_SHARD, NodeRecord, NodeState};
 use crate::cluster::service::{self as cluster_service, ClusterService};
 use crate::cluster::{Control, ControlOptions};
 use crate::config::Config;
-use crate::object::{Bindings, Runtime};
+use crate::object::{Bindings, Runtime, RuntimeOptions};
 use crate::replication::Replicas;
 use crate::rpc::objects::ObjectsService;
 use crate::rpc::raft::{GrpcTransport, RaftService};
@@ -119,7 +119,11 @@ impl ClusterNode {
             db.clone(),
             replicas.clone(),
             super::with_config_migrations(bindings, &config)?,
-            super::runtime_options(&config),
+            RuntimeOptions {
+                // Validated to fit.
+                socket_replay: u16::try_from(config.websocket.replay_frames).unwrap_or(u16::MAX),
+                ..super::runtime_options(&config)
+            },
         )?;
 
         let stop = CancellationToken::new();

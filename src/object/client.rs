@@ -59,17 +59,21 @@ pub trait ObjectClient: Send + Sync + 'static {
     ) -> Result<(), Error>;
     /// Registers a socket whose object's owner changed with the object
     /// here, with the tags and committed attachment it had: no fetch, no
-    /// open event. Only a node's runtime can; other clients refuse.
+    /// open event; `delivered` is the highest frame number its edge passed
+    /// on. Only a node's runtime can; other clients refuse.
     fn socket_reattach(
         &self,
-        object: &ObjectKey,
+        object: ObjectKey,
         stable: Option<StableId>,
         registration: Registration,
-    ) -> Result<SocketLink, Error> {
-        let _ = (object, stable, registration);
-        Err(Error::Unavailable(
-            "this client cannot re-attach sockets".into(),
-        ))
+        delivered: Option<u64>,
+    ) -> BoxFuture<'static, Result<SocketLink, Error>> {
+        let _ = (object, stable, registration, delivered);
+        Box::pin(async {
+            Err(Error::Unavailable(
+                "this client cannot re-attach sockets".into(),
+            ))
+        })
     }
 }
 
@@ -123,10 +127,14 @@ impl ObjectClient for Runtime {
 
     fn socket_reattach(
         &self,
-        object: &ObjectKey,
+        object: ObjectKey,
         stable: Option<StableId>,
         registration: Registration,
-    ) -> Result<SocketLink, Error> {
-        Runtime::socket_reattach(self, object, stable, registration)
+        delivered: Option<u64>,
+    ) -> BoxFuture<'static, Result<SocketLink, Error>> {
+        let runtime = self.clone();
+        Box::pin(async move {
+            Runtime::socket_reattach(&runtime, &object, stable, registration, delivered).await
+        })
     }
 }

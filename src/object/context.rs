@@ -36,6 +36,9 @@ pub struct Context {
     /// does: a socket it accepted, one whose client closed it.
     pub(crate) registrations:
         std::collections::BTreeMap<super::socket::StableId, Option<bytes::Bytes>>,
+    /// Numbers the frames sent to registered sockets and keeps them
+    /// (`replay.rs`); off unless the node keeps frames.
+    pub(crate) frames: super::replay::Sequencer,
 }
 
 impl Context {
@@ -127,17 +130,22 @@ impl Context {
 
     /// Adds to `layer` (an event's writes, about to be proposed) what the
     /// storage must know of the object's sockets: the registrations of
-    /// sockets accepted or closed, new attachments (`outputs`), and the
-    /// sockets dropped since without a close event.
+    /// sockets accepted or closed, new attachments (`outputs`), the
+    /// sockets dropped since without a close event, and the frames sent to
+    /// registered sockets (numbered here, and kept).
     pub(crate) fn register_sockets(
         &mut self,
         layer: &mut super::view::Layer,
-        outputs: &[super::outbox::Output],
+        outputs: &mut [super::outbox::Output],
     ) {
         use super::outbox::Output;
         use super::socket::ServerFrame;
         layer.sockets.append(&mut self.registrations);
         let mut hub = self.hub.lock();
+        let kept = self
+            .frames
+            .stamp(outputs, |id| hub.sockets.get(&id).map(|e| e.stable));
+        layer.frames.extend(kept);
         for out in outputs {
             match out {
                 Output::Attachment { socket, value } => {

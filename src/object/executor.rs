@@ -163,6 +163,8 @@ pub(crate) struct Activation {
     pub socket_buffer: usize,
     /// How long a socket listed from its registration may take to come back.
     pub socket_return_wait: Duration,
+    /// Frames kept for its sockets, in ring slots (`replay.rs`); 0: none.
+    pub socket_replay: u16,
     pub idle_timeout: Duration,
     /// How long a call from the object to another may take.
     pub call_timeout: Duration,
@@ -214,6 +216,7 @@ pub(crate) async fn run<T: DurableObject>(act: Activation, mailbox: mpsc::Receiv
             env: act.runtime.object_env(),
             call_timeout: act.call_timeout,
             registrations: Default::default(),
+            frames: Default::default(),
             committer: Committer {
                 key: act.stored.clone(),
                 binding: act.key.namespace.clone(),

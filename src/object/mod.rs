@@ -28,6 +28,7 @@ pub mod migrations;
 #[cfg(test)]
 mod migrations_tests;
 mod outbox;
+mod replay;
 pub mod rpc;
 mod runtime;
 mod socket;

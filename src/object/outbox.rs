@@ -209,6 +209,7 @@ fn deliver(object: &ObjectKey, hub: &SharedHub, alarms: &AlarmsHandle, out: Outp
                             socket: *id,
                             tags: entry.tags.clone(),
                             stable: entry.stable,
+                            replay: Vec::new(),
                             outgoing: rx,
                         })
                     });

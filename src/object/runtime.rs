@@ -53,6 +53,10 @@ pub struct RuntimeOptions {
     /// registration) may take to be re-attached by its edge before the
     /// object is told it closed (1006).
     pub socket_return_wait: Duration,
+    /// Frames each object keeps for its sockets, in ring slots, so that a
+    /// socket whose owner died gets from the new owner what it missed
+    /// (`replay.rs`). 0 (the default, and `roost dev`'s): none kept.
+    pub socket_replay: u16,
     /// Events an object may have queued before callers get `Overloaded`.
     pub mailbox: usize,
     /// Bytes of events an object may have queued (`budget.rs`).
@@ -75,6 +79,7 @@ impl Default for RuntimeOptions {
             vars: None,
             socket_buffer: 1024,
             socket_return_wait: Duration::from_secs(30),
+            socket_replay: 0,
             mailbox: 4096,
             mailbox_bytes: 16 << 20,
             max_live: 100_000,
@@ -528,6 +533,7 @@ impl Runtime {
             limits: self.inner.limits.clone(),
             socket_buffer: self.inner.opts.socket_buffer,
             socket_return_wait: self.inner.opts.socket_return_wait,
+            socket_replay: self.inner.opts.socket_replay,
             idle_timeout: self.inner.opts.idle_timeout,
             call_timeout: self.inner.opts.call_timeout,
             runtime: self.clone(),

@@ -17,7 +17,10 @@ use tokio::sync::mpsc;
 
 use super::http::{HandlerError, Response};
 use super::outbox::{Output, OutputSink};
+
+mod stage;
 use crate::id::ObjectKey;
+pub(crate) use stage::SocketStage;
 
 /// Identifies a socket within its object. Unique per process.
 pub type SocketId = u64;
@@ -84,7 +87,12 @@ impl From<&str> for Message {
 /// What the object side sends towards the client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServerFrame {
-    Message(Message),
+    /// A message, numbered when its object keeps frames for its sockets
+    /// (`replay.rs`; 0 when not): the edge passes each number on once.
+    Message {
+        message: Message,
+        seq: u64,
+    },
     Close {
         code: u16,
         reason: String,
@@ -101,6 +109,13 @@ pub enum ServerFrame {
     },
 }
 
+impl ServerFrame {
+    /// An unnumbered message.
+    pub fn message(message: Message) -> ServerFrame {
+        ServerFrame::Message { message, seq: 0 }
+    }
+}
+
 /// The edge's end of an accepted socket: frames to forward to the client.
 /// Frames from the client go back through the object client with `object`
 /// and `socket`.
@@ -113,6 +128,9 @@ pub struct SocketLink {
     /// Its registration's id, the same on every owner (to re-attach it
     /// with).
     pub stable: StableId,
+    /// Frames to pass on before those of `outgoing`: kept frames a
+    /// re-attached socket's edge never got from its old owner.
+    pub replay: Vec<ServerFrame>,
     pub outgoing: mpsc::Receiver<ServerFrame>,
 }
 
@@ -137,6 +155,9 @@ pub(crate) struct SocketEntry {
     pub closing: bool,
     /// Messages from the client whose events finished and committed.
     pub handled: u64,
+    /// The number of the first numbered frame queued while detached: its
+    /// channel holds every frame from there on.
+    pub queued_from: Option<u64>,
     pub tx: mpsc::Sender<ServerFrame>,
     /// Taken by the edge when the accepting response is released.
     pub rx: Option<mpsc::Receiver<ServerFrame>>,
@@ -228,7 +249,7 @@ impl SharedHub {
         stable: Option<StableId>,
         registration: Registration,
         capacity: usize,
-    ) -> Result<SocketLink, ReattachError> {
+    ) -> Result<(SocketLink, Option<u64>), ReattachError> {
         let mut hub = self.lock();
         let found = stable.and_then(|s| hub.find(s));
         let socket = match found {
@@ -251,13 +272,15 @@ impl SharedHub {
         entry.detached = false;
         let outgoing = entry.rx.take().ok_or(ReattachError::Attached)?;
         self.0.1.notify_waiters();
-        Ok(SocketLink {
+        let link = SocketLink {
             object,
             socket,
             tags: entry.tags.clone(),
             stable: entry.stable,
+            replay: Vec::new(),
             outgoing,
-        })
+        };
+        Ok((link, entry.queued_from.take()))
     }
 
     /// Lists the sockets registered in storage that are not here (their
@@ -304,6 +327,7 @@ impl SharedHub {
                 attachment,
                 closing: false,
                 handled: 0,
+                queued_from: None,
                 tx,
                 rx: Some(rx),
             },
@@ -387,9 +411,15 @@ impl SharedHub {
     pub fn deliver(&self, id: SocketId, frame: ServerFrame) {
         let mut hub = self.lock();
         let closing = matches!(frame, ServerFrame::Close { .. });
-        let Some(entry) = hub.sockets.get(&id) else {
+        let Some(entry) = hub.sockets.get_mut(&id) else {
             return;
         };
+        if let ServerFrame::Message { seq, .. } = &frame
+            && *seq != 0
+            && entry.detached
+        {
+            entry.queued_from.get_or_insert(*seq);
+        }
         let sent = entry.tx.try_send(frame).is_ok();
         if closing {
             // The event that closed it deleted its registration.
@@ -411,88 +441,6 @@ pub enum ReattachError {
     Attached,
 }
 
-/// A change an event made to one of its sockets.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct SocketChange {
-    pub attachment: Option<Bytes>,
-    /// The object closed it (the close frame waits for the output gate).
-    pub closed: bool,
-}
-
-impl SocketChange {
-    fn absorb(&mut self, later: SocketChange) {
-        if later.attachment.is_some() {
-            self.attachment = later.attachment;
-        }
-        self.closed |= later.closed;
-    }
-}
-
-/// Socket changes (attachments, closes) that have not taken effect: those
-/// of the running event, and those of earlier events whose commit has not
-/// been released yet. Like storage writes they take effect only through
-/// the output gate (the hub is changed when the event's batch is released)
-/// and are dropped with the event if its handler fails; the executor's own
-/// events see them meanwhile. Only the executor's task uses it.
-#[derive(Clone, Default)]
-pub(crate) struct SocketStage(Arc<Mutex<StageState>>);
-
-#[derive(Default)]
-struct StageState {
-    event: BTreeMap<SocketId, SocketChange>,
-    /// Changes of earlier events of this executor, newest merged in. A
-    /// failed commit resets the executor, and this with it.
-    pending: BTreeMap<SocketId, SocketChange>,
-}
-
-impl SocketStage {
-    fn lock(&self) -> MutexGuard<'_, StageState> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn change(&self, id: SocketId, f: impl FnOnce(&mut SocketChange)) {
-        f(self.lock().event.entry(id).or_default());
-    }
-
-    /// The attachment the running event sees, if staged.
-    fn attachment(&self, id: SocketId) -> Option<Bytes> {
-        let stage = self.lock();
-        [stage.event.get(&id), stage.pending.get(&id)]
-            .into_iter()
-            .flatten()
-            .find_map(|c| c.attachment.clone())
-    }
-
-    /// Whether the object closed `id` (in this event or an earlier one).
-    pub fn is_closed(&self, id: SocketId) -> bool {
-        let stage = self.lock();
-        [stage.event.get(&id), stage.pending.get(&id)]
-            .into_iter()
-            .flatten()
-            .any(|c| c.closed)
-    }
-
-    /// Drops the running event's changes (its handler failed).
-    pub fn discard_event(&self) {
-        self.lock().event.clear();
-    }
-
-    /// Takes the running event's changes, to be released with its outputs;
-    /// later events see them until then. Forgets sockets no longer in `hub`.
-    pub fn take_event(&self, hub: &SharedHub) -> Vec<(SocketId, SocketChange)> {
-        let mut stage = self.lock();
-        let event = std::mem::take(&mut stage.event);
-        for (id, change) in &event {
-            stage.pending.entry(*id).or_default().absorb(change.clone());
-        }
-        if !stage.pending.is_empty() {
-            let hub = hub.lock();
-            stage.pending.retain(|id, _| hub.sockets.contains_key(id));
-        }
-        event.into_iter().collect()
-    }
-}
-
 /// An accepted WebSocket, as handlers use it. Cheap to clone.
 #[derive(Clone)]
 pub struct WebSocket {
@@ -512,7 +460,7 @@ impl WebSocket {
     pub fn send(&self, msg: impl Into<Message>) {
         self.outputs.push(Output::Frame {
             socket: self.id,
-            frame: ServerFrame::Message(msg.into()),
+            frame: ServerFrame::message(msg.into()),
         });
     }
 

@@ -130,19 +130,21 @@ async fn frames_for_a_socket_between_owners_wait_for_it() {
     let (replicas, runtime) = serve(&db, bindings(), opts(Duration::from_secs(60))).await;
     let (stable, reg) = back(&a);
     let mut a2 = runtime
-        .socket_reattach(&k, stable, reg)
+        .socket_reattach(&k, stable, reg, None)
+        .await
         .expect("re-attach a");
     runtime
         .socket_message(&k, a2.socket, Message::Text("hello".into()))
         .expect("dispatch");
     assert_eq!(
         next(&mut a2).await,
-        ServerFrame::Message(Message::Text("hello:2".into()))
+        ServerFrame::message(Message::Text("hello:2".into()))
     );
     // `b` comes back and finds the broadcast it missed, then what follows.
     let (stable, reg) = back(&b);
     let mut b2 = runtime
-        .socket_reattach(&k, stable, reg)
+        .socket_reattach(&k, stable, reg, None)
+        .await
         .expect("re-attach b");
     assert_eq!(b2.tags, vec!["room".to_owned()]);
     runtime
@@ -151,23 +153,28 @@ async fn frames_for_a_socket_between_owners_wait_for_it() {
     for expected in ["hello:2", "again:2"] {
         assert_eq!(
             next(&mut b2).await,
-            ServerFrame::Message(Message::Text(expected.into()))
+            ServerFrame::message(Message::Text(expected.into()))
         );
     }
     assert_eq!(
         next(&mut a2).await,
-        ServerFrame::Message(Message::Text("again:2".into()))
+        ServerFrame::message(Message::Text("again:2".into()))
     );
     // Re-attaching it a second time is refused: it is attached here.
     let (stable, reg) = back(&b);
-    assert!(runtime.socket_reattach(&k, stable, reg).is_err());
+    assert!(
+        runtime
+            .socket_reattach(&k, stable, reg, None)
+            .await
+            .is_err()
+    );
     // A client's close forgets the registration.
     runtime
         .socket_closed(&k, b2.socket, 1000, String::new())
         .expect("close");
     assert_eq!(
         next(&mut a2).await,
-        ServerFrame::Message(Message::Text("closed:1000".into()))
+        ServerFrame::message(Message::Text("closed:1000".into()))
     );
     registered(&db, &runtime, &k, 1).await;
     runtime.shutdown().await;
@@ -192,20 +199,111 @@ async fn a_socket_that_does_not_come_back_is_closed_as_gone() {
     let wait = Duration::from_millis(300);
     let (replicas, runtime) = serve(&db, bindings(), opts(wait)).await;
     let (stable, reg) = back(&a);
-    let mut a2 = runtime.socket_reattach(&k, stable, reg).expect("re-attach");
+    let mut a2 = runtime
+        .socket_reattach(&k, stable, reg, None)
+        .await
+        .expect("re-attach");
     runtime
         .socket_message(&k, a2.socket, Message::Text("hi".into()))
         .expect("dispatch");
     assert_eq!(
         next(&mut a2).await,
-        ServerFrame::Message(Message::Text("hi:2".into()))
+        ServerFrame::message(Message::Text("hi:2".into()))
     );
     assert_eq!(
         next(&mut a2).await,
-        ServerFrame::Message(Message::Text("closed:1006".into())),
+        ServerFrame::message(Message::Text("closed:1006".into())),
         "b never came back"
     );
     registered(&db, &runtime, &k, 1).await;
+    runtime.shutdown().await;
+    replicas.shutdown().await;
+}
+
+/// Issue 12: frames an owner released (their writes committed) but that
+/// died with it before the edge passed them on reach the socket from the
+/// next owner, in order and once: the edge names the highest number it
+/// passed on, and the new owner re-sends the kept frames after it. The
+/// numbering goes on where the old owner stopped.
+#[tokio::test]
+async fn frames_released_by_a_dead_owner_come_again_from_the_next() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = Db::open(dir.path()).expect("open db");
+    let bindings = || Bindings::new().bind::<Room>("ROOM");
+    let keeping = || RuntimeOptions {
+        socket_replay: 16,
+        ..opts(Duration::from_secs(60))
+    };
+    let k = key("ROOM", "owner-dies");
+    let (replicas, runtime) = serve(&db, bindings(), keeping()).await;
+    let (mut a, mut b) = (accept(&runtime, &k).await, accept(&runtime, &k).await);
+    registered(&db, &runtime, &k, 2).await;
+    for text in ["one", "two", "three"] {
+        runtime
+            .socket_message(&k, a.socket, Message::Text(text.into()))
+            .expect("dispatch");
+    }
+    let numbered = |text: &str, seq| ServerFrame::Message {
+        message: Message::Text(text.into()),
+        seq,
+    };
+    for (seq, text) in [(1, "one:2"), (2, "two:2"), (3, "three:2")] {
+        assert_eq!(
+            next(&mut a).await,
+            numbered(text, seq),
+            "one number per broadcast"
+        );
+    }
+    // `b`'s edge passed on only the first; the others were released to
+    // it when its node died.
+    assert_eq!(next(&mut b).await, numbered("one:2", 1));
+    runtime.shutdown().await;
+    replicas.shutdown().await;
+
+    let (replicas, runtime) = serve(&db, bindings(), keeping()).await;
+    let (stable, reg) = back(&a);
+    let a2 = runtime
+        .socket_reattach(&k, stable, reg, Some(3))
+        .await
+        .expect("re-attach a");
+    assert!(a2.replay.is_empty(), "a's edge missed nothing");
+    let (stable, reg) = back(&b);
+    let mut b2 = runtime
+        .socket_reattach(&k, stable, reg, Some(1))
+        .await
+        .expect("re-attach b");
+    assert_eq!(
+        b2.replay,
+        vec![numbered("two:2", 2), numbered("three:2", 3)],
+        "what b's edge never got, in order"
+    );
+    runtime
+        .socket_message(&k, a2.socket, Message::Text("four".into()))
+        .expect("dispatch");
+    assert_eq!(next(&mut b2).await, numbered("four:2", 4));
+    runtime.shutdown().await;
+    replicas.shutdown().await;
+}
+
+/// Without kept frames (`roost dev`) nothing is numbered and nothing is
+/// re-sent.
+#[tokio::test]
+async fn a_node_that_keeps_no_frames_numbers_none() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = Db::open(dir.path()).expect("open db");
+    let k = key("ROOM", "unkept");
+    let bindings = Bindings::new().bind::<Room>("ROOM");
+    let (replicas, runtime) = serve(&db, bindings, opts(Duration::from_secs(60))).await;
+    let mut a = accept(&runtime, &k).await;
+    runtime
+        .socket_message(&k, a.socket, Message::Text("x".into()))
+        .expect("dispatch");
+    assert_eq!(
+        next(&mut a).await,
+        ServerFrame::message(Message::Text("x:1".into()))
+    );
+    let shard = runtime.shard_of(&k);
+    assert!(db.object_frames(shard, &k, 10).expect("read").is_empty());
     runtime.shutdown().await;
     replicas.shutdown().await;
 }

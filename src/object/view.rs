@@ -56,11 +56,18 @@ pub(crate) struct Layer {
     /// id. Only the executor adds these, to an event's outermost layer,
     /// never a transaction: the object does not see them.
     pub sockets: BTreeMap<u128, Option<Bytes>>,
+    /// Frames the event sent its sockets, kept by ring slot (`replay.rs`).
+    /// Only the executor adds these, with the registrations.
+    pub frames: BTreeMap<u16, Bytes>,
 }
 
 impl Layer {
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty() && !self.cleared && self.alarm.is_none() && self.sockets.is_empty()
+        self.map.is_empty()
+            && !self.cleared
+            && self.alarm.is_none()
+            && self.sockets.is_empty()
+            && self.frames.is_empty()
     }
 
     /// Folds a committed inner transaction into this layer.
@@ -74,6 +81,7 @@ impl Layer {
             self.alarm = inner.alarm;
         }
         self.sockets.extend(inner.sockets);
+        self.frames.extend(inner.frames);
     }
 
     /// The mutations that reproduce this layer, coalesced: one per key.
@@ -108,6 +116,10 @@ impl Layer {
                 None => Mutation::DeleteSocket { socket },
             });
         }
+        out.extend(self.frames.iter().map(|(&slot, value)| Mutation::PutFrame {
+            slot,
+            value: value.clone(),
+        }));
         out
     }
 
@@ -376,6 +388,7 @@ mod tests {
             cleared,
             alarm: None,
             sockets: BTreeMap::new(),
+            frames: BTreeMap::new(),
         }
     }
 

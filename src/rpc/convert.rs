@@ -334,12 +334,25 @@ fn headers_to_pb(headers: &http::HeaderMap) -> Vec<pb::Header> {
         .collect()
 }
 
-pub(super) fn message_to_pb(msg: Message) -> pb::SocketMessage {
+/// A socket message; `seq` is its number (0 from a caller, or unnumbered).
+pub(super) fn message_to_pb(msg: Message, seq: u64) -> pb::SocketMessage {
     let data = match msg {
         Message::Text(t) => pb::socket_message::Data::Text(t),
         Message::Binary(b) => pb::socket_message::Data::Binary(Vec::from(b)),
     };
-    pb::SocketMessage { data: Some(data) }
+    pb::SocketMessage {
+        data: Some(data),
+        seq,
+    }
+}
+
+/// A message for the client, with its number.
+pub(super) fn frame_from_pb(msg: pb::SocketMessage) -> Option<crate::object::ServerFrame> {
+    let seq = msg.seq;
+    Some(crate::object::ServerFrame::Message {
+        message: message_from_pb(msg)?,
+        seq,
+    })
 }
 
 /// A socket message; `None` if it carries no data (a malformed message).

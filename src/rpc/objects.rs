@@ -266,7 +266,10 @@ impl Objects for ObjectsService {
                     attachment: reattach.attachment.map(bytes::Bytes::from),
                 };
                 let stable = convert::stable_from_pb(&reattach.stable)?;
-                let link = self.objects.socket_reattach(&key, stable, registration)?;
+                let link = self
+                    .objects
+                    .socket_reattach(key, stable, registration, reattach.delivered)
+                    .await?;
                 let attached = socket_down::Kind::Attached(pb::SocketAttached {
                     socket: link.socket,
                 });
@@ -341,6 +344,19 @@ struct Bridge {
 
 impl Bridge {
     async fn run(self, mut link: SocketLink, mut up: Streaming<pb::SocketUp>) {
+        // Kept frames its edge missed, first (their numbers are below those
+        // queued in `outgoing`).
+        if !link.replay.is_empty() {
+            tracing::debug!(object = %link.object, stable = link.stable, count = link.replay.len(), first = ?link.replay.first(), "re-sending kept frames");
+        }
+        for frame in std::mem::take(&mut link.replay) {
+            if let ServerFrame::Message { message, seq } = frame {
+                let kind = socket_down::Kind::Message(convert::message_to_pb(message, seq));
+                if !self.send(kind).await {
+                    break;
+                }
+            }
+        }
         // Set when the runtime refused a message because the shard moved:
         // the caller's later messages are left unread (they were not run;
         // the caller sends them again to the new owner) while the socket's
@@ -355,8 +371,8 @@ impl Bridge {
             };
             tokio::select! {
                 frame = link.outgoing.recv() => match frame {
-                    Some(ServerFrame::Message(msg)) => {
-                        let kind = socket_down::Kind::Message(convert::message_to_pb(msg));
+                    Some(ServerFrame::Message { message, seq }) => {
+                        let kind = socket_down::Kind::Message(convert::message_to_pb(message, seq));
                         if !self.send(kind).await {
                             break self.gone();
                         }

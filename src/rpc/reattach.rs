@@ -71,12 +71,15 @@ impl std::fmt::Debug for Attached {
 }
 
 /// Re-registers a socket (object, registration id, tags and committed
-/// attachment) with its object's owner, wherever that is now.
+/// attachment, and the highest frame number passed on to its client when
+/// it wants the kept frames after it) with its object's owner, wherever
+/// that is now.
 pub type Attach = Arc<
     dyn Fn(
             ObjectKey,
             Option<StableId>,
             Registration,
+            Option<u64>,
         ) -> BoxFuture<'static, Result<Attached, object::Error>>
         + Send
         + Sync,
@@ -182,6 +185,9 @@ pub(super) struct Follow {
     pub frames: mpsc::Sender<ServerFrame>,
     pub reattacher: Reattacher,
     pub opts: ReattachOptions,
+    /// The highest frame number passed on to the client: a frame numbered
+    /// at or below it (re-sent by a new owner) is dropped.
+    pub delivered: u64,
 }
 
 /// How the attached phase ended.
@@ -211,7 +217,14 @@ impl Follow {
             replay.detached(handled);
             tracing::debug!(object = %self.key, stable = ?self.stable, ?handled, "socket's owner changed; re-attaching");
             let in_transit = self.reattacher.moving.leave(&self.key);
-            let Some(next) = self.reattach(&mut replay).await else {
+            // Kept frames the client missed are asked for only when no
+            // client message is sent again: the old owner told how many it
+            // handled only when it let the socket go in order, and then it
+            // released all it had. (A message whose commit it could not
+            // know when it let go runs again on the new owner; asking for
+            // the kept frames too would show both runs.)
+            let delivered = handled.is_none().then_some(self.delivered);
+            let Some(next) = self.reattach(&mut replay, delivered).await else {
                 return;
             };
             drop(in_transit);
@@ -228,6 +241,7 @@ impl Follow {
                 let up = Box::new(pb::SocketUp {
                     kind: Some(socket_up::Kind::Message(convert::message_to_pb(
                         msg.clone(),
+                        0,
                     ))),
                 });
                 replay.sent(msg);
@@ -262,8 +276,18 @@ impl Follow {
                 }
                 down = current.down.message() => {
                     let frame = match down.map(|m| m.and_then(|m| m.kind)) {
-                        Ok(Some(socket_down::Kind::Message(m))) => match convert::message_from_pb(m) {
-                            Some(m) => ServerFrame::Message(m),
+                        Ok(Some(socket_down::Kind::Message(m))) => match convert::frame_from_pb(m) {
+                            // Passed on already (a new owner re-sends kept
+                            // frames from the last number it was told).
+                            Some(ServerFrame::Message { seq, .. }) if seq != 0 && seq <= self.delivered => {
+                                tracing::debug!(object = %self.key, stable = ?self.stable, seq, delivered = self.delivered, "dropping a frame passed on already");
+                                continue;
+                            }
+                            Some(ServerFrame::Message { message, seq }) => {
+                                self.delivered = self.delivered.max(seq);
+                                ServerFrame::Message { message, seq }
+                            }
+                            Some(frame) => frame,
                             None => {
                                 tracing::warn!(object = %self.key, "socket message without data from node");
                                 return Detach::Done;
@@ -314,7 +338,7 @@ impl Follow {
 
     /// Finds the new owner and re-registers the socket there, holding what
     /// the client sends meanwhile; `None` (the client told) if it cannot.
-    async fn reattach(&mut self, replay: &mut Replay) -> Option<Attached> {
+    async fn reattach(&mut self, replay: &mut Replay, delivered: Option<u64>) -> Option<Attached> {
         let deadline = tokio::time::Instant::now() + self.opts.timeout;
         let mut backoff = Duration::from_millis(20);
         loop {
@@ -322,7 +346,8 @@ impl Follow {
                 tags: self.tags.clone(),
                 attachment: self.attachment.clone(),
             };
-            let attempt = (self.reattacher.attach)(self.key.clone(), self.stable, registration);
+            let attempt =
+                (self.reattacher.attach)(self.key.clone(), self.stable, registration, delivered);
             let mut attempt = std::pin::pin!(tokio::time::timeout_at(deadline, attempt));
             let failed = loop {
                 tokio::select! {

@@ -277,6 +277,7 @@ impl RemoteClient {
                             frames: frame_tx,
                             reattacher,
                             opts: self.inner.opts.reattach,
+                            delivered: 0,
                         };
                         let first = Attached {
                             socket,
@@ -297,6 +298,7 @@ impl RemoteClient {
                         tags,
                         // 0: an older node named none.
                         stable: stable.unwrap_or_default(),
+                        replay: Vec::new(),
                         outgoing: frame_rx,
                     }),
                 })
@@ -322,17 +324,21 @@ impl RemoteClient {
 
     /// Registers a socket whose object's owner changed with the object on
     /// this node (`NotOwner` if it does not own it either).
+    /// `delivered`: the highest frame number passed on to the client, to
+    /// get the kept frames after it.
     pub async fn reattach(
         &self,
         key: ObjectKey,
         stable: Option<StableId>,
         registration: Registration,
+        delivered: Option<u64>,
     ) -> Result<Attached, object::Error> {
         let first = socket_up::Kind::Reattach(pb::SocketReattach {
             object: Some(convert::object_ref(&key)),
             tags: registration.tags,
             attachment: registration.attachment.map(Vec::from),
             stable: stable.map(|s| s.to_be_bytes().to_vec()).unwrap_or_default(),
+            delivered,
         });
         let (up_tx, mut down) = self.open_stream(&key, first, true).await?;
         let failed = |status: tonic::Status| convert::error_from_status(&status, &key);
@@ -433,8 +439,8 @@ async fn forward_down(
             _ = frames.closed() => break,
         };
         let frame = match msg.map(|m| m.and_then(|m| m.kind)) {
-            Ok(Some(socket_down::Kind::Message(m))) => match convert::message_from_pb(m) {
-                Some(m) => ServerFrame::Message(m),
+            Ok(Some(socket_down::Kind::Message(m))) => match convert::frame_from_pb(m) {
+                Some(frame) => frame,
                 None => {
                     tracing::warn!(object = %key, "socket message without data from node");
                     break;
@@ -520,7 +526,7 @@ impl ObjectClient for RemoteClient {
         socket: SocketId,
         msg: Message,
     ) -> Result<(), object::Error> {
-        let kind = socket_up::Kind::Message(convert::message_to_pb(msg));
+        let kind = socket_up::Kind::Message(convert::message_to_pb(msg, 0));
         self.send_up(object, socket, kind, false)
     }
 

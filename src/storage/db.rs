@@ -297,6 +297,24 @@ impl Db {
         Ok(out)
     }
 
+    /// Up to `limit` of the frames `object` keeps for its sockets (the
+    /// values of its ring slots, in slot order).
+    pub fn object_frames(
+        &self,
+        shard: ShardId,
+        object: &ObjectKey,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, Error> {
+        let lo = keys::frame_prefix(shard, object);
+        let hi = keys::prefix_end(&lo);
+        let mut out = Vec::new();
+        for item in self.scan_state(lo, hi, false).take(limit) {
+            let (_, v) = item?;
+            out.push(v.to_vec());
+        }
+        Ok(out)
+    }
+
     /// Every alarm of `shard`, in due order.
     pub fn shard_alarms(&self, shard: ShardId) -> Result<Vec<(u64, ObjectKey)>, Error> {
         let (lo, hi) = keys::alarm_due_range(shard);

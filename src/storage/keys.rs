@@ -46,6 +46,11 @@ pub enum StateKind {
     /// one of the object's hibernatable WebSockets (tags, attachment): the
     /// object layer's encoding, opaque here.
     Socket = 0x04,
+    /// `[shard][0x05][ns len][ns][id][slot: u16]` → one of the newest
+    /// frames the object sent its sockets (a ring of slots, the object
+    /// layer's encoding, opaque here): what a new owner re-sends to a
+    /// socket whose old owner died before the frame reached its edge.
+    Frame = 0x05,
 }
 
 /// The on-disk format this build reads and writes.
@@ -127,6 +132,17 @@ pub fn socket_key(shard: ShardId, object: &ObjectKey, socket: u128) -> Vec<u8> {
 pub fn socket_of(key: &[u8], prefix_len: usize) -> Option<u128> {
     let tail: [u8; 16] = key.get(prefix_len..)?.try_into().ok()?;
     Some(u128::from_be_bytes(tail))
+}
+
+/// The prefix under which one object's kept frames live.
+pub fn frame_prefix(shard: ShardId, object: &ObjectKey) -> Vec<u8> {
+    state_key(shard, StateKind::Frame, object, 2)
+}
+
+pub fn frame_key(shard: ShardId, object: &ObjectKey, slot: u16) -> Vec<u8> {
+    let mut k = frame_prefix(shard, object);
+    k.extend_from_slice(&slot.to_be_bytes());
+    k
 }
 
 pub fn alarm_key(shard: ShardId, object: &ObjectKey) -> Vec<u8> {
@@ -240,6 +256,21 @@ mod tests {
         assert!(k < end);
         let (lo, hi) = shard_state_range(5);
         assert!(k >= lo && k < hi);
+    }
+
+    #[test]
+    fn frame_keys_stay_inside_their_object_and_apart_from_its_sockets() {
+        let a = obj("ROOM", "a");
+        let p = frame_prefix(2, &a);
+        assert!(frame_key(2, &a, 0) < frame_key(2, &a, 1));
+        assert!(frame_key(2, &a, u16::MAX).starts_with(&p));
+        assert!(!frame_key(2, &a, 1).starts_with(&socket_prefix(2, &a)));
+        assert!(!frame_key(2, &a, 1).starts_with(&data_prefix(2, &a)));
+        let (lo, hi) = namespace_range(2, StateKind::Frame, "ROOM");
+        assert!(frame_key(2, &a, 7) >= lo && frame_key(2, &a, 7) < hi);
+        let k = frame_key(2, &a, 7);
+        let (object, rest) = decode_object_key(&k).expect("decodes");
+        assert_eq!((object, rest), (a, &7u16.to_be_bytes()[..]));
     }
 
     #[test]

@@ -19,11 +19,14 @@ pub enum Record {
     Alarm { object: ObjectKey },
     /// One of the object's socket registrations.
     Socket { object: ObjectKey, socket: u128 },
+    /// One of the frames the object keeps for its sockets.
+    Frame { object: ObjectKey },
 }
 
 impl Db {
     /// Up to `limit` records stored under `namespace` in `shard`: data
-    /// first, then alarms, then socket registrations, in key order.
+    /// first, then alarms, then socket registrations, then kept frames, in
+    /// key order.
     pub fn namespace_records(
         &self,
         shard: ShardId,
@@ -31,7 +34,13 @@ impl Db {
         limit: usize,
     ) -> Result<Vec<Record>, Error> {
         let mut out = Vec::new();
-        for kind in [StateKind::Data, StateKind::Alarm, StateKind::Socket] {
+        let kinds = [
+            StateKind::Data,
+            StateKind::Alarm,
+            StateKind::Socket,
+            StateKind::Frame,
+        ];
+        for kind in kinds {
             let (lo, hi) = keys::namespace_range(shard, kind, namespace);
             for item in self.scan_state(lo, Some(hi), false) {
                 if out.len() >= limit {
@@ -54,6 +63,7 @@ impl Db {
                             socket: u128::from_be_bytes(socket),
                         }
                     }
+                    StateKind::Frame => Record::Frame { object },
                     _ => Record::Alarm { object },
                 });
             }
@@ -63,7 +73,8 @@ impl Db {
 }
 
 /// The writes that delete `records`, one per object: each stored value by
-/// its key, and the alarm with its index entry. A user key that is not
+/// its key, the alarm with its index entry, each socket registration, and
+/// the kept frames (all of an object's at once). A user key that is not
 /// UTF-8 (never written by the storage API) deletes all the object's data.
 pub fn deletions(records: Vec<Record>) -> Vec<ObjectWrite> {
     let mut by_object: BTreeMap<ObjectKey, Vec<Mutation>> = BTreeMap::new();
@@ -75,8 +86,12 @@ pub fn deletions(records: Vec<Record>) -> Vec<ObjectWrite> {
             },
             Record::Alarm { object } => (object, Mutation::DeleteAlarm),
             Record::Socket { object, socket } => (object, Mutation::DeleteSocket { socket }),
+            Record::Frame { object } => (object, Mutation::DeleteFrames),
         };
-        by_object.entry(object).or_default().push(mutation);
+        let mutations = by_object.entry(object).or_default();
+        if mutation != Mutation::DeleteFrames || !mutations.contains(&mutation) {
+            mutations.push(mutation);
+        }
     }
     by_object
         .into_iter()
@@ -114,6 +129,8 @@ mod tests {
                 object: a.clone(),
                 socket: 3,
             },
+            Record::Frame { object: a.clone() },
+            Record::Frame { object: a.clone() },
         ]);
         let find = |o: &ObjectKey| writes.iter().find(|w| &w.object == o).map(|w| &w.mutations);
         assert_eq!(writes.len(), 2);
@@ -124,6 +141,7 @@ mod tests {
                 Mutation::Delete { key: "y".into() },
                 Mutation::DeleteAlarm,
                 Mutation::DeleteSocket { socket: 3 },
+                Mutation::DeleteFrames,
             ])
         );
         assert_eq!(find(&b), Some(&vec![Mutation::DeleteAll]));

@@ -69,7 +69,7 @@ impl Executor {
         };
         outputs.extend(extra);
         let mut layer = self.ctx.storage.take_event_layer();
-        self.ctx.register_sockets(&mut layer, &outputs);
+        self.ctx.register_sockets(&mut layer, &mut outputs);
         if let Err((outputs, e)) = self
             .ctx
             .committer

@@ -6,6 +6,7 @@
 use std::sync::atomic::Ordering;
 
 use super::{Event, Executor};
+use crate::object::replay::Sequencer;
 use crate::object::socket::Registration;
 
 /// How long a reset executor waits for its outputs to settle before its
@@ -25,6 +26,7 @@ impl Executor {
     /// (1006), which deletes its registration.
     pub(super) fn restore_sockets(&mut self) -> Vec<crate::object::socket::SocketId> {
         let shard = self.act.shard.id();
+        self.resume_frames();
         let registered =
             match self
                 .act
@@ -79,6 +81,28 @@ impl Executor {
             }
         });
         restored
+    }
+
+    /// Numbers this executor's frames after every frame its object kept
+    /// (under any owner): read once its fence is applied, so the kept ones
+    /// are all there.
+    fn resume_frames(&mut self) {
+        let slots = self.act.socket_replay;
+        if slots == 0 {
+            return;
+        }
+        let shard = self.act.shard.id();
+        match self
+            .act
+            .db
+            .object_frames(shard, &self.act.stored, usize::from(slots))
+        {
+            Ok(kept) => self.ctx.frames = Sequencer::resume(slots, &kept),
+            Err(e) => {
+                // Unnumbered frames are still sent, just not re-sent.
+                tracing::error!(error = %e, "cannot read the object's kept frames");
+            }
+        }
     }
 
     /// A reset executor (a commit failed, or its fence did) lets its

@@ -33,7 +33,7 @@ impl Runtime {
         };
         if let Some(response) = auto {
             // Answered here, without waking the object.
-            hub.deliver(socket, ServerFrame::Message(Message::Text(response)));
+            hub.deliver(socket, ServerFrame::message(Message::Text(response)));
             hub.handled(socket);
             return Ok(());
         }
@@ -78,43 +78,103 @@ impl Runtime {
     /// another node) with its tags and committed attachment: no fetch, no
     /// open event; the object finds it in its socket list and gets its next
     /// messages. If the object listed it already (from its registration,
-    /// `stable`), the socket gets what the object sent it meanwhile.
-    /// `NotOwner` if this node does not lead the object's shard.
-    pub fn socket_reattach(
+    /// `stable`), the socket gets what the object sent it meanwhile; and if
+    /// its edge says the highest frame number it passed on (`delivered`),
+    /// the kept frames after it that the old owner released but the edge
+    /// never got come first ([`SocketLink::replay`]). `NotOwner` if this
+    /// node does not lead the object's shard.
+    pub async fn socket_reattach(
         &self,
         key: &ObjectKey,
         stable: Option<StableId>,
         registration: Registration,
+        delivered: Option<u64>,
     ) -> Result<SocketLink, Error> {
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
         let shard = self.shard_of(key);
-        let epoch = self
-            .inner
-            .replicas
-            .shard(shard)
+        let handle = self.inner.replicas.shard(shard);
+        let epoch = handle
+            .as_ref()
             .and_then(|s| s.leader_epoch())
             .ok_or(Error::NotOwner { shard })?;
         if !self.inner.classes.contains_key(&key.namespace) {
             return Err(Error::UnknownNamespace(key.namespace.to_string()));
         }
-        let mut objects = self.objects(shard)?;
-        // Registered in the epoch the registry serves (`Tenure`), so a
-        // leadership watcher that runs late does not hand it over at once.
-        self.enter_epoch(shard, &mut objects, Some(epoch))?;
-        let entry = objects.entry(key.clone()).or_default();
-        entry
-            .hub
-            .reattach(
-                key.clone(),
-                stable,
-                registration,
-                self.inner.opts.socket_buffer,
-            )
-            .map_err(|_| {
-                Error::Unavailable("the socket is closing, or attached here already".into())
-            })
+        let replay = match (stable, delivered, handle) {
+            (Some(stable), Some(after), Some(handle)) if self.inner.opts.socket_replay > 0 => {
+                // Everything committed before this call is applied after
+                // the barrier: the old owner's kept frames are all there.
+                // A barrier that fails (leadership lost) sends the edge
+                // looking for the owner again.
+                let not_owner = |_| Error::NotOwner { shard };
+                handle
+                    .barrier_in(epoch)
+                    .await
+                    .map_err(not_owner)?
+                    .await
+                    .map_err(not_owner)?;
+                Some((stable, after))
+            }
+            _ => None,
+        };
+        let (mut link, queued_from) = {
+            let mut objects = self.objects(shard)?;
+            // Registered in the epoch the registry serves (`Tenure`), so a
+            // leadership watcher that runs late does not hand it over at
+            // once.
+            self.enter_epoch(shard, &mut objects, Some(epoch))?;
+            let entry = objects.entry(key.clone()).or_default();
+            entry
+                .hub
+                .reattach(
+                    key.clone(),
+                    stable,
+                    registration,
+                    self.inner.opts.socket_buffer,
+                )
+                .map_err(|_| {
+                    Error::Unavailable("the socket is closing, or attached here already".into())
+                })?
+        };
+        if let Some((stable, after)) = replay {
+            link.replay = self.kept_frames(key, stable, after, queued_from);
+        }
+        Ok(link)
+    }
+
+    /// The frames `key` keeps for socket `stable` numbered after `after`
+    /// and before `before`; none if they cannot be read (logged).
+    fn kept_frames(
+        &self,
+        key: &ObjectKey,
+        stable: StableId,
+        after: u64,
+        before: Option<u64>,
+    ) -> Vec<ServerFrame> {
+        let slots = usize::from(self.inner.opts.socket_replay);
+        let stored = self.stored_key(key);
+        let kept = match self
+            .inner
+            .db
+            .object_frames(self.shard_of(key), &stored, slots)
+        {
+            Ok(kept) => kept,
+            Err(e) => {
+                tracing::error!(object = %key, error = %e, "cannot read kept frames");
+                return Vec::new();
+            }
+        };
+        let (frames, missing) = crate::object::replay::pick(&kept, stable, after, before);
+        if missing {
+            tracing::warn!(
+                object = %key,
+                after,
+                "a re-attached socket may have missed frames no longer kept"
+            );
+        }
+        frames
     }
 
     /// A protocol error on `socket` (e.g. an oversized message).
