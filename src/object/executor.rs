@@ -61,6 +61,8 @@ pub(crate) enum Event {
     SocketMessage {
         socket: SocketId,
         msg: Message,
+        /// Its number on the socket (its edge's, from 1; 0: unnumbered).
+        number: u64,
     },
     /// The client closed the socket; the hub entry is already marked closing.
     SocketClose {
@@ -527,7 +529,11 @@ impl Executor {
                     .await;
                 alive
             }
-            Event::SocketMessage { socket, msg } => {
+            Event::SocketMessage {
+                socket,
+                msg,
+                number,
+            } => {
                 let Some(ws) = self.live_socket(socket) else {
                     return true;
                 };
@@ -535,7 +541,7 @@ impl Executor {
                 let result = AssertUnwindSafe(obj.websocket_message(&mut self.ctx, ws, msg))
                     .catch_unwind()
                     .await;
-                self.finish_unit(result, vec![Output::Handled(socket)])
+                self.finish_unit(result, vec![Output::Handled { socket, number }])
                     .await
             }
             Event::SocketClose {

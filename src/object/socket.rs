@@ -37,18 +37,37 @@ pub type StableId = u128;
 pub struct Registration {
     pub tags: Vec<String>,
     pub attachment: Option<Bytes>,
+    /// The number (its edge's) of the last client message of the socket
+    /// whose event ran here and committed; 0: none known. A new owner
+    /// tells the edge, which then sends again only later messages.
+    pub handled: u64,
+}
+
+/// A registration as builds before `handled` wrote it.
+#[derive(serde::Deserialize)]
+struct RegistrationV1 {
+    tags: Vec<String>,
+    attachment: Option<Bytes>,
 }
 
 impl Registration {
     pub fn encode(&self) -> Bytes {
-        // A Vec of strings and optional bytes always serializes.
+        // A Vec of strings, optional bytes and an integer always serialize.
         postcard::to_stdvec(self)
             .map(Bytes::from)
             .unwrap_or_default()
     }
 
+    /// Reads a registration, also as older builds wrote it (`handled` 0).
     pub fn decode(bytes: &[u8]) -> Option<Registration> {
-        postcard::from_bytes(bytes).ok()
+        postcard::from_bytes(bytes).ok().or_else(|| {
+            let RegistrationV1 { tags, attachment } = postcard::from_bytes(bytes).ok()?;
+            Some(Registration {
+                tags,
+                attachment,
+                handled: 0,
+            })
+        })
     }
 }
 
@@ -131,6 +150,10 @@ pub struct SocketLink {
     /// Frames to pass on before those of `outgoing`: kept frames a
     /// re-attached socket's edge never got from its old owner.
     pub replay: Vec<ServerFrame>,
+    /// A re-attached socket: the number of its last client message the
+    /// object handled, per its storage (`None`: not known). Its edge sends
+    /// again only later ones.
+    pub handled: Option<u64>,
     pub outgoing: mpsc::Receiver<ServerFrame>,
 }
 
@@ -158,6 +181,9 @@ pub(crate) struct SocketEntry {
     /// The number of the first numbered frame queued while detached: its
     /// channel holds every frame from there on.
     pub queued_from: Option<u64>,
+    /// The number of the last client message handled, as the object's
+    /// storage will have it once its writes commit (its registration's).
+    pub acked: u64,
     pub tx: mpsc::Sender<ServerFrame>,
     /// Taken by the edge when the accepting response is released.
     pub rx: Option<mpsc::Receiver<ServerFrame>>,
@@ -169,6 +195,7 @@ impl SocketEntry {
         Registration {
             tags: self.tags.clone(),
             attachment,
+            handled: self.acked,
         }
         .encode()
     }
@@ -235,7 +262,11 @@ impl SharedHub {
     /// Registers a new socket with a buffer of `capacity` frames.
     pub fn open(&self, tags: Vec<String>, capacity: usize) -> SocketId {
         let stable = rand::random::<StableId>();
-        Self::insert(&mut self.lock(), stable, tags, None, capacity, false)
+        let registration = Registration {
+            tags,
+            ..Registration::default()
+        };
+        Self::insert(&mut self.lock(), stable, registration, capacity, false)
     }
 
     /// Registers a socket that moved here from another owner and hands out
@@ -251,13 +282,13 @@ impl SharedHub {
         capacity: usize,
     ) -> Result<(SocketLink, Option<u64>), ReattachError> {
         let mut hub = self.lock();
+        let registration_handled = registration.handled;
         let found = stable.and_then(|s| hub.find(s));
         let socket = match found {
             Some(id) => id,
             None => {
                 let stable = stable.unwrap_or_else(rand::random::<StableId>);
-                let Registration { tags, attachment } = registration;
-                Self::insert(&mut hub, stable, tags, attachment, capacity, false)
+                Self::insert(&mut hub, stable, registration, capacity, false)
             }
         };
         let Some(entry) = hub.sockets.get_mut(&socket) else {
@@ -269,7 +300,9 @@ impl SharedHub {
             // being closed as gone.
             return Err(ReattachError::Attached);
         }
+        entry.acked = entry.acked.max(registration_handled);
         entry.detached = false;
+        let handled = entry.acked;
         let outgoing = entry.rx.take().ok_or(ReattachError::Attached)?;
         self.0.1.notify_waiters();
         let link = SocketLink {
@@ -278,6 +311,7 @@ impl SharedHub {
             tags: entry.tags.clone(),
             stable: entry.stable,
             replay: Vec::new(),
+            handled: Some(handled),
             outgoing,
         };
         Ok((link, entry.queued_from.take()))
@@ -297,13 +331,11 @@ impl SharedHub {
             hub.sockets.values().map(|e| e.stable).collect();
         known.extend(hub.gone.iter().copied());
         let mut restored = Vec::new();
-        for (stable, Registration { tags, attachment }) in registered {
+        for (stable, registration) in registered {
             if !known.insert(stable) {
                 continue;
             }
-            restored.push(Self::insert(
-                &mut hub, stable, tags, attachment, capacity, true,
-            ));
+            restored.push(Self::insert(&mut hub, stable, registration, capacity, true));
         }
         restored
     }
@@ -311,11 +343,15 @@ impl SharedHub {
     fn insert(
         hub: &mut SocketHub,
         stable: StableId,
-        tags: Vec<String>,
-        attachment: Option<Bytes>,
+        registration: Registration,
         capacity: usize,
         detached: bool,
     ) -> SocketId {
+        let Registration {
+            tags,
+            attachment,
+            handled,
+        } = registration;
         let id = NEXT_SOCKET.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(capacity.max(1));
         hub.sockets.insert(
@@ -328,6 +364,7 @@ impl SharedHub {
                 closing: false,
                 handled: 0,
                 queued_from: None,
+                acked: handled,
                 tx,
                 rx: Some(rx),
             },

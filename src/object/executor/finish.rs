@@ -95,7 +95,7 @@ impl Executor {
                     let _ = tx.send(false);
                 }
                 Output::AlarmChanged(_) => self.act.alarms.recheck(self.act.key.clone()),
-                Output::Frame { .. } | Output::Attachment { .. } | Output::Handled(_) => {}
+                Output::Frame { .. } | Output::Attachment { .. } | Output::Handled { .. } => {}
             }
         }
     }

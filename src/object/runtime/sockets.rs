@@ -15,6 +15,19 @@ impl Runtime {
         socket: SocketId,
         msg: Message,
     ) -> Result<(), Error> {
+        self.socket_message_numbered(key, socket, msg, 0)
+    }
+
+    /// A message from the client of `socket`, numbered by its edge (from
+    /// 1; 0: unnumbered): when this node keeps frames, the number of the
+    /// last one handled is stored with the socket's registration.
+    pub fn socket_message_numbered(
+        &self,
+        key: &ObjectKey,
+        socket: SocketId,
+        msg: Message,
+        number: u64,
+    ) -> Result<(), Error> {
         let hub = {
             let objects = self.objects(self.shard_of(key))?;
             match objects.get(key) {
@@ -37,7 +50,14 @@ impl Runtime {
             hub.handled(socket);
             return Ok(());
         }
-        self.dispatch(key, Event::SocketMessage { socket, msg })
+        self.dispatch(
+            key,
+            Event::SocketMessage {
+                socket,
+                msg,
+                number,
+            },
+        )
     }
 
     /// The client closed `socket` (code 1006 if it vanished).
@@ -102,23 +122,25 @@ impl Runtime {
         if !self.inner.classes.contains_key(&key.namespace) {
             return Err(Error::UnknownNamespace(key.namespace.to_string()));
         }
-        let replay = match (stable, delivered, handle) {
-            (Some(stable), Some(after), Some(handle)) if self.inner.opts.socket_replay > 0 => {
-                // Everything committed before this call is applied after
-                // the barrier: the old owner's kept frames are all there.
-                // A barrier that fails (leadership lost) sends the edge
-                // looking for the owner again.
-                let not_owner = |_| Error::NotOwner { shard };
-                handle
-                    .barrier_in(epoch)
-                    .await
-                    .map_err(not_owner)?
-                    .await
-                    .map_err(not_owner)?;
-                Some((stable, after))
-            }
-            _ => None,
-        };
+        let keeping = self.inner.opts.socket_replay > 0;
+        let mut registration = registration;
+        if let (Some(stable), Some(handle), true) = (stable, handle, keeping) {
+            // Everything committed before this call is applied after the
+            // barrier: the old owner's kept frames, and the socket's
+            // registration with the last message it handled. A barrier
+            // that fails (leadership lost) sends the edge looking for the
+            // owner again.
+            let not_owner = |_| Error::NotOwner { shard };
+            handle
+                .barrier_in(epoch)
+                .await
+                .map_err(not_owner)?
+                .await
+                .map_err(not_owner)?;
+            registration.handled = self
+                .stored_registration(key, stable)
+                .map_or(0, |r| r.handled);
+        }
         let (mut link, queued_from) = {
             let mut objects = self.objects(shard)?;
             // Registered in the epoch the registry serves (`Tenure`), so a
@@ -138,10 +160,29 @@ impl Runtime {
                     Error::Unavailable("the socket is closing, or attached here already".into())
                 })?
         };
-        if let Some((stable, after)) = replay {
+        if !keeping {
+            // Nothing numbered, nothing known.
+            link.handled = None;
+        } else if let (Some(stable), Some(after)) = (stable, delivered) {
             link.replay = self.kept_frames(key, stable, after, queued_from);
         }
         Ok(link)
+    }
+
+    /// Socket `stable`'s registration as `key`'s storage has it (applied).
+    fn stored_registration(&self, key: &ObjectKey, stable: StableId) -> Option<Registration> {
+        let stored = self.stored_key(key);
+        match self
+            .inner
+            .db
+            .object_socket(self.shard_of(key), &stored, stable)
+        {
+            Ok(bytes) => Registration::decode(&bytes?),
+            Err(e) => {
+                tracing::error!(object = %key, error = %e, "cannot read a socket registration");
+                None
+            }
+        }
     }
 
     /// The frames `key` keeps for socket `stable` numbered after `after`
