@@ -88,6 +88,10 @@ pub(crate) enum Event {
     AlarmSync {
         reply: oneshot::Sender<bool>,
     },
+    /// Activate the object (fence, list its registered sockets) and do
+    /// nothing else: a socket re-attaching here waits for that before it
+    /// reads the socket's stored state.
+    Activate,
 }
 
 /// An event in a mailbox: when it was queued, and the span that was current
@@ -125,6 +129,7 @@ impl Event {
             Event::Alarm { .. } => "alarm",
             Event::AlarmGiveUp { .. } => "alarm_give_up",
             Event::AlarmSync { .. } => "alarm_sync",
+            Event::Activate => "activate",
         }
     }
 
@@ -375,6 +380,7 @@ impl Executor {
                 let alarm = self.current_alarm();
                 self.act.alarms.sync(self.act.key.clone(), alarm);
                 let restored = self.restore_sockets();
+                self.act.hub.set_fenced(self.act.term);
                 // The first event waits (briefly) for the sockets that
                 // moved with the object, so that what it sends them goes
                 // straight to them: frames held here for a socket still
@@ -578,6 +584,8 @@ impl Executor {
                 let _ = reply.send(true);
                 true
             }
+            // The activation did it all.
+            Event::Activate => true,
             Event::AlarmGiveUp { scheduled_ms } => {
                 self.begin(false);
                 if self.current_alarm() == Some(scheduled_ms) {

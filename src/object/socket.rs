@@ -209,6 +209,11 @@ pub(crate) struct SocketHub {
     /// Registrations of sockets dropped without a close event (a client
     /// that did not keep up): deleted with the object's next write.
     pub gone: Vec<StableId>,
+    /// The leadership epoch in which an executor of the object last fenced
+    /// and listed its registered sockets: from then on in that epoch, what
+    /// storage says of the object's sockets is final (every earlier write
+    /// is applied).
+    pub fenced: Option<u64>,
 }
 
 impl SocketHub {
@@ -238,6 +243,23 @@ impl SharedHub {
     pub fn lock(&self) -> MutexGuard<'_, SocketHub> {
         // A panic while holding this lock leaves plain data behind; keep going.
         self.0.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An executor of epoch `epoch` fenced and listed the registered
+    /// sockets.
+    pub fn set_fenced(&self, epoch: u64) {
+        self.lock().fenced = Some(epoch);
+        self.0.1.notify_waiters();
+    }
+
+    pub fn is_fenced(&self, epoch: u64) -> bool {
+        self.lock().fenced == Some(epoch)
+    }
+
+    /// Resolves at the hub's next change of state (a fence, a socket
+    /// back): enable it, check [`Self::is_fenced`], then await.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.0.1.notified()
     }
 
     /// Waits until none of `ids` is still waiting for its edge (re-attached,

@@ -83,6 +83,9 @@ impl Executor {
     pub(super) fn fail_now(&mut self, outputs: Vec<Output>, err: Error) {
         tracing::warn!(error = %err, "cannot commit; resetting object");
         self.gate.broken.store(true, Ordering::Release);
+        // Writes of unknown outcome: what storage says of the sockets is
+        // final again only after the next executor's fence.
+        self.act.hub.lock().fenced = None;
         for out in outputs {
             match out {
                 Output::Reply { reply, .. } => {

@@ -7,6 +7,14 @@ use crate::object::Error;
 use crate::object::executor::Event;
 use crate::object::socket::{Message, Registration, ServerFrame, SocketId, SocketLink, StableId};
 
+/// How long a re-attach waits for its object to activate here (within
+/// the edge's own `websocket.reattach_timeout_ms`).
+const ACTIVATION_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+/// How often it checks that the epoch goes on.
+const RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
+/// How often it asks for the activation again.
+const REACTIVATE: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Runtime {
     /// A message from the client of `socket`.
     pub fn socket_message(
@@ -124,22 +132,20 @@ impl Runtime {
         }
         let keeping = self.inner.opts.socket_replay > 0;
         let mut registration = registration;
-        if let (Some(stable), Some(handle), true) = (stable, handle, keeping) {
-            // Everything committed before this call is applied after the
-            // barrier: the old owner's kept frames, and the socket's
-            // registration with the last message it handled. A barrier
-            // that fails (leadership lost) sends the edge looking for the
-            // owner again.
-            let not_owner = |_| Error::NotOwner { shard };
-            handle
-                .barrier_in(epoch)
-                .await
-                .map_err(not_owner)?
-                .await
-                .map_err(not_owner)?;
-            registration.handled = self
-                .stored_registration(key, stable)
-                .map_or(0, |r| r.handled);
+        if let (Some(stable), true) = (stable, keeping) {
+            // Storage is final for the object once an executor of this
+            // epoch has fenced: the old owner's kept frames and the
+            // socket's registration (with the last message it handled)
+            // are all applied.
+            let hub = self.fenced_hub(key, shard, epoch).await?;
+            let listed = hub.lock().find(stable).is_some();
+            if !listed {
+                // Not listed from its registration (re-attached here
+                // before, or registered by no one): read it.
+                registration.handled = self
+                    .stored_registration(key, stable)
+                    .map_or(0, |r| r.handled);
+            }
         }
         let (mut link, queued_from) = {
             let mut objects = self.objects(shard)?;
@@ -167,6 +173,47 @@ impl Runtime {
             link.replay = self.kept_frames(key, stable, after, queued_from);
         }
         Ok(link)
+    }
+
+    /// The object's hub once an executor of epoch `epoch` has fenced and
+    /// listed its sockets (activating the object, again if an executor
+    /// failed), or `NotOwner` once the epoch ends here. The edge waits: a
+    /// new owner's first events wait for the same activation.
+    async fn fenced_hub(
+        &self,
+        key: &ObjectKey,
+        shard: crate::id::ShardId,
+        epoch: u64,
+    ) -> Result<crate::object::socket::SharedHub, Error> {
+        let deadline = tokio::time::Instant::now() + ACTIVATION_WAIT;
+        let mut wake_at = tokio::time::Instant::now();
+        loop {
+            let hub = {
+                let mut objects = self.objects(shard)?;
+                self.enter_epoch(shard, &mut objects, Some(epoch))?;
+                objects.entry(key.clone()).or_default().hub.clone()
+            };
+            let changed = hub.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if hub.is_fenced(epoch) {
+                return Ok(hub.clone());
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::Unavailable(
+                    "the object did not activate in time; try again".into(),
+                ));
+            }
+            if now >= wake_at {
+                // Activates the object, or queues a no-op for the live
+                // executor (which may be the one that failed: the next
+                // dispatch starts another).
+                self.dispatch(key, Event::Activate)?;
+                wake_at = now + REACTIVATE;
+            }
+            let _ = tokio::time::timeout(RECHECK, changed).await;
+        }
     }
 
     /// Socket `stable`'s registration as `key`'s storage has it (applied).
