@@ -25,7 +25,8 @@ use super::socket::{Message, ServerFrame, SocketId, StableId};
 
 /// The kept frames of one event stop at this many bytes (the first is
 /// always kept): a handler that sends megabytes in one event does not make
-/// a Raft entry of that size. Frames past it are numbered but not kept,
+/// a Raft entry of that size. Frames past it keep only their number (so no
+/// successor numbers a frame again); their messages are lost to a re-send,
 /// like frames pushed out of the ring.
 pub(crate) const MAX_KEPT_BYTES_PER_EVENT: usize = 1 << 20;
 
@@ -36,11 +37,15 @@ struct Kept {
     sockets: Vec<StableId>,
     binary: bool,
     data: Bytes,
+    /// Numbered but over its event's byte budget: the message is not kept.
+    dropped: bool,
 }
 
 impl Kept {
     fn message(&self) -> Option<Message> {
-        if self.binary {
+        if self.dropped {
+            None
+        } else if self.binary {
             Some(Message::Binary(self.data.clone()))
         } else {
             String::from_utf8(self.data.to_vec())
@@ -132,6 +137,7 @@ impl Sequencer {
                         sockets: vec![id],
                         binary,
                         data,
+                        dropped: false,
                     };
                     open = Some((kept, message.clone()));
                 }
@@ -139,9 +145,12 @@ impl Sequencer {
         }
         records.extend(open.map(|(kept, _)| kept));
         let mut out = Vec::with_capacity(records.len());
-        for kept in records {
+        for mut kept in records {
             if !out.is_empty() && bytes + kept.data.len() > MAX_KEPT_BYTES_PER_EVENT {
-                break;
+                // Over the budget: its number is kept, its message not (a
+                // successor must never number a frame again).
+                kept.data = Bytes::new();
+                kept.dropped = true;
             }
             bytes += kept.data.len();
             let slot = (kept.seq % u64::from(self.slots)) as u16;
@@ -309,7 +318,15 @@ mod tests {
         let mut outputs = vec![send(1, &big), send(1, &big), send(1, "small")];
         let kept = seq.stamp(&mut outputs, stable);
         assert_eq!(seqs(&outputs), vec![1, 2, 3], "all numbered");
-        assert_eq!(kept.len(), 1, "the rest is over the budget");
+        assert_eq!(kept.len(), 3, "every number is kept");
+        let stored: Vec<Vec<u8>> = kept.iter().map(|(_, b)| b.to_vec()).collect();
+        let (frames, missing) = pick(&stored, 101, 0, None);
+        assert_eq!(frames.len(), 2, "the second big one is over the budget");
+        assert!(missing);
+        let mut next = Sequencer::resume(64, &stored);
+        let mut outputs = vec![send(1, "after")];
+        next.stamp(&mut outputs, stable);
+        assert_eq!(seqs(&outputs), vec![4], "no number is given twice");
     }
 
     #[test]
