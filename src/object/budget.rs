@@ -211,10 +211,7 @@ pub(crate) fn event_bytes(event: &Event) -> usize {
             },
             Event::SocketClose { reason, .. } => reason.len(),
             Event::SocketError { error, .. } => error.len(),
-            Event::Alarm { .. }
-            | Event::AlarmGiveUp { .. }
-            | Event::AlarmSync { .. }
-            | Event::Activate => 0,
+            Event::Alarm { .. } | Event::AlarmGiveUp { .. } | Event::AlarmSync { .. } => 0,
         }
 }
 

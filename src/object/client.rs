@@ -44,18 +44,6 @@ pub trait ObjectClient: Send + Sync + 'static {
         socket: SocketId,
         msg: Message,
     ) -> Result<(), Error>;
-    /// A client message its edge numbered (from 1) on its socket; clients
-    /// that do not keep the numbers send it as [`Self::socket_message`].
-    fn socket_message_numbered(
-        &self,
-        object: &ObjectKey,
-        socket: SocketId,
-        msg: Message,
-        number: u64,
-    ) -> Result<(), Error> {
-        let _ = number;
-        self.socket_message(object, socket, msg)
-    }
     fn socket_closed(
         &self,
         object: &ObjectKey,
@@ -116,16 +104,6 @@ impl ObjectClient for Runtime {
         msg: Message,
     ) -> Result<(), Error> {
         Runtime::socket_message(self, object, socket, msg)
-    }
-
-    fn socket_message_numbered(
-        &self,
-        object: &ObjectKey,
-        socket: SocketId,
-        msg: Message,
-        number: u64,
-    ) -> Result<(), Error> {
-        Runtime::socket_message_numbered(self, object, socket, msg, number)
     }
 
     fn socket_closed(

@@ -145,7 +145,6 @@ impl Context {
         let kept = self
             .frames
             .stamp(outputs, |id| hub.sockets.get(&id).map(|e| e.stable));
-        let keeping = self.frames.is_on();
         layer.frames.extend(kept);
         for out in outputs {
             match out {
@@ -153,21 +152,6 @@ impl Context {
                     if let Some(e) = hub.sockets.get(socket) {
                         let registration = e.registration(Some(value.clone()));
                         layer.sockets.insert(e.stable, Some(registration));
-                    }
-                }
-                // The last message handled goes with the socket's
-                // registration, so a new owner tells its edge which to
-                // send again (only when frames are kept: the edge's
-                // numbers are what it keeps too).
-                Output::Handled { socket, number } if keeping && *number > 0 => {
-                    if let Some(e) = hub.sockets.get_mut(socket)
-                        && !layer.sockets.get(&e.stable).is_some_and(Option::is_none)
-                    {
-                        e.acked = e.acked.max(*number);
-                        let attachment = self.sockets.attachment(*socket).or(e.attachment.clone());
-                        layer
-                            .sockets
-                            .insert(e.stable, Some(e.registration(attachment)));
                     }
                 }
                 Output::Frame {

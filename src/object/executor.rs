@@ -61,8 +61,6 @@ pub(crate) enum Event {
     SocketMessage {
         socket: SocketId,
         msg: Message,
-        /// Its number on the socket (its edge's, from 1; 0: unnumbered).
-        number: u64,
     },
     /// The client closed the socket; the hub entry is already marked closing.
     SocketClose {
@@ -88,10 +86,6 @@ pub(crate) enum Event {
     AlarmSync {
         reply: oneshot::Sender<bool>,
     },
-    /// Activate the object (fence, list its registered sockets) and do
-    /// nothing else: a socket re-attaching here waits for that before it
-    /// reads the socket's stored state.
-    Activate,
 }
 
 /// An event in a mailbox: when it was queued, and the span that was current
@@ -129,7 +123,6 @@ impl Event {
             Event::Alarm { .. } => "alarm",
             Event::AlarmGiveUp { .. } => "alarm_give_up",
             Event::AlarmSync { .. } => "alarm_sync",
-            Event::Activate => "activate",
         }
     }
 
@@ -380,7 +373,6 @@ impl Executor {
                 let alarm = self.current_alarm();
                 self.act.alarms.sync(self.act.key.clone(), alarm);
                 let restored = self.restore_sockets();
-                self.act.hub.set_fenced(self.act.term);
                 // The first event waits (briefly) for the sockets that
                 // moved with the object, so that what it sends them goes
                 // straight to them: frames held here for a socket still
@@ -535,11 +527,7 @@ impl Executor {
                     .await;
                 alive
             }
-            Event::SocketMessage {
-                socket,
-                msg,
-                number,
-            } => {
+            Event::SocketMessage { socket, msg } => {
                 let Some(ws) = self.live_socket(socket) else {
                     return true;
                 };
@@ -547,7 +535,7 @@ impl Executor {
                 let result = AssertUnwindSafe(obj.websocket_message(&mut self.ctx, ws, msg))
                     .catch_unwind()
                     .await;
-                self.finish_unit(result, vec![Output::Handled { socket, number }])
+                self.finish_unit(result, vec![Output::Handled(socket)])
                     .await
             }
             Event::SocketClose {
@@ -584,8 +572,6 @@ impl Executor {
                 let _ = reply.send(true);
                 true
             }
-            // The activation did it all.
-            Event::Activate => true,
             Event::AlarmGiveUp { scheduled_ms } => {
                 self.begin(false);
                 if self.current_alarm() == Some(scheduled_ms) {

@@ -52,8 +52,7 @@ pub(crate) enum Output {
     },
     /// A message from the socket's client was handled (the event ran and
     /// its writes committed): counted for re-attaching it elsewhere.
-    /// `number` is its number on the socket (0: unnumbered).
-    Handled { socket: SocketId, number: u64 },
+    Handled(SocketId),
 }
 
 /// Where handlers put outputs while an event runs. Only the executor's
@@ -211,7 +210,6 @@ fn deliver(object: &ObjectKey, hub: &SharedHub, alarms: &AlarmsHandle, out: Outp
                             tags: entry.tags.clone(),
                             stable: entry.stable,
                             replay: Vec::new(),
-                            handled: None,
                             outgoing: rx,
                         })
                     });
@@ -225,7 +223,7 @@ fn deliver(object: &ObjectKey, hub: &SharedHub, alarms: &AlarmsHandle, out: Outp
             let _ = tx.send(true);
         }
         Output::Attachment { socket, value } => hub.set_attachment(socket, value),
-        Output::Handled { socket, .. } => hub.handled(socket),
+        Output::Handled(socket) => hub.handled(socket),
     }
 }
 
@@ -244,7 +242,7 @@ fn settled(done: &Result<(), replication::Error>) -> Settled {
 /// on the shard's leader).
 fn fail(object: &ObjectKey, hub: &SharedHub, alarms: &AlarmsHandle, out: Output, err: Error) {
     match out {
-        Output::Frame { .. } | Output::Attachment { .. } | Output::Handled { .. } => {}
+        Output::Frame { .. } | Output::Attachment { .. } | Output::Handled(_) => {}
         // The write that changed the alarm may still commit (its outcome
         // is unknown): have the object's committed alarm checked once a
         // fresh executor has fenced.

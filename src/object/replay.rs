@@ -86,11 +86,6 @@ impl Sequencer {
         }
     }
 
-    /// Whether this keeps frames (and client message numbers).
-    pub fn is_on(&self) -> bool {
-        self.slots > 0
-    }
-
     /// Numbers the messages among `outputs` sent to registered sockets
     /// (`stable` finds a socket's registration id) and returns the records
     /// to keep, by ring slot. Consecutive sends of the same message to

@@ -37,37 +37,18 @@ pub type StableId = u128;
 pub struct Registration {
     pub tags: Vec<String>,
     pub attachment: Option<Bytes>,
-    /// The number (its edge's) of the last client message of the socket
-    /// whose event ran here and committed; 0: none known. A new owner
-    /// tells the edge, which then sends again only later messages.
-    pub handled: u64,
-}
-
-/// A registration as builds before `handled` wrote it.
-#[derive(serde::Deserialize)]
-struct RegistrationV1 {
-    tags: Vec<String>,
-    attachment: Option<Bytes>,
 }
 
 impl Registration {
     pub fn encode(&self) -> Bytes {
-        // A Vec of strings, optional bytes and an integer always serialize.
+        // A Vec of strings and optional bytes always serializes.
         postcard::to_stdvec(self)
             .map(Bytes::from)
             .unwrap_or_default()
     }
 
-    /// Reads a registration, also as older builds wrote it (`handled` 0).
     pub fn decode(bytes: &[u8]) -> Option<Registration> {
-        postcard::from_bytes(bytes).ok().or_else(|| {
-            let RegistrationV1 { tags, attachment } = postcard::from_bytes(bytes).ok()?;
-            Some(Registration {
-                tags,
-                attachment,
-                handled: 0,
-            })
-        })
+        postcard::from_bytes(bytes).ok()
     }
 }
 
@@ -150,10 +131,6 @@ pub struct SocketLink {
     /// Frames to pass on before those of `outgoing`: kept frames a
     /// re-attached socket's edge never got from its old owner.
     pub replay: Vec<ServerFrame>,
-    /// A re-attached socket: the number of its last client message the
-    /// object handled, per its storage (`None`: not known). Its edge sends
-    /// again only later ones.
-    pub handled: Option<u64>,
     pub outgoing: mpsc::Receiver<ServerFrame>,
 }
 
@@ -181,9 +158,6 @@ pub(crate) struct SocketEntry {
     /// The number of the first numbered frame queued while detached: its
     /// channel holds every frame from there on.
     pub queued_from: Option<u64>,
-    /// The number of the last client message handled, as the object's
-    /// storage will have it once its writes commit (its registration's).
-    pub acked: u64,
     pub tx: mpsc::Sender<ServerFrame>,
     /// Taken by the edge when the accepting response is released.
     pub rx: Option<mpsc::Receiver<ServerFrame>>,
@@ -195,7 +169,6 @@ impl SocketEntry {
         Registration {
             tags: self.tags.clone(),
             attachment,
-            handled: self.acked,
         }
         .encode()
     }
@@ -209,11 +182,6 @@ pub(crate) struct SocketHub {
     /// Registrations of sockets dropped without a close event (a client
     /// that did not keep up): deleted with the object's next write.
     pub gone: Vec<StableId>,
-    /// The leadership epoch in which an executor of the object last fenced
-    /// and listed its registered sockets: from then on in that epoch, what
-    /// storage says of the object's sockets is final (every earlier write
-    /// is applied).
-    pub fenced: Option<u64>,
 }
 
 impl SocketHub {
@@ -245,23 +213,6 @@ impl SharedHub {
         self.0.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// An executor of epoch `epoch` fenced and listed the registered
-    /// sockets.
-    pub fn set_fenced(&self, epoch: u64) {
-        self.lock().fenced = Some(epoch);
-        self.0.1.notify_waiters();
-    }
-
-    pub fn is_fenced(&self, epoch: u64) -> bool {
-        self.lock().fenced == Some(epoch)
-    }
-
-    /// Resolves at the hub's next change of state (a fence, a socket
-    /// back): enable it, check [`Self::is_fenced`], then await.
-    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
-        self.0.1.notified()
-    }
-
     /// Waits until none of `ids` is still waiting for its edge (re-attached,
     /// or gone), or `timeout`.
     pub async fn returned(&self, ids: &[SocketId], timeout: std::time::Duration) {
@@ -284,11 +235,7 @@ impl SharedHub {
     /// Registers a new socket with a buffer of `capacity` frames.
     pub fn open(&self, tags: Vec<String>, capacity: usize) -> SocketId {
         let stable = rand::random::<StableId>();
-        let registration = Registration {
-            tags,
-            ..Registration::default()
-        };
-        Self::insert(&mut self.lock(), stable, registration, capacity, false)
+        Self::insert(&mut self.lock(), stable, tags, None, capacity, false)
     }
 
     /// Registers a socket that moved here from another owner and hands out
@@ -304,13 +251,13 @@ impl SharedHub {
         capacity: usize,
     ) -> Result<(SocketLink, Option<u64>), ReattachError> {
         let mut hub = self.lock();
-        let registration_handled = registration.handled;
         let found = stable.and_then(|s| hub.find(s));
         let socket = match found {
             Some(id) => id,
             None => {
                 let stable = stable.unwrap_or_else(rand::random::<StableId>);
-                Self::insert(&mut hub, stable, registration, capacity, false)
+                let Registration { tags, attachment } = registration;
+                Self::insert(&mut hub, stable, tags, attachment, capacity, false)
             }
         };
         let Some(entry) = hub.sockets.get_mut(&socket) else {
@@ -322,9 +269,7 @@ impl SharedHub {
             // being closed as gone.
             return Err(ReattachError::Attached);
         }
-        entry.acked = entry.acked.max(registration_handled);
         entry.detached = false;
-        let handled = entry.acked;
         let outgoing = entry.rx.take().ok_or(ReattachError::Attached)?;
         self.0.1.notify_waiters();
         let link = SocketLink {
@@ -333,7 +278,6 @@ impl SharedHub {
             tags: entry.tags.clone(),
             stable: entry.stable,
             replay: Vec::new(),
-            handled: Some(handled),
             outgoing,
         };
         Ok((link, entry.queued_from.take()))
@@ -353,11 +297,13 @@ impl SharedHub {
             hub.sockets.values().map(|e| e.stable).collect();
         known.extend(hub.gone.iter().copied());
         let mut restored = Vec::new();
-        for (stable, registration) in registered {
+        for (stable, Registration { tags, attachment }) in registered {
             if !known.insert(stable) {
                 continue;
             }
-            restored.push(Self::insert(&mut hub, stable, registration, capacity, true));
+            restored.push(Self::insert(
+                &mut hub, stable, tags, attachment, capacity, true,
+            ));
         }
         restored
     }
@@ -365,15 +311,11 @@ impl SharedHub {
     fn insert(
         hub: &mut SocketHub,
         stable: StableId,
-        registration: Registration,
+        tags: Vec<String>,
+        attachment: Option<Bytes>,
         capacity: usize,
         detached: bool,
     ) -> SocketId {
-        let Registration {
-            tags,
-            attachment,
-            handled,
-        } = registration;
         let id = NEXT_SOCKET.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(capacity.max(1));
         hub.sockets.insert(
@@ -386,7 +328,6 @@ impl SharedHub {
                 closing: false,
                 handled: 0,
                 queued_from: None,
-                acked: handled,
                 tx,
                 rx: Some(rx),
             },

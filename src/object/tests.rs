@@ -223,7 +223,6 @@ async fn a_reattached_socket_is_found_with_its_tags_and_attachment() {
             Registration {
                 tags: tags.clone(),
                 attachment: Some(Bytes::from_static(b"\"v9\"")),
-                handled: 0,
             },
             None,
         )

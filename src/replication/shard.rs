@@ -187,6 +187,28 @@ impl ShardHandle {
         self.inner.leadership.clone()
     }
 
+    /// Waits until this node's state machine has applied an entry of Raft
+    /// term `term` (a new leader's first entry): by then every entry
+    /// committed in an earlier term is applied. `false` after `timeout`.
+    /// No write and no round to the peers.
+    pub async fn applied_in_term(&self, term: u64, timeout: Duration) -> bool {
+        let mut metrics = self.inner.raft.metrics();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let applied = metrics
+                .borrow_and_update()
+                .last_applied
+                .is_some_and(|l| l.leader_id.term >= term);
+            if applied {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return false,
+            }
+        }
+    }
+
     /// The shard's openraft instance: for the RPC layer to deliver peers'
     /// messages, for membership changes and for metrics.
     pub fn raft(&self) -> &Raft {

@@ -264,7 +264,6 @@ impl Objects for ObjectsService {
                 let registration = Registration {
                     tags: reattach.tags,
                     attachment: reattach.attachment.map(bytes::Bytes::from),
-                    handled: 0,
                 };
                 let stable = convert::stable_from_pb(&reattach.stable)?;
                 let link = self
@@ -273,7 +272,6 @@ impl Objects for ObjectsService {
                     .await?;
                 let attached = socket_down::Kind::Attached(pb::SocketAttached {
                     socket: link.socket,
-                    handled: link.handled,
                 });
                 // The channel is empty: this cannot fail for lack of room.
                 let _ = tx.try_send(Ok(pb::SocketDown {
@@ -484,17 +482,14 @@ impl Bridge {
         &self,
         link: &SocketLink,
         msg: crate::object::Message,
-        number: u64,
     ) -> Result<(), crate::object::Error> {
         let deadline = tokio::time::Instant::now() + OVERLOAD_WAIT;
         let mut pause = Duration::from_millis(5);
         loop {
-            match self.objects.socket_message_numbered(
-                &link.object,
-                link.socket,
-                msg.clone(),
-                number,
-            ) {
+            match self
+                .objects
+                .socket_message(&link.object, link.socket, msg.clone())
+            {
                 Err(crate::object::Error::Overloaded)
                     if tokio::time::Instant::now() + pause < deadline =>
                 {
@@ -511,14 +506,13 @@ impl Bridge {
         let (object, socket) = (&link.object, link.socket);
         let result = match kind {
             socket_up::Kind::Message(msg) => {
-                let number = msg.seq;
                 let Some(msg) = convert::message_from_pb(msg) else {
                     return Some(End::Invalid("a socket message without data".into()));
                 };
                 if msg.len() > self.max_message {
                     return Some(End::TooBig);
                 }
-                self.message(link, msg, number).await
+                self.message(link, msg).await
             }
             socket_up::Kind::Close(pb::SocketClose { code, reason }) => {
                 return Some(match u16::try_from(code) {

@@ -58,9 +58,6 @@ impl Default for ReattachOptions {
 pub struct Attached {
     /// The socket's id on that node.
     pub(super) socket: SocketId,
-    /// A re-attached socket: the number of the last client message its
-    /// object handled, if that node knows.
-    pub(super) handled: Option<u64>,
     pub(super) up: mpsc::Sender<UpMsg>,
     pub(super) down: Streaming<pb::SocketDown>,
 }
@@ -220,16 +217,17 @@ impl Follow {
             replay.detached(handled);
             tracing::debug!(object = %self.key, stable = ?self.stable, ?handled, "socket's owner changed; re-attaching");
             let in_transit = self.reattacher.moving.leave(&self.key);
-            let Some(next) = self.reattach(&mut replay).await else {
+            // Kept frames the client missed are asked for only when no
+            // client message is sent again: the old owner told how many it
+            // handled only when it let the socket go in order, and then it
+            // released all it had. (A message whose commit it could not
+            // know when it let go runs again on the new owner; asking for
+            // the kept frames too would show both runs.)
+            let delivered = handled.is_none().then_some(self.delivered);
+            let Some(next) = self.reattach(&mut replay, delivered).await else {
                 return;
             };
             drop(in_transit);
-            // An owner that keeps frames knows the last message its object
-            // handled (stored with the socket): later ones go again, and
-            // it re-sent the kept frames the client missed. Together, once
-            // and in order even when the old owner died or could not know
-            // whether a message's commit went through.
-            replay.attached(next.handled);
             tracing::debug!(
                 object = %self.key,
                 stable = ?self.stable,
@@ -239,14 +237,14 @@ impl Follow {
             );
             current = next;
             self.reattacher.moving.settled(&self.key, SETTLE).await;
-            for (number, msg) in replay.take_pending() {
+            for msg in replay.take_pending() {
                 let up = Box::new(pb::SocketUp {
                     kind: Some(socket_up::Kind::Message(convert::message_to_pb(
                         msg.clone(),
-                        number,
+                        0,
                     ))),
                 });
-                replay.sent(number, msg);
+                replay.sent(msg);
                 // A broken stream shows on its down side next.
                 let _ = current.up.send(up).await;
             }
@@ -264,14 +262,11 @@ impl Follow {
                     let Some(up) = up else {
                         return Detach::Done;
                     };
-                    let mut up = up;
                     let last = matches!(up.kind, Some(socket_up::Kind::Close(_)));
-                    if let Some(socket_up::Kind::Message(m)) = &mut up.kind
+                    if let Some(socket_up::Kind::Message(m)) = &up.kind
                         && let Some(msg) = convert::message_from_pb(m.clone())
                     {
-                        let number = replay.number();
-                        m.seq = number;
-                        replay.sent(number, msg);
+                        replay.sent(msg);
                     }
                     // A broken stream shows on its down side next.
                     let _ = current.up.send(up).await;
@@ -343,21 +338,16 @@ impl Follow {
 
     /// Finds the new owner and re-registers the socket there, holding what
     /// the client sends meanwhile; `None` (the client told) if it cannot.
-    async fn reattach(&mut self, replay: &mut Replay) -> Option<Attached> {
+    async fn reattach(&mut self, replay: &mut Replay, delivered: Option<u64>) -> Option<Attached> {
         let deadline = tokio::time::Instant::now() + self.opts.timeout;
         let mut backoff = Duration::from_millis(20);
         loop {
             let registration = Registration {
                 tags: self.tags.clone(),
                 attachment: self.attachment.clone(),
-                handled: 0,
             };
-            let attempt = (self.reattacher.attach)(
-                self.key.clone(),
-                self.stable,
-                registration,
-                Some(self.delivered),
-            );
+            let attempt =
+                (self.reattacher.attach)(self.key.clone(), self.stable, registration, delivered);
             let mut attempt = std::pin::pin!(tokio::time::timeout_at(deadline, attempt));
             let failed = loop {
                 tokio::select! {

@@ -281,7 +281,6 @@ impl RemoteClient {
                         };
                         let first = Attached {
                             socket,
-                            handled: None,
                             up: up_tx,
                             down,
                         };
@@ -300,7 +299,6 @@ impl RemoteClient {
                         // 0: an older node named none.
                         stable: stable.unwrap_or_default(),
                         replay: Vec::new(),
-                        handled: None,
                         outgoing: frame_rx,
                     }),
                 })
@@ -345,14 +343,11 @@ impl RemoteClient {
         let (up_tx, mut down) = self.open_stream(&key, first, true).await?;
         let failed = |status: tonic::Status| convert::error_from_status(&status, &key);
         match down.message().await.map_err(failed)?.and_then(|m| m.kind) {
-            Some(socket_down::Kind::Attached(pb::SocketAttached { socket, handled })) => {
-                Ok(Attached {
-                    socket,
-                    handled,
-                    up: up_tx,
-                    down,
-                })
-            }
+            Some(socket_down::Kind::Attached(pb::SocketAttached { socket })) => Ok(Attached {
+                socket,
+                up: up_tx,
+                down,
+            }),
             Some(_) => Err(malformed("the answer to reattach is not attached")),
             None => Err(malformed("the stream ended before an answer")),
         }

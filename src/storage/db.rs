@@ -297,16 +297,6 @@ impl Db {
         Ok(out)
     }
 
-    /// The registration of `object`'s socket `socket`, if stored.
-    pub fn object_socket(
-        &self,
-        shard: ShardId,
-        object: &ObjectKey,
-        socket: u128,
-    ) -> Result<Option<Vec<u8>>, Error> {
-        self.get_state(&keys::socket_key(shard, object, socket))
-    }
-
     /// Up to `limit` of the frames `object` keeps for its sockets (the
     /// values of its ring slots, in slot order).
     pub fn object_frames(

@@ -83,9 +83,6 @@ impl Executor {
     pub(super) fn fail_now(&mut self, outputs: Vec<Output>, err: Error) {
         tracing::warn!(error = %err, "cannot commit; resetting object");
         self.gate.broken.store(true, Ordering::Release);
-        // Writes of unknown outcome: what storage says of the sockets is
-        // final again only after the next executor's fence.
-        self.act.hub.lock().fenced = None;
         for out in outputs {
             match out {
                 Output::Reply { reply, .. } => {
@@ -98,7 +95,7 @@ impl Executor {
                     let _ = tx.send(false);
                 }
                 Output::AlarmChanged(_) => self.act.alarms.recheck(self.act.key.clone()),
-                Output::Frame { .. } | Output::Attachment { .. } | Output::Handled { .. } => {}
+                Output::Frame { .. } | Output::Attachment { .. } | Output::Handled(_) => {}
             }
         }
     }

@@ -7,13 +7,9 @@ use crate::object::Error;
 use crate::object::executor::Event;
 use crate::object::socket::{Message, Registration, ServerFrame, SocketId, SocketLink, StableId};
 
-/// How long a re-attach waits for its object to activate here (within
-/// the edge's own `websocket.reattach_timeout_ms`).
-const ACTIVATION_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
-/// How often it checks that the epoch goes on.
-const RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
-/// How often it asks for the activation again.
-const REACTIVATE: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a re-attach waits for this node to apply its own term's first
+/// entry before it takes the socket without its kept frames.
+const STATE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Runtime {
     /// A message from the client of `socket`.
@@ -22,19 +18,6 @@ impl Runtime {
         key: &ObjectKey,
         socket: SocketId,
         msg: Message,
-    ) -> Result<(), Error> {
-        self.socket_message_numbered(key, socket, msg, 0)
-    }
-
-    /// A message from the client of `socket`, numbered by its edge (from
-    /// 1; 0: unnumbered): when this node keeps frames, the number of the
-    /// last one handled is stored with the socket's registration.
-    pub fn socket_message_numbered(
-        &self,
-        key: &ObjectKey,
-        socket: SocketId,
-        msg: Message,
-        number: u64,
     ) -> Result<(), Error> {
         let hub = {
             let objects = self.objects(self.shard_of(key))?;
@@ -58,14 +41,7 @@ impl Runtime {
             hub.handled(socket);
             return Ok(());
         }
-        self.dispatch(
-            key,
-            Event::SocketMessage {
-                socket,
-                msg,
-                number,
-            },
-        )
+        self.dispatch(key, Event::SocketMessage { socket, msg })
     }
 
     /// The client closed `socket` (code 1006 if it vanished).
@@ -130,21 +106,21 @@ impl Runtime {
         if !self.inner.classes.contains_key(&key.namespace) {
             return Err(Error::UnknownNamespace(key.namespace.to_string()));
         }
-        let keeping = self.inner.opts.socket_replay > 0;
-        let mut registration = registration;
-        if let (Some(stable), true) = (stable, keeping) {
-            // Storage is final for the object once an executor of this
-            // epoch has fenced: the old owner's kept frames and the
-            // socket's registration (with the last message it handled)
-            // are all applied.
-            let hub = self.fenced_hub(key, shard, epoch).await?;
-            let listed = hub.lock().find(stable).is_some();
-            if !listed {
-                // Not listed from its registration (re-attached here
-                // before, or registered by no one): read it.
-                registration.handled = self
-                    .stored_registration(key, stable)
-                    .map_or(0, |r| r.handled);
+        // The kept frames are read only once final: once this node has
+        // applied an entry of its own term (everything the old owner
+        // committed is applied then). A new owner that is not there soon (a
+        // shard without a steady quorum) takes the socket back without them.
+        let mut replay = None;
+        if let (Some(stable), Some(after), Some(handle)) = (stable, delivered, &handle)
+            && self.inner.opts.socket_replay > 0
+        {
+            if handle
+                .applied_in_term(crate::replication::epoch_term(epoch), STATE_WAIT)
+                .await
+            {
+                replay = Some((stable, after));
+            } else {
+                tracing::debug!(object = %key, "re-attached without kept frames: not applied in time");
             }
         }
         let (mut link, queued_from) = {
@@ -166,70 +142,10 @@ impl Runtime {
                     Error::Unavailable("the socket is closing, or attached here already".into())
                 })?
         };
-        if !keeping {
-            // Nothing numbered, nothing known.
-            link.handled = None;
-        } else if let (Some(stable), Some(after)) = (stable, delivered) {
+        if let Some((stable, after)) = replay {
             link.replay = self.kept_frames(key, stable, after, queued_from);
         }
         Ok(link)
-    }
-
-    /// The object's hub once an executor of epoch `epoch` has fenced and
-    /// listed its sockets (activating the object, again if an executor
-    /// failed), or `NotOwner` once the epoch ends here. The edge waits: a
-    /// new owner's first events wait for the same activation.
-    async fn fenced_hub(
-        &self,
-        key: &ObjectKey,
-        shard: crate::id::ShardId,
-        epoch: u64,
-    ) -> Result<crate::object::socket::SharedHub, Error> {
-        let deadline = tokio::time::Instant::now() + ACTIVATION_WAIT;
-        let mut wake_at = tokio::time::Instant::now();
-        loop {
-            let hub = {
-                let mut objects = self.objects(shard)?;
-                self.enter_epoch(shard, &mut objects, Some(epoch))?;
-                objects.entry(key.clone()).or_default().hub.clone()
-            };
-            let changed = hub.changed();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if hub.is_fenced(epoch) {
-                return Ok(hub.clone());
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Err(Error::Unavailable(
-                    "the object did not activate in time; try again".into(),
-                ));
-            }
-            if now >= wake_at {
-                // Activates the object, or queues a no-op for the live
-                // executor (which may be the one that failed: the next
-                // dispatch starts another).
-                self.dispatch(key, Event::Activate)?;
-                wake_at = now + REACTIVATE;
-            }
-            let _ = tokio::time::timeout(RECHECK, changed).await;
-        }
-    }
-
-    /// Socket `stable`'s registration as `key`'s storage has it (applied).
-    fn stored_registration(&self, key: &ObjectKey, stable: StableId) -> Option<Registration> {
-        let stored = self.stored_key(key);
-        match self
-            .inner
-            .db
-            .object_socket(self.shard_of(key), &stored, stable)
-        {
-            Ok(bytes) => Registration::decode(&bytes?),
-            Err(e) => {
-                tracing::error!(object = %key, error = %e, "cannot read a socket registration");
-                None
-            }
-        }
     }
 
     /// The frames `key` keeps for socket `stable` numbered after `after`

@@ -52,7 +52,7 @@ impl SocketStage {
     }
 
     /// The attachment the running event sees, if staged.
-    pub(crate) fn attachment(&self, id: SocketId) -> Option<Bytes> {
+    pub(super) fn attachment(&self, id: SocketId) -> Option<Bytes> {
         let stage = self.lock();
         [stage.event.get(&id), stage.pending.get(&id)]
             .into_iter()
