@@ -17,9 +17,9 @@ use tokio::sync::mpsc;
 
 use super::http::{HandlerError, Response};
 use super::outbox::{Output, OutputSink};
+use crate::id::ObjectKey;
 
 mod stage;
-use crate::id::ObjectKey;
 pub(crate) use stage::SocketStage;
 
 /// Identifies a socket within its object. Unique per process.
