@@ -307,7 +307,6 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Tls::plain()
         .server()?
-        .http2_adaptive_window(Some(true))
         .add_service(RaftService::new(replicas).into_server())
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
@@ -364,7 +363,6 @@ impl GrpcTransport {
             .endpoint(addr)?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
-            .http2_adaptive_window(true)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true)
