@@ -375,6 +375,11 @@ pub struct RaftConfig {
     /// The largest snapshot a node accepts from a shard's leader (held in
     /// memory while it arrives), in bytes. Default 1 GiB.
     pub max_snapshot_bytes: u64,
+    /// A shard leader with no request for this long (its followers caught
+    /// up) quiesces: no heartbeats until the next request, and one ping per
+    /// pair of nodes stands in for them, so an idle cluster's CPU does not
+    /// grow with its shards. In milliseconds; 0 never quiesces. Default 2000.
+    pub quiesce_ms: u64,
 }
 
 /// `[log]`: what the node logs and how.
@@ -514,6 +519,7 @@ impl Default for RaftConfig {
             max_batch_bytes: 4 * 1024 * 1024,
             max_in_flight: 4,
             max_snapshot_bytes: 1 << 30,
+            quiesce_ms: 2_000,
         }
     }
 }

@@ -293,6 +293,7 @@ pub(crate) fn replication_options(config: &Config) -> ReplicationOptions {
         snapshot_logs_since_last: r.snapshot_logs_since_last,
         max_batch_bytes: r.max_batch_bytes,
         max_in_flight: r.max_in_flight,
+        quiesce_ms: r.quiesce_ms,
         ..ReplicationOptions::default()
     }
 }

@@ -264,7 +264,7 @@ impl Runtime {
         self.inner
             .replicas
             .shard(self.shard_of(key))
-            .is_some_and(|s| s.leader_epoch().is_some())
+            .is_some_and(|s| s.serving_epoch().is_some())
     }
 
     /// Where a call from one of this runtime's objects goes.

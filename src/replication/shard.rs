@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::Error;
 use super::lease::Lease;
 use super::pipeline::{self, Batch, Limits, Settler, epoch_term};
+use super::quiet::{Phase, Quiet};
 use super::types::{NodeId, Raft, ShardCommand};
 use crate::id::ShardId;
 use crate::storage::ObjectWrite;
@@ -65,6 +66,16 @@ struct Inner {
     leadership: watch::Receiver<Option<u64>>,
     /// Until when no other node can lead the shard.
     lease: Arc<Lease>,
+    /// Whether the shard is idle; every request touches it.
+    quiet: Arc<Quiet>,
+    /// The followers' leader lease (`election_timeout_max`).
+    lease_len: Duration,
+}
+
+/// How long after waking a quiesced shard keeps its epoch without a lease:
+/// a lease and the leadership watch's grace of one more.
+fn excuse_window(lease: Duration) -> Duration {
+    lease * 2
 }
 
 impl ShardHandle {
@@ -74,6 +85,8 @@ impl ShardHandle {
         queue: mpsc::Sender<Request>,
         leadership: watch::Receiver<Option<u64>>,
         lease: Arc<Lease>,
+        quiet: Arc<Quiet>,
+        lease_len: Duration,
     ) -> ShardHandle {
         ShardHandle {
             inner: Arc::new(Inner {
@@ -82,6 +95,8 @@ impl ShardHandle {
                 queue,
                 leadership,
                 lease,
+                quiet,
+                lease_len,
             }),
         }
     }
@@ -150,6 +165,7 @@ impl ShardHandle {
     }
 
     async fn request(&self, make: impl FnOnce(Waiter) -> Request) -> Result<Commit, Error> {
+        self.inner.quiet.touch(std::time::Instant::now());
         let (done, rx) = oneshot::channel();
         self.inner
             .queue
@@ -168,10 +184,30 @@ impl ShardHandle {
     /// leads it now: the leadership watch shows the epoch *and* the lease
     /// holds by the clock read here ([`Lease`]), so a stale view (a paused
     /// process, metrics not yet republished) never passes.
+    ///
+    /// Asking touches the shard: an idle shard that quiesced wakes, and its
+    /// first heartbeat round renews the lease (until then this is `None`).
     pub fn leader_epoch(&self) -> Option<u64> {
         let epoch = *self.inner.leadership.borrow();
         let now = std::time::Instant::now();
+        self.inner.quiet.touch(now);
         epoch.filter(|e| self.inner.lease.holds(now, epoch_term(*e)))
+    }
+
+    /// The epoch calls may be routed here in: [`leader_epoch`](Self::leader_epoch),
+    /// or the watched epoch while the shard is quiet or waking (its lease
+    /// lapsed by design; the executor waits for the renewal before it runs
+    /// anything). Touches the shard like `leader_epoch`.
+    pub fn serving_epoch(&self) -> Option<u64> {
+        self.leader_epoch().or_else(|| {
+            let epoch = self.watched_epoch()?;
+            let window = excuse_window(self.inner.lease_len);
+            self.inner
+                .quiet
+                .phase()
+                .excuses(std::time::Instant::now(), epoch_term(epoch), window)
+                .then_some(epoch)
+        })
     }
 
     /// The leadership epoch the shard's watch shows, without the lease's
@@ -207,6 +243,11 @@ impl ShardHandle {
                 _ => return false,
             }
         }
+    }
+
+    /// The shard's quiescence (for the node's liveness).
+    pub(crate) fn quiet(&self) -> &Arc<Quiet> {
+        &self.inner.quiet
     }
 
     /// The shard's openraft instance: for the RPC layer to deliver peers'
@@ -459,6 +500,10 @@ async fn lease_expired(
     lease: Duration,
 ) {
     let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+    // Not before the write itself waited that long: a leader that wakes
+    // from quiescence reports its last acknowledgement as long ago until
+    // its first round after the wake comes back.
+    tokio::time::sleep(lease).await;
     loop {
         {
             let m = metrics.borrow_and_update();
@@ -539,13 +584,16 @@ pub(crate) async fn watch_leadership(
     lease: Duration,
     held: Arc<Lease>,
     leadership: watch::Sender<Option<u64>>,
+    mut quiet: watch::Receiver<Phase>,
     stop: CancellationToken,
 ) {
     let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+    let window = excuse_window(lease);
     // The last epoch published, to number regains of the same term.
     let mut last: Option<u64> = None;
     loop {
         let now = std::time::Instant::now();
+        let phase = *quiet.borrow_and_update();
         let raft_leads;
         let term;
         let leader = {
@@ -560,9 +608,12 @@ pub(crate) async fn watch_leadership(
                 .borrow()
                 .is_some_and(|e| pipeline::epoch_term(e) == m.current_term);
             let grace = if publishing { lease_ms } else { 0 };
+            // A quiesced shard's lease lapses by design (`quiet.rs`).
+            let excused = publishing && phase.excuses(now, m.current_term, window);
             let leads = m.state == ServerState::Leader
                 && m.current_leader == Some(node_id)
                 && (alone
+                    || excused
                     || (m
                         .millis_since_quorum_ack
                         .is_some_and(|ms| ms <= lease_ms + grace)
@@ -592,6 +643,15 @@ pub(crate) async fn watch_leadership(
             }
             _ => Some(now + lease / 4),
         };
+        // Quiet, nothing changes until a wake; woken, the excuse holds for
+        // its window.
+        let recheck = match phase {
+            Phase::Quiet { .. } if leader.is_some() => None,
+            Phase::Active { woke: Some(w) } if w + window > now => {
+                recheck.map(|r| r.max(w + window + Duration::from_millis(1)))
+            }
+            _ => recheck,
+        };
         let timer = async move {
             match recheck {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -601,57 +661,9 @@ pub(crate) async fn watch_leadership(
         tokio::select! {
             _ = stop.cancelled() => break,
             changed = metrics.changed() => if changed.is_err() { break },
+            changed = quiet.changed() => if changed.is_err() { break },
             () = timer => {}
         }
     }
     leadership.send_if_modified(|current| current.take().is_some());
-}
-
-/// Confirms this node's leadership with a quorum every `every` while Raft
-/// says it leads, until `stop`, and extends its [`Lease`] by each round a
-/// quorum acknowledged: `lease` from the moment the round began.
-///
-/// A round is openraft's read-index check (`get_read_log_id`): heartbeats
-/// to every voter, answered once a quorum acknowledged them in this term.
-/// Those heartbeats also keep the followers' election timers from firing.
-/// openraft 0.9 uses its `heartbeat_interval` both as the heartbeat period
-/// and as the timeout of every AppendEntries (and read-index round); Roost
-/// sets that to the replication timeout (`ReplicationOptions::
-/// raft_timeout_ms`, half the shortest election timeout), so these rounds
-/// are the heartbeats at the short period; openraft's own still go out at
-/// the longer one.
-pub(crate) async fn send_heartbeats(
-    raft: Raft,
-    every: Duration,
-    held: Arc<Lease>,
-    lease: Duration,
-    stop: CancellationToken,
-) {
-    let metrics = raft.metrics();
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        // Raft's own state, not the lease-checked leadership: a leader that
-        // lost its quorum's acknowledgement must keep trying to reach it.
-        if metrics.borrow().state != ServerState::Leader {
-            continue;
-        }
-        let started = std::time::Instant::now();
-        let round = tokio::select! {
-            _ = stop.cancelled() => return,
-            round = raft.get_read_log_id() => round,
-        };
-        match round {
-            // The read log id is at least this leader's first entry of its
-            // term: the term the round confirmed leadership in.
-            Ok((Some(read), _)) => held.extend(started, lease, read.leader_id.term),
-            Ok((None, _)) => {}
-            Err(RaftError::Fatal(_)) => return,
-            Err(_) => {}
-        }
-    }
 }

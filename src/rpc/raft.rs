@@ -47,10 +47,10 @@ use guard::{Rejected, Snapshots};
 use super::Error;
 use super::pb::raft_client::RaftClient;
 use super::pb::raft_server::{self, RaftServer};
-use super::pb::{RaftReply, RaftRequest};
+use super::pb::{PingReply, PingRequest, RaftReply, RaftRequest};
 use super::tls::Tls;
 use crate::replication::network::RpcError;
-use crate::replication::{NodeId, Peer, Raft, Replicas, Transport, TypeConfig};
+use crate::replication::{NodeId, Peer, Pong, Raft, Replicas, Transport, TypeConfig};
 
 /// The largest message either side sends or accepts. A single log entry can
 /// be one group commit (`max_batch_bytes`, 4 MiB by default) plus one event's
@@ -88,6 +88,8 @@ pub const MAX_HEARTBEAT_BYTES: usize = 64 << 10;
 pub struct RaftService {
     replicas: Arc<Replicas>,
     snapshots: Arc<Snapshots>,
+    /// AppendEntries received, per object shard.
+    appends: Arc<[metrics::Counter]>,
 }
 
 impl RaftService {
@@ -98,9 +100,13 @@ impl RaftService {
 
     /// Accepting snapshots up to `max_snapshot_bytes` (`raft.max_snapshot_bytes`).
     pub fn with_max_snapshot(replicas: Arc<Replicas>, max_snapshot_bytes: u64) -> RaftService {
+        let appends = (0..replicas.shard_count())
+            .map(crate::telemetry::metrics::raft_appends_received)
+            .collect();
         RaftService {
             replicas,
             snapshots: Arc::new(Snapshots::new(max_snapshot_bytes)),
+            appends,
         }
     }
 
@@ -146,6 +152,12 @@ impl raft_server::Raft for RaftService {
     ) -> Result<Response<RaftReply>, Status> {
         let request = request.into_inner();
         let raft = self.route(&request)?;
+        if let Some(appends) = usize::try_from(request.shard)
+            .ok()
+            .and_then(|s| self.appends.get(s))
+        {
+            appends.increment(1);
+        }
         let rpc: AppendEntriesRequest<TypeConfig> = decode_request(&request.payload)?;
         if rpc.entries.is_empty() && request.payload.len() > MAX_HEARTBEAT_BYTES {
             return Err(Status::invalid_argument(format!(
@@ -194,6 +206,20 @@ impl raft_server::Raft for RaftService {
             _ => {}
         }
         reply(&result)
+    }
+
+    async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
+        let request = request.into_inner();
+        let me = self.replicas.node_id();
+        if request.target != me {
+            return Err(Status::failed_precondition(format!(
+                "this is node {me}, not node {}",
+                request.target
+            )));
+        }
+        Ok(Response::new(PingReply {
+            quiesced: self.replicas.pong(request.from),
+        }))
     }
 }
 
@@ -255,7 +281,7 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Limited {
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
         let limit = match request.uri().path().rsplit('/').next() {
-            Some("Vote") => MAX_VOTE_BYTES,
+            Some("Vote" | "Ping") => MAX_VOTE_BYTES,
             Some("InstallSnapshot") => MAX_SNAPSHOT_CHUNK_BYTES,
             _ => MAX_MESSAGE_BYTES,
         };
@@ -494,6 +520,25 @@ impl Transport for GrpcTransport {
         let payload = encode("encode Vote", &rpc).map_err(transport_error)?;
         self.exchange(peer, Method::Vote, payload, Vec::new(), &option)
             .await
+    }
+
+    async fn ping(
+        &self,
+        me: NodeId,
+        target: NodeId,
+        node: &openraft::BasicNode,
+        timeout: Duration,
+    ) -> Result<Pong, String> {
+        let channel = self.channel(&node.addr).map_err(|e| e.to_string())?;
+        let mut client = RaftClient::new(channel);
+        let mut request = Request::new(PingRequest { from: me, target });
+        request.set_timeout(timeout);
+        match tokio::time::timeout(timeout, client.ping(request)).await {
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+            Ok(Ok(reply)) => Ok(Pong::Quiesced(reply.into_inner().quiesced)),
+            Ok(Err(status)) if status.code() == Code::Unimplemented => Ok(Pong::Unsupported),
+            Ok(Err(status)) => Err(status.to_string()),
+        }
     }
 
     async fn install_snapshot(

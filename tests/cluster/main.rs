@@ -17,7 +17,9 @@
 //! plain client, through the edge and at the nodes), `mtls.rs` (the cluster
 //! and an edge over mutual TLS, with roles), `security.rs` (no start
 //! without `[tls]` or `--insecure`; hostile Raft messages), `partition.rs` (a leader cut off from its
-//! peers by network namespaces, `netns.rs`; needs root). They drive load
+//! peers by network namespaces, `netns.rs`; needs root), `quiesce.rs` (idle
+//! shards stop their Raft traffic, wake on a request, fail over when
+//! quiet). They drive load
 //! with `load.rs` (and straight to one node with `direct.rs`) and check the
 //! recorded history with `history.rs`.
 
@@ -35,6 +37,7 @@ mod mtls;
 mod netns;
 mod partition;
 mod procs;
+mod quiesce;
 mod reattach;
 mod restart;
 mod scale_in;

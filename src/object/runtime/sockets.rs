@@ -101,7 +101,7 @@ impl Runtime {
         let handle = self.inner.replicas.shard(shard);
         let epoch = handle
             .as_ref()
-            .and_then(|s| s.leader_epoch())
+            .and_then(|s| s.serving_epoch())
             .ok_or(Error::NotOwner { shard })?;
         if !self.inner.classes.contains_key(&key.namespace) {
             return Err(Error::UnknownNamespace(key.namespace.to_string()));

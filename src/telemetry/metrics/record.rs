@@ -344,6 +344,22 @@ impl ShardMetrics {
     }
 }
 
+/// The counter of AppendEntries received for `shard`
+/// (`roost_raft_appends_received_total`), to keep and increment.
+pub fn raft_appends_received(shard: u16) -> Counter {
+    metrics::counter!(RAFT_APPENDS_RECEIVED, SHARD => shard.to_string())
+}
+
+/// A shard this node leads went quiet (`true`) or woke (`false`).
+pub fn raft_quiesced(quiet: bool) {
+    let g = metrics::gauge!(RAFT_QUIESCED);
+    if quiet {
+        g.increment(1.0);
+    } else {
+        g.decrement(1.0);
+    }
+}
+
 /// Whether this node leads `shard` with a quorum's acknowledgement within
 /// the lease (`roost_raft_quorum_acked`).
 pub fn raft_quorum_acked(shard: u16, acked: bool) {
