@@ -145,7 +145,7 @@ pub async fn serve(
         // Finds callers that vanished while holding a socket stream open.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .layer(super::metered::MetricsLayer)
+        .layer(super::metered::MetricsLayer::default())
         .add_service(service.into_server())
         .add_service(health)
         .add_optional_service(super::introspect::reflection())
