@@ -190,7 +190,7 @@ impl ClusterNode {
         let server = tls
             .server()
             .map_err(Error::Tls)?
-            .layer(crate::rpc::metered::MetricsLayer)
+            .layer(crate::rpc::metered::MetricsLayer::default())
             .add_service(
                 RaftService::with_max_snapshot(replicas.clone(), config.raft.max_snapshot_bytes)
                     .into_server(),

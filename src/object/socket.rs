@@ -13,13 +13,14 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::mpsc;
 
 use super::http::{HandlerError, Response};
 use super::outbox::{Output, OutputSink};
 use crate::id::ObjectKey;
 
+mod frames;
 mod stage;
+pub use frames::{FrameReceiver, FrameSender, channel as frame_channel};
 pub(crate) use stage::SocketStage;
 
 /// Identifies a socket within its object. Unique per process.
@@ -131,7 +132,7 @@ pub struct SocketLink {
     /// Frames to pass on before those of `outgoing`: kept frames a
     /// re-attached socket's edge never got from its old owner.
     pub replay: Vec<ServerFrame>,
-    pub outgoing: mpsc::Receiver<ServerFrame>,
+    pub outgoing: FrameReceiver,
 }
 
 /// Marks a 101 response as the acceptance of this socket.
@@ -158,9 +159,9 @@ pub(crate) struct SocketEntry {
     /// The number of the first numbered frame queued while detached: its
     /// channel holds every frame from there on.
     pub queued_from: Option<u64>,
-    pub tx: mpsc::Sender<ServerFrame>,
+    pub tx: FrameSender,
     /// Taken by the edge when the accepting response is released.
-    pub rx: Option<mpsc::Receiver<ServerFrame>>,
+    pub rx: Option<FrameReceiver>,
 }
 
 impl SocketEntry {
@@ -317,7 +318,7 @@ impl SharedHub {
         detached: bool,
     ) -> SocketId {
         let id = NEXT_SOCKET.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let (tx, rx) = frames::channel(capacity);
         hub.sockets.insert(
             id,
             SocketEntry {

@@ -66,6 +66,11 @@ pub const REATTACH_HEADER: &str = "roost-socket-reattach";
 /// object's own socket queue is behind it).
 const DOWN_BUFFER: usize = 32;
 
+/// An item of a `Socket` stream's queue, boxed: the queue lives as long as
+/// the socket, and tokio allocates its 32 slots when it is made (8 bytes
+/// each instead of 112: ~3.2 KiB less per idle socket).
+type DownItem = Box<Result<pb::SocketDown, Status>>;
+
 /// The `roost.v1.Objects` service over an object client. Cheap to clone.
 #[derive(Clone)]
 pub struct ObjectsService {
@@ -140,7 +145,7 @@ pub async fn serve(
         // Finds callers that vanished while holding a socket stream open.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .layer(super::metered::MetricsLayer)
+        .layer(super::metered::MetricsLayer::default())
         .add_service(service.into_server())
         .add_service(health)
         .add_optional_service(super::introspect::reflection())
@@ -216,7 +221,10 @@ impl Objects for ObjectsService {
         self.call_in(request).instrument(span).await
     }
 
-    type SocketStream = ReceiverStream<Result<pb::SocketDown, Status>>;
+    type SocketStream = futures_util::stream::Map<
+        ReceiverStream<DownItem>,
+        fn(DownItem) -> Result<pb::SocketDown, Status>,
+    >;
 
     async fn socket(
         &self,
@@ -253,7 +261,7 @@ impl Objects for ObjectsService {
                     None => socket_down::Kind::Response(response),
                 };
                 // The channel is empty: this cannot fail for lack of room.
-                let _ = tx.try_send(Ok(pb::SocketDown { kind: Some(first) }));
+                let _ = tx.try_send(Box::new(Ok(pb::SocketDown { kind: Some(first) })));
                 outcome.socket
             }
             Some(socket_up::Kind::Reattach(reattach)) => {
@@ -274,9 +282,9 @@ impl Objects for ObjectsService {
                     socket: link.socket,
                 });
                 // The channel is empty: this cannot fail for lack of room.
-                let _ = tx.try_send(Ok(pb::SocketDown {
+                let _ = tx.try_send(Box::new(Ok(pb::SocketDown {
                     kind: Some(attached),
-                }));
+                })));
                 Some(link)
             }
             _ => {
@@ -295,7 +303,11 @@ impl Objects for ObjectsService {
             };
             self.bridges.spawn(bridge.run(link, up));
         }
-        Ok(tonic::Response::new(ReceiverStream::new(rx)))
+        let unbox: fn(DownItem) -> Result<pb::SocketDown, Status> = |item| *item;
+        Ok(tonic::Response::new(futures_util::StreamExt::map(
+            ReceiverStream::new(rx),
+            unbox,
+        )))
     }
 }
 
@@ -332,7 +344,7 @@ const OVERLOAD_WAIT: Duration = Duration::from_secs(5);
 /// Bridges one accepted socket between its object and a `Socket` caller.
 struct Bridge {
     objects: Arc<dyn ObjectClient>,
-    down: mpsc::Sender<Result<pb::SocketDown, Status>>,
+    down: mpsc::Sender<DownItem>,
     max_message: usize,
     /// Cancelled when the node shuts down.
     closing: CancellationToken,
@@ -542,7 +554,7 @@ impl Bridge {
     /// Sends `kind` to the caller, waiting for room; `false` if it is gone
     /// or the node shuts down meanwhile.
     async fn send(&self, kind: socket_down::Kind) -> bool {
-        let item = Ok(pb::SocketDown { kind: Some(kind) });
+        let item = Box::new(Ok(pb::SocketDown { kind: Some(kind) }));
         tokio::select! {
             sent = self.down.send(item) => sent.is_ok(),
             _ = self.closing.cancelled() => false,
@@ -561,7 +573,7 @@ impl Bridge {
     /// not read does not hold the bridge up).
     fn send_last(&self, item: Result<socket_down::Kind, Status>) {
         let item = item.map(|kind| pb::SocketDown { kind: Some(kind) });
-        let _ = self.down.try_send(item);
+        let _ = self.down.try_send(Box::new(item));
     }
 }
 

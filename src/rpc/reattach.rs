@@ -26,7 +26,7 @@ use super::convert;
 use super::pb::{self, socket_down, socket_up};
 use super::remote::UpMsg;
 use crate::id::ObjectKey;
-use crate::object::{self, Registration, ServerFrame, SocketId, StableId};
+use crate::object::{self, FrameSender, Registration, ServerFrame, SocketId, StableId};
 
 pub mod replay;
 pub use replay::Bounds;
@@ -182,7 +182,7 @@ pub(super) struct Follow {
     pub tags: Vec<String>,
     pub attachment: Option<Bytes>,
     pub from_edge: mpsc::Receiver<UpMsg>,
-    pub frames: mpsc::Sender<ServerFrame>,
+    pub frames: FrameSender,
     pub reattacher: Reattacher,
     pub opts: ReattachOptions,
     /// The highest frame number passed on to the client: a frame numbered
@@ -200,16 +200,15 @@ enum Detach {
 
 impl Follow {
     /// Runs the socket from its first owner on.
-    pub async fn run(mut self, first: Attached) {
+    pub async fn run(mut self, mut current: Attached) {
         let mut replay = Replay::new(self.opts.buffer);
-        let mut current = first;
         loop {
             let handled = match self.attached(&mut current, &mut replay).await {
                 Detach::Done => {
                     // The up-stream ends after what was queued (a close,
                     // or 1006 for the object), then the down-stream does.
                     drop(current.up);
-                    drain(current.down).await;
+                    Box::pin(drain(current.down)).await;
                     return;
                 }
                 Detach::Moved(handled) => handled,
@@ -224,7 +223,9 @@ impl Follow {
             // know when it let go runs again on the new owner; asking for
             // the kept frames too would show both runs.)
             let delivered = handled.is_none().then_some(self.delivered);
-            let Some(next) = self.reattach(&mut replay, delivered).await else {
+            // Boxed, as is the wait below: an idle socket's task then
+            // holds only the attached state's future.
+            let Some(next) = Box::pin(self.reattach(&mut replay, delivered)).await else {
                 return;
             };
             drop(in_transit);
@@ -236,7 +237,7 @@ impl Follow {
                 "socket re-attached"
             );
             current = next;
-            self.reattacher.moving.settled(&self.key, SETTLE).await;
+            Box::pin(self.reattacher.moving.settled(&self.key, SETTLE)).await;
             for msg in replay.take_pending() {
                 let up = Box::new(pb::SocketUp {
                     kind: Some(socket_up::Kind::Message(convert::message_to_pb(

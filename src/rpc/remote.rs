@@ -33,8 +33,8 @@ use super::reattach::{Attached, Follow, ReattachOptions, Reattacher, drain};
 use super::tls::Tls;
 use crate::id::ObjectKey;
 use crate::object::{
-    self, CallResult, FetchOutcome, Message, ObjectClient, Registration, Request, ServerFrame,
-    SocketId, SocketLink, StableId, is_websocket_upgrade,
+    self, CallResult, FetchOutcome, FrameSender, Message, ObjectClient, Registration, Request,
+    ServerFrame, SocketId, SocketLink, StableId, is_websocket_upgrade,
 };
 use crate::telemetry::traces;
 
@@ -242,7 +242,7 @@ impl RemoteClient {
                 if response.status() != StatusCode::SWITCHING_PROTOCOLS {
                     return Err(malformed("accepted with a status other than 101"));
                 }
-                let (frame_tx, frame_rx) = mpsc::channel(buffer);
+                let (frame_tx, frame_rx) = object::frame_channel(buffer);
                 let stream = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
                 let forget = Forget {
                     inner: self.inner.clone(),
@@ -427,11 +427,7 @@ fn malformed(what: &str) -> object::Error {
 /// Forwards a socket's frames from its `Socket` stream to the link, until
 /// either ends; then forgets the socket. A socket that does not follow its
 /// object: a move or a broken stream closes it with 1012.
-async fn forward_down(
-    forget: Forget,
-    mut down: Streaming<pb::SocketDown>,
-    frames: mpsc::Sender<ServerFrame>,
-) {
+async fn forward_down(forget: Forget, mut down: Streaming<pb::SocketDown>, frames: FrameSender) {
     let key = forget.key.clone();
     loop {
         let msg = tokio::select! {
