@@ -9,6 +9,7 @@
 //! The leader side of each shard reads the same state in `pulse.rs`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,6 +49,43 @@ pub fn bitmap(shards: impl IntoIterator<Item = ShardId>) -> Vec<u8> {
 pub fn has(bits: &[u8], shard: ShardId) -> bool {
     bits.get(usize::from(shard / 8))
         .is_some_and(|b| b & (1 << (shard % 8)) != 0)
+}
+
+/// The shards this node announces quiesced, kept as each changes (a ping's
+/// answer copies it instead of looking at every shard).
+#[derive(Debug)]
+pub struct Announced {
+    words: Vec<AtomicU64>,
+}
+
+impl Announced {
+    /// For shards `0..shards`.
+    pub fn new(shards: u16) -> Announced {
+        Announced {
+            words: (0..usize::from(shards).div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
+
+    pub fn set(&self, shard: ShardId, announced: bool) {
+        if let Some(word) = self.words.get(usize::from(shard / 64)) {
+            let bit = 1u64 << (shard % 64);
+            if announced {
+                word.fetch_or(bit, Ordering::AcqRel);
+            } else {
+                word.fetch_and(!bit, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// As a [`bitmap`].
+    pub fn bitmap(&self) -> Vec<u8> {
+        self.words
+            .iter()
+            .flat_map(|w| w.load(Ordering::Acquire).to_le_bytes())
+            .collect()
+    }
 }
 
 #[derive(Debug)]
@@ -115,6 +153,35 @@ impl Liveness {
         }
     }
 
+    /// What decides the followers' timers, per peer, at `now`: its state
+    /// for shard 0 aside, whether it is suspected, unknown, and its last
+    /// bitmap. Compared between rounds: the timers are set again only when
+    /// it changed.
+    fn summary(&self, now: Instant) -> Vec<(NodeId, u8, Vec<u8>)> {
+        let views = self.views();
+        let mut summary: Vec<(NodeId, u8, Vec<u8>)> = views
+            .iter()
+            .map(|(id, view)| {
+                let (state, bits) = match &view.answered {
+                    Some((at, pong)) if now.saturating_duration_since(*at) < self.suspect_after => {
+                        match pong {
+                            Pong::Quiesced(bits) => (0, bits.clone()),
+                            Pong::Unsupported => (1, Vec::new()),
+                        }
+                    }
+                    Some(_) => (2, Vec::new()),
+                    None if now.saturating_duration_since(view.since) < self.suspect_after => {
+                        (3, Vec::new())
+                    }
+                    None => (2, Vec::new()),
+                };
+                (*id, state, bits)
+            })
+            .collect();
+        summary.sort_unstable_by_key(|(id, ..)| *id);
+        summary
+    }
+
     /// Whether every one of `peers` answers pings in this protocol at `now`.
     pub fn ready(&self, peers: impl IntoIterator<Item = NodeId>, now: Instant) -> bool {
         let views = self.views();
@@ -140,6 +207,10 @@ impl Liveness {
     }
 }
 
+/// How many ping rounds go by between looks at every group's membership and
+/// leader (peers and timers are otherwise updated on a change of answers).
+const REFRESH: u64 = 10;
+
 /// Pings every peer of `groups` and `others` every `every` until `stop`,
 /// and after each round sets the election timer of each of `groups` (the
 /// object shards, which may quiesce) that this node follows.
@@ -154,15 +225,26 @@ pub(crate) async fn probe<T: Transport>(
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        // The timers first, from what is known (at start: no leader heard
-        // from yet, so followers wait for the first answers).
-        reconcile(me, &liveness, &groups, Instant::now());
+    let mut last = None;
+    let mut peers = BTreeMap::new();
+    for round in 0u64.. {
+        // The timers, from what is known (at start: no leader heard from
+        // yet, so followers wait for the first answers), again whenever a
+        // peer's answers change, and every REFRESH rounds for leaderships
+        // that moved meanwhile.
+        let now = Instant::now();
+        let summary = liveness.summary(now);
+        if round % REFRESH == 0 || last.as_ref() != Some(&summary) {
+            reconcile(me, &liveness, &groups, now);
+            last = Some(summary);
+        }
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let peers = peers_of(me, groups.iter().chain(&others));
+        if round % REFRESH == 0 {
+            peers = peers_of(me, groups.iter().chain(&others));
+        }
         let pings = peers.iter().map(|(id, node)| {
             let transport = transport.clone();
             async move {
@@ -236,6 +318,19 @@ mod tests {
             assert_eq!(has(&bits, s), [0, 9, 1023].contains(&s), "shard {s}");
         }
         assert!(!has(&[], 0));
+    }
+
+    #[test]
+    fn announced_shards_make_the_same_bitmap() {
+        let a = Announced::new(1024);
+        for s in [0, 9, 64, 1023] {
+            a.set(s, true);
+        }
+        a.set(64, false);
+        assert_eq!(a.bitmap(), bitmap([0, 9, 1023]));
+        // Out of range: ignored.
+        a.set(4096, true);
+        assert_eq!(a.bitmap(), bitmap([0, 9, 1023]));
     }
 
     #[test]

@@ -35,7 +35,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 
+use super::liveness::Announced;
 use super::types::NodeId;
+use crate::id::ShardId;
 
 /// One shard's quiescence as its leader sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,16 +152,21 @@ pub(crate) struct Quiet {
     asleep: AtomicBool,
     wake: Notify,
     phase: watch::Sender<Phase>,
+    /// Where this shard's announcement is kept for the pings' answers.
+    announced: Option<(std::sync::Arc<Announced>, ShardId)>,
 }
 
 impl Quiet {
-    pub fn new() -> Quiet {
+    /// A shard's quiescence; `announced` keeps its announcement for the
+    /// node's ping answers (none for a group that never quiesces).
+    pub fn new(announced: Option<(std::sync::Arc<Announced>, ShardId)>) -> Quiet {
         Quiet {
             base: Instant::now(),
             touched_ms: AtomicU64::new(0),
             asleep: AtomicBool::new(false),
             wake: Notify::new(),
             phase: watch::Sender::new(Phase::Active { woke: None }),
+            announced,
         }
     }
 
@@ -209,6 +216,9 @@ impl Quiet {
 
     fn store(&self, phase: Phase) {
         self.asleep.store(phase.announced(), Ordering::Release);
+        if let Some((set, shard)) = &self.announced {
+            set.set(*shard, phase.announced());
+        }
         self.phase.send_if_modified(|p| {
             let was = matches!(p, Phase::Quiet { .. });
             let is = matches!(phase, Phase::Quiet { .. });
@@ -344,7 +354,7 @@ mod tests {
 
     #[test]
     fn a_touch_wakes_only_an_asleep_shard_and_resets_idleness() {
-        let q = Quiet::new();
+        let q = Quiet::new(None);
         let t = Instant::now() + Duration::from_secs(5);
         q.touch(t);
         assert!(q.idle(t) < Duration::from_millis(2));

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::lease::Lease;
-use super::liveness::{self, Liveness};
+use super::liveness::{self, Announced, Liveness};
 use super::log_store::LogStore;
 use super::network::{NetworkFactory, NoPeers, Transport};
 use super::observe;
@@ -41,6 +41,8 @@ pub struct Replicas {
     tasks: Mutex<Vec<ShardTasks>>,
     /// What this node's pings of its peers said (`liveness.rs`).
     liveness: Arc<Liveness>,
+    /// The object shards this node announces quiesced.
+    announced: Arc<Announced>,
     /// Stops the liveness probe.
     stop: CancellationToken,
 }
@@ -128,6 +130,7 @@ impl Replicas {
             extra: Vec::new(),
             tasks: Mutex::new(Vec::new()),
             liveness: Arc::new(Liveness::new(opts.suspect_after())),
+            announced: Arc::new(Announced::new(shards)),
             stop: CancellationToken::new(),
         };
         let live = replicas.liveness.clone();
@@ -142,7 +145,17 @@ impl Replicas {
                 quiesce_ms: 0,
                 ..opts.clone()
             };
-            match open_shard(&db, node_id, group, transport.clone(), &always_on, &live).await {
+            match open_shard(
+                &db,
+                node_id,
+                group,
+                transport.clone(),
+                &always_on,
+                &live,
+                None,
+            )
+            .await
+            {
                 Ok((handle, tasks)) => {
                     replicas.extra.push(handle);
                     replicas.lock_tasks().push(tasks);
@@ -154,7 +167,18 @@ impl Replicas {
             }
         }
         for shard in 0..shards {
-            match open_shard(&db, node_id, shard, transport.clone(), &opts, &live).await {
+            let announced = Some((replicas.announced.clone(), shard));
+            match open_shard(
+                &db,
+                node_id,
+                shard,
+                transport.clone(),
+                &opts,
+                &live,
+                announced,
+            )
+            .await
+            {
                 Ok((handle, tasks)) => {
                     replicas.shards.push(handle);
                     replicas.lock_tasks().push(tasks);
@@ -213,12 +237,7 @@ impl Replicas {
     pub fn pong(&self, from: NodeId) -> Vec<u8> {
         // The time first: an announcement made after it is not yet seen.
         let at = std::time::Instant::now();
-        let quiet = self
-            .shards
-            .iter()
-            .filter(|g| g.quiet().phase().announced())
-            .map(ShardHandle::id);
-        let bits = liveness::bitmap(quiet);
+        let bits = self.announced.bitmap();
         self.liveness.pinged_by(from, at);
         bits
     }
@@ -321,6 +340,7 @@ async fn open_shard<T: Transport>(
     transport: Arc<T>,
     opts: &ReplicationOptions,
     liveness: &Arc<Liveness>,
+    announced: Option<(Arc<Announced>, ShardId)>,
 ) -> Result<(ShardHandle, ShardTasks), Error> {
     let span = tracing::info_span!("shard", shard, node_id);
     let config = Arc::new(opts.raft_config(shard)?);
@@ -336,7 +356,7 @@ async fn open_shard<T: Transport>(
     let (queue_tx, queue_rx) = mpsc::channel(opts.queue_capacity);
     let (leader_tx, leader_rx) = watch::channel(None);
     let lease = Arc::new(Lease::new());
-    let quiet = Arc::new(Quiet::new());
+    let quiet = Arc::new(Quiet::new(announced));
     let lease_len = Duration::from_millis(opts.election_timeout_max_ms);
     let proposer = Proposer {
         shard,

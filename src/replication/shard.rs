@@ -245,11 +245,6 @@ impl ShardHandle {
         }
     }
 
-    /// The shard's quiescence (for the node's liveness).
-    pub(crate) fn quiet(&self) -> &Arc<Quiet> {
-        &self.inner.quiet
-    }
-
     /// The shard's openraft instance: for the RPC layer to deliver peers'
     /// messages, for membership changes and for metrics.
     pub fn raft(&self) -> &Raft {
