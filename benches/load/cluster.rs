@@ -279,6 +279,36 @@ impl Cluster {
         }
     }
 
+    /// Waits until the nodes report `shards` quiesced shards between them
+    /// (`roost_raft_quiesced_shards`: idle, no heartbeats), for at most
+    /// `timeout`; how long that took.
+    pub async fn wait_quiet(
+        &self,
+        http: &reqwest::Client,
+        shards: u16,
+        timeout: Duration,
+    ) -> Result<Duration, String> {
+        let started = Instant::now();
+        loop {
+            let mut quiet = 0.0;
+            for (name, admin) in &self.admins {
+                if name.starts_with("node-") {
+                    quiet +=
+                        crate::sys::gauge_sum(http, admin, "roost_raft_quiesced_shards").await?;
+                }
+            }
+            if quiet >= f64::from(shards) {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > timeout {
+                return Err(format!(
+                    "{quiet} of {shards} shards quiesced after {timeout:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// SIGKILL node `id`; returns when it is reaped.
     pub async fn kill9(&mut self, id: u64) -> Result<(), String> {
         let p = self
