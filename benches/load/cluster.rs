@@ -103,6 +103,18 @@ impl Cluster {
         spread_wait: Duration,
         mtls: bool,
     ) -> Result<Cluster, String> {
+        Cluster::start_env(bin, n, shards, spread_wait, mtls, &[]).await
+    }
+
+    /// [`start`](Self::start), with `env` set for every node.
+    pub async fn start_env(
+        bin: &Path,
+        n: u64,
+        shards: u16,
+        spread_wait: Duration,
+        mtls: bool,
+        env: &[(&str, &str)],
+    ) -> Result<Cluster, String> {
         let dir = tempfile::Builder::new()
             .prefix("roost-bench-cluster-")
             .tempdir()
@@ -120,6 +132,7 @@ impl Cluster {
         let mut admins = BTreeMap::new();
         for id in 1..=n {
             let mut cmd = roost_cmd(bin);
+            cmd.envs(env.iter().copied());
             cmd.arg("node");
             with_tls(&mut cmd, files("node").as_ref());
             cmd.args(["--id", &id.to_string()])

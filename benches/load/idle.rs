@@ -17,6 +17,8 @@ use crate::sys;
 /// Idle time after the cluster has formed and spread its leaders, before
 /// the window: joins and leadership claims have settled.
 const SETTLE: Duration = Duration::from_secs(5);
+/// `raft.quiesce_ms` of the measured clusters (off by default).
+const QUIESCE_MS: &str = "2000";
 /// How long the shards get to quiesce after that (`raft.quiesce_ms`).
 const QUIET_WITHIN: Duration = Duration::from_secs(120);
 
@@ -25,7 +27,9 @@ const QUIET_WITHIN: Duration = Duration::from_secs(120);
 pub async fn run(bin: &Path, shards: u16, window: Duration, spread: Duration) -> Figures {
     let mut f = Figures::new(format!("idle-cpu-{shards}"), "roost cluster");
     let started = Instant::now();
-    let c = match Cluster::start(bin, 3, shards, spread, true).await {
+    // Quiescence is what this measures; it is off by default.
+    let quiet = [("ROOST_RAFT_QUIESCE_MS", QUIESCE_MS)];
+    let c = match Cluster::start_env(bin, 3, shards, spread, true, &quiet).await {
         Ok(c) => c,
         Err(e) => {
             f.fail(format!("cluster with {shards} shards: {e}"));

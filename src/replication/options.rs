@@ -26,7 +26,7 @@ pub struct ReplicationOptions {
     pub queue_capacity: usize,
     /// A shard leader with no request for this long, its followers caught
     /// up, quiesces: no heartbeats and no openraft timers until the next
-    /// request (`quiet.rs`). 0: never.
+    /// request (`quiet.rs`). 0 (the default): never.
     pub quiesce_ms: u64,
 }
 
@@ -42,7 +42,7 @@ impl Default for ReplicationOptions {
             max_batch_writes: 4_096,
             max_in_flight: 4,
             queue_capacity: 8_192,
-            quiesce_ms: 2_000,
+            quiesce_ms: 0,
         }
     }
 }

@@ -43,6 +43,9 @@ pub struct Replicas {
     liveness: Arc<Liveness>,
     /// The object shards this node announces quiesced.
     announced: Arc<Announced>,
+    /// `raft.quiesce_ms` > 0: shards may quiesce, and the liveness probe
+    /// sets followers' timers.
+    quiesces: bool,
     /// Stops the liveness probe.
     stop: CancellationToken,
 }
@@ -131,6 +134,7 @@ impl Replicas {
             tasks: Mutex::new(Vec::new()),
             liveness: Arc::new(Liveness::new(opts.suspect_after())),
             announced: Arc::new(Announced::new(shards)),
+            quiesces: opts.quiesce_after().is_some(),
             stop: CancellationToken::new(),
         };
         let live = replicas.liveness.clone();
@@ -189,15 +193,18 @@ impl Replicas {
                 }
             }
         }
-        tokio::spawn(liveness::probe(
-            node_id,
-            live,
-            replicas.shards.clone(),
-            replicas.extra.clone(),
-            transport,
-            Duration::from_millis(opts.heartbeat_ms),
-            replicas.stop.clone(),
-        ));
+        // Without quiescence openraft's timers run as they always did.
+        if replicas.quiesces {
+            tokio::spawn(liveness::probe(
+                node_id,
+                live,
+                replicas.shards.clone(),
+                replicas.extra.clone(),
+                transport,
+                Duration::from_millis(opts.heartbeat_ms),
+                replicas.stop.clone(),
+            ));
+        }
         tracing::info!(node_id, shards, "opened shard groups");
         Ok(replicas)
     }
@@ -233,13 +240,14 @@ impl Replicas {
 
     /// A peer pinged this node: the shards this node leads and has
     /// quiesced (their followers' timers may stop), as a bitmap
-    /// ([`liveness::bitmap`]).
-    pub fn pong(&self, from: NodeId) -> Vec<u8> {
+    /// ([`liveness::bitmap`]), and whether this node quiesces at all (it
+    /// stops its followers' timers only then).
+    pub fn pong(&self, from: NodeId) -> (Vec<u8>, bool) {
         // The time first: an announcement made after it is not yet seen.
         let at = std::time::Instant::now();
         let bits = self.announced.bitmap();
         self.liveness.pinged_by(from, at);
-        bits
+        (bits, self.quiesces)
     }
 
     /// Every shard, indexed by shard id.

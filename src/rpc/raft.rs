@@ -217,9 +217,8 @@ impl raft_server::Raft for RaftService {
                 request.target
             )));
         }
-        Ok(Response::new(PingReply {
-            quiesced: self.replicas.pong(request.from),
-        }))
+        let (quiesced, quiesces) = self.replicas.pong(request.from);
+        Ok(Response::new(PingReply { quiesced, quiesces }))
     }
 }
 
@@ -535,7 +534,14 @@ impl Transport for GrpcTransport {
         request.set_timeout(timeout);
         match tokio::time::timeout(timeout, client.ping(request)).await {
             Err(_) => Err(format!("no answer within {timeout:?}")),
-            Ok(Ok(reply)) => Ok(Pong::Quiesced(reply.into_inner().quiesced)),
+            Ok(Ok(reply)) => {
+                let reply = reply.into_inner();
+                Ok(if reply.quiesces {
+                    Pong::Quiesced(reply.quiesced)
+                } else {
+                    Pong::Unsupported
+                })
+            }
             Ok(Err(status)) if status.code() == Code::Unimplemented => Ok(Pong::Unsupported),
             Ok(Err(status)) => Err(status.to_string()),
         }

@@ -92,7 +92,17 @@ async fn increment(http: &reqwest::Client, edge: &str, i: usize, timeout: Durati
 async fn idle_shards_quiesce_wake_on_a_request_and_fail_over_after_a_sigkill() {
     let _turn = crate::harness::one_at_a_time().await;
     let root = tempfile::tempdir().expect("temp dir");
-    let mut nodes = procs::cluster(root.path(), 3, SHARDS);
+    // Quiescence is off by default (`raft.quiesce_ms`).
+    let env = [("ROOST_RAFT_QUIESCE_MS".to_owned(), "2000".to_owned())];
+    let start = |id, join: &[String]| {
+        procs::node_wrapped_env(&[], root.path(), id, "127.0.0.1:0", join, SHARDS, &env)
+    };
+    let first = start(1, &[]);
+    let seeds = vec![first.addr.clone()];
+    let mut nodes = std::collections::BTreeMap::from([(1, first)]);
+    for id in 2..=3 {
+        nodes.insert(id, start(id, &seeds));
+    }
     let addrs: Vec<String> = nodes.values().map(|p| p.addr.clone()).collect();
     let admins: Vec<String> = nodes.values().map(|p| p.admin.clone()).collect();
     wait_converged(&addrs, 3, Duration::from_secs(90)).await;
