@@ -32,20 +32,7 @@ pub enum Pong {
     Unsupported,
 }
 
-/// The bitmap of `shards`: bit `s % 8` of byte `s / 8` for shard `s`.
-pub fn bitmap(shards: impl IntoIterator<Item = ShardId>) -> Vec<u8> {
-    let mut bits = Vec::new();
-    for s in shards {
-        let (byte, bit) = (usize::from(s / 8), s % 8);
-        if bits.len() <= byte {
-            bits.resize(byte + 1, 0);
-        }
-        bits[byte] |= 1 << bit;
-    }
-    bits
-}
-
-/// Whether `bits` has `shard`.
+/// Whether `bits` has `shard`: bit `s % 8` of byte `s / 8` for shard `s`.
 pub fn has(bits: &[u8], shard: ShardId) -> bool {
     bits.get(usize::from(shard / 8))
         .is_some_and(|b| b & (1 << (shard % 8)) != 0)
@@ -79,13 +66,23 @@ impl Announced {
         }
     }
 
-    /// As a [`bitmap`].
+    /// As bytes, in the layout [`has`] reads.
     pub fn bitmap(&self) -> Vec<u8> {
         self.words
             .iter()
             .flat_map(|w| w.load(Ordering::Acquire).to_le_bytes())
             .collect()
     }
+}
+
+/// A peer as this node's pings see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Seen {
+    /// Not answered yet, and not for long enough to suspect it.
+    Unknown,
+    /// Its last answer, within the suspicion window.
+    Alive(Pong),
+    Suspect,
 }
 
 #[derive(Debug)]
@@ -133,52 +130,42 @@ impl Liveness {
         }
     }
 
+    /// What this node's pings say of `view`'s peer at `now`.
+    fn seen(&self, view: &View, now: Instant) -> Seen {
+        match &view.answered {
+            Some((at, pong)) if now.saturating_duration_since(*at) < self.suspect_after => {
+                Seen::Alive(pong.clone())
+            }
+            Some(_) => Seen::Suspect,
+            None if now.saturating_duration_since(view.since) < self.suspect_after => Seen::Unknown,
+            None => Seen::Suspect,
+        }
+    }
+
     /// `peer` as seen at `now`, for `shard`.
     pub(crate) fn state(&self, peer: NodeId, shard: ShardId, now: Instant) -> PeerState {
         let views = self.views();
         let Some(view) = views.get(&peer) else {
             return PeerState::Unknown;
         };
-        match &view.answered {
-            Some((at, pong)) if now.saturating_duration_since(*at) < self.suspect_after => {
-                PeerState::Alive {
-                    quiesced: matches!(pong, Pong::Quiesced(bits) if has(bits, shard)),
-                }
-            }
-            Some(_) => PeerState::Suspect,
-            None if now.saturating_duration_since(view.since) < self.suspect_after => {
-                PeerState::Unknown
-            }
-            None => PeerState::Suspect,
+        match self.seen(view, now) {
+            Seen::Alive(pong) => PeerState::Alive {
+                quiesced: matches!(pong, Pong::Quiesced(bits) if has(&bits, shard)),
+            },
+            Seen::Unknown => PeerState::Unknown,
+            Seen::Suspect => PeerState::Suspect,
         }
     }
 
-    /// What decides the followers' timers, per peer, at `now`: its state
-    /// for shard 0 aside, whether it is suspected, unknown, and its last
-    /// bitmap. Compared between rounds: the timers are set again only when
-    /// it changed.
-    fn summary(&self, now: Instant) -> Vec<(NodeId, u8, Vec<u8>)> {
+    /// Every peer as seen at `now`, by id. Compared between rounds: the
+    /// followers' timers are set again only when it changed.
+    fn summary(&self, now: Instant) -> Vec<(NodeId, Seen)> {
         let views = self.views();
-        let mut summary: Vec<(NodeId, u8, Vec<u8>)> = views
+        let mut summary: Vec<(NodeId, Seen)> = views
             .iter()
-            .map(|(id, view)| {
-                let (state, bits) = match &view.answered {
-                    Some((at, pong)) if now.saturating_duration_since(*at) < self.suspect_after => {
-                        match pong {
-                            Pong::Quiesced(bits) => (0, bits.clone()),
-                            Pong::Unsupported => (1, Vec::new()),
-                        }
-                    }
-                    Some(_) => (2, Vec::new()),
-                    None if now.saturating_duration_since(view.since) < self.suspect_after => {
-                        (3, Vec::new())
-                    }
-                    None => (2, Vec::new()),
-                };
-                (*id, state, bits)
-            })
+            .map(|(id, view)| (*id, self.seen(view, now)))
             .collect();
-        summary.sort_unstable_by_key(|(id, ..)| *id);
+        summary.sort_unstable_by_key(|(id, _)| *id);
         summary
     }
 
@@ -186,10 +173,9 @@ impl Liveness {
     pub fn ready(&self, peers: impl IntoIterator<Item = NodeId>, now: Instant) -> bool {
         let views = self.views();
         peers.into_iter().all(|p| {
-            views.get(&p).is_some_and(|v| {
-                matches!(&v.answered, Some((at, Pong::Quiesced(_)))
-                    if now.saturating_duration_since(*at) < self.suspect_after)
-            })
+            views
+                .get(&p)
+                .is_some_and(|v| matches!(self.seen(v, now), Seen::Alive(Pong::Quiesced(_))))
         })
     }
 
@@ -309,6 +295,19 @@ fn reconcile(me: NodeId, liveness: &Liveness, groups: &[ShardHandle], now: Insta
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bitmap of `shards`, as [`has`] reads it.
+    fn bitmap(shards: impl IntoIterator<Item = ShardId>) -> Vec<u8> {
+        let mut bits = Vec::new();
+        for s in shards {
+            let (byte, bit) = (usize::from(s / 8), s % 8);
+            if bits.len() <= byte {
+                bits.resize(byte + 1, 0);
+            }
+            bits[byte] |= 1 << bit;
+        }
+        bits
+    }
 
     #[test]
     fn bitmaps_name_exactly_their_shards() {

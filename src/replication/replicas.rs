@@ -240,7 +240,7 @@ impl Replicas {
 
     /// A peer pinged this node: the shards this node leads and has
     /// quiesced (their followers' timers may stop), as a bitmap
-    /// ([`liveness::bitmap`]), and whether this node quiesces at all (it
+    /// (as [`liveness::has`] reads it), and whether this node quiesces at all (it
     /// stops its followers' timers only then).
     pub fn pong(&self, from: NodeId) -> (Vec<u8>, bool) {
         // The time first: an announcement made after it is not yet seen.
