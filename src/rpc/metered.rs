@@ -203,7 +203,7 @@ fn split_path(path: &str) -> Option<(&str, &str)> {
 }
 
 /// The canonical name of a gRPC status code.
-fn code_name(code: i32) -> &'static str {
+pub(super) fn code_name(code: i32) -> &'static str {
     const NAMES: [&str; 17] = [
         "OK",
         "CANCELLED",

@@ -10,7 +10,8 @@
 //! must keep everyone else out.
 //!
 //! Owns: validating requests off the wire (sizes included), running them on
-//! the runtime, and bridging a `Socket` stream to an object's socket.
+//! the runtime (one at a time, or many over a `FetchMany` stream:
+//! [`super::fetch_many`]), and bridging a `Socket` stream to an object's socket.
 //! Never: decides anything about an object's data, or answers for an object
 //! of a shard this node does not lead (the runtime refuses with `NotOwner`,
 //! which the caller sees as FAILED_PRECONDITION with `roost-shard`).
@@ -30,6 +31,7 @@ use tonic::{Status, Streaming};
 
 use super::Error;
 use super::convert::{self, MAX_CALL_METHOD_BYTES};
+use super::fetch_many;
 use super::pb::objects_server::{Objects, ObjectsServer};
 use super::pb::{self, socket_down, socket_up};
 use super::tls::Tls;
@@ -108,17 +110,24 @@ impl ObjectsService {
     /// The service for a tonic server, with the decoding limit set from the
     /// limits (larger messages are refused with RESOURCE_EXHAUSTED).
     pub fn into_server(self) -> ObjectsServer<Self> {
+        // A `FetchMany` batch may hold 1 MiB of calls before its last one.
         let limit = self
             .limits
             .max_request_body_bytes
             .max(self.limits.max_message_bytes)
-            .saturating_add(ENVELOPE_BYTES);
+            .saturating_add(ENVELOPE_BYTES)
+            .saturating_add(fetch_many::BATCH_BYTES);
         ObjectsServer::new(self).max_decoding_message_size(limit)
     }
 
     /// Ends every bridged socket: with `moved` for callers that re-attach
     /// (the object is told nothing), else with 1001 (the object is told
     /// too); waits until the bridges have ended.
+    /// Cancelled when the service closes (see [`Self::close_sockets`]).
+    pub(super) fn closing(&self) -> CancellationToken {
+        self.closing.clone()
+    }
+
     pub async fn close_sockets(&self) {
         self.closing.cancel();
         self.bridges.close();
@@ -161,12 +170,13 @@ type Reply<T> = Result<tonic::Response<T>, Status>;
 
 /// The calls' bodies, run inside their server spans.
 impl ObjectsService {
-    async fn fetch_in(
+    /// One `Fetch`, unary or in a `FetchMany` stream.
+    pub(super) async fn fetch_one(
         &self,
-        request: tonic::Request<pb::FetchRequest>,
-    ) -> Reply<pb::FetchResponse> {
+        request: pb::FetchRequest,
+    ) -> Result<pb::FetchResponse, Status> {
         let limit = self.limits.max_request_body_bytes;
-        let (key, req) = convert::request_from_pb(request.into_inner(), limit, &self.namespaces)?;
+        let (key, req) = convert::request_from_pb(request, limit, &self.namespaces)?;
         if is_websocket_upgrade(&req) {
             return Err(Status::invalid_argument(
                 "a WebSocket upgrade request needs Socket, not Fetch",
@@ -180,9 +190,7 @@ impl ObjectsService {
                 self.objects
                     .socket_closed(&link.object, link.socket, 1006, "not upgraded".into());
         }
-        Ok(tonic::Response::new(convert::response_to_pb(
-            outcome.response,
-        )))
+        Ok(convert::response_to_pb(outcome.response))
     }
 
     async fn call_in(&self, request: tonic::Request<pb::CallRequest>) -> Reply<pb::CallResponse> {
@@ -213,7 +221,23 @@ impl ObjectsService {
 impl Objects for ObjectsService {
     async fn fetch(&self, request: tonic::Request<pb::FetchRequest>) -> Reply<pb::FetchResponse> {
         let span = traces::rpc_server_span("roost.v1.Objects", "Fetch", request.metadata());
-        self.fetch_in(request).instrument(span).await
+        let response = self
+            .fetch_one(request.into_inner())
+            .instrument(span)
+            .await?;
+        Ok(tonic::Response::new(response))
+    }
+
+    type FetchManyStream = ReceiverStream<Result<pb::FetchResults, Status>>;
+
+    async fn fetch_many(
+        &self,
+        request: tonic::Request<Streaming<pb::FetchBatch>>,
+    ) -> Reply<Self::FetchManyStream> {
+        Ok(tonic::Response::new(fetch_many::serve(
+            self.clone(),
+            request.into_inner(),
+        )))
     }
 
     async fn call(&self, request: tonic::Request<pb::CallRequest>) -> Reply<pb::CallResponse> {

@@ -253,6 +253,16 @@ pub fn inject_current(metadata: &mut tonic::metadata::MetadataMap) {
     });
 }
 
+/// Carries the current span's trace context in a map (a `FetchMany`
+/// call's `trace_context`).
+pub fn inject_current_into(map: &mut std::collections::HashMap<String, String>) {
+    if !exporting() {
+        return;
+    }
+    let context = Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, map));
+}
+
 /// The server span of one gRPC call (`rpc.*` semantic conventions),
 /// continuing the caller's trace from the request metadata.
 pub fn rpc_server_span(
