@@ -1,0 +1,380 @@
+//! Every shard's AppendEntries and Vote to one peer on one long-lived,
+//! batched `Raft.Stream` call (the per-peer batching of multi-Raft: TiKV's
+//! batched Raft messages, CockroachDB's per-node-pair streams), below
+//! openraft's per-group network trait.
+//!
+//! The sending side ([`PeerStream`]) queues each request with an id and
+//! writes everything queued in one message whenever the stream can take
+//! one: under load, requests that arrive while a write is in progress go
+//! out together in the next; at low load a request goes out at once (no
+//! linger). Answers come back as the peer's groups give them, in any order,
+//! and complete their callers by id. The receiving side ([`serve`]) hands
+//! each request to [`RaftService`] — the same checks and limits as the
+//! unary calls — concurrently, up to [`MAX_IN_FLIGHT`] per stream, and
+//! batches the answers that are ready together.
+//!
+//! A stream that breaks fails the requests on it as unavailable (openraft
+//! backs off and retries, as after a broken unary call); the next request
+//! opens a new one. A peer that answers `UNIMPLEMENTED` (an older release)
+//! is reached with the unary calls instead.
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::{Code, Status, Streaming};
+
+use super::{MAX_MESSAGE_BYTES, RaftService};
+use crate::rpc::pb::raft_client::RaftClient;
+use crate::rpc::pb::raft_frame::Body;
+use crate::rpc::pb::{RaftBatch, RaftFrame, RaftReply, RaftStatus};
+
+/// Requests of one stream a node works on at once; more wait to be read.
+pub const MAX_IN_FLIGHT: usize = 1024;
+/// Frames in one message, either way.
+const MAX_BATCH_FRAMES: usize = 256;
+/// Encoded bytes of requests gathered into one message (a single larger
+/// request still goes, alone).
+const MAX_BATCH_BYTES: usize = 8 << 20;
+/// Requests queued for a stream that cannot take them yet; callers wait
+/// (within their deadlines) beyond this.
+const MAX_QUEUED: usize = 4096;
+/// Messages handed to the HTTP/2 stream ahead of the one being written.
+/// Small, so that requests gather into batches while a write is under way.
+const OUT_MESSAGES: usize = 2;
+/// How long opening a stream may take.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Requests waiting for an answer beyond which those whose callers gave up
+/// are forgotten.
+const PRUNE_AT: usize = 4096;
+
+/// The answers of one stream, as the server sends them.
+pub type Answers = Pin<Box<dyn Stream<Item = Result<RaftBatch, Status>> + Send>>;
+
+/// The server side of one stream: answers each request of `incoming`
+/// until the peer ends it or `closing` (this node stops serving).
+pub(super) fn serve(
+    service: RaftService,
+    mut incoming: Streaming<RaftBatch>,
+    closing: CancellationToken,
+) -> Answers {
+    let (tx, rx) = mpsc::channel::<RaftFrame>(MAX_IN_FLIGHT);
+    let limit = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let reading = closing.clone();
+    tokio::spawn(async move {
+        loop {
+            let batch = tokio::select! {
+                _ = reading.cancelled() => return,
+                batch = incoming.next() => match batch {
+                    Some(Ok(batch)) => batch,
+                    _ => return,
+                },
+            };
+            for frame in batch.frames {
+                let Ok(permit) = limit.clone().acquire_owned().await else {
+                    return;
+                };
+                let (service, tx) = (service.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let answer = answer(&service, frame).await;
+                    let _ = tx.send(answer).await;
+                    drop(permit);
+                });
+            }
+        }
+    });
+    let answers = futures_util::stream::unfold(rx, |mut rx| async move {
+        let first = rx.recv().await?;
+        let mut frames = vec![first];
+        while frames.len() < MAX_BATCH_FRAMES {
+            match rx.try_recv() {
+                Ok(frame) => frames.push(frame),
+                Err(_) => break,
+            }
+        }
+        Some((Ok(RaftBatch { frames }), rx))
+    });
+    Box::pin(answers.take_until(closing.cancelled_owned()))
+}
+
+/// The answer to one request frame.
+async fn answer(service: &RaftService, frame: RaftFrame) -> RaftFrame {
+    let result = match frame.body {
+        Some(Body::AppendEntries(request)) => service.answer_append(request).await,
+        Some(Body::Vote(request)) => service.answer_vote(request).await,
+        _ => Err(Status::invalid_argument(
+            "a Raft stream frame that is not a request",
+        )),
+    };
+    RaftFrame {
+        id: frame.id,
+        body: Some(match result {
+            Ok(reply) => Body::Reply(reply),
+            Err(status) => Body::Status(RaftStatus {
+                code: status.code() as i32,
+                message: status.message().to_owned(),
+            }),
+        }),
+    }
+}
+
+/// A request's answer, as the sending side hands it to its caller.
+type Answer = Result<RaftReply, Status>;
+
+struct Call {
+    body: Body,
+    answer: oneshot::Sender<Answer>,
+}
+
+/// This node's stream to one peer, shared by every shard's group.
+pub struct PeerStream {
+    calls: mpsc::Sender<Call>,
+    unsupported: Arc<AtomicBool>,
+}
+
+impl PeerStream {
+    /// Starts the stream's task over `channel` (the stream itself opens
+    /// with the first request, and again after it breaks).
+    pub fn start(channel: Channel) -> PeerStream {
+        let (calls, queue) = mpsc::channel(MAX_QUEUED);
+        let unsupported = Arc::new(AtomicBool::new(false));
+        let client = RaftClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        tokio::spawn(run(client, queue, unsupported.clone()));
+        PeerStream { calls, unsupported }
+    }
+
+    /// Whether the peer does not know `Raft.Stream` (use the unary calls).
+    pub fn unsupported(&self) -> bool {
+        self.unsupported.load(Ordering::Relaxed)
+    }
+
+    /// Sends `body` (a request) and waits for its answer.
+    pub async fn call(&self, body: Body) -> Answer {
+        let (answer, answered) = oneshot::channel();
+        self.calls
+            .send(Call { body, answer })
+            .await
+            .map_err(|_| Status::unavailable("the Raft stream's task has stopped"))?;
+        answered
+            .await
+            .map_err(|_| Status::unavailable("the Raft stream ended"))?
+    }
+}
+
+/// Requests queued or sent on the current stream, and their callers.
+#[derive(Default)]
+struct Flight {
+    next_id: u64,
+    queued: VecDeque<RaftFrame>,
+    waiting: HashMap<u64, oneshot::Sender<Answer>>,
+}
+
+impl Flight {
+    fn push(&mut self, call: Call) {
+        self.next_id = self.next_id.wrapping_add(1);
+        let id = self.next_id;
+        if self.waiting.len() >= PRUNE_AT {
+            self.waiting.retain(|_, caller| !caller.is_closed());
+        }
+        self.waiting.insert(id, call.answer);
+        self.queued.push_back(RaftFrame {
+            id,
+            body: Some(call.body),
+        });
+    }
+
+    /// The next message: queued requests up to the batch limits.
+    fn batch(&mut self) -> RaftBatch {
+        let mut frames = Vec::new();
+        let mut bytes = 0;
+        while let Some(frame) = self.queued.front() {
+            let size = prost::Message::encoded_len(frame);
+            if !frames.is_empty()
+                && (frames.len() >= MAX_BATCH_FRAMES || bytes + size > MAX_BATCH_BYTES)
+            {
+                break;
+            }
+            bytes += size;
+            frames.extend(self.queued.pop_front());
+        }
+        RaftBatch { frames }
+    }
+
+    fn answer(&mut self, frame: RaftFrame) {
+        let Some(caller) = self.waiting.remove(&frame.id) else {
+            return;
+        };
+        let answer = match frame.body {
+            Some(Body::Reply(reply)) => Ok(reply),
+            Some(Body::Status(status)) => Err(Status::new(Code::from(status.code), status.message)),
+            _ => Err(Status::internal(
+                "the peer answered a Raft request with a request",
+            )),
+        };
+        let _ = caller.send(answer);
+    }
+
+    /// Fails every request queued or sent with `status`.
+    fn fail(&mut self, status: &Status) {
+        self.queued.clear();
+        for (_, caller) in self.waiting.drain() {
+            let _ = caller.send(Err(Status::new(status.code(), status.message())));
+        }
+    }
+}
+
+/// The stream's task: opens a stream when there is something to send,
+/// runs it until it breaks, and again, until the transport is dropped.
+async fn run(
+    client: RaftClient<Channel>,
+    mut calls: mpsc::Receiver<Call>,
+    unsupported: Arc<AtomicBool>,
+) {
+    let mut flight = Flight::default();
+    while let Some(first) = calls.recv().await {
+        flight.push(first);
+        let (out, out_rx) = mpsc::channel::<RaftBatch>(OUT_MESSAGES);
+        // Handed over before the call is made: it completes when the peer's
+        // response headers arrive, which may wait for a first message.
+        let _ = out.try_send(flight.batch());
+        let opened = tokio::time::timeout(
+            OPEN_TIMEOUT,
+            client.clone().stream(ReceiverStream::new(out_rx)),
+        )
+        .await;
+        let mut answers = match opened {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => {
+                if status.code() == Code::Unimplemented {
+                    unsupported.store(true, Ordering::Relaxed);
+                }
+                flight.fail(&status);
+                continue;
+            }
+            Err(_) => {
+                flight.fail(&Status::unavailable("opening the Raft stream timed out"));
+                continue;
+            }
+        };
+        let ended = loop {
+            tokio::select! {
+                answer = answers.next() => match answer {
+                    Some(Ok(batch)) => batch.frames.into_iter().for_each(|f| flight.answer(f)),
+                    Some(Err(status)) => break status,
+                    None => break Status::unavailable("the peer ended the Raft stream"),
+                },
+                permit = out.reserve(), if !flight.queued.is_empty() => match permit {
+                    Ok(permit) => permit.send(flight.batch()),
+                    Err(_) => break Status::unavailable("the Raft stream closed"),
+                },
+                call = calls.recv(), if flight.queued.len() < MAX_QUEUED => match call {
+                    Some(call) => {
+                        flight.push(call);
+                        while flight.queued.len() < MAX_QUEUED {
+                            match calls.try_recv() {
+                                Ok(call) => flight.push(call),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => return,
+                },
+            }
+        };
+        tracing::debug!(status = %ended, "Raft stream ended");
+        flight.fail(&ended);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(n: u8) -> (Call, oneshot::Receiver<Answer>) {
+        let (answer, answered) = oneshot::channel();
+        let body = Body::Vote(crate::rpc::pb::RaftRequest {
+            shard: u32::from(n),
+            target: 1,
+            payload: vec![n; 10],
+            data: Vec::new(),
+        });
+        (Call { body, answer }, answered)
+    }
+
+    #[tokio::test]
+    async fn answers_reach_their_callers_in_any_order() {
+        let mut flight = Flight::default();
+        let (a, a_answered) = call(1);
+        let (b, b_answered) = call(2);
+        flight.push(a);
+        flight.push(b);
+        let batch = flight.batch();
+        assert_eq!(
+            batch.frames.len(),
+            2,
+            "both queued requests go in one message"
+        );
+        assert!(flight.queued.is_empty());
+        let (ida, idb) = (batch.frames[0].id, batch.frames[1].id);
+        assert_ne!(ida, idb);
+        flight.answer(RaftFrame {
+            id: idb,
+            body: Some(Body::Status(RaftStatus {
+                code: Code::NotFound as i32,
+                message: "no shard".into(),
+            })),
+        });
+        flight.answer(RaftFrame {
+            id: ida,
+            body: Some(Body::Reply(RaftReply { payload: vec![7] })),
+        });
+        let a = a_answered.await.expect("answered");
+        assert_eq!(a.expect("a reply").payload, vec![7]);
+        let b = b_answered.await.expect("answered");
+        assert_eq!(b.expect_err("a status").code(), Code::NotFound);
+        // An answer for no request in flight is ignored.
+        flight.answer(RaftFrame {
+            id: ida,
+            body: None,
+        });
+    }
+
+    #[tokio::test]
+    async fn a_broken_stream_fails_everything_on_it() {
+        let mut flight = Flight::default();
+        let (a, a_answered) = call(1);
+        let (b, b_answered) = call(2);
+        flight.push(a);
+        let _sent = flight.batch();
+        flight.push(b);
+        flight.fail(&Status::unavailable("gone"));
+        for answered in [a_answered, b_answered] {
+            let err = answered.await.expect("answered").expect_err("failed");
+            assert_eq!(err.code(), Code::Unavailable);
+        }
+        assert!(flight.waiting.is_empty() && flight.queued.is_empty());
+    }
+
+    #[test]
+    fn a_message_holds_at_most_the_batch_limits() {
+        let mut flight = Flight::default();
+        let mut answered = Vec::new();
+        for n in 0..(MAX_BATCH_FRAMES + 10) {
+            let (c, rx) = call((n % 250) as u8);
+            flight.push(c);
+            answered.push(rx);
+        }
+        assert_eq!(flight.batch().frames.len(), MAX_BATCH_FRAMES);
+        assert_eq!(flight.batch().frames.len(), 10);
+        assert!(flight.batch().frames.is_empty());
+    }
+}
