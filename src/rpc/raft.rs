@@ -467,7 +467,7 @@ impl GrpcTransport {
         if let Some(body) = streamed.filter(|_| !peering.stream.unsupported()) {
             // A peer without the stream (an older release) answers
             // UNIMPLEMENTED once; openraft retries, and the retry is unary.
-            return match tokio::time::timeout(ttl, peering.stream.call(body(request))).await {
+            return match peering.stream.call(body(request), ttl).await {
                 Err(_) => Err(Error::Timeout(ttl)),
                 Ok(Ok(reply)) => Ok(reply.payload),
                 Ok(Err(status)) => Err(Error::Status(Box::new(status))),

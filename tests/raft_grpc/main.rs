@@ -303,6 +303,7 @@ async fn bad_input_gets_an_error_status_and_the_server_keeps_working() {
     // in one answer message or several, and the stream goes on serving.
     let frame = |id, body| RaftFrame {
         id,
+        timeout_ms: 1000,
         body: Some(body),
     };
     let bad = vec![

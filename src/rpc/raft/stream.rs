@@ -54,6 +54,15 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Requests waiting for an answer beyond which those whose callers gave up
 /// are forgotten.
 const PRUNE_AT: usize = 4096;
+/// The longest a node works on one request of a stream (and the wait of a
+/// request that names none): a request its sender gave up on must not hold
+/// one of the stream's [`MAX_IN_FLIGHT`] places for long, or a group that
+/// stalls would stall every group behind it on the stream.
+const MAX_REQUEST_TIME: Duration = Duration::from_secs(10);
+/// A stream with requests waiting that has had no answer for this long is
+/// taken for stuck (the peer answers every request within
+/// [`MAX_REQUEST_TIME`], if only to say its deadline passed) and replaced.
+const STUCK_AFTER: Duration = Duration::from_secs(15);
 
 /// The answers of one stream, as the server sends them.
 pub type Answers = Pin<Box<dyn Stream<Item = Result<RaftBatch, Status>> + Send>>;
@@ -104,17 +113,27 @@ pub(super) fn serve(
     Box::pin(answers.take_until(closing.cancelled_owned()))
 }
 
-/// The answer to one request frame.
+/// The answer to one request frame, within its deadline.
 async fn answer(service: &RaftService, frame: RaftFrame) -> RaftFrame {
-    let result = match frame.body {
-        Some(Body::AppendEntries(request)) => service.answer_append(request).await,
-        Some(Body::Vote(request)) => service.answer_vote(request).await,
-        _ => Err(Status::invalid_argument(
-            "a Raft stream frame that is not a request",
-        )),
+    let deadline = match frame.timeout_ms {
+        0 => MAX_REQUEST_TIME,
+        ms => Duration::from_millis(u64::from(ms)).min(MAX_REQUEST_TIME),
     };
+    let work = async {
+        match frame.body {
+            Some(Body::AppendEntries(request)) => service.answer_append(request).await,
+            Some(Body::Vote(request)) => service.answer_vote(request).await,
+            _ => Err(Status::invalid_argument(
+                "a Raft stream frame that is not a request",
+            )),
+        }
+    };
+    let result = tokio::time::timeout(deadline, work)
+        .await
+        .unwrap_or_else(|_| Err(Status::deadline_exceeded("the request's deadline passed")));
     RaftFrame {
         id: frame.id,
+        timeout_ms: 0,
         body: Some(match result {
             Ok(reply) => Body::Reply(reply),
             Err(status) => Body::Status(RaftStatus {
@@ -130,6 +149,7 @@ type Answer = Result<RaftReply, Status>;
 
 struct Call {
     body: Body,
+    timeout_ms: u32,
     answer: oneshot::Sender<Answer>,
 }
 
@@ -157,16 +177,29 @@ impl PeerStream {
         self.unsupported.load(Ordering::Relaxed)
     }
 
-    /// Sends `body` (a request) and waits for its answer.
-    pub async fn call(&self, body: Body) -> Answer {
-        let (answer, answered) = oneshot::channel();
-        self.calls
-            .send(Call { body, answer })
-            .await
-            .map_err(|_| Status::unavailable("the Raft stream's task has stopped"))?;
-        answered
-            .await
-            .map_err(|_| Status::unavailable("the Raft stream ended"))?
+    /// Sends `body` (a request) and waits for its answer, up to `ttl`
+    /// (which the peer is told, and keeps to).
+    pub async fn call(
+        &self,
+        body: Body,
+        ttl: Duration,
+    ) -> Result<Answer, tokio::time::error::Elapsed> {
+        let timeout_ms = u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX);
+        tokio::time::timeout(ttl, async {
+            let (answer, answered) = oneshot::channel();
+            self.calls
+                .send(Call {
+                    body,
+                    timeout_ms,
+                    answer,
+                })
+                .await
+                .map_err(|_| Status::unavailable("the Raft stream's task has stopped"))?;
+            answered
+                .await
+                .map_err(|_| Status::unavailable("the Raft stream ended"))?
+        })
+        .await
     }
 }
 
@@ -188,6 +221,7 @@ impl Flight {
         self.waiting.insert(id, call.answer);
         self.queued.push_back(RaftFrame {
             id,
+            timeout_ms: call.timeout_ms,
             body: Some(call.body),
         });
     }
@@ -265,10 +299,15 @@ async fn run(
                 continue;
             }
         };
+        let mut heard = tokio::time::Instant::now();
+        let mut check = tokio::time::interval(STUCK_AFTER / 3);
         let ended = loop {
             tokio::select! {
                 answer = answers.next() => match answer {
-                    Some(Ok(batch)) => batch.frames.into_iter().for_each(|f| flight.answer(f)),
+                    Some(Ok(batch)) => {
+                        heard = tokio::time::Instant::now();
+                        batch.frames.into_iter().for_each(|f| flight.answer(f));
+                    }
                     Some(Err(status)) => break status,
                     None => break Status::unavailable("the peer ended the Raft stream"),
                 },
@@ -276,6 +315,13 @@ async fn run(
                     Ok(permit) => permit.send(flight.batch()),
                     Err(_) => break Status::unavailable("the Raft stream closed"),
                 },
+                _ = check.tick() => {
+                    if flight.waiting.is_empty() {
+                        heard = tokio::time::Instant::now();
+                    } else if heard.elapsed() > STUCK_AFTER {
+                        break Status::unavailable("no answer on the Raft stream: replacing it");
+                    }
+                }
                 call = calls.recv(), if flight.queued.len() < MAX_QUEUED => match call {
                     Some(call) => {
                         flight.push(call);
@@ -307,7 +353,14 @@ mod tests {
             payload: vec![n; 10],
             data: Vec::new(),
         });
-        (Call { body, answer }, answered)
+        (
+            Call {
+                body,
+                timeout_ms: 100,
+                answer,
+            },
+            answered,
+        )
     }
 
     #[tokio::test]
@@ -328,6 +381,7 @@ mod tests {
         assert_ne!(ida, idb);
         flight.answer(RaftFrame {
             id: idb,
+            timeout_ms: 0,
             body: Some(Body::Status(RaftStatus {
                 code: Code::NotFound as i32,
                 message: "no shard".into(),
@@ -335,6 +389,7 @@ mod tests {
         });
         flight.answer(RaftFrame {
             id: ida,
+            timeout_ms: 0,
             body: Some(Body::Reply(RaftReply { payload: vec![7] })),
         });
         let a = a_answered.await.expect("answered");
@@ -344,6 +399,7 @@ mod tests {
         // An answer for no request in flight is ignored.
         flight.answer(RaftFrame {
             id: ida,
+            timeout_ms: 0,
             body: None,
         });
     }
