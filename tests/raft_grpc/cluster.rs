@@ -175,7 +175,8 @@ pub fn put(object: &ObjectKey, key: &str, value: Bytes) -> ObjectWrite {
 }
 
 /// Commits `write` through the current leader of `shard` among `nodes`,
-/// retrying when leadership moves (a put is idempotent).
+/// retrying when leadership moves or a leader's lease lapses (a put is
+/// idempotent).
 pub async fn commit(nodes: &[Node], shard: u16, write: ObjectWrite) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
@@ -186,7 +187,9 @@ pub async fn commit(nodes: &[Node], shard: u16, write: ObjectWrite) {
         };
         match result {
             Ok(()) => return,
-            Err(replication::Error::NotLeader { .. }) if tokio::time::Instant::now() < deadline => {
+            Err(replication::Error::NotLeader { .. } | replication::Error::NoQuorum(_))
+                if tokio::time::Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(e) => panic!("commit to shard {shard} via node {}: {e}", node.id),

@@ -196,13 +196,7 @@ async fn a_new_learner_is_brought_up_to_date_by_snapshot() {
     let learner = Node::start(4, dir.path(), bind, SHARDS, opts.clone()).await;
     dirs.push(dir);
     for shard in 0..SHARDS {
-        leader(&nodes, shard)
-            .await
-            .shard(shard)
-            .raft()
-            .add_learner(learner.id, learner.basic_node(), true)
-            .await
-            .expect("add the learner");
+        add_learner(&nodes, shard, &learner).await;
     }
     for (obj, shard, v) in &written {
         wait_value(&learner, *shard, obj, "k", v).await;
@@ -222,6 +216,30 @@ async fn a_new_learner_is_brought_up_to_date_by_snapshot() {
     commit(&nodes, shard, put(&obj, "k", text("new".into()))).await;
     wait_value(&nodes[3], shard, &obj, "k", b"new").await;
     stop_all(nodes).await;
+}
+
+/// Adds `learner` to `shard`'s group through its leader among `nodes`,
+/// again through the new leader when leadership moves meanwhile (on a
+/// loaded machine a follower may start an election at any time).
+async fn add_learner(nodes: &[Node], shard: u16, learner: &Node) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let raft = leader(nodes, shard).await.shard(shard).raft().clone();
+        match raft
+            .add_learner(learner.id, learner.basic_node(), true)
+            .await
+        {
+            Ok(_) => return,
+            Err(e) if e.forward_to_leader().is_some() => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "add the learner to shard {shard}: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("add the learner to shard {shard}: {e}"),
+        }
+    }
 }
 
 /// Has `raft` (a leader) snapshot what it applied and purge its log up to
