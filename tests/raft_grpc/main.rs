@@ -185,10 +185,13 @@ async fn a_new_learner_is_brought_up_to_date_by_snapshot() {
         }
     }
 
-    // Every leader snapshots and purges most of its log.
-    for shard in 0..SHARDS {
-        let raft = leader(&nodes, shard).await.shard(shard).raft().clone();
-        purge_at_least(&raft, shard, 20).await;
+    // Every replica snapshots and purges most of its log, so that whichever
+    // leads when the learner joins (leadership may move on a loaded
+    // machine) can bring it up to date only by a snapshot.
+    for node in &nodes {
+        for shard in 0..SHARDS {
+            purge_at_least(node.shard(shard).raft(), shard, 20).await;
+        }
     }
 
     let dir = TempDir::new().expect("temp dir");
@@ -242,8 +245,9 @@ async fn add_learner(nodes: &[Node], shard: u16, learner: &Node) {
     }
 }
 
-/// Has `raft` (a leader) snapshot what it applied and purge its log up to
-/// at least `index`.
+/// Has `raft` snapshot what it applied and purge its log up to at least
+/// `index` (a leader purges only what no replication to a follower still
+/// reads).
 ///
 /// Waiting for openraft's snapshot policy alone is not enough: it starts a
 /// build only when the commit index passes the threshold while no build is
@@ -269,7 +273,7 @@ async fn purge_at_least(raft: &Raft, shard: u16, index: u64) {
         let m = raft.metrics().borrow().clone();
         assert!(
             tokio::time::Instant::now() < deadline,
-            "shard {shard}'s leader did not purge its log up to {index}: \
+            "shard {shard}'s replica did not purge its log up to {index}: \
              state {:?}, applied {:?}, snapshot {:?}, purged {:?}",
             m.state,
             m.last_applied,
