@@ -459,10 +459,14 @@ impl GrpcTransport {
             payload,
             data,
         };
+        // Small requests share the peer's batched stream; a large
+        // AppendEntries goes as a call of its own, so that it cannot hold
+        // other groups' heartbeats and votes behind it (`stream`).
+        let small = request.payload.len() <= stream::MAX_REQUEST_BYTES;
         let streamed: Option<fn(RaftRequest) -> Body> = match method {
-            Method::AppendEntries => Some(Body::AppendEntries),
-            Method::Vote => Some(Body::Vote),
-            Method::InstallSnapshot => None,
+            Method::AppendEntries if small => Some(Body::AppendEntries),
+            Method::Vote if small => Some(Body::Vote),
+            Method::AppendEntries | Method::Vote | Method::InstallSnapshot => None,
         };
         if let Some(body) = streamed.filter(|_| !peering.stream.unsupported()) {
             // A peer without the stream (an older release) answers

@@ -3,11 +3,25 @@
 //! batched Raft messages, CockroachDB's per-node-pair streams), below
 //! openraft's per-group network trait.
 //!
+//! Only small requests travel here: heartbeats, votes and AppendEntries of
+//! up to [`MAX_REQUEST_BYTES`]. A larger AppendEntries goes as a unary call
+//! of its own (`GrpcTransport::call`): on one HTTP/2 stream every byte
+//! waits for the bytes before it, and the receiver decodes a message only
+//! once all of it has arrived, so a few MiB of one group's entries would
+//! hold every other group's heartbeats and votes to that peer behind them —
+//! while on a call of its own HTTP/2 interleaves its frames with the
+//! stream's, and cancels it when openraft gives up on it.
+//!
 //! The sending side ([`PeerStream`]) queues each request with an id and
-//! writes everything queued in one message whenever the stream can take
-//! one: under load, requests that arrive while a write is in progress go
-//! out together in the next; at low load a request goes out at once (no
-//! linger). Answers come back as the peer's groups give them, in any order,
+//! writes what is queued in one message, of at most [`MAX_BATCH_BYTES`],
+//! whenever the stream can take one: under load, requests that arrive
+//! while a write is in progress go out together in the next; at low load a
+//! request goes out at once (no linger). Each group has at most a few
+//! requests to a peer at a time (openraft sends one AppendEntries at a
+//! time per follower), so the queue is first come, first served. A request
+//! whose caller has given up by the time it would be written is not sent,
+//! and each goes with the time its caller has left, not the time it had
+//! when queued. Answers come back as the peer's groups give them, in any order,
 //! and complete their callers by id. The receiving side ([`serve`]) hands
 //! each request to [`RaftService`] — the same checks and limits as the
 //! unary calls — concurrently, up to [`MAX_IN_FLIGHT`] per stream, and
@@ -26,6 +40,7 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -38,11 +53,17 @@ use crate::rpc::pb::{RaftBatch, RaftFrame, RaftReply, RaftStatus};
 
 /// Requests of one stream a node works on at once; more wait to be read.
 pub const MAX_IN_FLIGHT: usize = 1024;
+/// The largest request sent on the stream (its `RaftRequest` payload);
+/// a larger AppendEntries goes as a unary call of its own. A heartbeat or
+/// a vote is well under 1 KiB.
+pub const MAX_REQUEST_BYTES: usize = 64 << 10;
 /// Frames in one message, either way.
 const MAX_BATCH_FRAMES: usize = 256;
-/// Encoded bytes of requests gathered into one message (a single larger
-/// request still goes, alone).
-const MAX_BATCH_BYTES: usize = 8 << 20;
+/// Encoded bytes of requests gathered into one message: a few of the
+/// largest, so a message is written (and can be decoded) soon after it is
+/// begun, within the initial HTTP/2 window of an adaptive-window channel
+/// (64 KiB) times a few.
+const MAX_BATCH_BYTES: usize = 256 << 10;
 /// Requests queued for a stream that cannot take them yet; callers wait
 /// (within their deadlines) beyond this.
 const MAX_QUEUED: usize = 4096;
@@ -149,7 +170,8 @@ type Answer = Result<RaftReply, Status>;
 
 struct Call {
     body: Body,
-    timeout_ms: u32,
+    /// When the caller stops waiting.
+    deadline: Instant,
     answer: oneshot::Sender<Answer>,
 }
 
@@ -184,13 +206,13 @@ impl PeerStream {
         body: Body,
         ttl: Duration,
     ) -> Result<Answer, tokio::time::error::Elapsed> {
-        let timeout_ms = u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX);
-        tokio::time::timeout(ttl, async {
+        let deadline = Instant::now() + ttl;
+        tokio::time::timeout_at(deadline, async {
             let (answer, answered) = oneshot::channel();
             self.calls
                 .send(Call {
                     body,
-                    timeout_ms,
+                    deadline,
                     answer,
                 })
                 .await
@@ -207,7 +229,8 @@ impl PeerStream {
 #[derive(Default)]
 struct Flight {
     next_id: u64,
-    queued: VecDeque<RaftFrame>,
+    /// Requests not yet written, with their callers' deadlines.
+    queued: VecDeque<(RaftFrame, Instant)>,
     waiting: HashMap<u64, oneshot::Sender<Answer>>,
 }
 
@@ -219,18 +242,42 @@ impl Flight {
             self.waiting.retain(|_, caller| !caller.is_closed());
         }
         self.waiting.insert(id, call.answer);
-        self.queued.push_back(RaftFrame {
+        let frame = RaftFrame {
             id,
-            timeout_ms: call.timeout_ms,
+            timeout_ms: 0,
             body: Some(call.body),
-        });
+        };
+        self.queued.push_back((frame, call.deadline));
     }
 
-    /// The next message: queued requests up to the batch limits.
-    fn batch(&mut self) -> RaftBatch {
+    /// Whether a request is waiting to be written.
+    fn has_queued(&self) -> bool {
+        !self.queued.is_empty()
+    }
+
+    /// The next message at `now`: queued requests up to the batch limits,
+    /// each with the time its caller has left. Requests whose callers have
+    /// given up or whose deadline has passed are dropped, not sent (the
+    /// latter answered DEADLINE_EXCEEDED). Empty when nothing is left.
+    fn batch(&mut self, now: Instant) -> RaftBatch {
         let mut frames = Vec::new();
         let mut bytes = 0;
-        while let Some(frame) = self.queued.front() {
+        while let Some((frame, deadline)) = self.queued.front() {
+            let gone = self
+                .waiting
+                .get(&frame.id)
+                .is_none_or(oneshot::Sender::is_closed);
+            let left = deadline.saturating_duration_since(now);
+            if gone || left.is_zero() {
+                let id = frame.id;
+                self.queued.pop_front();
+                if let Some(caller) = self.waiting.remove(&id) {
+                    let _ = caller.send(Err(Status::deadline_exceeded(
+                        "the request's deadline passed before it was sent",
+                    )));
+                }
+                continue;
+            }
             let size = prost::Message::encoded_len(frame);
             if !frames.is_empty()
                 && (frames.len() >= MAX_BATCH_FRAMES || bytes + size > MAX_BATCH_BYTES)
@@ -238,7 +285,11 @@ impl Flight {
                 break;
             }
             bytes += size;
-            frames.extend(self.queued.pop_front());
+            if let Some((mut frame, _)) = self.queued.pop_front() {
+                // At least 1: 0 would mean "no deadline" to the peer.
+                frame.timeout_ms = u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1);
+                frames.push(frame);
+            }
         }
         RaftBatch { frames }
     }
@@ -279,7 +330,11 @@ async fn run(
         let (out, out_rx) = mpsc::channel::<RaftBatch>(OUT_MESSAGES);
         // Handed over before the call is made: it completes when the peer's
         // response headers arrive, which may wait for a first message.
-        let _ = out.try_send(flight.batch());
+        let first = flight.batch(Instant::now());
+        if first.frames.is_empty() {
+            continue;
+        }
+        let _ = out.try_send(first);
         let opened = tokio::time::timeout(
             OPEN_TIMEOUT,
             client.clone().stream(ReceiverStream::new(out_rx)),
@@ -311,8 +366,13 @@ async fn run(
                     Some(Err(status)) => break status,
                     None => break Status::unavailable("the peer ended the Raft stream"),
                 },
-                permit = out.reserve(), if !flight.queued.is_empty() => match permit {
-                    Ok(permit) => permit.send(flight.batch()),
+                permit = out.reserve(), if flight.has_queued() => match permit {
+                    Ok(permit) => {
+                        let batch = flight.batch(Instant::now());
+                        if !batch.frames.is_empty() {
+                            permit.send(batch);
+                        }
+                    }
                     Err(_) => break Status::unavailable("the Raft stream closed"),
                 },
                 _ = check.tick() => {
@@ -345,22 +405,27 @@ async fn run(
 mod tests {
     use super::*;
 
-    fn call(n: u8) -> (Call, oneshot::Receiver<Answer>) {
+    /// A request of `bytes` payload bytes whose caller waits until `deadline`.
+    fn sized_call(n: u8, bytes: usize, deadline: Instant) -> (Call, oneshot::Receiver<Answer>) {
         let (answer, answered) = oneshot::channel();
         let body = Body::Vote(crate::rpc::pb::RaftRequest {
             shard: u32::from(n),
             target: 1,
-            payload: vec![n; 10],
+            payload: vec![n; bytes],
             data: Vec::new(),
         });
         (
             Call {
                 body,
-                timeout_ms: 100,
+                deadline,
                 answer,
             },
             answered,
         )
+    }
+
+    fn call(n: u8) -> (Call, oneshot::Receiver<Answer>) {
+        sized_call(n, 10, Instant::now() + Duration::from_secs(60))
     }
 
     #[tokio::test]
@@ -370,7 +435,7 @@ mod tests {
         let (b, b_answered) = call(2);
         flight.push(a);
         flight.push(b);
-        let batch = flight.batch();
+        let batch = flight.batch(Instant::now());
         assert_eq!(
             batch.frames.len(),
             2,
@@ -410,7 +475,7 @@ mod tests {
         let (a, a_answered) = call(1);
         let (b, b_answered) = call(2);
         flight.push(a);
-        let _sent = flight.batch();
+        let _sent = flight.batch(Instant::now());
         flight.push(b);
         flight.fail(&Status::unavailable("gone"));
         for answered in [a_answered, b_answered] {
@@ -429,8 +494,66 @@ mod tests {
             flight.push(c);
             answered.push(rx);
         }
-        assert_eq!(flight.batch().frames.len(), MAX_BATCH_FRAMES);
-        assert_eq!(flight.batch().frames.len(), 10);
-        assert!(flight.batch().frames.is_empty());
+        assert_eq!(flight.batch(Instant::now()).frames.len(), MAX_BATCH_FRAMES);
+        assert_eq!(flight.batch(Instant::now()).frames.len(), 10);
+        assert!(flight.batch(Instant::now()).frames.is_empty());
+    }
+
+    #[test]
+    fn a_message_holds_at_most_the_batch_bytes() {
+        let mut flight = Flight::default();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut answered = Vec::new();
+        for n in 0..10 {
+            let (c, rx) = sized_call(n, MAX_REQUEST_BYTES, deadline);
+            flight.push(c);
+            answered.push(rx);
+        }
+        let mut sent = 0;
+        while flight.has_queued() {
+            let batch = flight.batch(Instant::now());
+            let bytes = prost::Message::encoded_len(&batch);
+            assert!(bytes <= MAX_BATCH_BYTES + 64, "a message of {bytes} bytes");
+            assert!(!batch.frames.is_empty());
+            sent += batch.frames.len();
+        }
+        assert_eq!(sent, 10, "every request goes, a few per message");
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_caller_gave_up_is_not_sent() {
+        let mut flight = Flight::default();
+        let (a, a_answered) = call(1);
+        let (b, b_answered) = call(2);
+        flight.push(a);
+        flight.push(b);
+        drop(a_answered);
+        let batch = flight.batch(Instant::now());
+        assert_eq!(batch.frames.len(), 1, "only the request still awaited");
+        assert_eq!(batch.frames[0].body, Some(call(2).0.body));
+        assert_eq!(flight.waiting.len(), 1, "the other is forgotten");
+        drop(b_answered);
+        assert!(flight.batch(Instant::now()).frames.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_request_goes_with_the_time_its_caller_has_left() {
+        let mut flight = Flight::default();
+        let queued_at = Instant::now();
+        let (late, late_answered) = sized_call(1, 10, queued_at + Duration::from_millis(100));
+        let (fresh, _fresh_answered) = sized_call(2, 10, queued_at + Duration::from_millis(500));
+        flight.push(late);
+        flight.push(fresh);
+
+        // Written 300 ms after it was queued: the first request's caller
+        // has stopped waiting, the second has 200 ms left.
+        let batch = flight.batch(queued_at + Duration::from_millis(300));
+        assert_eq!(batch.frames.len(), 1);
+        assert_eq!(batch.frames[0].timeout_ms, 200);
+        let err = late_answered
+            .await
+            .expect("answered")
+            .expect_err("not sent");
+        assert_eq!(err.code(), Code::DeadlineExceeded);
     }
 }
