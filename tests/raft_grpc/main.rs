@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cluster::{
-    DEADLINE, Node, commit, initialize, leader, object, opts, put, wait_for_leaders, wait_value,
+    DEADLINE, Node, commit, initialize, leader, object, opts, put, wait_for_leaders, wait_until,
+    wait_value,
 };
 use openraft::error::RPCError;
 use openraft::network::RPCOption;
@@ -204,12 +205,18 @@ async fn a_new_learner_is_brought_up_to_date_by_snapshot() {
     for (obj, shard, v) in &written {
         wait_value(&learner, *shard, obj, "k", v).await;
     }
+    // RaftCore publishes the installed snapshot in its metrics a moment
+    // after the state it carries is in RocksDB (where `wait_value` reads).
     for shard in 0..SHARDS {
-        let metrics = learner.shard(shard).raft().metrics().borrow().clone();
-        assert!(
-            metrics.snapshot.is_some(),
-            "shard {shard} of the learner holds a snapshot"
-        );
+        let raft = learner.shard(shard).raft().clone();
+        wait_until(
+            &format!("shard {shard} of the learner holds a snapshot"),
+            || {
+                let snapshot = raft.metrics().borrow().snapshot;
+                snapshot.filter(|s| s.index >= 20)
+            },
+        )
+        .await;
     }
 
     // And it follows new writes by plain replication.
