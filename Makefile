@@ -20,6 +20,12 @@
 #               BTreeMap model, the Raft service under arbitrary messages.
 #               `make test` runs them briefly; here PROPTEST_CASES cases
 #               each (default 10000), e.g. PROPTEST_CASES=100000 make fuzz
+#   make upgrade-test SOCKETS=1000
+#               the rolling-upgrade test at full size: 3 nodes, two edges,
+#               SOCKETS chat sockets in rooms of 20, every node restarted
+#               with SIGTERM, then one SIGKILLed; prints disconnects and
+#               lost/duplicated/reordered messages and the longest pauses
+#               (`make test` runs it with 40 sockets)
 #   make deploy-checks
 #               the Helm chart, Dockerfile and compose file, offline: render,
 #               helm lint, Kubernetes schemas, hadolint, compose schema, and
@@ -35,10 +41,11 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/roost-target
 ARGS ?=
 DURATION ?= 10m
+SOCKETS ?= 1000
 SEED ?=
 NODES ?= 3
 
-.PHONY: setup dev dev-release test fuzz bench ops-checks deploy-checks nemesis
+.PHONY: setup dev dev-release test fuzz bench ops-checks deploy-checks nemesis upgrade-test
 
 setup:
 	@bash scripts/setup.sh
@@ -68,6 +75,9 @@ nemesis:
 	@bash scripts/setup.sh --test
 	NEMESIS_DURATION=$(DURATION) NEMESIS_SEED=$(SEED) NEMESIS_NODES=$(NODES) \
 		bash scripts/nemesis.sh
+upgrade-test: setup
+	ROOST_UPGRADE_SOCKETS=$(SOCKETS) cargo test --workspace --test cluster upgrade:: -- --nocapture
+
 # The property tests with many cases (see the list at the top).
 PROPTEST_CASES ?= 10000
 fuzz: setup

@@ -105,5 +105,10 @@ if [ "$status" -eq 0 ] && [ "${BENCH_PROFILE:-release}" = release ]; then
         echo '```'
     } >> "$OUT"
 fi
+# Figures the fault tests measure rather than this suite (each with the
+# command that measured it), kept beside the benches' own.
+if [ -f "$ROOT/benches/fault-pauses.md" ]; then
+    { echo; cat "$ROOT/benches/fault-pauses.md"; } >> "$OUT"
+fi
 echo "[bench] wrote $OUT (exit $status)" >&2
 exit "$status"

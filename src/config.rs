@@ -325,7 +325,17 @@ pub struct WebSocketConfig {
     pub reattach_buffer_bytes: usize,
     /// How long a socket may wait for a new owner before the edge closes
     /// it with 1012 (the client reconnects), in milliseconds. Default 30000.
+    /// On a node: how long the new owner keeps listing a socket that has
+    /// not come back (frames to it held) before its object is told it
+    /// closed (1006).
     pub reattach_timeout_ms: u64,
+    /// On a cluster node: frames each object keeps for its sockets (the
+    /// newest, one per message however many sockets it went to), so that a
+    /// socket whose owner died gets from the new owner the frames the old
+    /// one released but its edge never received. 0 keeps none; at most
+    /// 65535. Each is a write in the object's Raft entry. Default 256.
+    /// (`roost dev` keeps none: its edge dies with its node.)
+    pub replay_frames: usize,
 }
 
 /// `[raft]`: replication timing and batching, the same for every shard.
@@ -365,6 +375,13 @@ pub struct RaftConfig {
     /// The largest snapshot a node accepts from a shard's leader (held in
     /// memory while it arrives), in bytes. Default 1 GiB.
     pub max_snapshot_bytes: u64,
+    /// A shard leader with no request for this long (its followers caught
+    /// up) quiesces: no heartbeats until the next request, and one ping per
+    /// pair of nodes stands in for them, so an idle cluster's CPU does not
+    /// grow with its shards. In milliseconds; 0 never quiesces. Default 0:
+    /// experimental (a rolling upgrade under 1,000 chat sockets left
+    /// messages unanswered with it on; see ARCHITECTURE.md).
+    pub quiesce_ms: u64,
 }
 
 /// `[log]`: what the node logs and how.
@@ -489,6 +506,7 @@ impl Default for WebSocketConfig {
             reattach_buffer_frames: 1024,
             reattach_buffer_bytes: 1024 * 1024,
             reattach_timeout_ms: 30_000,
+            replay_frames: 256,
         }
     }
 }
@@ -503,6 +521,7 @@ impl Default for RaftConfig {
             max_batch_bytes: 4 * 1024 * 1024,
             max_in_flight: 4,
             max_snapshot_bytes: 1 << 30,
+            quiesce_ms: 0,
         }
     }
 }

@@ -293,6 +293,7 @@ pub(crate) fn replication_options(config: &Config) -> ReplicationOptions {
         snapshot_logs_since_last: r.snapshot_logs_since_last,
         max_batch_bytes: r.max_batch_bytes,
         max_in_flight: r.max_in_flight,
+        quiesce_ms: r.quiesce_ms,
         ..ReplicationOptions::default()
     }
 }
@@ -315,6 +316,7 @@ pub(crate) fn runtime_options(config: &Config) -> RuntimeOptions {
         idle_timeout: Duration::from_millis(config.objects.idle_timeout_ms),
         call_timeout: Duration::from_millis(config.objects.call_timeout_ms),
         socket_buffer: config.websocket.max_socket_buffer,
+        socket_return_wait: Duration::from_millis(config.websocket.reattach_timeout_ms),
         max_live: l.max_live_objects,
         mailbox_bytes: l.max_mailbox_bytes,
         limits: Limits {

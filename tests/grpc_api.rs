@@ -296,9 +296,10 @@ async fn bad_input_is_refused_and_the_server_keeps_working() {
     assert_eq!(err.code(), Code::ResourceExhausted);
     assert_eq!(metadata(&err, "roost-error"), Some("body_too_large"));
     let mut huge = fetch(counter.clone(), "POST", "/increment");
-    huge.body = vec![b'x'; 2 << 20];
-    // Over the decoding limit (the body limit plus room for the envelope):
-    // tonic refuses it before it is decoded.
+    huge.body = vec![b'x'; 4 << 20];
+    // Over the decoding limit (the larger of the body and socket message
+    // limits, plus room for the envelope and for a FetchMany batch's other
+    // calls): tonic refuses it before it is decoded.
     let err = grpc.fetch(huge).await.expect_err("over the decoding limit");
     assert_eq!(err.code(), Code::OutOfRange);
 
@@ -321,6 +322,7 @@ async fn bad_input_is_refused_and_the_server_keeps_working() {
     let not_open = pb::SocketUp {
         kind: Some(socket_up::Kind::Message(pb::SocketMessage {
             data: Some(pb::socket_message::Data::Text("hi".into())),
+            seq: 0,
         })),
     };
     let open_plain = pb::SocketUp {

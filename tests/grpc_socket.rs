@@ -34,6 +34,7 @@ async fn send_text(socket: &Socket, text: String) {
         .send(pb::SocketUp {
             kind: Some(socket_up::Kind::Message(pb::SocketMessage {
                 data: Some(pb::socket_message::Data::Text(text)),
+                seq: 0,
             })),
         })
         .await
@@ -154,7 +155,10 @@ async fn a_reattached_socket_joins_its_room_as_it_was() {
     open.headers.push(header("connection", "Upgrade"));
     let mut alice = open_reattaching(&mut grpc, socket_up::Kind::Open(open)).await;
     match next_down(&mut alice.down).await {
-        Some(socket_down::Kind::Accepted(a)) => assert!(a.tags.is_empty(), "{a:?}"),
+        Some(socket_down::Kind::Accepted(a)) => {
+            assert!(a.tags.is_empty(), "{a:?}");
+            assert_eq!(a.stable.len(), 16, "its registration id: {a:?}");
+        }
         other => panic!("expected accepted, got {other:?}"),
     }
     match next_down(&mut alice.down).await {
@@ -173,6 +177,8 @@ async fn a_reattached_socket_joins_its_room_as_it_was() {
         object: by_name("CHAT_ROOM", "moves"),
         tags: Vec::new(),
         attachment: Some(serde_json::to_vec(&json!({"name": "Zed"})).expect("JSON")),
+        stable: Vec::new(),
+        delivered: None,
     };
     let mut zed = open_reattaching(&mut grpc, socket_up::Kind::Reattach(reattach)).await;
     match next_down(&mut zed.down).await {

@@ -103,6 +103,18 @@ impl Cluster {
         spread_wait: Duration,
         mtls: bool,
     ) -> Result<Cluster, String> {
+        Cluster::start_env(bin, n, shards, spread_wait, mtls, &[]).await
+    }
+
+    /// [`start`](Self::start), with `env` set for every node.
+    pub async fn start_env(
+        bin: &Path,
+        n: u64,
+        shards: u16,
+        spread_wait: Duration,
+        mtls: bool,
+        env: &[(&str, &str)],
+    ) -> Result<Cluster, String> {
         let dir = tempfile::Builder::new()
             .prefix("roost-bench-cluster-")
             .tempdir()
@@ -120,6 +132,7 @@ impl Cluster {
         let mut admins = BTreeMap::new();
         for id in 1..=n {
             let mut cmd = roost_cmd(bin);
+            cmd.envs(env.iter().copied());
             cmd.arg("node");
             with_tls(&mut cmd, files("node").as_ref());
             cmd.args(["--id", &id.to_string()])
@@ -274,6 +287,36 @@ impl Cluster {
             }
             if Instant::now() > deadline {
                 return Err(format!("{open} WebSockets still open after {timeout:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until the nodes report `shards` quiesced shards between them
+    /// (`roost_raft_quiesced_shards`: idle, no heartbeats), for at most
+    /// `timeout`; how long that took.
+    pub async fn wait_quiet(
+        &self,
+        http: &reqwest::Client,
+        shards: u16,
+        timeout: Duration,
+    ) -> Result<Duration, String> {
+        let started = Instant::now();
+        loop {
+            let mut quiet = 0.0;
+            for (name, admin) in &self.admins {
+                if name.starts_with("node-") {
+                    quiet +=
+                        crate::sys::gauge_sum(http, admin, "roost_raft_quiesced_shards").await?;
+                }
+            }
+            if quiet >= f64::from(shards) {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > timeout {
+                return Err(format!(
+                    "{quiet} of {shards} shards quiesced after {timeout:?}"
+                ));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -17,13 +17,19 @@ use crate::sys;
 /// Idle time after the cluster has formed and spread its leaders, before
 /// the window: joins and leadership claims have settled.
 const SETTLE: Duration = Duration::from_secs(5);
+/// `raft.quiesce_ms` of the measured clusters (off by default).
+const QUIESCE_MS: &str = "2000";
+/// How long the shards get to quiesce after that (`raft.quiesce_ms`).
+const QUIET_WITHIN: Duration = Duration::from_secs(120);
 
 /// Starts a cluster with `shards` shards, waits for it to settle, and
 /// measures its CPU over `window`.
 pub async fn run(bin: &Path, shards: u16, window: Duration, spread: Duration) -> Figures {
     let mut f = Figures::new(format!("idle-cpu-{shards}"), "roost cluster");
     let started = Instant::now();
-    let c = match Cluster::start(bin, 3, shards, spread, true).await {
+    // Quiescence is what this measures; it is off by default.
+    let quiet = [("ROOST_RAFT_QUIESCE_MS", QUIESCE_MS)];
+    let c = match Cluster::start_env(bin, 3, shards, spread, true, &quiet).await {
         Ok(c) => c,
         Err(e) => {
             f.fail(format!("cluster with {shards} shards: {e}"));
@@ -33,6 +39,17 @@ pub async fn run(bin: &Path, shards: u16, window: Duration, spread: Duration) ->
     f.set("shards", f64::from(shards));
     f.set("startup_s", started.elapsed().as_secs_f64());
     tokio::time::sleep(SETTLE).await;
+    // Measured once every shard is quiet (the steady state of an idle
+    // cluster); how long that took after SETTLE is reported beside it.
+    let http = reqwest::Client::new();
+    match c.wait_quiet(&http, shards, QUIET_WITHIN).await {
+        Ok(took) => {
+            f.set("quiet_after_s", took.as_secs_f64());
+        }
+        Err(e) => f
+            .notes
+            .push(format!("measured before every shard was quiet: {e}")),
+    }
     let nodes = c.node_pids();
     let edge = c.edge_pid();
     let sample = || {

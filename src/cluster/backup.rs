@@ -128,7 +128,7 @@ pub async fn serve(
     let me = control.node_id();
     let not_leader =
         || Status::failed_precondition(format!("node {me} does not lead shard {shard}"));
-    let epoch = handle.leader_epoch().ok_or_else(not_leader)?;
+    let epoch = handle.serving_epoch().ok_or_else(not_leader)?;
     let fenced = async { handle.fence(epoch).await?.await };
     match tokio::time::timeout(FENCE_TIMEOUT, fenced).await {
         Ok(Ok(())) => {}

@@ -8,11 +8,12 @@
 //! leader at once, alone, and that must not make it ready.
 //! Asks the leaders (`Cluster.Progress`) once a second; changes nothing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
 use super::control::{Control, Membership};
 use super::service;
@@ -40,8 +41,9 @@ pub fn spawn(
     tokio::spawn(async move {
         let mut unconfirmed = BTreeSet::new();
         let mut ready_once = false;
+        let mut clients = Clients::default();
         loop {
-            let verdict = check(&control, &tls, &mut unconfirmed, ready_once).await;
+            let verdict = check(&control, &tls, &mut clients, &mut unconfirmed, ready_once).await;
             ready_once |= verdict.is_ok();
             let _previous = tx.send_replace(verdict);
             tokio::select! {
@@ -64,6 +66,7 @@ pub fn spawn(
 async fn check(
     control: &Control,
     tls: &Tls,
+    clients: &mut Clients,
     unconfirmed: &mut BTreeSet<ShardId>,
     ready_once: bool,
 ) -> Result<(), String> {
@@ -108,9 +111,13 @@ async fn check(
         }
     }
     let directory = control.directory().borrow().clone();
+    clients.0.retain(|addr, _| {
+        ask.keys()
+            .any(|l| directory.addr(*l) == Some(addr.as_str()))
+    });
     for (leader, shards) in ask {
         let reply = match directory.addr(leader) {
-            Some(addr) => progress(addr, tls, me).await,
+            Some(addr) => progress(addr, tls, me, clients).await,
             None => Err(format!("leader {leader} is not in the directory")),
         };
         for shard in shards {
@@ -160,20 +167,45 @@ fn lag_verdict(
     Ok(())
 }
 
-async fn progress(addr: &str, tls: &Tls, me: NodeId) -> Result<pb::ProgressReply, String> {
+/// The leaders' `Cluster` clients by address, kept from one check to the
+/// next for the leaders still asked: connecting for every question was a
+/// TLS handshake per leader a second on every node (benches/profile.md).
+/// A client whose question fails is dropped, so the next check connects
+/// anew.
+#[derive(Default)]
+struct Clients(HashMap<String, pb::cluster_client::ClusterClient<Channel>>);
+
+async fn progress(
+    addr: &str,
+    tls: &Tls,
+    me: NodeId,
+    clients: &mut Clients,
+) -> Result<pb::ProgressReply, String> {
     let ask = async {
-        let mut client = service::connect(addr, tls)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut client = match clients.0.get(addr) {
+            Some(client) => client.clone(),
+            None => {
+                let client = service::connect(addr, tls)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                clients.0.insert(addr.to_owned(), client.clone());
+                client
+            }
+        };
         client
             .progress(pb::ProgressRequest { node: me })
             .await
             .map(tonic::Response::into_inner)
             .map_err(|s| s.message().to_owned())
     };
-    tokio::time::timeout(ASK_TIMEOUT, ask)
+    let reply = tokio::time::timeout(ASK_TIMEOUT, ask)
         .await
-        .map_err(|_| "no answer".to_owned())?
+        .map_err(|_| "no answer".to_owned())
+        .and_then(|reply| reply);
+    if reply.is_err() {
+        clients.0.remove(addr);
+    }
+    reply
 }
 
 #[cfg(test)]

@@ -35,8 +35,14 @@ mod observe;
 
 pub use observe::{FollowerProgress, Membership, ShardStatus};
 
-/// How often the loop looks at the cluster.
+/// How often the loop looks at the cluster while a membership step or a
+/// leadership claim is under way.
 const TICK: Duration = Duration::from_millis(200);
+/// How often it looks when nothing was left to do (the directory is still
+/// read every `TICK`, and a change of it is looked at at once): every look
+/// reads every shard's membership, a large part of an idle node's CPU at
+/// 1,024 shards.
+const SETTLED_TICK: Duration = Duration::from_secs(1);
 /// A node waits this long after start before it claims preferred leadership.
 const SETTLE: Duration = Duration::from_secs(2);
 /// At most one election per shard this often.
@@ -44,6 +50,14 @@ const ELECT_EVERY: Duration = Duration::from_secs(5);
 /// At most one election per shard this often to take it from a draining
 /// leader.
 const TAKE_OVER_EVERY: Duration = Duration::from_secs(1);
+/// Membership steps of object shards in flight at once: a node joining a
+/// cluster of 1,024 shards is added to them a few at a time, so the shards
+/// not being changed stay quiet (`replication/quiet.rs`) instead of all
+/// heartbeating at once and timing out each other's calls.
+const MAX_STEPS: usize = 16;
+/// Preferred-leadership claims of object shards started per tick, for the
+/// same reason.
+const MAX_CLAIMS_PER_TICK: usize = 16;
 /// How long a draining leader holds back the change that votes it out of a
 /// group, waiting for an active voter to take the leadership over; then it
 /// goes ahead (a group whose other voters cannot take over, e.g. none has
@@ -102,8 +116,12 @@ struct Inner {
     busy: Mutex<HashSet<ShardId>>,
     last_elect: Mutex<HashMap<ShardId, Instant>>,
     /// Since when this (draining) node has held back voting itself out of
-    /// each group it leads.
-    holding: Mutex<HashMap<ShardId, Instant>>,
+    /// each group it leads, and whether it said it gave up waiting.
+    holding: Mutex<HashMap<ShardId, (Instant, bool)>>,
+    /// The placement of the last tick, by the active nodes it was computed for.
+    placement: Mutex<Option<(BTreeSet<NodeId>, Arc<Placement>)>>,
+    /// Each group's last `roost_raft_quorum_acked`, set only on change.
+    acked: Mutex<HashMap<ShardId, bool>>,
 }
 
 impl Control {
@@ -125,6 +143,8 @@ impl Control {
                 busy: Mutex::new(HashSet::new()),
                 last_elect: Mutex::new(HashMap::new()),
                 holding: Mutex::new(HashMap::new()),
+                placement: Mutex::new(None),
+                acked: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -301,16 +321,31 @@ impl Control {
         Ok(dir)
     }
 
-    /// Runs the loop until `shutdown`.
+    /// Runs the loop until `shutdown`: reads the directory every [`TICK`],
+    /// and looks at every group then too while anything is under way or
+    /// the directory changed, else every [`SETTLED_TICK`].
     pub async fn run(self, shutdown: CancellationToken) {
+        let mut directory = self.inner.directory.subscribe();
+        let mut busy = true;
+        let mut looked = Instant::now();
         loop {
-            // Whether each group this node's Raft leads has a quorum
-            // behind it: the one sign of a leader cut off from its peers.
-            for group in std::iter::once(&self.inner.meta).chain(self.inner.replicas.shards()) {
-                crate::telemetry::metrics::raft_quorum_acked(group.id(), group.is_leader());
+            if let Err(e) = self.refresh() {
+                tracing::warn!(error = %e, "control loop: read the directory");
             }
-            if let Err(e) = self.tick() {
-                tracing::warn!(error = %e, "control loop");
+            let moved = directory.has_changed().unwrap_or(false);
+            directory.borrow_and_update();
+            if busy || moved || looked.elapsed() >= SETTLED_TICK {
+                looked = Instant::now();
+                // Whether each group this node's Raft leads has a quorum
+                // behind it: the one sign of a leader cut off from its peers.
+                self.report_quorum_acked();
+                busy = match self.tick() {
+                    Ok(busy) => busy,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "control loop");
+                        true
+                    }
+                };
             }
             tokio::select! {
                 _ = tokio::time::sleep(TICK) => {}
@@ -319,10 +354,12 @@ impl Control {
         }
     }
 
-    fn tick(&self) -> Result<(), Error> {
+    /// One look at the cluster; whether anything is still under way
+    /// (a membership step to take or running, a leadership claimed).
+    fn tick(&self) -> Result<bool, Error> {
         let dir = self.refresh()?;
         if dir.nodes.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let alive: BTreeSet<NodeId> = dir.nodes.keys().copied().collect();
         // A draining (or removed) node never campaigns, so it cannot win
@@ -341,31 +378,32 @@ impl Control {
             .into_iter()
             .take(self.inner.opts.meta_voters.max(1))
             .collect();
-        if self.inner.meta.is_leader() {
-            self.reconcile(&self.inner.meta, &meta_desired, &alive, &alive, &dir);
+        let mut busy = if self.inner.meta.is_leader() {
+            self.reconcile(&self.inner.meta, &meta_desired, &alive, &alive, &dir)
         } else {
-            self.claim_leadership(&self.inner.meta, &meta_desired, false, &dir);
-        }
-        let placement = Placement::compute(
-            &dir.active(),
-            self.inner.replicas.shard_count(),
-            self.inner.opts.replication,
-        );
+            self.claim_leadership(&self.inner.meta, &meta_desired, false, &dir)
+        };
+        let placement = self.placement_over(dir.active());
         let none = BTreeSet::new();
+        let mut claims = MAX_CLAIMS_PER_TICK;
         for handle in self.inner.replicas.shards() {
             let desired = placement.replicas(handle.id());
             if handle.is_leader() {
-                self.reconcile(handle, desired, &alive, &none, &dir);
-            } else {
-                self.claim_leadership(handle, desired, true, &dir);
+                busy |= self.reconcile(handle, desired, &alive, &none, &dir);
+            } else if claims == 0 {
+                busy = true;
+            } else if self.claim_leadership(handle, desired, true, &dir) {
+                claims -= 1;
+                busy = true;
             }
         }
-        Ok(())
+        Ok(busy)
     }
 
     /// Starts the next membership step of `group` towards `desired`,
     /// unless one is already running. Learners in `keep` stay; a group
     /// that keeps learners also keeps a voter it drops as a learner.
+    /// Whether a step remains (to take, held back, or running).
     fn reconcile(
         &self,
         group: &ShardHandle,
@@ -373,7 +411,7 @@ impl Control {
         alive: &BTreeSet<NodeId>,
         keep: &BTreeSet<NodeId>,
         dir: &Directory,
-    ) {
+    ) -> bool {
         let (voters, learners) = {
             let metrics = group.raft().metrics();
             let m = metrics.borrow();
@@ -388,21 +426,22 @@ impl Control {
         // leader outside the membership, and the group's next leader
         // carries on).
         if !voters.contains(&self.inner.opts.node_id) {
-            return;
+            return false;
         }
         let step = plan::next_step(&voters, &learners, desired, alive, keep);
         let retain = !keep.is_empty();
         if step == Step::Done {
-            return;
+            return false;
         }
         let shard = group.id();
         if self.holds_for_successor(shard, &step, dir) {
-            return;
+            return true;
         }
         {
             let mut busy = self.inner.busy.lock().unwrap_or_else(|p| p.into_inner());
-            if !busy.insert(shard) {
-                return;
+            let full = shard != directory::META_SHARD && busy.len() >= MAX_STEPS;
+            if full || !busy.insert(shard) {
+                return true;
             }
         }
         let this = self.clone();
@@ -450,6 +489,7 @@ impl Control {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&shard);
         });
+        true
     }
 
     /// Whether this node, draining, holds `step` back so that an active
@@ -462,9 +502,12 @@ impl Control {
             holding.remove(&shard);
             return false;
         }
-        let since = *holding.entry(shard).or_insert_with(Instant::now);
+        let (since, warned) = holding
+            .entry(shard)
+            .or_insert_with(|| (Instant::now(), false));
         let hold = since.elapsed() < HAND_OVER_WAIT;
-        if !hold {
+        if !hold && !*warned {
+            *warned = true;
             tracing::warn!(
                 shard,
                 "no voter took the leadership over from this draining node; voting it out while it leads"
@@ -477,17 +520,17 @@ impl Control {
     /// caught-up voter: from a draining leader, the first active voter in
     /// `order` (the ring's order for the shard; then by id) takes over; from
     /// any other leader, the preferred leader (`order`'s first) takes its
-    /// shard back, when `prefer`.
+    /// shard back, when `prefer`. Whether it started an election.
     fn claim_leadership(
         &self,
         group: &ShardHandle,
         order: &[NodeId],
         prefer: bool,
         dir: &Directory,
-    ) {
+    ) -> bool {
         let me = self.inner.opts.node_id;
         if self.inner.started.elapsed() < SETTLE || dir.is_draining(me) {
-            return;
+            return false;
         }
         let (ready, leader, voters) = {
             let metrics = group.raft().metrics();
@@ -503,7 +546,7 @@ impl Control {
             )
         };
         if !ready {
-            return;
+            return false;
         }
         let leader_leaving = leader.is_some_and(|l| !dir.is_active(l));
         let (claim, every) = if leader_leaving {
@@ -516,7 +559,7 @@ impl Control {
             (prefer && order.first() == Some(&me), ELECT_EVERY)
         };
         if !claim {
-            return;
+            return false;
         }
         {
             let mut last = self
@@ -529,7 +572,7 @@ impl Control {
                 .get(&group.id())
                 .is_some_and(|t| now.duration_since(*t) < every)
             {
-                return;
+                return false;
             }
             last.insert(group.id(), now);
         }
@@ -545,6 +588,7 @@ impl Control {
                 tracing::warn!(shard, error = %e, "election trigger failed");
             }
         });
+        true
     }
 
     /// Asks Raft to hold an election for `shard` on this node (used to move

@@ -153,6 +153,11 @@ impl Config {
             "websocket.reattach_timeout_ms",
             at_least_1,
         );
+        check(
+            ws.replay_frames <= usize::from(u16::MAX),
+            "websocket.replay_frames",
+            &format!("must be at most 65535, got {}", ws.replay_frames),
+        );
 
         let raft = &self.raft;
         check(raft.heartbeat_ms >= 1, "raft.heartbeat_ms", at_least_1);

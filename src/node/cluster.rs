@@ -3,6 +3,7 @@
 //! executors of the shards it leads, and serves gRPC: Raft between nodes,
 //! the object API for edges and services, and the cluster service.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use crate::cluster::directory::{META_SHARD, NodeRecord, NodeState};
 use crate::cluster::service::{self as cluster_service, ClusterService};
 use crate::cluster::{Control, ControlOptions};
 use crate::config::Config;
-use crate::object::{Bindings, Runtime};
+use crate::object::{Bindings, Runtime, RuntimeOptions};
 use crate::replication::Replicas;
 use crate::rpc::objects::ObjectsService;
 use crate::rpc::raft::{GrpcTransport, RaftService};
@@ -23,6 +24,12 @@ use crate::rpc::remote::RemoteOptions;
 use crate::rpc::tls::Tls;
 use crate::storage::Db;
 use crate::telemetry::admin::Admin;
+
+/// How long a node handing its leaderships over waits for one shard's
+/// election before it asks its successor again.
+const HAND_OVER_RETRY: Duration = Duration::from_millis(1500);
+/// Shards a node handing its leaderships over asks about at once.
+const HAND_OVERS_AT_ONCE: usize = 64;
 
 /// How a node finds and joins its cluster.
 #[derive(Clone, Debug)]
@@ -119,7 +126,11 @@ impl ClusterNode {
             db.clone(),
             replicas.clone(),
             super::with_config_migrations(bindings, &config)?,
-            super::runtime_options(&config),
+            RuntimeOptions {
+                // Validated to fit.
+                socket_replay: u16::try_from(config.websocket.replay_frames).unwrap_or(u16::MAX),
+                ..super::runtime_options(&config)
+            },
         )?;
 
         let stop = CancellationToken::new();
@@ -186,7 +197,7 @@ impl ClusterNode {
         let server = tls
             .server()
             .map_err(Error::Tls)?
-            .layer(crate::rpc::metered::MetricsLayer)
+            .layer(crate::rpc::metered::MetricsLayer::default())
             .add_service(
                 RaftService::with_max_snapshot(replicas.clone(), config.raft.max_snapshot_bytes)
                     .closing_with(stop.clone())
@@ -278,8 +289,16 @@ impl ClusterNode {
     /// Moves every leadership this node holds to another voter, so that a
     /// restart drops no requests; waits (up to `grace`) until it leads
     /// nothing.
+    ///
+    /// Each shard's successor is asked to elect itself at most every
+    /// [`HAND_OVER_RETRY`], and at most [`HAND_OVERS_AT_ONCE`] shards are
+    /// asked at a time: asking again while an election runs starts another
+    /// term and undoes it, and at 1,024 shards asking all at once every
+    /// 300 ms kept hundreds of elections restarting (a SIGTERM took over
+    /// 20 s).
     pub async fn drain_leadership(&self, grace: Duration) {
         let deadline = tokio::time::Instant::now() + grace;
+        let mut asked: HashMap<u16, tokio::time::Instant> = HashMap::new();
         loop {
             let led = self.control.led_shards();
             if led.is_empty() || tokio::time::Instant::now() >= deadline {
@@ -293,6 +312,18 @@ impl ClusterNode {
             }
             let dir = self.control.directory().borrow().clone();
             let me = self.control.node_id();
+            let now = tokio::time::Instant::now();
+            let recent = |asked: &HashMap<u16, tokio::time::Instant>, shard: &u16| {
+                asked
+                    .get(shard)
+                    .is_some_and(|at| now.duration_since(*at) < HAND_OVER_RETRY)
+            };
+            // Elections asked for and not yet over.
+            let running = led
+                .iter()
+                .filter(|(shard, _)| recent(&asked, shard))
+                .count();
+            let mut budget = HAND_OVERS_AT_ONCE.saturating_sub(running);
             let mut handing_over = false;
             for (shard, voters) in led {
                 // An active voter, if there is one: a draining node takes
@@ -308,6 +339,11 @@ impl ClusterNode {
                     continue;
                 };
                 handing_over = true;
+                if recent(&asked, &shard) || budget == 0 {
+                    continue;
+                }
+                budget -= 1;
+                asked.insert(shard, now);
                 let tls = self.tls.clone();
                 tokio::spawn(async move {
                     if let Ok(mut client) = cluster_service::connect(&addr, &tls).await {
@@ -323,7 +359,7 @@ impl ClusterNode {
                 // Sole voter of what it leads: nobody to hand over to.
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

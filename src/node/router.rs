@@ -309,12 +309,12 @@ impl ClusterClient {
     /// it (a move is a `NotOwner` away from the new owner).
     fn reattacher(&self) -> Reattacher {
         let this = self.clone();
-        let attach: Attach = Arc::new(move |key: ObjectKey, tags: Vec<String>, attachment| {
+        let attach: Attach = Arc::new(move |key: ObjectKey, stable, registration, delivered| {
             let this = this.clone();
             Box::pin(async move {
                 this.route(&key, Retry::NotExecuted, |client| {
-                    let (key, tags, attachment) = (key.clone(), tags.clone(), attachment.clone());
-                    async move { client.reattach(key, tags, attachment).await }
+                    let (key, registration) = (key.clone(), registration.clone());
+                    async move { client.reattach(key, stable, registration, delivered).await }
                 })
                 .await
             })

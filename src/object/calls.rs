@@ -149,8 +149,9 @@ impl Context {
     /// outgoing call does first; a handler may call it itself before
     /// telling the outside world something.
     pub async fn flush(&mut self) -> Result<(), Error> {
-        let outputs = self.take_outputs();
-        let layer = self.storage.take_event_layer();
+        let mut outputs = self.take_outputs();
+        let mut layer = self.storage.take_event_layer();
+        self.register_sockets(&mut layer, &mut outputs);
         let committer = &mut self.committer;
         if let Err((_outputs, e)) = committer
             .submit(&mut self.storage.pending, layer, outputs)

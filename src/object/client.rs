@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 use super::Error;
 use super::http::{HandlerError, Request, Response};
 use super::runtime::Runtime;
-use super::socket::{Message, SocketId, SocketLink};
+use super::socket::{Message, Registration, SocketId, SocketLink, StableId};
 use crate::id::ObjectKey;
 
 /// The result of an object's `fetch`: the response and, for an accepted
@@ -59,17 +59,21 @@ pub trait ObjectClient: Send + Sync + 'static {
     ) -> Result<(), Error>;
     /// Registers a socket whose object's owner changed with the object
     /// here, with the tags and committed attachment it had: no fetch, no
-    /// open event. Only a node's runtime can; other clients refuse.
+    /// open event; `delivered` is the highest frame number its edge passed
+    /// on. Only a node's runtime can; other clients refuse.
     fn socket_reattach(
         &self,
-        object: &ObjectKey,
-        tags: Vec<String>,
-        attachment: Option<Bytes>,
-    ) -> Result<SocketLink, Error> {
-        let _ = (object, tags, attachment);
-        Err(Error::Unavailable(
-            "this client cannot re-attach sockets".into(),
-        ))
+        object: ObjectKey,
+        stable: Option<StableId>,
+        registration: Registration,
+        delivered: Option<u64>,
+    ) -> BoxFuture<'static, Result<SocketLink, Error>> {
+        let _ = (object, stable, registration, delivered);
+        Box::pin(async {
+            Err(Error::Unavailable(
+                "this client cannot re-attach sockets".into(),
+            ))
+        })
     }
 }
 
@@ -123,10 +127,14 @@ impl ObjectClient for Runtime {
 
     fn socket_reattach(
         &self,
-        object: &ObjectKey,
-        tags: Vec<String>,
-        attachment: Option<Bytes>,
-    ) -> Result<SocketLink, Error> {
-        Runtime::socket_reattach(self, object, tags, attachment)
+        object: ObjectKey,
+        stable: Option<StableId>,
+        registration: Registration,
+        delivered: Option<u64>,
+    ) -> BoxFuture<'static, Result<SocketLink, Error>> {
+        let runtime = self.clone();
+        Box::pin(async move {
+            Runtime::socket_reattach(&runtime, &object, stable, registration, delivered).await
+        })
     }
 }

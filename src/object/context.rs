@@ -32,6 +32,13 @@ pub struct Context {
     pub(crate) call_timeout: std::time::Duration,
     /// The executor's side of the output gate.
     pub(crate) committer: super::calls::Committer,
+    /// Socket registrations the running event writes whatever its handler
+    /// does: a socket it accepted, one whose client closed it.
+    pub(crate) registrations:
+        std::collections::BTreeMap<super::socket::StableId, Option<bytes::Bytes>>,
+    /// Numbers the frames sent to registered sockets and keeps them
+    /// (`replay.rs`); off unless the node keeps frames.
+    pub(crate) frames: super::replay::Sequencer,
 }
 
 impl Context {
@@ -119,6 +126,48 @@ impl Context {
                 });
         outputs.splice(0..0, attachments);
         outputs
+    }
+
+    /// Adds to `layer` (an event's writes, about to be proposed) what the
+    /// storage must know of the object's sockets: the registrations of
+    /// sockets accepted or closed, new attachments (`outputs`), the
+    /// sockets dropped since without a close event, and the frames sent to
+    /// registered sockets (numbered here, and kept).
+    pub(crate) fn register_sockets(
+        &mut self,
+        layer: &mut super::view::Layer,
+        outputs: &mut [super::outbox::Output],
+    ) {
+        use super::outbox::Output;
+        use super::socket::ServerFrame;
+        layer.sockets.append(&mut self.registrations);
+        let mut hub = self.hub.lock();
+        let kept = self
+            .frames
+            .stamp(outputs, |id| hub.sockets.get(&id).map(|e| e.stable));
+        layer.frames.extend(kept);
+        for out in outputs {
+            match out {
+                Output::Attachment { socket, value } => {
+                    if let Some(e) = hub.sockets.get(socket) {
+                        let registration = e.registration(Some(value.clone()));
+                        layer.sockets.insert(e.stable, Some(registration));
+                    }
+                }
+                Output::Frame {
+                    socket,
+                    frame: ServerFrame::Close { .. },
+                } => {
+                    if let Some(e) = hub.sockets.get(socket) {
+                        layer.sockets.insert(e.stable, None);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for stable in hub.gone.drain(..) {
+            layer.sockets.insert(stable, None);
+        }
     }
 
     pub(crate) fn socket(&self, id: SocketId) -> WebSocket {

@@ -38,8 +38,14 @@ use crate::replication::ShardHandle;
 use crate::storage::Db;
 use crate::telemetry::{metrics, traces};
 
+/// How long a new owner's first event waits for the object's sockets to
+/// come back from their old owner.
+const RETURN_GATE: Duration = Duration::from_secs(2);
+
 mod alarm;
 mod finish;
+mod lapse;
+mod sockets;
 
 /// What an executor is asked to do.
 pub(crate) enum Event {
@@ -155,6 +161,10 @@ pub(crate) struct Activation {
     pub name: super::runtime::KnownName,
     pub limits: Arc<Limits>,
     pub socket_buffer: usize,
+    /// How long a socket listed from its registration may take to come back.
+    pub socket_return_wait: Duration,
+    /// Frames kept for its sockets, in ring slots (`replay.rs`); 0: none.
+    pub socket_replay: u16,
     pub idle_timeout: Duration,
     /// How long a call from the object to another may take.
     pub call_timeout: Duration,
@@ -205,6 +215,8 @@ pub(crate) async fn run<T: DurableObject>(act: Activation, mailbox: mpsc::Receiv
             accepted: Vec::new(),
             env: act.runtime.object_env(),
             call_timeout: act.call_timeout,
+            registrations: Default::default(),
+            frames: Default::default(),
             committer: Committer {
                 key: act.stored.clone(),
                 binding: act.key.namespace.clone(),
@@ -250,6 +262,7 @@ impl Executor {
         let mut shutting_down = false;
         loop {
             if self.gate.broken.load(Ordering::Acquire) {
+                self.move_sockets_on_reset().await;
                 self.evict(&mut mailbox, true);
                 return;
             }
@@ -295,8 +308,8 @@ impl Executor {
                 return;
             };
             let poisoned = self.gate.broken.load(Ordering::Acquire);
-            let checked_at = journal::stamp();
-            match self.life.admit(self.act.shard.leader_epoch(), poisoned) {
+            let (verdict, checked_at) = self.admit(&mut leadership, poisoned).await;
+            match verdict {
                 Admit::Run => {
                     if checked_at.is_some() {
                         journal::admitted(
@@ -316,7 +329,7 @@ impl Executor {
                     queued.event.fail(self.not_owner());
                     continue;
                 }
-                Admit::Reset => {
+                Admit::Reset | Admit::Lapsed => {
                     queued.event.fail(self.never_ran());
                     continue;
                 }
@@ -359,6 +372,13 @@ impl Executor {
             Ok(()) => {
                 let alarm = self.current_alarm();
                 self.act.alarms.sync(self.act.key.clone(), alarm);
+                let restored = self.restore_sockets();
+                // The first event waits (briefly) for the sockets that
+                // moved with the object, so that what it sends them goes
+                // straight to them: frames held here for a socket still
+                // on its way are lost if the object moves again first.
+                let gate = RETURN_GATE.min(self.act.socket_return_wait / 2);
+                self.act.hub.returned(&restored, gate).await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot activate object");
@@ -525,6 +545,10 @@ impl Executor {
             } => {
                 self.begin(false);
                 let ws = self.ctx.socket(socket);
+                if let Some(e) = self.act.hub.lock().sockets.get(&socket) {
+                    // Forgotten whatever the handler does.
+                    self.ctx.registrations.insert(e.stable, None);
+                }
                 let result = AssertUnwindSafe(obj.websocket_close(&mut self.ctx, ws, code, reason))
                     .catch_unwind()
                     .await;

@@ -144,6 +144,13 @@ pub(crate) enum Admit {
     /// A commit failed: the cached state is ahead of storage. The event
     /// never ran; the executor stops and a fresh one replaces it.
     Reset,
+    /// The leader lease of the executor's epoch is not held at this moment,
+    /// but the epoch has not ended (a lapse the leadership watch has not
+    /// published, and may never: a round may renew the lease first). The
+    /// event must wait: it runs if the lease comes back in the same epoch
+    /// (no other node can have led in between, the term being the same),
+    /// and never if the epoch ends. Not sticky.
+    Lapsed,
 }
 
 /// An executor's tie to the Raft term in which it was activated — more
@@ -188,9 +195,15 @@ impl Life {
         }
     }
 
-    /// Whether the next event may run, given the term in which this node
-    /// now leads the shard (`leading`) and whether the gate is poisoned.
-    pub fn admit(&mut self, leading: Option<u64>, poisoned: bool) -> Admit {
+    /// Whether the next event may run, given the epoch in which this node
+    /// now leads the shard with its lease held (`leading`), the epoch the
+    /// leadership watch shows (`watched`), and whether the gate is
+    /// poisoned.
+    pub fn admit(&mut self, leading: Option<u64>, watched: Option<u64>, poisoned: bool) -> Admit {
+        let healthy = !poisoned && self.ready && self.stopped.is_none();
+        if healthy && leading.is_none() && watched == Some(self.term) {
+            return Admit::Lapsed;
+        }
         if leading != Some(self.term) {
             self.stopped.get_or_insert(Admit::NotOwner);
         }
@@ -207,6 +220,69 @@ impl Life {
             return true;
         }
         false
+    }
+}
+
+/// Which leadership epoch a shard's registry of executors serves: the
+/// rule that keeps one executor per object and epoch.
+///
+/// Both a dispatch (which reads the epoch with the lease, then takes the
+/// shard's lock) and the runtime's leadership watcher (a task that runs
+/// when it gets to it) see epochs change. Whichever sees a newer epoch
+/// first moves the registry to it, under the shard's lock, dropping every
+/// executor of the older one (they stop by themselves: their epoch never
+/// comes back). A later sight of the same epoch changes nothing — so a
+/// watcher that runs late never drops an executor a dispatch already made
+/// for the current epoch, which would then run beside its successor
+/// (both fenced, both reading the same state) — and a dispatch that read
+/// an epoch the registry has already left is refused (`NotOwner`, it never
+/// ran) instead of making an executor for it. Epochs only grow
+/// (`replication::pipeline::next_epoch`).
+#[derive(Debug, Default)]
+pub(crate) struct Tenure {
+    /// The epoch served now (`None`: not leading).
+    current: Option<u64>,
+    /// The newest epoch ever served.
+    newest: Option<u64>,
+}
+
+/// What a registry does when an epoch is seen ([`Tenure::observe`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// It serves this epoch already: keep its executors.
+    Same,
+    /// It moved to this epoch (or to none): every executor registered
+    /// belongs to an ended epoch and must go.
+    Moved,
+    /// The epoch was read before the registry moved past it: refuse
+    /// (`NotOwner`), make nothing.
+    Stale,
+}
+
+impl Tenure {
+    /// `leading` was seen (by a dispatch: always `Some`; by the watcher:
+    /// the watch's value).
+    pub fn observe(&mut self, leading: Option<u64>) -> Step {
+        match leading {
+            None if self.current.is_none() => Step::Same,
+            None => {
+                self.current = None;
+                Step::Moved
+            }
+            Some(e) if self.newest.is_none_or(|n| e > n) => {
+                self.current = Some(e);
+                self.newest = Some(e);
+                Step::Moved
+            }
+            Some(e) if self.current == Some(e) => Step::Same,
+            Some(_) => Step::Stale,
+        }
+    }
+
+    /// The epoch served now.
+    #[cfg(test)]
+    pub fn current(&self) -> Option<u64> {
+        self.current
     }
 }
 
@@ -315,22 +391,81 @@ mod tests {
     fn an_executor_runs_only_in_its_own_term() {
         let mut life = Life::new(5);
         life.fenced(true);
-        assert_eq!(life.admit(Some(5), false), Admit::Run);
+        assert_eq!(life.admit(Some(5), Some(5), false), Admit::Run);
         assert!(!life.term_ended(Some(5)));
         assert_eq!(
-            life.admit(Some(6), false),
+            life.admit(Some(6), Some(6), false),
             Admit::NotOwner,
             "lost and regained leadership: a new term"
         );
         assert_eq!(
-            life.admit(Some(5), false),
+            life.admit(Some(5), Some(5), false),
             Admit::NotOwner,
             "stopped for good"
         );
         let mut life = Life::new(5);
         life.fenced(true);
         assert!(life.term_ended(None));
-        assert_eq!(life.admit(Some(5), false), Admit::NotOwner);
+        assert_eq!(life.admit(Some(5), Some(5), false), Admit::NotOwner);
+    }
+
+    /// A lapse of the lease the leadership watch has not published (it may
+    /// be renewed before the watch looks again) holds the event back
+    /// without ending the executor; once the watch shows another epoch, or
+    /// none, the executor stops for good.
+    #[test]
+    fn a_lease_lapse_within_the_epoch_holds_events_back_without_ending_it() {
+        let mut life = Life::new(5);
+        life.fenced(true);
+        assert_eq!(life.admit(None, Some(5), false), Admit::Lapsed);
+        assert_eq!(life.admit(None, Some(5), false), Admit::Lapsed);
+        assert_eq!(
+            life.admit(Some(5), Some(5), false),
+            Admit::Run,
+            "the lease came back in the same epoch"
+        );
+        assert_eq!(life.admit(None, None, false), Admit::NotOwner);
+        assert_eq!(
+            life.admit(Some(5), Some(5), false),
+            Admit::NotOwner,
+            "the epoch ended: stopped for good"
+        );
+        let mut life = Life::new(5);
+        life.fenced(true);
+        assert_eq!(life.admit(None, Some(6), false), Admit::NotOwner);
+    }
+
+    /// Session 6's values acknowledged twice: a dispatch saw a new epoch
+    /// and made an executor for it before the runtime's leadership watcher
+    /// ran; the watcher, seeing the epoch change late, dropped every
+    /// executor of the shard — that one too, which went on running the
+    /// events in its mailbox in the current epoch — and the next dispatch
+    /// made a second executor of the same object and epoch. Both fenced,
+    /// both read the same state, both committed. A registry moves to an
+    /// epoch once, whoever sees it first; a late or stale sight changes
+    /// nothing.
+    #[test]
+    fn a_registry_moves_to_each_epoch_once_whoever_sees_it_first() {
+        let (a, b, c) = (5 << 16, (5 << 16) + 1, 6 << 16);
+        let mut t = Tenure::default();
+        assert_eq!(t.observe(None), Step::Same, "not leading, nothing to drop");
+        assert_eq!(t.observe(Some(a)), Step::Moved);
+        assert_eq!(t.observe(Some(a)), Step::Same);
+        // The lease lapsed and was regained (epoch b): a dispatch sees b
+        // first and makes an executor of b ...
+        assert_eq!(t.observe(Some(b)), Step::Moved, "a's executors go");
+        // ... then the watcher gets to it: b's executor stays.
+        assert_eq!(t.observe(Some(b)), Step::Same);
+        assert_eq!(t.current(), Some(b));
+        // A dispatch that read a before the move makes nothing.
+        assert_eq!(t.observe(Some(a)), Step::Stale);
+        // The watcher sees the lease lapse: b's executors go; a dispatch
+        // that read b before that is refused.
+        assert_eq!(t.observe(None), Step::Moved);
+        assert_eq!(t.observe(Some(b)), Step::Stale);
+        assert_eq!(t.current(), None);
+        assert_eq!(t.observe(Some(c)), Step::Moved);
+        assert_eq!(t.observe(Some(c)), Step::Same);
     }
 
     /// Defect 2: an executor reads nothing before its activation fence is
@@ -339,11 +474,11 @@ mod tests {
     fn an_executor_runs_nothing_before_its_fence_is_applied() {
         let mut life = Life::new(2);
         life.fenced(false);
-        assert_eq!(life.admit(Some(2), false), Admit::Reset);
+        assert_eq!(life.admit(Some(2), Some(2), false), Admit::Reset);
         let mut life = Life::new(2);
         life.fenced(true);
         assert_eq!(
-            life.admit(Some(2), true),
+            life.admit(Some(2), Some(2), true),
             Admit::Reset,
             "a poisoned gate resets"
         );

@@ -28,9 +28,12 @@ pub mod migrations;
 #[cfg(test)]
 mod migrations_tests;
 mod outbox;
+mod replay;
 pub mod rpc;
 mod runtime;
 mod socket;
+#[cfg(test)]
+mod sockets_tests;
 mod storage;
 #[cfg(test)]
 mod tests;
@@ -50,7 +53,10 @@ pub use journal::JOURNAL_ENV;
 pub use migrations::{Migrations, Namespaces};
 pub(crate) use runtime::WeakRuntime;
 pub use runtime::{Bindings, Runtime, RuntimeOptions};
-pub use socket::{Message, ServerFrame, SocketId, SocketLink, WebSocket};
+pub use socket::{
+    FrameReceiver, FrameSender, Message, Registration, ServerFrame, SocketId, SocketLink, StableId,
+    WebSocket, frame_channel,
+};
 pub use storage::{Limits, ListOptions, Storage, StorageError};
 pub use vars::{SECRET_PREFIX, VAR_PREFIX, Vars};
 pub use worker::{Env, Namespace, Stub, UpgradeLink, Worker};

@@ -208,6 +208,8 @@ fn deliver(object: &ObjectKey, hub: &SharedHub, alarms: &AlarmsHandle, out: Outp
                             object: object.clone(),
                             socket: *id,
                             tags: entry.tags.clone(),
+                            stable: entry.stable,
+                            replay: Vec::new(),
                             outgoing: rx,
                         })
                     });
@@ -247,7 +249,9 @@ fn fail(object: &ObjectKey, hub: &SharedHub, alarms: &AlarmsHandle, out: Output,
         Output::AlarmChanged(_) => alarms.recheck(object.clone()),
         Output::Reply { reply, response } => {
             if let Some(AcceptedSocket(id)) = response.extensions().get::<AcceptedSocket>() {
-                hub.lock().sockets.remove(id);
+                // Its registration went with the write that failed, whose
+                // outcome may be unknown: deleted with the next write.
+                hub.lock().drop_socket(*id);
             }
             let _ = reply.send(Err(err));
         }

@@ -25,6 +25,7 @@ use super::alarms::{self, AlarmsHandle};
 use super::budget::{Budget, MailboxBytes, Slot};
 use super::client::{CallResult, FetchOutcome, ObjectClient};
 use super::executor::{Activation, Event, Queued};
+use super::gate::Tenure;
 use super::http::Request;
 use super::migrations::Namespaces;
 use super::socket::SharedHub;
@@ -48,6 +49,14 @@ pub struct RuntimeOptions {
     pub vars: Option<Arc<super::Vars>>,
     /// Frames a socket may queue before it is dropped as too slow.
     pub socket_buffer: usize,
+    /// How long a socket whose object moved here (listed from its
+    /// registration) may take to be re-attached by its edge before the
+    /// object is told it closed (1006).
+    pub socket_return_wait: Duration,
+    /// Frames each object keeps for its sockets, in ring slots, so that a
+    /// socket whose owner died gets from the new owner what it missed
+    /// (`replay.rs`). 0 (the default, and `roost dev`'s): none kept.
+    pub socket_replay: u16,
     /// Events an object may have queued before callers get `Overloaded`.
     pub mailbox: usize,
     /// Bytes of events an object may have queued (`budget.rs`).
@@ -69,6 +78,8 @@ impl Default for RuntimeOptions {
             call_timeout: Duration::from_secs(30),
             vars: None,
             socket_buffer: 1024,
+            socket_return_wait: Duration::from_secs(30),
+            socket_replay: 0,
             mailbox: 4096,
             mailbox_bytes: 16 << 20,
             max_live: 100_000,
@@ -102,6 +113,28 @@ struct Entry {
     name: KnownName,
 }
 
+/// A shard's live objects, and the leadership epoch their executors serve
+/// (`gate::Tenure`): every executor registered belongs to that epoch.
+#[derive(Default)]
+struct Registry {
+    objects: HashMap<ObjectKey, Entry>,
+    tenure: Tenure,
+}
+
+impl std::ops::Deref for Registry {
+    type Target = HashMap<ObjectKey, Entry>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.objects
+    }
+}
+
+impl std::ops::DerefMut for Registry {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.objects
+    }
+}
+
 /// An object's name as its executor sees it: set once, by the first call
 /// that carried the right name.
 pub(crate) type KnownName = Arc<OnceLock<Arc<str>>>;
@@ -125,8 +158,8 @@ struct Inner {
     namespaces: Namespaces,
     opts: RuntimeOptions,
     limits: Arc<Limits>,
-    /// Live objects, one map per shard (the lock is per shard).
-    objects: Vec<Mutex<HashMap<ObjectKey, Entry>>>,
+    /// Live objects, one registry per shard (the lock is per shard).
+    objects: Vec<Mutex<Registry>>,
     alarms: AlarmsHandle,
     shutdown: CancellationToken,
     /// Executors, the alarm scheduler and the leadership watchers.
@@ -182,7 +215,9 @@ impl Runtime {
                 limits: Arc::new(opts.limits.clone()),
                 budget: Budget::new(opts.max_live),
                 opts,
-                objects: (0..shards).map(|_| Mutex::new(HashMap::new())).collect(),
+                objects: (0..shards)
+                    .map(|_| Mutex::new(Registry::default()))
+                    .collect(),
                 alarms,
                 shutdown,
                 executors: TaskTracker::new(),
@@ -229,7 +264,7 @@ impl Runtime {
         self.inner
             .replicas
             .shard(self.shard_of(key))
-            .is_some_and(|s| s.leader_epoch().is_some())
+            .is_some_and(|s| s.serving_epoch().is_some())
     }
 
     /// Where a call from one of this runtime's objects goes.
@@ -277,7 +312,7 @@ impl Runtime {
         key.id.shard(self.inner.replicas.shard_count())
     }
 
-    fn objects(&self, shard: ShardId) -> Result<MutexGuard<'_, HashMap<ObjectKey, Entry>>, Error> {
+    fn objects(&self, shard: ShardId) -> Result<MutexGuard<'_, Registry>, Error> {
         let map = self
             .inner
             .objects
@@ -345,7 +380,11 @@ impl Runtime {
             .replicas
             .shard(shard_id)
             .ok_or(Error::NotOwner { shard: shard_id })?;
-        let Some(term) = shard.leader_epoch() else {
+        // A lapse of the lease the leadership watch has not published (a
+        // round may renew it within the epoch) is no reason to refuse: the
+        // executor holds the event until the lease is back or the epoch
+        // ends (`Admit::Lapsed`).
+        let Some(term) = shard.leader_epoch().or_else(|| shard.watched_epoch()) else {
             return Err(Error::NotOwner { shard: shard_id });
         };
         let class = self
@@ -355,6 +394,11 @@ impl Runtime {
             .ok_or_else(|| Error::UnknownNamespace(key.namespace.to_string()))?;
         let bytes = super::budget::event_bytes(&event);
         let mut objects = self.objects(shard_id)?;
+        // The epoch was read before the lock: the registry may have moved
+        // past it meanwhile (then the event never ran), or this dispatch
+        // is the first to see a new one (then it moves the registry there,
+        // as the leadership watcher would: see `Tenure`).
+        self.enter_epoch(shard_id, &mut objects, Some(term))?;
         let entry = objects.entry(key.clone()).or_default();
         if let Some(name) = key.name()
             && entry.name.get().is_none()
@@ -363,7 +407,9 @@ impl Runtime {
             let _ = entry.name.set(name.clone());
         }
         if entry.executor.as_ref().is_some_and(|h| h.term != term) {
-            // Bound to an ended term: it stops by itself (failing what it
+            // Never: the registry serves `term` and only ever registers
+            // executors of the epoch it serves. Were it so, the executor is
+            // bound to an ended epoch: it stops by itself (failing what it
             // still holds as `NotOwner`); its successor fences first.
             entry.executor = None;
         }
@@ -486,6 +532,8 @@ impl Runtime {
             name: name.clone(),
             limits: self.inner.limits.clone(),
             socket_buffer: self.inner.opts.socket_buffer,
+            socket_return_wait: self.inner.opts.socket_return_wait,
+            socket_replay: self.inner.opts.socket_replay,
             idle_timeout: self.inner.opts.idle_timeout,
             call_timeout: self.inner.opts.call_timeout,
             runtime: self.clone(),

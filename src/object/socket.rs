@@ -13,14 +13,45 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::mpsc;
 
 use super::http::{HandlerError, Response};
 use super::outbox::{Output, OutputSink};
 use crate::id::ObjectKey;
 
+mod frames;
+mod stage;
+pub use frames::{FrameReceiver, FrameSender, channel as frame_channel};
+pub(crate) use stage::SocketStage;
+
 /// Identifies a socket within its object. Unique per process.
 pub type SocketId = u64;
+
+/// Identifies a socket in storage: the same on every node that owns its
+/// object in turn (a [`SocketId`] is only this process's handle). Random,
+/// made when the socket is accepted.
+pub type StableId = u128;
+
+/// What the object's storage keeps of one of its sockets (its
+/// registration, `storage::keys::socket_key`): enough for a new owner to
+/// list the socket in `getWebSockets()` before its edge re-attaches it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Registration {
+    pub tags: Vec<String>,
+    pub attachment: Option<Bytes>,
+}
+
+impl Registration {
+    pub fn encode(&self) -> Bytes {
+        // A Vec of strings and optional bytes always serializes.
+        postcard::to_stdvec(self)
+            .map(Bytes::from)
+            .unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Registration> {
+        postcard::from_bytes(bytes).ok()
+    }
+}
 
 /// A WebSocket data message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,7 +88,12 @@ impl From<&str> for Message {
 /// What the object side sends towards the client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServerFrame {
-    Message(Message),
+    /// A message, numbered when its object keeps frames for its sockets
+    /// (`replay.rs`; 0 when not): the edge passes each number on once.
+    Message {
+        message: Message,
+        seq: u64,
+    },
     Close {
         code: u16,
         reason: String,
@@ -74,6 +110,13 @@ pub enum ServerFrame {
     },
 }
 
+impl ServerFrame {
+    /// An unnumbered message.
+    pub fn message(message: Message) -> ServerFrame {
+        ServerFrame::Message { message, seq: 0 }
+    }
+}
+
 /// The edge's end of an accepted socket: frames to forward to the client.
 /// Frames from the client go back through the object client with `object`
 /// and `socket`.
@@ -83,7 +126,13 @@ pub struct SocketLink {
     pub socket: SocketId,
     /// The tags the object gave the socket.
     pub tags: Vec<String>,
-    pub outgoing: mpsc::Receiver<ServerFrame>,
+    /// Its registration's id, the same on every owner (to re-attach it
+    /// with).
+    pub stable: StableId,
+    /// Frames to pass on before those of `outgoing`: kept frames a
+    /// re-attached socket's edge never got from its old owner.
+    pub replay: Vec<ServerFrame>,
+    pub outgoing: FrameReceiver,
 }
 
 /// Marks a 101 response as the acceptance of this socket.
@@ -93,6 +142,13 @@ pub(crate) struct AcceptedSocket(pub SocketId);
 static NEXT_SOCKET: AtomicU64 = AtomicU64::new(1);
 
 pub(crate) struct SocketEntry {
+    /// Its registration's id in storage.
+    pub stable: StableId,
+    /// Known from its registration only: its object's owner changed and its
+    /// edge has not re-attached it here yet. Frames wait in its channel
+    /// (`rx` is still here) until the edge does, or the socket is closed
+    /// as gone.
+    pub detached: bool,
     pub tags: Vec<String>,
     /// The committed attachment (staged ones are in [`SocketStage`]).
     pub attachment: Option<Bytes>,
@@ -100,9 +156,23 @@ pub(crate) struct SocketEntry {
     pub closing: bool,
     /// Messages from the client whose events finished and committed.
     pub handled: u64,
-    pub tx: mpsc::Sender<ServerFrame>,
+    /// The number of the first numbered frame queued while detached: its
+    /// channel holds every frame from there on.
+    pub queued_from: Option<u64>,
+    pub tx: FrameSender,
     /// Taken by the edge when the accepting response is released.
-    pub rx: Option<mpsc::Receiver<ServerFrame>>,
+    pub rx: Option<FrameReceiver>,
+}
+
+impl SocketEntry {
+    /// Its registration, encoded, with `attachment` as its attachment.
+    pub fn registration(&self, attachment: Option<Bytes>) -> Bytes {
+        Registration {
+            tags: self.tags.clone(),
+            attachment,
+        }
+        .encode()
+    }
 }
 
 /// The sockets of one object and its auto-response.
@@ -110,58 +180,155 @@ pub(crate) struct SocketEntry {
 pub(crate) struct SocketHub {
     pub sockets: BTreeMap<SocketId, SocketEntry>,
     pub auto_response: Option<(String, String)>,
+    /// Registrations of sockets dropped without a close event (a client
+    /// that did not keep up): deleted with the object's next write.
+    pub gone: Vec<StableId>,
+}
+
+impl SocketHub {
+    /// Removes `id`; if it was registered and the object will not run a
+    /// close event for it, its registration is deleted with the next write.
+    pub fn drop_socket(&mut self, id: SocketId) {
+        if let Some(entry) = self.sockets.remove(&id) {
+            self.gone.push(entry.stable);
+        }
+    }
+
+    /// The local id of the socket registered as `stable`, if here (a scan:
+    /// once per re-attach, which is once per socket per move).
+    pub fn find(&self, stable: StableId) -> Option<SocketId> {
+        self.sockets
+            .iter()
+            .find(|(_, e)| e.stable == stable)
+            .map(|(id, _)| *id)
+    }
 }
 
 /// A hub shared by the registry (which outlives executors) and the executor.
 #[derive(Clone, Default)]
-pub(crate) struct SharedHub(Arc<Mutex<SocketHub>>);
+pub(crate) struct SharedHub(Arc<(Mutex<SocketHub>, tokio::sync::Notify)>);
 
 impl SharedHub {
     pub fn lock(&self) -> MutexGuard<'_, SocketHub> {
         // A panic while holding this lock leaves plain data behind; keep going.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until none of `ids` is still waiting for its edge (re-attached,
+    /// or gone), or `timeout`.
+    pub async fn returned(&self, ids: &[SocketId], timeout: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.0.1.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let waiting = {
+                let hub = self.lock();
+                ids.iter()
+                    .any(|id| hub.sockets.get(id).is_some_and(|e| e.detached))
+            };
+            if !waiting || tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Registers a new socket with a buffer of `capacity` frames.
     pub fn open(&self, tags: Vec<String>, capacity: usize) -> SocketId {
-        self.insert(tags, None, capacity)
+        let stable = rand::random::<StableId>();
+        Self::insert(&mut self.lock(), stable, tags, None, capacity, false)
     }
 
-    /// Registers a socket that moved here from another owner, with its
-    /// tags and committed attachment, and hands out its link at once.
+    /// Registers a socket that moved here from another owner and hands out
+    /// its link: the entry its registration made here (with the frames the
+    /// object sent it meanwhile), or a new one with the caller's tags and
+    /// committed attachment when its object has not listed it (not active
+    /// here yet, or a caller that names no `stable` id).
     pub fn reattach(
         &self,
         object: ObjectKey,
+        stable: Option<StableId>,
+        registration: Registration,
+        capacity: usize,
+    ) -> Result<(SocketLink, Option<u64>), ReattachError> {
+        let mut hub = self.lock();
+        let found = stable.and_then(|s| hub.find(s));
+        let socket = match found {
+            Some(id) => id,
+            None => {
+                let stable = stable.unwrap_or_else(rand::random::<StableId>);
+                let Registration { tags, attachment } = registration;
+                Self::insert(&mut hub, stable, tags, attachment, capacity, false)
+            }
+        };
+        let Some(entry) = hub.sockets.get_mut(&socket) else {
+            return Err(ReattachError::Attached);
+        };
+        if found.is_some() && (!entry.detached || entry.closing) {
+            // Its edge holds it already (a stream that broke while the
+            // owner stayed: the object was told it closed), or it is
+            // being closed as gone.
+            return Err(ReattachError::Attached);
+        }
+        entry.detached = false;
+        let outgoing = entry.rx.take().ok_or(ReattachError::Attached)?;
+        self.0.1.notify_waiters();
+        let link = SocketLink {
+            object,
+            socket,
+            tags: entry.tags.clone(),
+            stable: entry.stable,
+            replay: Vec::new(),
+            outgoing,
+        };
+        Ok((link, entry.queued_from.take()))
+    }
+
+    /// Lists the sockets registered in storage that are not here (their
+    /// object's owner changed; their edges will re-attach them) as
+    /// detached: the object sees them at once, and what it sends them
+    /// waits, up to `capacity` frames, for their edges. Returns their ids.
+    pub fn restore(
+        &self,
+        registered: impl IntoIterator<Item = (StableId, Registration)>,
+        capacity: usize,
+    ) -> Vec<SocketId> {
+        let mut hub = self.lock();
+        let mut known: std::collections::HashSet<StableId> =
+            hub.sockets.values().map(|e| e.stable).collect();
+        known.extend(hub.gone.iter().copied());
+        let mut restored = Vec::new();
+        for (stable, Registration { tags, attachment }) in registered {
+            if !known.insert(stable) {
+                continue;
+            }
+            restored.push(Self::insert(
+                &mut hub, stable, tags, attachment, capacity, true,
+            ));
+        }
+        restored
+    }
+
+    fn insert(
+        hub: &mut SocketHub,
+        stable: StableId,
         tags: Vec<String>,
         attachment: Option<Bytes>,
         capacity: usize,
-    ) -> SocketLink {
-        let socket = self.insert(tags.clone(), attachment, capacity);
-        let outgoing = self
-            .lock()
-            .sockets
-            .get_mut(&socket)
-            .and_then(|e| e.rx.take());
-        // Inserted just above, under a fresh id: its receiver is there.
-        let outgoing = outgoing.unwrap_or_else(|| mpsc::channel(1).1);
-        SocketLink {
-            object,
-            socket,
-            tags,
-            outgoing,
-        }
-    }
-
-    fn insert(&self, tags: Vec<String>, attachment: Option<Bytes>, capacity: usize) -> SocketId {
+        detached: bool,
+    ) -> SocketId {
         let id = NEXT_SOCKET.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        self.lock().sockets.insert(
+        let (tx, rx) = frames::channel(capacity);
+        hub.sockets.insert(
             id,
             SocketEntry {
+                stable,
+                detached,
                 tags,
                 attachment,
                 closing: false,
                 handled: 0,
+                queued_from: None,
                 tx,
                 rx: Some(rx),
             },
@@ -169,15 +336,54 @@ impl SharedHub {
         id
     }
 
+    /// Of `ids`, those still waiting for their edges (and not closing):
+    /// marked closing, for their close events.
+    pub fn take_unreturned(&self, ids: &[SocketId]) -> Vec<SocketId> {
+        let mut hub = self.lock();
+        ids.iter()
+            .copied()
+            .filter(|id| match hub.sockets.get_mut(id) {
+                Some(e) if e.detached && !e.closing => {
+                    e.closing = true;
+                    true
+                }
+                _ => false,
+            })
+            .collect()
+    }
+
     /// This node no longer serves the object: tells every socket's bridge
     /// (after the frames already released) and forgets them. The object is
     /// told nothing; its sockets carry on with the new owner.
     pub fn moved(&self) {
+        self.move_where(|_| true);
+    }
+
+    /// An executor of the object was reset: the sockets attached here are
+    /// told `moved` (their edges re-attach them and send again what the
+    /// reset dropped); those waiting for their edges stay, with the frames
+    /// held for them.
+    pub fn moved_attached(&self) {
+        self.move_where(|e| !e.detached);
+    }
+
+    /// Tells each socket that `moving` picks that it moved, after the
+    /// frames already released, with the messages it handled, and forgets
+    /// it.
+    fn move_where(&self, moving: impl Fn(&SocketEntry) -> bool) {
         let mut hub = self.lock();
-        for (_, entry) in std::mem::take(&mut hub.sockets) {
-            let _ = entry.tx.try_send(ServerFrame::Moved {
-                handled: entry.handled,
-            });
+        let ids: Vec<SocketId> = hub
+            .sockets
+            .iter()
+            .filter(|(_, e)| moving(e))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Some(entry) = hub.sockets.remove(&id) {
+                let _ = entry.tx.try_send(ServerFrame::Moved {
+                    handled: entry.handled,
+                });
+            }
         }
     }
 
@@ -197,7 +403,7 @@ impl SharedHub {
         };
         entry.attachment = Some(value.clone());
         if entry.tx.try_send(ServerFrame::Attachment(value)).is_err() {
-            hub.sockets.remove(&id);
+            hub.drop_socket(id);
         }
     }
 
@@ -206,11 +412,21 @@ impl SharedHub {
     pub fn deliver(&self, id: SocketId, frame: ServerFrame) {
         let mut hub = self.lock();
         let closing = matches!(frame, ServerFrame::Close { .. });
-        let Some(entry) = hub.sockets.get(&id) else {
+        let Some(entry) = hub.sockets.get_mut(&id) else {
             return;
         };
-        if entry.tx.try_send(frame).is_err() || closing {
+        if let ServerFrame::Message { seq, .. } = &frame
+            && *seq != 0
+            && entry.detached
+        {
+            entry.queued_from.get_or_insert(*seq);
+        }
+        let sent = entry.tx.try_send(frame).is_ok();
+        if closing {
+            // The event that closed it deleted its registration.
             hub.sockets.remove(&id);
+        } else if !sent {
+            hub.drop_socket(id);
         }
     }
 
@@ -219,86 +435,11 @@ impl SharedHub {
     }
 }
 
-/// A change an event made to one of its sockets.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct SocketChange {
-    pub attachment: Option<Bytes>,
-    /// The object closed it (the close frame waits for the output gate).
-    pub closed: bool,
-}
-
-impl SocketChange {
-    fn absorb(&mut self, later: SocketChange) {
-        if later.attachment.is_some() {
-            self.attachment = later.attachment;
-        }
-        self.closed |= later.closed;
-    }
-}
-
-/// Socket changes (attachments, closes) that have not taken effect: those
-/// of the running event, and those of earlier events whose commit has not
-/// been released yet. Like storage writes they take effect only through
-/// the output gate (the hub is changed when the event's batch is released)
-/// and are dropped with the event if its handler fails; the executor's own
-/// events see them meanwhile. Only the executor's task uses it.
-#[derive(Clone, Default)]
-pub(crate) struct SocketStage(Arc<Mutex<StageState>>);
-
-#[derive(Default)]
-struct StageState {
-    event: BTreeMap<SocketId, SocketChange>,
-    /// Changes of earlier events of this executor, newest merged in. A
-    /// failed commit resets the executor, and this with it.
-    pending: BTreeMap<SocketId, SocketChange>,
-}
-
-impl SocketStage {
-    fn lock(&self) -> MutexGuard<'_, StageState> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn change(&self, id: SocketId, f: impl FnOnce(&mut SocketChange)) {
-        f(self.lock().event.entry(id).or_default());
-    }
-
-    /// The attachment the running event sees, if staged.
-    fn attachment(&self, id: SocketId) -> Option<Bytes> {
-        let stage = self.lock();
-        [stage.event.get(&id), stage.pending.get(&id)]
-            .into_iter()
-            .flatten()
-            .find_map(|c| c.attachment.clone())
-    }
-
-    /// Whether the object closed `id` (in this event or an earlier one).
-    pub fn is_closed(&self, id: SocketId) -> bool {
-        let stage = self.lock();
-        [stage.event.get(&id), stage.pending.get(&id)]
-            .into_iter()
-            .flatten()
-            .any(|c| c.closed)
-    }
-
-    /// Drops the running event's changes (its handler failed).
-    pub fn discard_event(&self) {
-        self.lock().event.clear();
-    }
-
-    /// Takes the running event's changes, to be released with its outputs;
-    /// later events see them until then. Forgets sockets no longer in `hub`.
-    pub fn take_event(&self, hub: &SharedHub) -> Vec<(SocketId, SocketChange)> {
-        let mut stage = self.lock();
-        let event = std::mem::take(&mut stage.event);
-        for (id, change) in &event {
-            stage.pending.entry(*id).or_default().absorb(change.clone());
-        }
-        if !stage.pending.is_empty() {
-            let hub = hub.lock();
-            stage.pending.retain(|id, _| hub.sockets.contains_key(id));
-        }
-        event.into_iter().collect()
-    }
+/// Why a socket cannot be re-attached here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReattachError {
+    /// It is attached here already, or closing.
+    Attached,
 }
 
 /// An accepted WebSocket, as handlers use it. Cheap to clone.
@@ -320,7 +461,7 @@ impl WebSocket {
     pub fn send(&self, msg: impl Into<Message>) {
         self.outputs.push(Output::Frame {
             socket: self.id,
-            frame: ServerFrame::Message(msg.into()),
+            frame: ServerFrame::message(msg.into()),
         });
     }
 

@@ -197,7 +197,7 @@ async fn socket_changes_of_a_failed_event_are_rolled_back() {
     );
     assert_eq!(
         next().await,
-        ServerFrame::Message(Message::Text("v1:1".into())),
+        ServerFrame::message(Message::Text("v1:1".into())),
         "the failed event's attachment and close were rolled back"
     );
     node.stop().await;
@@ -217,7 +217,16 @@ async fn a_reattached_socket_is_found_with_its_tags_and_attachment() {
     let tags = vec!["room:a".to_owned()];
     let mut link = node
         .runtime
-        .socket_reattach(&k, tags.clone(), Some(Bytes::from_static(b"\"v9\"")))
+        .socket_reattach(
+            &k,
+            None,
+            Registration {
+                tags: tags.clone(),
+                attachment: Some(Bytes::from_static(b"\"v9\"")),
+            },
+            None,
+        )
+        .await
         .expect("re-attach");
     assert_eq!(link.tags, tags);
     node.runtime
@@ -228,10 +237,11 @@ async fn a_reattached_socket_is_found_with_its_tags_and_attachment() {
         .expect("an answer")
         .expect("a frame");
     // Its attachment, and it is the object's one socket (fetch never ran).
-    assert_eq!(frame, ServerFrame::Message(Message::Text("v9:1".into())));
+    assert_eq!(frame, ServerFrame::message(Message::Text("v9:1".into())));
     let unknown = node
         .runtime
-        .socket_reattach(&key("NOPE", "x"), Vec::new(), None);
+        .socket_reattach(&key("NOPE", "x"), None, Registration::default(), None)
+        .await;
     assert!(
         matches!(unknown, Err(Error::UnknownNamespace(_))),
         "{unknown:?}"

@@ -52,11 +52,22 @@ pub(crate) struct Layer {
     /// `deleteAll` ran: nothing below this layer is visible.
     pub cleared: bool,
     pub alarm: Option<AlarmChange>,
+    /// Socket registrations put (`Some`) or deleted (`None`), by stable
+    /// id. Only the executor adds these, to an event's outermost layer,
+    /// never a transaction: the object does not see them.
+    pub sockets: BTreeMap<u128, Option<Bytes>>,
+    /// Frames the event sent its sockets, kept by ring slot (`replay.rs`).
+    /// Only the executor adds these, with the registrations.
+    pub frames: BTreeMap<u16, Bytes>,
 }
 
 impl Layer {
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty() && !self.cleared && self.alarm.is_none()
+        self.map.is_empty()
+            && !self.cleared
+            && self.alarm.is_none()
+            && self.sockets.is_empty()
+            && self.frames.is_empty()
     }
 
     /// Folds a committed inner transaction into this layer.
@@ -69,6 +80,8 @@ impl Layer {
         if inner.alarm.is_some() {
             self.alarm = inner.alarm;
         }
+        self.sockets.extend(inner.sockets);
+        self.frames.extend(inner.frames);
     }
 
     /// The mutations that reproduce this layer, coalesced: one per key.
@@ -94,6 +107,19 @@ impl Layer {
             Some(AlarmChange::Fired(at_ms)) => out.push(Mutation::DeleteAlarmIf { at_ms }),
             None => {}
         }
+        for (&socket, value) in &self.sockets {
+            out.push(match value {
+                Some(value) => Mutation::PutSocket {
+                    socket,
+                    value: value.clone(),
+                },
+                None => Mutation::DeleteSocket { socket },
+            });
+        }
+        out.extend(self.frames.iter().map(|(&slot, value)| Mutation::PutFrame {
+            slot,
+            value: value.clone(),
+        }));
         out
     }
 
@@ -361,6 +387,8 @@ mod tests {
                 .collect(),
             cleared,
             alarm: None,
+            sockets: BTreeMap::new(),
+            frames: BTreeMap::new(),
         }
     }
 

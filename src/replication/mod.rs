@@ -10,11 +10,14 @@
 //! [`crate::storage`]. Never imports from the layers above.
 
 mod lease;
+pub mod liveness;
 pub mod log_store;
 pub mod network;
 mod observe;
 mod options;
 mod pipeline;
+mod pulse;
+mod quiet;
 mod replicas;
 pub mod shard;
 pub mod state_machine;
@@ -23,6 +26,7 @@ pub mod types;
 #[cfg(test)]
 mod tests;
 
+pub use liveness::Pong;
 pub use network::{NoPeers, Peer, Transport};
 pub use options::ReplicationOptions;
 pub use pipeline::epoch_term;

@@ -57,6 +57,17 @@ pub trait Transport: Send + Sync + 'static {
     ) -> impl Future<
         Output = Result<InstallSnapshotResponse<NodeId>, RpcError<InstallSnapshotError>>,
     > + Send;
+
+    /// The node-level liveness ping of peer `target` at `node`, from `me`
+    /// (`liveness.rs`): its answer, or `Err` if it did not answer within
+    /// `timeout`.
+    fn ping(
+        &self,
+        me: NodeId,
+        target: NodeId,
+        node: &BasicNode,
+        timeout: std::time::Duration,
+    ) -> impl Future<Output = Result<super::liveness::Pong, String>> + Send;
 }
 
 /// The transport of a node that has no peers: every call is `Unreachable`.
@@ -97,6 +108,16 @@ impl Transport for NoPeers {
         _option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcError<InstallSnapshotError>> {
         Err(unreachable(peer))
+    }
+
+    async fn ping(
+        &self,
+        _me: NodeId,
+        target: NodeId,
+        _node: &BasicNode,
+        _timeout: std::time::Duration,
+    ) -> Result<super::liveness::Pong, String> {
+        Err(NoTransport(target).to_string())
     }
 }
 

@@ -2,14 +2,15 @@
 //!
 //! Leadership and term follow openraft's server-metrics watch, which changes
 //! only on elections and membership changes, so every leader change is
-//! counted. Log positions change with every write; they are sampled every
-//! [`SAMPLE_EVERY`] instead (the commit index through a short request to the
-//! Raft core, which does not publish it).
+//! counted. Log positions change with every write; they are sampled at most
+//! every [`SAMPLE_EVERY`] instead (the commit index through a short request
+//! to the Raft core, which does not publish it), and not at all while
+//! nothing changes (a quiesced shard costs no wake-up here).
 
 use std::time::Duration;
 
 use openraft::ServerState;
-use tokio::time::MissedTickBehavior;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::types::{NodeId, Raft};
@@ -24,8 +25,10 @@ pub(crate) async fn observe(shard: ShardId, node_id: NodeId, raft: Raft, stop: C
     let metrics = ShardMetrics::new(shard);
     let mut server = raft.server_metrics();
     let mut known_leader = server.borrow().current_leader;
-    let mut sample = tokio::time::interval(SAMPLE_EVERY);
-    sample.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut data = raft.data_metrics();
+    // When the next sample is due: set once the log moved.
+    let mut due = Some(Instant::now());
+    let mut last = Instant::now();
     loop {
         {
             let s = server.borrow_and_update();
@@ -36,10 +39,23 @@ pub(crate) async fn observe(shard: ShardId, node_id: NodeId, raft: Raft, stop: C
             let leads = s.state == ServerState::Leader && s.current_leader == Some(node_id);
             metrics.leadership(leads, s.vote.leader_id.term);
         }
+        let sample = async move {
+            match due {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = stop.cancelled() => break,
             changed = server.changed() => if changed.is_err() { break },
-            _ = sample.tick() => {
+            changed = data.changed(), if due.is_none() => {
+                if changed.is_err() { break }
+                due = Some((last + SAMPLE_EVERY).max(Instant::now()));
+            }
+            () = sample => {
+                data.borrow_and_update();
+                due = None;
+                last = Instant::now();
                 if !sample_log(&raft, &metrics).await {
                     break;
                 }

@@ -24,6 +24,10 @@ pub struct ReplicationOptions {
     pub max_in_flight: usize,
     /// Proposals waiting for a shard's proposer before `propose` waits too.
     pub queue_capacity: usize,
+    /// A shard leader with no request for this long, its followers caught
+    /// up, quiesces: no heartbeats and no openraft timers until the next
+    /// request (`quiet.rs`). 0 (the default): never.
+    pub quiesce_ms: u64,
 }
 
 impl Default for ReplicationOptions {
@@ -38,6 +42,7 @@ impl Default for ReplicationOptions {
             max_batch_writes: 4_096,
             max_in_flight: 4,
             queue_capacity: 8_192,
+            quiesce_ms: 0,
         }
     }
 }
@@ -60,6 +65,10 @@ impl ReplicationOptions {
             election_timeout_max: self.election_timeout_max_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last),
             max_in_snapshot_log_to_keep: self.snapshot_keep_logs,
+            // With quiescence, the node's liveness turns each follower's
+            // timer on once it knows its leader is not quiet (at start:
+            // once it heard from it, or suspects it).
+            enable_tick: self.quiesce_ms == 0,
             ..Default::default()
         };
         config
@@ -82,6 +91,17 @@ impl ReplicationOptions {
     /// event's writes — must reach a follower and be fsynced well within the
     /// election timeout: raise the election timeouts for large events on
     /// slow links or disks. openraft also checks its timers every 1.5 × this.
+    /// How long a shard stays idle before it quiesces, if it ever does.
+    pub(crate) fn quiesce_after(&self) -> Option<std::time::Duration> {
+        (self.quiesce_ms > 0).then(|| std::time::Duration::from_millis(self.quiesce_ms))
+    }
+
+    /// A peer that answered no ping for this long is suspected: followers
+    /// of its quiesced shards run their election timers again.
+    pub(crate) fn suspect_after(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(2 * self.election_timeout_max_ms)
+    }
+
     pub(crate) fn raft_timeout_ms(&self) -> u64 {
         (self.election_timeout_min_ms / 2).max(self.heartbeat_ms)
     }

@@ -14,10 +14,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::lease::Lease;
+use super::liveness::{self, Announced, Liveness};
 use super::log_store::LogStore;
 use super::network::{NetworkFactory, NoPeers, Transport};
 use super::observe;
 use super::pipeline::Limits;
+use super::pulse::Pulse;
+use super::quiet::Quiet;
 use super::shard::{self, Proposer, ShardHandle};
 use super::state_machine::StateMachine;
 use super::types::{NodeId, Raft};
@@ -36,6 +39,15 @@ pub struct Replicas {
     extra: Vec<ShardHandle>,
     /// The tasks of each shard; taken by `shutdown`.
     tasks: Mutex<Vec<ShardTasks>>,
+    /// What this node's pings of its peers said (`liveness.rs`).
+    liveness: Arc<Liveness>,
+    /// The object shards this node announces quiesced.
+    announced: Arc<Announced>,
+    /// `raft.quiesce_ms` > 0: shards may quiesce, and the liveness probe
+    /// sets followers' timers.
+    quiesces: bool,
+    /// Stops the liveness probe.
+    stop: CancellationToken,
 }
 
 struct ShardTasks {
@@ -120,13 +132,34 @@ impl Replicas {
             shards: Vec::with_capacity(usize::from(shards)),
             extra: Vec::new(),
             tasks: Mutex::new(Vec::new()),
+            liveness: Arc::new(Liveness::new(opts.suspect_after())),
+            announced: Arc::new(Announced::new(shards)),
+            quiesces: opts.quiesce_after().is_some(),
+            stop: CancellationToken::new(),
         };
+        let live = replicas.liveness.clone();
         for &group in extra {
             if group < shards {
                 replicas.shutdown().await;
                 return Err(Error::Config(format!("group {group} is an object shard")));
             }
-            match open_shard(&db, node_id, group, transport.clone(), &opts).await {
+            // The extra groups (the cluster's metadata) never quiesce: the
+            // pings name object shards only.
+            let always_on = ReplicationOptions {
+                quiesce_ms: 0,
+                ..opts.clone()
+            };
+            match open_shard(
+                &db,
+                node_id,
+                group,
+                transport.clone(),
+                &always_on,
+                &live,
+                None,
+            )
+            .await
+            {
                 Ok((handle, tasks)) => {
                     replicas.extra.push(handle);
                     replicas.lock_tasks().push(tasks);
@@ -138,7 +171,18 @@ impl Replicas {
             }
         }
         for shard in 0..shards {
-            match open_shard(&db, node_id, shard, transport.clone(), &opts).await {
+            let announced = Some((replicas.announced.clone(), shard));
+            match open_shard(
+                &db,
+                node_id,
+                shard,
+                transport.clone(),
+                &opts,
+                &live,
+                announced,
+            )
+            .await
+            {
                 Ok((handle, tasks)) => {
                     replicas.shards.push(handle);
                     replicas.lock_tasks().push(tasks);
@@ -148,6 +192,18 @@ impl Replicas {
                     return Err(e);
                 }
             }
+        }
+        // Without quiescence openraft's timers run as they always did.
+        if replicas.quiesces {
+            tokio::spawn(liveness::probe(
+                node_id,
+                live,
+                replicas.shards.clone(),
+                replicas.extra.clone(),
+                transport,
+                Duration::from_millis(opts.heartbeat_ms),
+                replicas.stop.clone(),
+            ));
         }
         tracing::info!(node_id, shards, "opened shard groups");
         Ok(replicas)
@@ -180,6 +236,18 @@ impl Replicas {
         for group in self.shards.iter().chain(self.extra.iter()) {
             group.raft().runtime_config().elect(false);
         }
+    }
+
+    /// A peer pinged this node: the shards this node leads and has
+    /// quiesced (their followers' timers may stop), as a bitmap
+    /// (as [`liveness::has`] reads it), and whether this node quiesces at all (it
+    /// stops its followers' timers only then).
+    pub fn pong(&self, from: NodeId) -> (Vec<u8>, bool) {
+        // The time first: an announcement made after it is not yet seen.
+        let at = std::time::Instant::now();
+        let bits = self.announced.bitmap();
+        self.liveness.pinged_by(from, at);
+        (bits, self.quiesces)
     }
 
     /// Every shard, indexed by shard id.
@@ -226,6 +294,7 @@ impl Replicas {
     /// with `ShuttingDown`), lets submitted entries settle for a while, then
     /// stops each Raft. Idempotent.
     pub async fn shutdown(&self) {
+        self.stop.cancel();
         let tasks = std::mem::take(&mut *self.lock_tasks());
         if tasks.is_empty() {
             return;
@@ -265,6 +334,7 @@ impl Replicas {
 impl Drop for Replicas {
     fn drop(&mut self) {
         // Without `shutdown`, at least stop taking proposals.
+        self.stop.cancel();
         for t in self.lock_tasks().iter() {
             t.stop.cancel();
         }
@@ -277,6 +347,8 @@ async fn open_shard<T: Transport>(
     shard: ShardId,
     transport: Arc<T>,
     opts: &ReplicationOptions,
+    liveness: &Arc<Liveness>,
+    announced: Option<(Arc<Announced>, ShardId)>,
 ) -> Result<(ShardHandle, ShardTasks), Error> {
     let span = tracing::info_span!("shard", shard, node_id);
     let config = Arc::new(opts.raft_config(shard)?);
@@ -292,6 +364,7 @@ async fn open_shard<T: Transport>(
     let (queue_tx, queue_rx) = mpsc::channel(opts.queue_capacity);
     let (leader_tx, leader_rx) = watch::channel(None);
     let lease = Arc::new(Lease::new());
+    let quiet = Arc::new(Quiet::new(announced));
     let lease_len = Duration::from_millis(opts.election_timeout_max_ms);
     let proposer = Proposer {
         shard,
@@ -314,22 +387,32 @@ async fn open_shard<T: Transport>(
             lease_len,
             lease.clone(),
             leader_tx,
+            quiet.subscribe(),
             stop.clone(),
         )
         .instrument(span.clone()),
     );
-    tokio::spawn(
-        shard::send_heartbeats(
-            raft.clone(),
-            Duration::from_millis(opts.heartbeat_ms),
-            lease.clone(),
-            lease_len,
-            stop.clone(),
-        )
-        .instrument(span.clone()),
-    );
+    let pulse = Pulse {
+        me: node_id,
+        raft: raft.clone(),
+        every: Duration::from_millis(opts.heartbeat_ms),
+        held: lease.clone(),
+        lease: lease_len,
+        quiet: quiet.clone(),
+        quiesce_after: opts.quiesce_after(),
+        liveness: liveness.clone(),
+    };
+    tokio::spawn(pulse.run(stop.clone()).instrument(span.clone()));
     tokio::spawn(observe::observe(shard, node_id, raft.clone(), stop.clone()).instrument(span));
-    let handle = ShardHandle::new(shard, raft.clone(), queue_tx, leader_rx, lease);
+    let handle = ShardHandle::new(
+        shard,
+        raft.clone(),
+        queue_tx,
+        leader_rx,
+        lease,
+        quiet,
+        lease_len,
+    );
     Ok((
         handle,
         ShardTasks {

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::Error;
 use super::lease::Lease;
 use super::pipeline::{self, Batch, Limits, Settler, epoch_term};
+use super::quiet::{Phase, Quiet};
 use super::types::{NodeId, Raft, ShardCommand};
 use crate::id::ShardId;
 use crate::storage::ObjectWrite;
@@ -65,6 +66,16 @@ struct Inner {
     leadership: watch::Receiver<Option<u64>>,
     /// Until when no other node can lead the shard.
     lease: Arc<Lease>,
+    /// Whether the shard is idle; every request touches it.
+    quiet: Arc<Quiet>,
+    /// The followers' leader lease (`election_timeout_max`).
+    lease_len: Duration,
+}
+
+/// How long after waking a quiesced shard keeps its epoch without a lease:
+/// a lease and the leadership watch's grace of one more.
+fn excuse_window(lease: Duration) -> Duration {
+    lease * 2
 }
 
 impl ShardHandle {
@@ -74,6 +85,8 @@ impl ShardHandle {
         queue: mpsc::Sender<Request>,
         leadership: watch::Receiver<Option<u64>>,
         lease: Arc<Lease>,
+        quiet: Arc<Quiet>,
+        lease_len: Duration,
     ) -> ShardHandle {
         ShardHandle {
             inner: Arc::new(Inner {
@@ -82,6 +95,8 @@ impl ShardHandle {
                 queue,
                 leadership,
                 lease,
+                quiet,
+                lease_len,
             }),
         }
     }
@@ -150,6 +165,7 @@ impl ShardHandle {
     }
 
     async fn request(&self, make: impl FnOnce(Waiter) -> Request) -> Result<Commit, Error> {
+        self.inner.quiet.touch(std::time::Instant::now());
         let (done, rx) = oneshot::channel();
         self.inner
             .queue
@@ -168,16 +184,65 @@ impl ShardHandle {
     /// leads it now: the leadership watch shows the epoch *and* the lease
     /// holds by the clock read here ([`Lease`]), so a stale view (a paused
     /// process, metrics not yet republished) never passes.
+    ///
+    /// Asking touches the shard: an idle shard that quiesced wakes, and its
+    /// first heartbeat round renews the lease (until then this is `None`).
     pub fn leader_epoch(&self) -> Option<u64> {
         let epoch = *self.inner.leadership.borrow();
         let now = std::time::Instant::now();
+        self.inner.quiet.touch(now);
         epoch.filter(|e| self.inner.lease.holds(now, epoch_term(*e)))
+    }
+
+    /// The epoch calls may be routed here in: [`leader_epoch`](Self::leader_epoch),
+    /// or the watched epoch while the shard is quiet or waking (its lease
+    /// lapsed by design; the executor waits for the renewal before it runs
+    /// anything). Touches the shard like `leader_epoch`.
+    pub fn serving_epoch(&self) -> Option<u64> {
+        self.leader_epoch().or_else(|| {
+            let epoch = self.watched_epoch()?;
+            let window = excuse_window(self.inner.lease_len);
+            self.inner
+                .quiet
+                .phase()
+                .excuses(std::time::Instant::now(), epoch_term(epoch), window)
+                .then_some(epoch)
+        })
+    }
+
+    /// The leadership epoch the shard's watch shows, without the lease's
+    /// check: whether the epoch goes on (its lease may have lapsed for a
+    /// moment the watch has not published).
+    pub fn watched_epoch(&self) -> Option<u64> {
+        *self.inner.leadership.borrow()
     }
 
     /// Changes of this node's leadership of the shard: its leadership epoch
     /// ([`epoch_term`]), or `None`. Turns `None` when the shard shuts down.
     pub fn leadership(&self) -> watch::Receiver<Option<u64>> {
         self.inner.leadership.clone()
+    }
+
+    /// Waits until this node's state machine has applied an entry of Raft
+    /// term `term` (a new leader's first entry): by then every entry
+    /// committed in an earlier term is applied. `false` after `timeout`.
+    /// No write and no round to the peers.
+    pub async fn applied_in_term(&self, term: u64, timeout: Duration) -> bool {
+        let mut metrics = self.inner.raft.metrics();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let applied = metrics
+                .borrow_and_update()
+                .last_applied
+                .is_some_and(|l| l.leader_id.term >= term);
+            if applied {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return false,
+            }
+        }
     }
 
     /// The shard's openraft instance: for the RPC layer to deliver peers'
@@ -405,9 +470,12 @@ async fn submit(
                     Ok(Err(e)) => (Outcome::Raft(e.to_string()), None),
                     Err(_) => (Outcome::ShuttingDown, None),
                 },
-                () = lease_expired(lease_metrics, lease) => (Outcome::NoQuorum(format!(
+                // Twice the lease, as the leadership watch's grace: a
+                // starved leader's rounds come back late without it being
+                // cut off, and each NoQuorum resets an object.
+                () = lease_expired(lease_metrics, lease * 2) => (Outcome::NoQuorum(format!(
                     "no quorum acknowledged this leader for over {} ms",
-                    lease.as_millis()
+                    (lease * 2).as_millis()
                 )), None),
             };
             (id, settled("write", outcome, landed_in))
@@ -427,6 +495,10 @@ async fn lease_expired(
     lease: Duration,
 ) {
     let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+    // Not before the write itself waited that long: a leader that wakes
+    // from quiescence reports its last acknowledgement as long ago until
+    // its first round after the wake comes back.
+    tokio::time::sleep(lease).await;
     loop {
         {
             let m = metrics.borrow_and_update();
@@ -487,20 +559,36 @@ fn notify(waiters: Vec<Waiter>, outcome: &Outcome) {
 ///
 /// The value is an epoch, not a flag: leadership lost and regained (a new
 /// term, or the lease regained in the same term) is a new epoch, which ends
-/// everything bound to the old one (executors).
+/// everything bound to the old one (executors, and with them the sockets
+/// they hold, which move).
+///
+/// A lapse of the lease shorter than `lease` more (a starved process, a
+/// round that came back late) is not published: the epoch goes on, and the
+/// lease regained in the same term continues it. That is safe because
+/// nothing relies on the watch for safety: an executor admits an event only
+/// while the lease holds, read with the clock (`ShardHandle::leader_epoch`;
+/// it waits out a lapse), and writes and reads commit through a quorum. A
+/// lease regained in the same term means no other node led in between (a
+/// quorum acknowledged this node's term after the lapse; a candidate of a
+/// later term needs a quorum that would have refused it). Publishing every
+/// lapse ended every executor of the shard and moved all its sockets each
+/// time, which on an oversubscribed machine meant several times a second.
 pub(crate) async fn watch_leadership(
     node_id: NodeId,
     mut metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
     lease: Duration,
     held: Arc<Lease>,
     leadership: watch::Sender<Option<u64>>,
+    mut quiet: watch::Receiver<Phase>,
     stop: CancellationToken,
 ) {
     let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+    let window = excuse_window(lease);
     // The last epoch published, to number regains of the same term.
     let mut last: Option<u64> = None;
     loop {
         let now = std::time::Instant::now();
+        let phase = *quiet.borrow_and_update();
         let raft_leads;
         let term;
         let leader = {
@@ -509,11 +597,25 @@ pub(crate) async fn watch_leadership(
             term = m.current_term;
             let alone = m.membership_config.membership().voter_ids().count() <= 1;
             held.set_alone(alone);
+            // Within the grace of an epoch already published, a lapse
+            // does not end it (see above).
+            let publishing = leadership
+                .borrow()
+                .is_some_and(|e| pipeline::epoch_term(e) == m.current_term);
+            let grace = if publishing { lease_ms } else { 0 };
+            // A quiesced shard's lease lapses by design (`quiet.rs`).
+            let excused = publishing && phase.excuses(now, m.current_term, window);
             let leads = m.state == ServerState::Leader
                 && m.current_leader == Some(node_id)
                 && (alone
-                    || (m.millis_since_quorum_ack.is_some_and(|ms| ms <= lease_ms)
-                        && held.holds(now, m.current_term)));
+                    || excused
+                    || (m
+                        .millis_since_quorum_ack
+                        .is_some_and(|ms| ms <= lease_ms + grace)
+                        && held.holds(
+                            now.checked_sub(Duration::from_millis(grace)).unwrap_or(now),
+                            m.current_term,
+                        )));
             leads.then_some(m.current_term)
         };
         let leader = pipeline::next_epoch(leader, *leadership.borrow(), &mut last);
@@ -527,8 +629,23 @@ pub(crate) async fn watch_leadership(
         // bring it back). A follower waits for Raft's metrics alone.
         let recheck = match held.deadline(term) {
             _ if !raft_leads => None,
-            Some(d) if leader.is_some() => Some(d.max(now) + Duration::from_millis(1)),
+            Some(d) if leader.is_some() => {
+                let grace = match *leadership.borrow() {
+                    Some(_) => lease,
+                    None => Duration::ZERO,
+                };
+                Some((d + grace).max(now) + Duration::from_millis(1))
+            }
             _ => Some(now + lease / 4),
+        };
+        // Quiet, nothing changes until a wake; woken, the excuse holds for
+        // its window.
+        let recheck = match phase {
+            Phase::Quiet { .. } if leader.is_some() => None,
+            Phase::Active { woke: Some(w) } if w + window > now => {
+                recheck.map(|r| r.max(w + window + Duration::from_millis(1)))
+            }
+            _ => recheck,
         };
         let timer = async move {
             match recheck {
@@ -539,57 +656,9 @@ pub(crate) async fn watch_leadership(
         tokio::select! {
             _ = stop.cancelled() => break,
             changed = metrics.changed() => if changed.is_err() { break },
+            changed = quiet.changed() => if changed.is_err() { break },
             () = timer => {}
         }
     }
     leadership.send_if_modified(|current| current.take().is_some());
-}
-
-/// Confirms this node's leadership with a quorum every `every` while Raft
-/// says it leads, until `stop`, and extends its [`Lease`] by each round a
-/// quorum acknowledged: `lease` from the moment the round began.
-///
-/// A round is openraft's read-index check (`get_read_log_id`): heartbeats
-/// to every voter, answered once a quorum acknowledged them in this term.
-/// Those heartbeats also keep the followers' election timers from firing.
-/// openraft 0.9 uses its `heartbeat_interval` both as the heartbeat period
-/// and as the timeout of every AppendEntries (and read-index round); Roost
-/// sets that to the replication timeout (`ReplicationOptions::
-/// raft_timeout_ms`, half the shortest election timeout), so these rounds
-/// are the heartbeats at the short period; openraft's own still go out at
-/// the longer one.
-pub(crate) async fn send_heartbeats(
-    raft: Raft,
-    every: Duration,
-    held: Arc<Lease>,
-    lease: Duration,
-    stop: CancellationToken,
-) {
-    let metrics = raft.metrics();
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        // Raft's own state, not the lease-checked leadership: a leader that
-        // lost its quorum's acknowledgement must keep trying to reach it.
-        if metrics.borrow().state != ServerState::Leader {
-            continue;
-        }
-        let started = std::time::Instant::now();
-        let round = tokio::select! {
-            _ = stop.cancelled() => return,
-            round = raft.get_read_log_id() => round,
-        };
-        match round {
-            // The read log id is at least this leader's first entry of its
-            // term: the term the round confirmed leadership in.
-            Ok((Some(read), _)) => held.extend(started, lease, read.leader_id.term),
-            Ok((None, _)) => {}
-            Err(RaftError::Fatal(_)) => return,
-            Err(_) => {}
-        }
-    }
 }

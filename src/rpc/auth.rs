@@ -24,6 +24,7 @@
 //! the first call), or decides anything but allow and deny.
 
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use futures_util::future::{Either, Ready, ready};
@@ -125,16 +126,48 @@ fn service_label(path: &str) -> &'static str {
     }
 }
 
+/// Most certificates whose role [`Roles`] remembers.
+const REMEMBERED_ROLES: usize = 16;
+
+/// The roles of the certificates seen last, by their DER bytes: a server
+/// hears the same few certificates (its peers', the edges', an operator's)
+/// on every call, and parsing one per call was 1% of a cluster's CPU samples
+/// (benches/profile.md). Comparing the bytes is what makes an entry match,
+/// so a remembered role is always the role of exactly that certificate.
+#[derive(Debug, Default)]
+struct Roles {
+    /// Newest last.
+    seen: Vec<(Box<[u8]>, Role)>,
+}
+
+impl Roles {
+    fn of(&mut self, der: &[u8]) -> Role {
+        if let Some((_, role)) = self.seen.iter().find(|(d, _)| **d == *der) {
+            return *role;
+        }
+        let role = Role::of_certificate(der);
+        if self.seen.len() >= REMEMBERED_ROLES {
+            self.seen.remove(0);
+        }
+        self.seen.push((der.into(), role));
+        role
+    }
+}
+
 /// The layer: `enforce` is off for plain HTTP/2 (no identities).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct AuthLayer {
     enforce: bool,
+    roles: Arc<Mutex<Roles>>,
 }
 
 impl AuthLayer {
     /// Checks roles when `enforce` (mutual TLS), else lets every call by.
     pub fn new(enforce: bool) -> AuthLayer {
-        AuthLayer { enforce }
+        AuthLayer {
+            enforce,
+            roles: Arc::default(),
+        }
     }
 }
 
@@ -145,6 +178,7 @@ impl<S> tower_layer::Layer<S> for AuthLayer {
         Auth {
             inner,
             enforce: self.enforce,
+            roles: self.roles.clone(),
         }
     }
 }
@@ -154,6 +188,7 @@ impl<S> tower_layer::Layer<S> for AuthLayer {
 pub struct Auth<S> {
     inner: S,
     enforce: bool,
+    roles: Arc<Mutex<Roles>>,
 }
 
 type Reply = http::Response<tonic::body::Body>;
@@ -177,9 +212,10 @@ where
         let info = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
         // rustls has verified the chain; its first certificate is the
         // client's own.
-        let role = info
-            .and_then(|i| i.peer_certs())
-            .and_then(|certs| certs.first().map(|c| Role::of_certificate(c)));
+        let role = info.and_then(|i| i.peer_certs()).and_then(|certs| {
+            let mut roles = self.roles.lock().unwrap_or_else(PoisonError::into_inner);
+            certs.first().map(|c| roles.of(c))
+        });
         let path = request.uri().path();
         match role {
             Some(role) if allowed(role, path) => Either::Right(self.inner.call(request)),
@@ -244,5 +280,22 @@ mod tests {
     fn garbage_is_a_client() {
         assert_eq!(Role::of_certificate(b"not a certificate"), Role::Client);
         assert_eq!(Role::of_certificate(&[]), Role::Client);
+    }
+
+    #[test]
+    fn remembered_roles_are_those_of_the_same_bytes() {
+        let mut roles = Roles::default();
+        assert_eq!(roles.of(b"not a certificate"), Role::Client);
+        assert_eq!(roles.seen.len(), 1);
+        assert_eq!(roles.of(b"not a certificate"), Role::Client);
+        assert_eq!(roles.seen.len(), 1, "found, not parsed again");
+        for i in 0..(REMEMBERED_ROLES as u8 + 3) {
+            roles.of(&[i]);
+        }
+        assert_eq!(roles.seen.len(), REMEMBERED_ROLES);
+        assert_eq!(
+            &*roles.seen[REMEMBERED_ROLES - 1].0,
+            &[REMEMBERED_ROLES as u8 + 2]
+        );
     }
 }

@@ -17,7 +17,9 @@ use tonic::{Code, Status};
 
 use super::pb;
 use crate::id::{ObjectId, ObjectKey};
-use crate::object::{self, ClientIp, HandlerError, Message, Namespaces, Request, Response};
+use crate::object::{
+    self, ClientIp, HandlerError, Message, Namespaces, Request, Response, StableId,
+};
 
 /// Metadata naming the shard this node does not lead (FAILED_PRECONDITION).
 pub const SHARD_METADATA: &str = "roost-shard";
@@ -156,6 +158,21 @@ fn text<'a>(meta: &'a MetadataMap, key: &str) -> Option<&'a str> {
 
 fn invalid(message: impl Into<String>) -> Status {
     Status::invalid_argument(message)
+}
+
+/// A socket's registration id from its 16 bytes; `None` when empty (an
+/// older peer's).
+pub(super) fn stable_from_pb(bytes: &[u8]) -> Result<Option<StableId>, Status> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let raw: [u8; 16] = bytes.try_into().map_err(|_| {
+        Status::invalid_argument(format!(
+            "a socket's stable id is 16 bytes, not {}",
+            bytes.len()
+        ))
+    })?;
+    Ok(Some(StableId::from_be_bytes(raw)))
 }
 
 /// A body or payload over `limit` bytes.
@@ -317,12 +334,25 @@ fn headers_to_pb(headers: &http::HeaderMap) -> Vec<pb::Header> {
         .collect()
 }
 
-pub(super) fn message_to_pb(msg: Message) -> pb::SocketMessage {
+/// A socket message; `seq` is its number (0 from a caller, or unnumbered).
+pub(super) fn message_to_pb(msg: Message, seq: u64) -> pb::SocketMessage {
     let data = match msg {
         Message::Text(t) => pb::socket_message::Data::Text(t),
         Message::Binary(b) => pb::socket_message::Data::Binary(Vec::from(b)),
     };
-    pb::SocketMessage { data: Some(data) }
+    pb::SocketMessage {
+        data: Some(data),
+        seq,
+    }
+}
+
+/// A message for the client, with its number.
+pub(super) fn frame_from_pb(msg: pb::SocketMessage) -> Option<crate::object::ServerFrame> {
+    let seq = msg.seq;
+    Some(crate::object::ServerFrame::Message {
+        message: message_from_pb(msg)?,
+        seq,
+    })
 }
 
 /// A socket message; `None` if it carries no data (a malformed message).

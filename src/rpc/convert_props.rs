@@ -142,9 +142,9 @@ proptest! {
     #[test]
     fn socket_messages_round_trip(text in any::<String>(), binary in proptest::collection::vec(any::<u8>(), 0..64)) {
         for msg in [Message::Text(text.clone()), Message::Binary(binary.clone().into())] {
-            let back = message_from_pb(message_to_pb(msg.clone()));
+            let back = message_from_pb(message_to_pb(msg.clone(), 0));
             prop_assert_eq!(back, Some(msg));
         }
-        prop_assert_eq!(message_from_pb(pb::SocketMessage { data: None }), None);
+        prop_assert_eq!(message_from_pb(pb::SocketMessage { data: None, seq: 0 }), None);
     }
 }

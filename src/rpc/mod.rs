@@ -23,8 +23,10 @@ pub mod codec;
 mod convert;
 #[cfg(test)]
 mod convert_props;
+mod fetch_many;
 pub mod introspect;
 pub mod metered;
+mod mux;
 #[cfg(test)]
 pub(crate) use convert_props::cases as test_cases;
 pub mod objects;

@@ -51,10 +51,10 @@ use super::Error;
 use super::pb::raft_client::RaftClient;
 use super::pb::raft_frame::Body;
 use super::pb::raft_server::{self, RaftServer};
-use super::pb::{RaftBatch, RaftReply, RaftRequest};
+use super::pb::{PingReply, PingRequest, RaftBatch, RaftReply, RaftRequest};
 use super::tls::Tls;
 use crate::replication::network::RpcError;
-use crate::replication::{NodeId, Peer, Raft, Replicas, Transport, TypeConfig};
+use crate::replication::{NodeId, Peer, Pong, Raft, Replicas, Transport, TypeConfig};
 
 /// The largest message either side sends or accepts. A single log entry can
 /// be one group commit (`max_batch_bytes`, 4 MiB by default) plus one event's
@@ -95,6 +95,8 @@ pub struct RaftService {
     /// Ends every `Stream` call when cancelled (the node stops serving:
     /// a graceful shutdown waits for calls to end).
     closing: CancellationToken,
+    /// AppendEntries received, per object shard.
+    appends: Arc<[metrics::Counter]>,
 }
 
 impl RaftService {
@@ -105,10 +107,14 @@ impl RaftService {
 
     /// Accepting snapshots up to `max_snapshot_bytes` (`raft.max_snapshot_bytes`).
     pub fn with_max_snapshot(replicas: Arc<Replicas>, max_snapshot_bytes: u64) -> RaftService {
+        let appends = (0..replicas.shard_count())
+            .map(crate::telemetry::metrics::raft_appends_received)
+            .collect();
         RaftService {
             replicas,
             snapshots: Arc::new(Snapshots::new(max_snapshot_bytes)),
             closing: CancellationToken::new(),
+            appends,
         }
     }
 
@@ -156,6 +162,12 @@ impl RaftService {
     /// An AppendEntries, checked, for its group.
     async fn answer_append(&self, request: RaftRequest) -> Result<RaftReply, Status> {
         let raft = self.route(&request)?;
+        if let Some(appends) = usize::try_from(request.shard)
+            .ok()
+            .and_then(|s| self.appends.get(s))
+        {
+            appends.increment(1);
+        }
         let rpc: AppendEntriesRequest<TypeConfig> = decode_request(&request.payload)?;
         if rpc.entries.is_empty() && request.payload.len() > MAX_HEARTBEAT_BYTES {
             return Err(Status::invalid_argument(format!(
@@ -242,6 +254,19 @@ impl raft_server::Raft for RaftService {
         }
         encode_reply(&result).map(Response::new)
     }
+
+    async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
+        let request = request.into_inner();
+        let me = self.replicas.node_id();
+        if request.target != me {
+            return Err(Status::failed_precondition(format!(
+                "this is node {me}, not node {}",
+                request.target
+            )));
+        }
+        let (quiesced, quiesces) = self.replicas.pong(request.from);
+        Ok(Response::new(PingReply { quiesced, quiesces }))
+    }
 }
 
 /// This node's current term in `raft`'s group.
@@ -302,7 +327,7 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Limited {
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
         let limit = match request.uri().path().rsplit('/').next() {
-            Some("Vote") => MAX_VOTE_BYTES,
+            Some("Vote" | "Ping") => MAX_VOTE_BYTES,
             Some("InstallSnapshot") => MAX_SNAPSHOT_CHUNK_BYTES,
             // A stream's body has no end: each of its messages is bounded
             // by the decoder instead (`MAX_MESSAGE_BYTES`), and each request
@@ -358,7 +383,6 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Tls::plain()
         .server()?
-        .http2_adaptive_window(Some(true))
         .add_service(
             RaftService::new(replicas)
                 .closing_with(shutdown.clone())
@@ -428,7 +452,6 @@ impl GrpcTransport {
             .endpoint(addr)?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
-            .http2_adaptive_window(true)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true)
@@ -584,6 +607,35 @@ impl Transport for GrpcTransport {
         let payload = encode("encode Vote", &rpc).map_err(transport_error)?;
         self.exchange(peer, Method::Vote, payload, Vec::new(), &option)
             .await
+    }
+
+    async fn ping(
+        &self,
+        me: NodeId,
+        target: NodeId,
+        node: &openraft::BasicNode,
+        timeout: Duration,
+    ) -> Result<Pong, String> {
+        let channel = self
+            .peering(&node.addr)
+            .map_err(|e| e.to_string())?
+            .channel;
+        let mut client = RaftClient::new(channel);
+        let mut request = Request::new(PingRequest { from: me, target });
+        request.set_timeout(timeout);
+        match tokio::time::timeout(timeout, client.ping(request)).await {
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+            Ok(Ok(reply)) => {
+                let reply = reply.into_inner();
+                Ok(if reply.quiesces {
+                    Pong::Quiesced(reply.quiesced)
+                } else {
+                    Pong::Unsupported
+                })
+            }
+            Ok(Err(status)) if status.code() == Code::Unimplemented => Ok(Pong::Unsupported),
+            Ok(Err(status)) => Err(status.to_string()),
+        }
     }
 
     async fn install_snapshot(

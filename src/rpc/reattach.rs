@@ -26,7 +26,7 @@ use super::convert;
 use super::pb::{self, socket_down, socket_up};
 use super::remote::UpMsg;
 use crate::id::ObjectKey;
-use crate::object::{self, ServerFrame, SocketId};
+use crate::object::{self, FrameSender, Registration, ServerFrame, SocketId, StableId};
 
 pub mod replay;
 pub use replay::Bounds;
@@ -70,13 +70,16 @@ impl std::fmt::Debug for Attached {
     }
 }
 
-/// Re-registers a socket (object, tags, committed attachment) with its
-/// object's owner, wherever that is now.
+/// Re-registers a socket (object, registration id, tags and committed
+/// attachment, and the highest frame number passed on to its client when
+/// it wants the kept frames after it) with its object's owner, wherever
+/// that is now.
 pub type Attach = Arc<
     dyn Fn(
             ObjectKey,
-            Vec<String>,
-            Option<Bytes>,
+            Option<StableId>,
+            Registration,
+            Option<u64>,
         ) -> BoxFuture<'static, Result<Attached, object::Error>>
         + Send
         + Sync,
@@ -174,12 +177,17 @@ const MAX_BACKOFF: Duration = Duration::from_millis(500);
 /// cannot be re-attached.
 pub(super) struct Follow {
     pub key: ObjectKey,
+    /// The socket's registration id (`None` from an older node).
+    pub stable: Option<StableId>,
     pub tags: Vec<String>,
     pub attachment: Option<Bytes>,
     pub from_edge: mpsc::Receiver<UpMsg>,
-    pub frames: mpsc::Sender<ServerFrame>,
+    pub frames: FrameSender,
     pub reattacher: Reattacher,
     pub opts: ReattachOptions,
+    /// The highest frame number passed on to the client: a frame numbered
+    /// at or below it (re-sent by a new owner) is dropped.
+    pub delivered: u64,
 }
 
 /// How the attached phase ended.
@@ -192,33 +200,49 @@ enum Detach {
 
 impl Follow {
     /// Runs the socket from its first owner on.
-    pub async fn run(mut self, first: Attached) {
+    pub async fn run(mut self, mut current: Attached) {
         let mut replay = Replay::new(self.opts.buffer);
-        let mut current = first;
         loop {
             let handled = match self.attached(&mut current, &mut replay).await {
                 Detach::Done => {
                     // The up-stream ends after what was queued (a close,
                     // or 1006 for the object), then the down-stream does.
                     drop(current.up);
-                    drain(current.down).await;
+                    Box::pin(drain(current.down)).await;
                     return;
                 }
                 Detach::Moved(handled) => handled,
             };
             replay.detached(handled);
-            tracing::debug!(object = %self.key, ?handled, "socket's owner changed; re-attaching");
+            tracing::debug!(object = %self.key, stable = ?self.stable, ?handled, "socket's owner changed; re-attaching");
             let in_transit = self.reattacher.moving.leave(&self.key);
-            let Some(next) = self.reattach(&mut replay).await else {
+            // Kept frames the client missed are asked for only when no
+            // client message is sent again: the old owner told how many it
+            // handled only when it let the socket go in order, and then it
+            // released all it had. (A message whose commit it could not
+            // know when it let go runs again on the new owner; asking for
+            // the kept frames too would show both runs.)
+            let delivered = handled.is_none().then_some(self.delivered);
+            // Boxed, as is the wait below: an idle socket's task then
+            // holds only the attached state's future.
+            let Some(next) = Box::pin(self.reattach(&mut replay, delivered)).await else {
                 return;
             };
             drop(in_transit);
+            tracing::debug!(
+                object = %self.key,
+                stable = ?self.stable,
+                socket = next.socket,
+                resend = replay.pending_len(),
+                "socket re-attached"
+            );
             current = next;
-            self.reattacher.moving.settled(&self.key, SETTLE).await;
+            Box::pin(self.reattacher.moving.settled(&self.key, SETTLE)).await;
             for msg in replay.take_pending() {
                 let up = Box::new(pb::SocketUp {
                     kind: Some(socket_up::Kind::Message(convert::message_to_pb(
                         msg.clone(),
+                        0,
                     ))),
                 });
                 replay.sent(msg);
@@ -253,8 +277,18 @@ impl Follow {
                 }
                 down = current.down.message() => {
                     let frame = match down.map(|m| m.and_then(|m| m.kind)) {
-                        Ok(Some(socket_down::Kind::Message(m))) => match convert::message_from_pb(m) {
-                            Some(m) => ServerFrame::Message(m),
+                        Ok(Some(socket_down::Kind::Message(m))) => match convert::frame_from_pb(m) {
+                            // Passed on already (a new owner re-sends kept
+                            // frames from the last number it was told).
+                            Some(ServerFrame::Message { seq, .. }) if seq != 0 && seq <= self.delivered => {
+                                tracing::debug!(object = %self.key, stable = ?self.stable, seq, delivered = self.delivered, "dropping a frame passed on already");
+                                continue;
+                            }
+                            Some(ServerFrame::Message { message, seq }) => {
+                                self.delivered = self.delivered.max(seq);
+                                ServerFrame::Message { message, seq }
+                            }
+                            Some(frame) => frame,
                             None => {
                                 tracing::warn!(object = %self.key, "socket message without data from node");
                                 return Detach::Done;
@@ -305,15 +339,16 @@ impl Follow {
 
     /// Finds the new owner and re-registers the socket there, holding what
     /// the client sends meanwhile; `None` (the client told) if it cannot.
-    async fn reattach(&mut self, replay: &mut Replay) -> Option<Attached> {
+    async fn reattach(&mut self, replay: &mut Replay, delivered: Option<u64>) -> Option<Attached> {
         let deadline = tokio::time::Instant::now() + self.opts.timeout;
         let mut backoff = Duration::from_millis(20);
         loop {
-            let attempt = (self.reattacher.attach)(
-                self.key.clone(),
-                self.tags.clone(),
-                self.attachment.clone(),
-            );
+            let registration = Registration {
+                tags: self.tags.clone(),
+                attachment: self.attachment.clone(),
+            };
+            let attempt =
+                (self.reattacher.attach)(self.key.clone(), self.stable, registration, delivered);
             let mut attempt = std::pin::pin!(tokio::time::timeout_at(deadline, attempt));
             let failed = loop {
                 tokio::select! {

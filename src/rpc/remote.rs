@@ -2,8 +2,8 @@
 //! node over the public object API, so that an edge (or any worker) can
 //! forward to the node that owns an object.
 //!
-//! Owns: turning object calls into `Fetch`, `Call` and `Socket` RPCs and
-//! back, and the client end of each bridged socket (a map from socket to
+//! Owns: turning object calls into `Fetch` (over one `FetchMany` stream per
+//! node: [`super::mux`]), `Call` and `Socket` RPCs and back, and the client end of each bridged socket (a map from socket to
 //! the sender of its `Socket` stream). Never: runs objects, or retries on
 //! its own (a `NotOwner` reaches the caller, who knows where to go next).
 //!
@@ -19,6 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::StatusCode;
+use prost::Message as _;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
@@ -26,6 +27,7 @@ use tonic::transport::Channel;
 
 use super::Error;
 use super::convert;
+use super::mux::{Answer, FetchMux, MAX_MUX_CALL_BYTES};
 use super::objects::REATTACH_HEADER;
 use super::pb::objects_client::ObjectsClient;
 use super::pb::{self, socket_down, socket_up};
@@ -33,8 +35,8 @@ use super::reattach::{Attached, Follow, ReattachOptions, Reattacher, drain};
 use super::tls::Tls;
 use crate::id::ObjectKey;
 use crate::object::{
-    self, CallResult, FetchOutcome, Message, ObjectClient, Request, ServerFrame, SocketId,
-    SocketLink, is_websocket_upgrade,
+    self, CallResult, FetchOutcome, FrameSender, Message, ObjectClient, Registration, Request,
+    ServerFrame, SocketId, SocketLink, StableId, is_websocket_upgrade,
 };
 use crate::telemetry::traces;
 
@@ -82,6 +84,8 @@ pub struct RemoteClient {
 
 struct Inner {
     channel: Channel,
+    /// Plain requests, over one `FetchMany` stream.
+    mux: FetchMux,
     opts: RemoteOptions,
     /// The up-stream of every socket bridged through this client.
     sockets: Mutex<HashMap<(ObjectKey, SocketId), Upstream>>,
@@ -106,6 +110,7 @@ impl RemoteClient {
     pub fn new(channel: Channel, opts: RemoteOptions) -> RemoteClient {
         RemoteClient {
             inner: Arc::new(Inner {
+                mux: FetchMux::new(channel.clone(), opts.max_response_bytes),
                 channel,
                 opts,
                 sockets: Mutex::new(HashMap::new()),
@@ -154,23 +159,56 @@ impl RemoteClient {
         self.inner.sockets().len()
     }
 
+    /// A plain request: over the node's `FetchMany` stream, or as a unary
+    /// `Fetch` when it is large or the node does not know the stream.
     async fn fetch_plain(
         &self,
         key: ObjectKey,
         req: Request,
     ) -> Result<FetchOutcome, object::Error> {
-        let mut wire = tonic::Request::new(convert::request_to_pb(&key, req));
-        traces::inject_current(wire.metadata_mut());
-        let resp = self
-            .client_for(&key)
-            .fetch(wire)
-            .await
-            .map_err(|status| convert::error_from_status(&status, &key))?;
-        let response = convert::response_from_pb(resp.into_inner())?;
+        let request = convert::request_to_pb(&key, req);
+        let mux = &self.inner.mux;
+        let resp = if mux.usable() && request.encoded_len() <= MAX_MUX_CALL_BYTES {
+            let mut trace_context = HashMap::new();
+            traces::inject_current_into(&mut trace_context);
+            let call = pb::FetchCall {
+                id: 0,
+                request: Some(request),
+                trace_context,
+            };
+            match mux.fetch(call).await {
+                Answer::Done(Ok(resp)) => resp,
+                Answer::Done(Err(status)) => return Err(convert::error_from_status(&status, &key)),
+                Answer::NeverSent(why) => return Err(object::Error::Unreachable(why)),
+                Answer::Unknown(why) => return Err(object::Error::Unavailable(why)),
+                Answer::Unsupported(call) => {
+                    self.fetch_unary(&key, call.request.unwrap_or_default())
+                        .await?
+                }
+            }
+        } else {
+            self.fetch_unary(&key, request).await?
+        };
+        let response = convert::response_from_pb(resp)?;
         Ok(FetchOutcome {
             response,
             socket: None,
         })
+    }
+
+    async fn fetch_unary(
+        &self,
+        key: &ObjectKey,
+        request: pb::FetchRequest,
+    ) -> Result<pb::FetchResponse, object::Error> {
+        let mut wire = tonic::Request::new(request);
+        traces::inject_current(wire.metadata_mut());
+        let resp = self
+            .client_for(key)
+            .fetch(wire)
+            .await
+            .map_err(|status| convert::error_from_status(&status, key))?;
+        Ok(resp.into_inner())
     }
 
     /// Opens a `Socket` stream to `key`'s node with `first` as its first
@@ -233,13 +271,16 @@ impl RemoteClient {
                 response,
                 socket,
                 tags,
+                stable,
             })) => {
+                let stable = convert::stable_from_pb(&stable)
+                    .map_err(|_| malformed("a stable socket id that is not 16 bytes"))?;
                 let response = response.ok_or_else(|| malformed("accepted without a response"))?;
                 let response = convert::response_from_pb(response)?;
                 if response.status() != StatusCode::SWITCHING_PROTOCOLS {
                     return Err(malformed("accepted with a status other than 101"));
                 }
-                let (frame_tx, frame_rx) = mpsc::channel(buffer);
+                let (frame_tx, frame_rx) = object::frame_channel(buffer);
                 let stream = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
                 let forget = Forget {
                     inner: self.inner.clone(),
@@ -267,12 +308,14 @@ impl RemoteClient {
                         );
                         let follow = Follow {
                             key: key.clone(),
+                            stable,
                             tags: tags.clone(),
                             attachment: None,
                             from_edge: edge_rx,
                             frames: frame_tx,
                             reattacher,
                             opts: self.inner.opts.reattach,
+                            delivered: 0,
                         };
                         let first = Attached {
                             socket,
@@ -291,6 +334,9 @@ impl RemoteClient {
                         object: key,
                         socket,
                         tags,
+                        // 0: an older node named none.
+                        stable: stable.unwrap_or_default(),
+                        replay: Vec::new(),
                         outgoing: frame_rx,
                     }),
                 })
@@ -316,16 +362,21 @@ impl RemoteClient {
 
     /// Registers a socket whose object's owner changed with the object on
     /// this node (`NotOwner` if it does not own it either).
+    /// `delivered`: the highest frame number passed on to the client, to
+    /// get the kept frames after it.
     pub async fn reattach(
         &self,
         key: ObjectKey,
-        tags: Vec<String>,
-        attachment: Option<Bytes>,
+        stable: Option<StableId>,
+        registration: Registration,
+        delivered: Option<u64>,
     ) -> Result<Attached, object::Error> {
         let first = socket_up::Kind::Reattach(pb::SocketReattach {
             object: Some(convert::object_ref(&key)),
-            tags,
-            attachment: attachment.map(Vec::from),
+            tags: registration.tags,
+            attachment: registration.attachment.map(Vec::from),
+            stable: stable.map(|s| s.to_be_bytes().to_vec()).unwrap_or_default(),
+            delivered,
         });
         let (up_tx, mut down) = self.open_stream(&key, first, true).await?;
         let failed = |status: tonic::Status| convert::error_from_status(&status, &key);
@@ -414,11 +465,7 @@ fn malformed(what: &str) -> object::Error {
 /// Forwards a socket's frames from its `Socket` stream to the link, until
 /// either ends; then forgets the socket. A socket that does not follow its
 /// object: a move or a broken stream closes it with 1012.
-async fn forward_down(
-    forget: Forget,
-    mut down: Streaming<pb::SocketDown>,
-    frames: mpsc::Sender<ServerFrame>,
-) {
+async fn forward_down(forget: Forget, mut down: Streaming<pb::SocketDown>, frames: FrameSender) {
     let key = forget.key.clone();
     loop {
         let msg = tokio::select! {
@@ -426,8 +473,8 @@ async fn forward_down(
             _ = frames.closed() => break,
         };
         let frame = match msg.map(|m| m.and_then(|m| m.kind)) {
-            Ok(Some(socket_down::Kind::Message(m))) => match convert::message_from_pb(m) {
-                Some(m) => ServerFrame::Message(m),
+            Ok(Some(socket_down::Kind::Message(m))) => match convert::frame_from_pb(m) {
+                Some(frame) => frame,
                 None => {
                     tracing::warn!(object = %key, "socket message without data from node");
                     break;
@@ -513,7 +560,7 @@ impl ObjectClient for RemoteClient {
         socket: SocketId,
         msg: Message,
     ) -> Result<(), object::Error> {
-        let kind = socket_up::Kind::Message(convert::message_to_pb(msg));
+        let kind = socket_up::Kind::Message(convert::message_to_pb(msg, 0));
         self.send_up(object, socket, kind, false)
     }
 
@@ -542,92 +589,5 @@ impl ObjectClient for RemoteClient {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::id::ObjectId;
-    use tokio::io::AsyncReadExt;
-
-    fn key() -> ObjectKey {
-        ObjectKey::new("COUNTERS", ObjectId::new_unique())
-    }
-
-    fn get() -> Request {
-        let mut req = Request::new(Bytes::new());
-        *req.uri_mut() = "/counter/a".parse().expect("static uri");
-        req
-    }
-
-    #[tokio::test]
-    async fn a_node_nothing_listens_on_is_unreachable() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        drop(listener);
-        let client = RemoteClient::connect_lazy(addr, RemoteOptions::default()).expect("client");
-        let Err(err) = client.fetch(key(), get()).await else {
-            panic!("a fetch with no server succeeded");
-        };
-        assert!(matches!(err, object::Error::Unreachable(_)), "{err:?}");
-        let Err(err) = client.call(key(), "m".into(), Bytes::new()).await else {
-            panic!("a call with no server succeeded");
-        };
-        assert!(matches!(err, object::Error::Unreachable(_)), "{err:?}");
-    }
-
-    #[tokio::test]
-    async fn a_connection_that_breaks_after_sending_is_not_unreachable() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        // Accepts, reads what the client sends, and hangs up.
-        tokio::spawn(async move {
-            if let Ok((mut conn, _)) = listener.accept().await {
-                let mut buf = [0u8; 1024];
-                let _ = conn.read(&mut buf).await;
-            }
-        });
-        let client = RemoteClient::connect_lazy(addr, RemoteOptions::default()).expect("client");
-        let Err(err) = client.fetch(key(), get()).await else {
-            panic!("a fetch the server hung up on succeeded");
-        };
-        assert!(matches!(err, object::Error::Unavailable(_)), "{err:?}");
-    }
-
-    /// An HTTP/2 server that resets every stream it is sent with `reason`.
-    async fn resetting_server(reason: h2::Reason) -> std::net::SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let Ok((conn, _)) = listener.accept().await else {
-                return;
-            };
-            let Ok(mut h2) = h2::server::handshake(conn).await else {
-                return;
-            };
-            while let Some(Ok((_request, mut respond))) = h2.accept().await {
-                respond.send_reset(reason);
-            }
-        });
-        addr
-    }
-
-    #[tokio::test]
-    async fn a_stream_the_node_refused_was_never_sent_and_other_resets_are_unknown() {
-        let refused = resetting_server(h2::Reason::REFUSED_STREAM).await;
-        let client = RemoteClient::connect_lazy(refused, RemoteOptions::default()).expect("client");
-        let Err(err) = client.fetch(key(), get()).await else {
-            panic!("a refused fetch succeeded");
-        };
-        assert!(matches!(err, object::Error::Unreachable(_)), "{err:?}");
-
-        // A stream reset for any other reason may have been processed.
-        let reset = resetting_server(h2::Reason::INTERNAL_ERROR).await;
-        let client = RemoteClient::connect_lazy(reset, RemoteOptions::default()).expect("client");
-        let Err(err) = client.fetch(key(), get()).await else {
-            panic!("a reset fetch succeeded");
-        };
-        assert!(matches!(err, object::Error::Unavailable(_)), "{err:?}");
-    }
-}
+#[path = "remote_tests.rs"]
+mod tests;

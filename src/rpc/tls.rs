@@ -38,6 +38,18 @@ const MAX_PENDING_RESETS: usize = 4096;
 /// one node; every shard's Raft traffic to a peer shares one connection too.
 pub const MAX_CONCURRENT_STREAMS: u32 = 65_536;
 
+/// HTTP/2 flow-control windows of every gRPC connection, both ways: what
+/// one connection (and one call) may have in flight unread. Fixed, not
+/// adaptive: h2 (0.4.20) also caps the bytes of small DATA frames received
+/// but not yet read at half the connection window and closes the whole
+/// connection (GOAWAY `too_many_data_frames`) past it. Raft heartbeats and
+/// replies, and WebSocket frames, are all small DATA frames; with an
+/// adaptive window on loopback (64 KiB, about 160 frames) a burst of them
+/// to a busy process tore down every shard's traffic to a peer at once,
+/// seen as lease lapses and election storms at 256 shards.
+pub const CONNECTION_WINDOW: u32 = 8 << 20;
+pub const STREAM_WINDOW: u32 = 2 << 20;
+
 /// A gRPC server builder as [`Tls::server`] makes it: with the role check.
 pub type GrpcServer = Server<tower_layer::Stack<AuthLayer, tower_layer::Identity>>;
 
@@ -139,6 +151,8 @@ impl Tls {
         let builder = Server::builder()
             .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
             .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
+            .initial_connection_window_size(Some(CONNECTION_WINDOW))
+            .initial_stream_window_size(Some(STREAM_WINDOW))
             .layer(AuthLayer::new(self.is_mutual()));
         let Some(m) = &self.mutual else {
             return Ok(builder);
@@ -167,10 +181,13 @@ impl Tls {
             }
             Some(_) => addr.to_owned(),
         };
-        let endpoint = Endpoint::from_shared(uri).map_err(|source| Error::Address {
-            addr: addr.to_owned(),
-            source,
-        })?;
+        let endpoint = Endpoint::from_shared(uri)
+            .map_err(|source| Error::Address {
+                addr: addr.to_owned(),
+                source,
+            })?
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .initial_stream_window_size(STREAM_WINDOW);
         let Some(m) = &self.mutual else {
             return Ok(endpoint);
         };

@@ -278,6 +278,43 @@ impl Db {
         }
     }
 
+    /// The socket registrations of `object` (at most `limit`), by socket.
+    pub fn object_sockets(
+        &self,
+        shard: ShardId,
+        object: &ObjectKey,
+        limit: usize,
+    ) -> Result<Vec<(u128, Vec<u8>)>, Error> {
+        let lo = keys::socket_prefix(shard, object);
+        let hi = keys::prefix_end(&lo);
+        let mut out = Vec::new();
+        for item in self.scan_state(lo.clone(), hi, false).take(limit) {
+            let (k, v) = item?;
+            let socket = keys::socket_of(&k, lo.len())
+                .ok_or_else(|| Error::Corrupt(format!("bad socket registration key {k:?}")))?;
+            out.push((socket, v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` of the frames `object` keeps for its sockets (the
+    /// values of its ring slots, in slot order).
+    pub fn object_frames(
+        &self,
+        shard: ShardId,
+        object: &ObjectKey,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, Error> {
+        let lo = keys::frame_prefix(shard, object);
+        let hi = keys::prefix_end(&lo);
+        let mut out = Vec::new();
+        for item in self.scan_state(lo, hi, false).take(limit) {
+            let (_, v) = item?;
+            out.push(v.to_vec());
+        }
+        Ok(out)
+    }
+
     /// Every alarm of `shard`, in due order.
     pub fn shard_alarms(&self, shard: ShardId) -> Result<Vec<(u64, ObjectKey)>, Error> {
         let (lo, hi) = keys::alarm_due_range(shard);

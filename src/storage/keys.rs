@@ -42,6 +42,15 @@ pub enum StateKind {
     Alarm = 0x02,
     /// `[shard][0x03][time: u64][ns len][ns][id]` → empty; alarms by due time.
     AlarmDue = 0x03,
+    /// `[shard][0x04][ns len][ns][id][socket: u128]` → the registration of
+    /// one of the object's hibernatable WebSockets (tags, attachment): the
+    /// object layer's encoding, opaque here.
+    Socket = 0x04,
+    /// `[shard][0x05][ns len][ns][id][slot: u16]` → one of the newest
+    /// frames the object sent its sockets (a ring of slots, the object
+    /// layer's encoding, opaque here): what a new owner re-sends to a
+    /// socket whose old owner died before the frame reached its edge.
+    Frame = 0x05,
 }
 
 /// The on-disk format this build reads and writes.
@@ -104,6 +113,35 @@ pub fn data_prefix(shard: ShardId, object: &ObjectKey) -> Vec<u8> {
 pub fn data_key(shard: ShardId, object: &ObjectKey, user_key: &str) -> Vec<u8> {
     let mut k = state_key(shard, StateKind::Data, object, user_key.len());
     k.extend_from_slice(user_key.as_bytes());
+    k
+}
+
+/// The prefix under which all of one object's socket registrations live.
+pub fn socket_prefix(shard: ShardId, object: &ObjectKey) -> Vec<u8> {
+    state_key(shard, StateKind::Socket, object, 16)
+}
+
+pub fn socket_key(shard: ShardId, object: &ObjectKey, socket: u128) -> Vec<u8> {
+    let mut k = socket_prefix(shard, object);
+    k.extend_from_slice(&socket.to_be_bytes());
+    k
+}
+
+/// Reads the socket back out of a [`socket_key`] given its object's
+/// prefix length.
+pub fn socket_of(key: &[u8], prefix_len: usize) -> Option<u128> {
+    let tail: [u8; 16] = key.get(prefix_len..)?.try_into().ok()?;
+    Some(u128::from_be_bytes(tail))
+}
+
+/// The prefix under which one object's kept frames live.
+pub fn frame_prefix(shard: ShardId, object: &ObjectKey) -> Vec<u8> {
+    state_key(shard, StateKind::Frame, object, 2)
+}
+
+pub fn frame_key(shard: ShardId, object: &ObjectKey, slot: u16) -> Vec<u8> {
+    let mut k = frame_prefix(shard, object);
+    k.extend_from_slice(&slot.to_be_bytes());
     k
 }
 
@@ -218,6 +256,39 @@ mod tests {
         assert!(k < end);
         let (lo, hi) = shard_state_range(5);
         assert!(k >= lo && k < hi);
+    }
+
+    #[test]
+    fn frame_keys_stay_inside_their_object_and_apart_from_its_sockets() {
+        let a = obj("ROOM", "a");
+        let p = frame_prefix(2, &a);
+        assert!(frame_key(2, &a, 0) < frame_key(2, &a, 1));
+        assert!(frame_key(2, &a, u16::MAX).starts_with(&p));
+        assert!(!frame_key(2, &a, 1).starts_with(&socket_prefix(2, &a)));
+        assert!(!frame_key(2, &a, 1).starts_with(&data_prefix(2, &a)));
+        let (lo, hi) = namespace_range(2, StateKind::Frame, "ROOM");
+        assert!(frame_key(2, &a, 7) >= lo && frame_key(2, &a, 7) < hi);
+        let k = frame_key(2, &a, 7);
+        let (object, rest) = decode_object_key(&k).expect("decodes");
+        assert_eq!((object, rest), (a, &7u16.to_be_bytes()[..]));
+    }
+
+    #[test]
+    fn socket_keys_stay_inside_their_object_and_apart_from_its_data() {
+        let a = obj("ROOM", "a");
+        let p = socket_prefix(2, &a);
+        let k = socket_key(2, &a, 7 << 64 | 9);
+        assert!(k.starts_with(&p));
+        assert_eq!(socket_of(&k, p.len()), Some(7 << 64 | 9));
+        assert_eq!(socket_of(&k[..k.len() - 1], p.len()), None);
+        assert!(
+            !k.starts_with(&data_prefix(2, &a)),
+            "deleteAll keeps sockets"
+        );
+        assert!(!socket_key(2, &obj("ROOM", "b"), 1).starts_with(&p));
+        let (lo, hi) = namespace_range(2, StateKind::Socket, "ROOM");
+        assert!(k >= lo && k < hi);
+        assert_eq!(decode_object_key(&k).map(|(o, _)| o), Some(a));
     }
 
     #[test]

@@ -46,6 +46,25 @@ pub enum Mutation {
     InTerm {
         term: u64,
     },
+    // New variants go last: log entries are postcard, which numbers them.
+    /// Register (or re-register, with a new attachment) one of the
+    /// object's WebSockets: `value` is the object layer's encoding.
+    PutSocket {
+        socket: u128,
+        value: Bytes,
+    },
+    /// The socket closed: forget its registration.
+    DeleteSocket {
+        socket: u128,
+    },
+    /// Keep a frame the object sent its sockets in ring slot `slot`
+    /// (replacing the one there): `value` is the object layer's encoding.
+    PutFrame {
+        slot: u16,
+        value: Bytes,
+    },
+    /// Forget every kept frame of the object.
+    DeleteFrames,
 }
 
 /// All mutations of one event of one object, applied atomically and in order.
@@ -77,7 +96,9 @@ impl ObjectWrite {
             .map(|m| match m {
                 Mutation::Put { key, value } => key.len() + value.len() + 8,
                 Mutation::Delete { key } => key.len() + 4,
-                _ => 12,
+                Mutation::PutSocket { value, .. } => value.len() + 24,
+                Mutation::PutFrame { value, .. } => value.len() + 8,
+                _ => 20,
             })
             .sum::<usize>()
             + self.object.namespace.len()
@@ -108,6 +129,21 @@ pub fn stage(
                 }
                 Mutation::DeleteAll => {
                     let lo = keys::data_prefix(shard, object);
+                    if let Some(hi) = keys::prefix_end(&lo) {
+                        batch.delete_range_cf(&state, lo, hi);
+                    }
+                }
+                Mutation::PutSocket { socket, value } => {
+                    batch.put_cf(&state, keys::socket_key(shard, object, *socket), value)
+                }
+                Mutation::DeleteSocket { socket } => {
+                    batch.delete_cf(&state, keys::socket_key(shard, object, *socket))
+                }
+                Mutation::PutFrame { slot, value } => {
+                    batch.put_cf(&state, keys::frame_key(shard, object, *slot), value)
+                }
+                Mutation::DeleteFrames => {
+                    let lo = keys::frame_prefix(shard, object);
                     if let Some(hi) = keys::prefix_end(&lo) {
                         batch.delete_range_cf(&state, lo, hi);
                     }
@@ -181,5 +217,82 @@ mod tests {
         assert!(bound.takes_effect_in(7));
         assert!(!bound.takes_effect_in(8), "appended after a lost term");
         assert!(!bound.takes_effect_in(6));
+    }
+
+    /// Stages `mutations` of `object` in shard 1 and writes them.
+    fn apply_to(db: &Db, object: &ObjectKey, mutations: Vec<Mutation>) {
+        let mut batch = WriteBatch::default();
+        let w = ObjectWrite {
+            object: object.clone(),
+            mutations,
+        };
+        stage(db, &mut batch, 1, &[w]).expect("stage");
+        db.write(batch).expect("write");
+    }
+
+    /// Socket registrations live beside the object's data, not in it:
+    /// `deleteAll` keeps them, and each is put and deleted on its own.
+    #[test]
+    fn socket_registrations_are_put_and_deleted_apart_from_data() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::open(dir.path()).expect("open db");
+        let object = write().object;
+        let apply = |mutations| apply_to(&db, &object, mutations);
+        let reg = |s: &'static [u8]| Bytes::from_static(s);
+        apply(vec![
+            Mutation::PutSocket {
+                socket: 2,
+                value: reg(b"two"),
+            },
+            Mutation::PutSocket {
+                socket: 1,
+                value: reg(b"one"),
+            },
+        ]);
+        apply(vec![Mutation::DeleteAll]);
+        let listed = db.object_sockets(1, &object, 10).expect("list");
+        assert_eq!(listed, vec![(1, b"one".to_vec()), (2, b"two".to_vec())]);
+        assert_eq!(db.object_sockets(1, &object, 1).expect("list").len(), 1);
+        apply(vec![Mutation::DeleteSocket { socket: 1 }]);
+        let listed = db.object_sockets(1, &object, 10).expect("list");
+        assert_eq!(listed, vec![(2, b"two".to_vec())]);
+        assert!(db.object_sockets(0, &object, 10).expect("list").is_empty());
+    }
+
+    /// Kept frames are a ring: a slot's frame replaces the one there;
+    /// `deleteAll` keeps them, and `DeleteFrames` forgets them all.
+    #[test]
+    fn kept_frames_replace_their_slot_and_go_all_at_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::open(dir.path()).expect("open db");
+        let object = write().object;
+        let apply = |mutations| apply_to(&db, &object, mutations);
+        let put = |slot, value: &'static [u8]| Mutation::PutFrame {
+            slot,
+            value: Bytes::from_static(value),
+        };
+        apply(vec![put(0, b"a"), put(1, b"b")]);
+        apply(vec![put(0, b"c"), Mutation::DeleteAll]);
+        let kept = db.object_frames(1, &object, 10).expect("list");
+        assert_eq!(kept, vec![b"c".to_vec(), b"b".to_vec()]);
+        assert_eq!(db.object_frames(1, &object, 1).expect("list").len(), 1);
+        apply(vec![Mutation::DeleteFrames]);
+        assert!(db.object_frames(1, &object, 10).expect("list").is_empty());
+    }
+
+    /// Log entries on disk are postcard, which numbers enum variants: a
+    /// variant's number never changes (new ones go last).
+    #[test]
+    fn mutation_variants_keep_their_numbers_on_disk() {
+        let tag = |m: Mutation| postcard::to_stdvec(&m).expect("encode")[0];
+        assert_eq!(tag(Mutation::DeleteAll), 2);
+        assert_eq!(tag(Mutation::InTerm { term: 1 }), 6);
+        assert_eq!(tag(Mutation::DeleteSocket { socket: 1 }), 8);
+        let frame = Mutation::PutFrame {
+            slot: 1,
+            value: Bytes::new(),
+        };
+        assert_eq!(tag(frame), 9);
+        assert_eq!(tag(Mutation::DeleteFrames), 10);
     }
 }

@@ -17,11 +17,16 @@ pub enum Record {
     Data { object: ObjectKey, key: Vec<u8> },
     /// The object's alarm (its key and its entry in the due index).
     Alarm { object: ObjectKey },
+    /// One of the object's socket registrations.
+    Socket { object: ObjectKey, socket: u128 },
+    /// One of the frames the object keeps for its sockets.
+    Frame { object: ObjectKey },
 }
 
 impl Db {
     /// Up to `limit` records stored under `namespace` in `shard`: data
-    /// first, then alarms, in key order.
+    /// first, then alarms, then socket registrations, then kept frames, in
+    /// key order.
     pub fn namespace_records(
         &self,
         shard: ShardId,
@@ -29,7 +34,13 @@ impl Db {
         limit: usize,
     ) -> Result<Vec<Record>, Error> {
         let mut out = Vec::new();
-        for kind in [StateKind::Data, StateKind::Alarm] {
+        let kinds = [
+            StateKind::Data,
+            StateKind::Alarm,
+            StateKind::Socket,
+            StateKind::Frame,
+        ];
+        for kind in kinds {
             let (lo, hi) = keys::namespace_range(shard, kind, namespace);
             for item in self.scan_state(lo, Some(hi), false) {
                 if out.len() >= limit {
@@ -43,6 +54,16 @@ impl Db {
                         object,
                         key: rest.to_vec(),
                     },
+                    StateKind::Socket => {
+                        let socket: [u8; 16] = rest.try_into().map_err(|_| {
+                            Error::Corrupt(format!("bad socket registration key {k:?}"))
+                        })?;
+                        Record::Socket {
+                            object,
+                            socket: u128::from_be_bytes(socket),
+                        }
+                    }
+                    StateKind::Frame => Record::Frame { object },
                     _ => Record::Alarm { object },
                 });
             }
@@ -52,7 +73,8 @@ impl Db {
 }
 
 /// The writes that delete `records`, one per object: each stored value by
-/// its key, and the alarm with its index entry. A user key that is not
+/// its key, the alarm with its index entry, each socket registration, and
+/// the kept frames (all of an object's at once). A user key that is not
 /// UTF-8 (never written by the storage API) deletes all the object's data.
 pub fn deletions(records: Vec<Record>) -> Vec<ObjectWrite> {
     let mut by_object: BTreeMap<ObjectKey, Vec<Mutation>> = BTreeMap::new();
@@ -63,8 +85,13 @@ pub fn deletions(records: Vec<Record>) -> Vec<ObjectWrite> {
                 Err(_) => (object, Mutation::DeleteAll),
             },
             Record::Alarm { object } => (object, Mutation::DeleteAlarm),
+            Record::Socket { object, socket } => (object, Mutation::DeleteSocket { socket }),
+            Record::Frame { object } => (object, Mutation::DeleteFrames),
         };
-        by_object.entry(object).or_default().push(mutation);
+        let mutations = by_object.entry(object).or_default();
+        if mutation != Mutation::DeleteFrames || !mutations.contains(&mutation) {
+            mutations.push(mutation);
+        }
     }
     by_object
         .into_iter()
@@ -98,6 +125,12 @@ mod tests {
                 key: b"y".to_vec(),
             },
             Record::Alarm { object: a.clone() },
+            Record::Socket {
+                object: a.clone(),
+                socket: 3,
+            },
+            Record::Frame { object: a.clone() },
+            Record::Frame { object: a.clone() },
         ]);
         let find = |o: &ObjectKey| writes.iter().find(|w| &w.object == o).map(|w| &w.mutations);
         assert_eq!(writes.len(), 2);
@@ -107,6 +140,8 @@ mod tests {
                 Mutation::Delete { key: "x".into() },
                 Mutation::Delete { key: "y".into() },
                 Mutation::DeleteAlarm,
+                Mutation::DeleteSocket { socket: 3 },
+                Mutation::DeleteFrames,
             ])
         );
         assert_eq!(find(&b), Some(&vec![Mutation::DeleteAll]));

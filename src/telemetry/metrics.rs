@@ -116,6 +116,8 @@ pub const ALARMS_FAILED: &str = "roost_alarms_failed_total";
 pub const ALARMS_PENDING: &str = "roost_alarms_pending";
 pub const RAFT_IS_LEADER: &str = "roost_raft_is_leader";
 pub const RAFT_QUORUM_ACKED: &str = "roost_raft_quorum_acked";
+pub const RAFT_QUIESCED: &str = "roost_raft_quiesced_shards";
+pub const RAFT_APPENDS_RECEIVED: &str = "roost_raft_appends_received_total";
 pub const RAFT_TERM: &str = "roost_raft_term";
 pub const RAFT_LAST_LOG_INDEX: &str = "roost_raft_last_log_index";
 pub const RAFT_COMMIT_INDEX: &str = "roost_raft_commit_index";
@@ -237,6 +239,10 @@ pub const ALL: &[Def] = &[
         "1 if this node leads the shard's Raft group, else 0."),
     def(RAFT_QUORUM_ACKED, G, Unit::Count, &[SHARD],
         "1 if this node leads the shard and a quorum of its group acknowledged it within the lease (election_timeout_max), else 0. A leader cut off from its peers keeps roost_raft_is_leader 1 but drops this to 0: its writes settle as no_quorum (shard=\"65535\" is the metadata group)."),
+    def(RAFT_QUIESCED, G, Unit::Count, &[],
+        "Shards this node leads that are quiesced: idle, no heartbeats until their next request (raft.quiesce_ms); node-level pings stand in for them."),
+    def(RAFT_APPENDS_RECEIVED, C, Unit::Count, &[SHARD],
+        "AppendEntries (entries or heartbeats) this node received for the object shard from its leader; flat while the shard is quiesced."),
     def(RAFT_TERM, G, Unit::Count, &[SHARD],
         "The shard's current Raft term as this node sees it."),
     def(RAFT_LAST_LOG_INDEX, G, Unit::Count, &[SHARD],

@@ -85,6 +85,7 @@ pub fn init_with(
     trace_options: Option<TraceOptions>,
 ) -> Result<Telemetry, Error> {
     let provider = trace_options.as_ref().map(traces::provider).transpose()?;
+    traces::set_exporting(provider.is_some());
     let otel = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("roost"))

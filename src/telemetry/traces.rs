@@ -14,6 +14,7 @@
 //! own attributes are under `roost.*`.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{HeaderMap, Method};
 use opentelemetry::propagation::Extractor;
@@ -29,6 +30,37 @@ use super::metrics::method_label;
 
 /// The target of every span meant for traces.
 pub const TARGET: &str = "roost::trace";
+
+/// Whether this process exports traces (set once by `telemetry::init`).
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+pub(super) fn set_exporting(on: bool) {
+    EXPORTING.store(on, Ordering::Relaxed);
+}
+
+/// Whether spans are exported: without an exporter, trace context is
+/// neither read from nor written to requests, and the spans that only
+/// traces need are debug-level (see `detail_span!`).
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// A span that traces need but logs do not (they carry no id a log line
+/// lacks): at info level when spans are exported, else at debug, so that
+/// a node logging at `info` does not build it for every call. (The
+/// request's and the object event's spans stay at info: they carry the
+/// request and object ids of log lines.) With the default `info` filter
+/// the four spans of a write were 5% of a cluster's CPU samples on the hot
+/// counter (benches/profile.md).
+macro_rules! detail_span {
+    ($($arg:tt)*) => {
+        if exporting() {
+            tracing::info_span!($($arg)*)
+        } else {
+            tracing::debug_span!($($arg)*)
+        }
+    };
+}
 
 /// Where traces go, from the standard environment variables.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +144,9 @@ pub fn http_server_span(method: &Method, path: &str, headers: &HeaderMap) -> Spa
         http.response.status_code = Empty,
         request_id = %RequestId(rand::random()),
     );
+    if !exporting() {
+        return span;
+    }
     let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(headers)));
     if parent.span().span_context().is_valid() {
         let _ = span.set_parent(parent);
@@ -125,10 +160,11 @@ pub fn record_http_response(span: &Span, method: &Method, route: Option<&str>, s
     if let Some(route) = route {
         span.record("http.route", route);
         // The OpenTelemetry span has started by now, and tracing-opentelemetry
-        // reads `otel.name` only before; rename it directly. (A no-op when
-        // traces are off.)
-        let name = format!("{} {route}", method_label(method));
-        span.context().span().update_name(name);
+        // reads `otel.name` only before; rename it directly.
+        if exporting() {
+            let name = format!("{} {route}", method_label(method));
+            span.context().span().update_name(name);
+        }
     }
     span.record("http.response.status_code", i64::from(status));
     if status >= 500 {
@@ -163,7 +199,7 @@ pub fn commit_span(shard: u16, gate: &'static str) -> Span {
         "write" => "raft.commit",
         _ => "raft.read_barrier",
     };
-    tracing::info_span!(
+    detail_span!(
         target: TARGET,
         "raft.commit",
         otel.name = name,
@@ -208,10 +244,23 @@ impl opentelemetry::propagation::Injector for MetadataWriter<'_> {
 
 /// Carries the current span's trace context to the node a call goes to.
 pub fn inject_current(metadata: &mut tonic::metadata::MetadataMap) {
+    if !exporting() {
+        return;
+    }
     let context = Span::current().context();
     opentelemetry::global::get_text_map_propagator(|p| {
         p.inject_context(&context, &mut MetadataWriter(metadata))
     });
+}
+
+/// Carries the current span's trace context in a map (a `FetchMany`
+/// call's `trace_context`).
+pub fn inject_current_into(map: &mut std::collections::HashMap<String, String>) {
+    if !exporting() {
+        return;
+    }
+    let context = Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, map));
 }
 
 /// The server span of one gRPC call (`rpc.*` semantic conventions),
@@ -221,7 +270,7 @@ pub fn rpc_server_span(
     method: &'static str,
     metadata: &tonic::metadata::MetadataMap,
 ) -> Span {
-    let span = tracing::info_span!(
+    let span = detail_span!(
         target: TARGET,
         "rpc.server",
         otel.name = %format_args!("{service}/{method}"),
@@ -230,6 +279,9 @@ pub fn rpc_server_span(
         rpc.service = service,
         rpc.method = method,
     );
+    if !exporting() {
+        return span;
+    }
     let parent =
         opentelemetry::global::get_text_map_propagator(|p| p.extract(&MetadataReader(metadata)));
     if parent.span().span_context().is_valid() {

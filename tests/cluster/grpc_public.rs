@@ -86,6 +86,7 @@ async fn a_plain_grpc_client_calls_objects_through_the_edge_and_the_nodes() {
     up.send(pb::SocketUp {
         kind: Some(socket_up::Kind::Message(pb::SocketMessage {
             data: Some(pb::socket_message::Data::Text(text)),
+            seq: 0,
         })),
     })
     .await

@@ -8,14 +8,18 @@
 //! leader), `scale_out.rs` (a 4th node joins), `scale_in.rs` (a node is
 //! drained out and removed), `handoff.rs` (SIGTERM of the busiest leader
 //! under load answers every request), `reattach.rs` (chat WebSockets stay
-//! open through a rolling restart, re-attached to each new owner), `restart.rs` (every node killed at once,
+//! open through a rolling restart, re-attached to each new owner), `upgrade.rs`
+//! (chat rooms through two edges across a rolling upgrade and a SIGKILL:
+//! disconnects, lost, duplicated and reordered messages), `restart.rs` (every node killed at once,
 //! restarted concurrently in random order), `status.rs` (`roost cluster
 //! status`, `/admin/cluster`, a join refused for other settings), `backup.rs`
 //! (`roost backup` under load, `roost restore` into a new cluster), `grpc_public.rs` (the public gRPC API from a
 //! plain client, through the edge and at the nodes), `mtls.rs` (the cluster
 //! and an edge over mutual TLS, with roles), `security.rs` (no start
 //! without `[tls]` or `--insecure`; hostile Raft messages), `partition.rs` (a leader cut off from its
-//! peers by network namespaces, `netns.rs`; needs root). They drive load
+//! peers by network namespaces, `netns.rs`; needs root), `quiesce.rs` (idle
+//! shards stop their Raft traffic, wake on a request, fail over when
+//! quiet). They drive load
 //! with `load.rs` (and straight to one node with `direct.rs`) and check the
 //! recorded history with `history.rs`.
 
@@ -33,6 +37,7 @@ mod mtls;
 mod netns;
 mod partition;
 mod procs;
+mod quiesce;
 mod reattach;
 mod restart;
 mod scale_in;
@@ -42,6 +47,7 @@ mod security;
 mod seed_contract;
 mod sigstop;
 mod status;
+mod upgrade;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

@@ -168,14 +168,25 @@ async fn wait_progress(clients: &[Client], what: &str) {
     }
 }
 
-/// The node leading the shard of chat room `room`.
+/// The node leading the shard of chat room `room`, once one does (the
+/// shard may be between leaders when asked).
 async fn leader_of_room(addrs: &[String], room: &str) -> u64 {
     let shard = roost::id::ObjectId::from_name("CHAT_ROOM", room).shard(SHARDS);
-    crate::harness::groups(addrs)
-        .await
-        .get(&u32::from(shard))
-        .map(|g| g.leader)
-        .expect("the room's shard has a leader")
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let leader = crate::harness::groups(addrs)
+            .await
+            .get(&u32::from(shard))
+            .map(|g| g.leader);
+        if let Some(leader) = leader {
+            return leader;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the room's shard has a leader within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// What the clients saw once they stopped sending.
@@ -361,11 +372,13 @@ async fn chat_sockets_stay_open_through_a_drain() {
     let t = stop_and_check_every_echo(&clients, &stop).await;
     eprintln!(
         "drain of node {victim} with {} sockets: {} messages, each echoed once in order; \
-         0 disconnects; {} of {} broadcasts from room-mates arrived",
+         0 disconnects; {} of {} broadcasts from room-mates arrived; \
+         longest gap between a client's echoes {:.2} s",
         clients.len(),
         t.sent,
         t.others,
         t.sent * (PER_ROOM as u64 - 1),
+        t.longest.as_secs_f64(),
     );
     drop(edge);
     drop(nodes);

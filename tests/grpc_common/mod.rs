@@ -82,6 +82,7 @@ pub async fn next_text_json(down: &mut Streaming<pb::SocketDown>) -> Value {
     match next_down(down).await {
         Some(socket_down::Kind::Message(pb::SocketMessage {
             data: Some(pb::socket_message::Data::Text(text)),
+            ..
         })) => serde_json::from_str(&text).expect("JSON frame"),
         other => panic!("expected a text message, got {other:?}"),
     }

@@ -209,7 +209,10 @@ pub(super) async fn next_frame(link: &mut SocketLink) -> Value {
     loop {
         match tokio::time::timeout(FRAME_WAIT, link.outgoing.recv()).await {
             Ok(Some(ServerFrame::Attachment(_))) => continue,
-            Ok(Some(ServerFrame::Message(Message::Text(text)))) => {
+            Ok(Some(ServerFrame::Message {
+                message: Message::Text(text),
+                ..
+            })) => {
                 return serde_json::from_str(&text)
                     .unwrap_or_else(|e| panic!("frame is not JSON ({e}): {text}"));
             }

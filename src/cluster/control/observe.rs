@@ -3,6 +3,8 @@
 //! members (what `Cluster.Watch` reports). Reads Raft metrics only; never
 //! changes anything.
 
+use std::sync::Arc;
+
 use crate::id::ShardId;
 use crate::ring::{NodeId, Placement};
 
@@ -133,13 +135,47 @@ pub struct FollowerProgress {
 impl Control {
     /// Where the ring places every object shard's replicas among the
     /// directory's active nodes now.
-    fn placement(&self) -> Placement {
+    fn placement(&self) -> Arc<Placement> {
         let active = self.inner.directory.borrow().active();
-        Placement::compute(
+        self.placement_over(active)
+    }
+
+    /// The placement of every shard over `active`, computed again only when
+    /// the active nodes change.
+    pub(super) fn placement_over(
+        &self,
+        active: std::collections::BTreeSet<NodeId>,
+    ) -> Arc<Placement> {
+        let mut cached = self
+            .inner
+            .placement
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((nodes, placement)) = cached.as_ref()
+            && *nodes == active
+        {
+            return placement.clone();
+        }
+        let placement = Arc::new(Placement::compute(
             &active,
             self.inner.replicas.shard_count(),
             self.inner.opts.replication,
-        )
+        ));
+        *cached = Some((active, placement.clone()));
+        placement
+    }
+
+    /// Whether each group this node's Raft leads has a quorum behind it
+    /// (the one sign of a leader cut off from its peers), as gauges set
+    /// when they change.
+    pub(super) fn report_quorum_acked(&self) {
+        let mut acked = self.inner.acked.lock().unwrap_or_else(|p| p.into_inner());
+        for group in std::iter::once(&self.inner.meta).chain(self.inner.replicas.shards()) {
+            let now = group.is_leader();
+            if acked.insert(group.id(), now) != Some(now) {
+                crate::telemetry::metrics::raft_quorum_acked(group.id(), now);
+            }
+        }
     }
 
     /// The object shard groups this node is a member of.

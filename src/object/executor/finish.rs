@@ -43,6 +43,12 @@ impl Executor {
                 hub.sockets.remove(&id);
             }
         }
+        if let Some(e) = keep.and_then(|id| hub.sockets.get(&id)) {
+            // Registered with the write that releases its 101.
+            self.ctx
+                .registrations
+                .insert(e.stable, Some(e.registration(None)));
+        }
         response
     }
 
@@ -62,7 +68,8 @@ impl Executor {
             Vec::new()
         };
         outputs.extend(extra);
-        let layer = self.ctx.storage.take_event_layer();
+        let mut layer = self.ctx.storage.take_event_layer();
+        self.ctx.register_sockets(&mut layer, &mut outputs);
         if let Err((outputs, e)) = self
             .ctx
             .committer

@@ -6,10 +6,11 @@
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::Runtime;
-use crate::id::ObjectKey;
-use crate::object::alarms;
+use super::{Registry, Runtime};
+use crate::id::{ObjectKey, ShardId};
+use crate::object::gate::Step;
 use crate::object::socket::SharedHub;
+use crate::object::{Error, alarms};
 use crate::replication::ShardHandle;
 
 impl Runtime {
@@ -33,22 +34,11 @@ impl Runtime {
                         r.cancel();
                     }
                     self.inner.alarms.drop_shard(shard.id());
-                    if let Ok(mut objects) = self.objects(shard.id()) {
-                        // Dropping the senders ends the executors; each also
-                        // sees its term end and fails what it still holds.
-                        let mut moving = Vec::new();
-                        for (key, entry) in objects.iter_mut() {
-                            let finished = entry.executor.take().map(|h| h.finished);
-                            self.inner.budget.forget(key);
-                            if !entry.hub.is_empty() {
-                                moving.push((entry.hub.clone(), finished));
-                            }
-                        }
-                        // Sockets move with the object: a later term here
-                        // starts with none (edges re-attach them).
-                        objects.clear();
-                        self.inner.executors.spawn(hand_over_sockets(moving));
-                    }
+                }
+                if let Ok(mut objects) = self.objects(shard.id()) {
+                    // A dispatch may have seen this epoch first and moved
+                    // the registry already: its executors stay.
+                    let _ = self.enter_epoch(shard.id(), &mut objects, leading);
                 }
                 if let Some(term) = leading {
                     let stop = self.inner.shutdown.child_token();
@@ -122,6 +112,47 @@ impl Runtime {
                 let _ = loaded.send((term, served));
             }
             Err(e) => tracing::error!(shard = shard.id(), error = %e, "read alarms"),
+        }
+    }
+}
+
+impl Runtime {
+    /// Moves a shard's registry to leadership epoch `leading` if it is
+    /// newer than the one it serves (or `None`, leadership lost): every
+    /// executor registered belongs to the ended epoch and is dropped (each
+    /// also sees its epoch end and fails what it still holds), and the
+    /// objects' sockets are handed over to whoever leads next (a later
+    /// epoch here starts with none: edges re-attach them). Called under
+    /// the shard's lock by whoever sees the new epoch first — the
+    /// leadership watcher, or a dispatch that read it before the watcher
+    /// ran — so a registry moves to each epoch once, and never drops an
+    /// executor of the epoch it serves (see `gate::Tenure`). `NotOwner` if
+    /// `leading` is an epoch the registry has already left.
+    pub(super) fn enter_epoch(
+        &self,
+        shard: ShardId,
+        objects: &mut Registry,
+        leading: Option<u64>,
+    ) -> Result<(), Error> {
+        match objects.tenure.observe(leading) {
+            Step::Same => Ok(()),
+            Step::Stale => Err(Error::NotOwner { shard }),
+            Step::Moved => {
+                let mut moving = Vec::new();
+                for (key, entry) in objects.iter_mut() {
+                    // Dropping the senders ends the executors.
+                    let finished = entry.executor.take().map(|h| h.finished);
+                    self.inner.budget.forget(key);
+                    if !entry.hub.is_empty() {
+                        moving.push((entry.hub.clone(), finished));
+                    }
+                }
+                objects.clear();
+                if !moving.is_empty() {
+                    self.inner.executors.spawn(hand_over_sockets(moving));
+                }
+                Ok(())
+            }
         }
     }
 }

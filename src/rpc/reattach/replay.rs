@@ -91,6 +91,11 @@ impl Replay {
         self.first_sent = 0;
     }
 
+    /// Messages to send to the new owner, for the log.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Re-attached: the messages to send the new owner first, in order.
     /// The caller records each with [`Replay::sent`] as it sends it.
     pub fn take_pending(&mut self) -> Vec<Message> {

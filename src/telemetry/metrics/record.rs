@@ -344,6 +344,22 @@ impl ShardMetrics {
     }
 }
 
+/// The counter of AppendEntries received for `shard`
+/// (`roost_raft_appends_received_total`), to keep and increment.
+pub fn raft_appends_received(shard: u16) -> Counter {
+    metrics::counter!(RAFT_APPENDS_RECEIVED, SHARD => shard.to_string())
+}
+
+/// A shard this node leads went quiet (`true`) or woke (`false`).
+pub fn raft_quiesced(quiet: bool) {
+    let g = metrics::gauge!(RAFT_QUIESCED);
+    if quiet {
+        g.increment(1.0);
+    } else {
+        g.decrement(1.0);
+    }
+}
+
 /// Whether this node leads `shard` with a quorum's acknowledgement within
 /// the lease (`roost_raft_quorum_acked`).
 pub fn raft_quorum_acked(shard: u16, acked: bool) {
@@ -354,13 +370,42 @@ pub fn raft_quorum_acked(shard: u16, acked: bool) {
     });
 }
 
-/// One gRPC call served: `service` and `method` from its path (the caller
-/// bounds them: only paths a served service answered), `code` the status code's name.
-pub fn rpc_served(service: String, method: String, code: &'static str, took: Duration) {
-    let histogram = metrics::histogram!(RPC_SERVER_DURATION, SERVICE => service.clone(), METHOD => method.clone());
-    metrics::counter!(RPC_SERVER_REQUESTS, SERVICE => service, METHOD => method, CODE => code)
-        .increment(1);
-    histogram.record(took.as_secs_f64());
+/// The gRPC calls served of one `service` and `method` (the caller bounds
+/// them: only paths a served service answered), resolved once.
+#[derive(Debug)]
+pub struct RpcHandles {
+    service: metrics::SharedString,
+    method: metrics::SharedString,
+    duration: metrics::Histogram,
+    /// By status code name, resolved as each code is first seen.
+    requests: Vec<(&'static str, Counter)>,
+}
+
+pub fn rpc_handles(service: &str, method: &str) -> RpcHandles {
+    let service: metrics::SharedString = service.to_owned().into();
+    let method: metrics::SharedString = method.to_owned().into();
+    RpcHandles {
+        duration: metrics::histogram!(RPC_SERVER_DURATION, SERVICE => service.clone(), METHOD => method.clone()),
+        service,
+        method,
+        requests: Vec::new(),
+    }
+}
+
+impl RpcHandles {
+    /// One call served, `code` the status code's name.
+    pub fn record(&mut self, code: &'static str, took: Duration) {
+        let counter = match self.requests.iter().find(|(c, _)| *c == code) {
+            Some((_, counter)) => counter,
+            None => {
+                let counter = metrics::counter!(RPC_SERVER_REQUESTS, SERVICE => self.service.clone(), METHOD => self.method.clone(), CODE => code);
+                self.requests.push((code, counter));
+                &self.requests[self.requests.len() - 1].1
+            }
+        };
+        counter.increment(1);
+        self.duration.record(took.as_secs_f64());
+    }
 }
 
 /// The data directory's filesystem: its size and the bytes still free.
