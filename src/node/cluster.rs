@@ -200,6 +200,7 @@ impl ClusterNode {
             .layer(crate::rpc::metered::MetricsLayer::default())
             .add_service(
                 RaftService::with_max_snapshot(replicas.clone(), config.raft.max_snapshot_bytes)
+                    .closing_with(stop.clone())
                     .into_server(),
             )
             .add_service(objects.into_server())

@@ -38,6 +38,9 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Request, Response, Status};
 
 pub mod guard;
+mod stream;
+
+use stream::PeerStream;
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
@@ -46,8 +49,9 @@ use guard::{Rejected, Snapshots};
 
 use super::Error;
 use super::pb::raft_client::RaftClient;
+use super::pb::raft_frame::Body;
 use super::pb::raft_server::{self, RaftServer};
-use super::pb::{PingReply, PingRequest, RaftReply, RaftRequest};
+use super::pb::{PingReply, PingRequest, RaftBatch, RaftReply, RaftRequest};
 use super::tls::Tls;
 use crate::replication::network::RpcError;
 use crate::replication::{NodeId, Peer, Pong, Raft, Replicas, Transport, TypeConfig};
@@ -88,6 +92,9 @@ pub const MAX_HEARTBEAT_BYTES: usize = 64 << 10;
 pub struct RaftService {
     replicas: Arc<Replicas>,
     snapshots: Arc<Snapshots>,
+    /// Ends every `Stream` call when cancelled (the node stops serving:
+    /// a graceful shutdown waits for calls to end).
+    closing: CancellationToken,
     /// AppendEntries received, per object shard.
     appends: Arc<[metrics::Counter]>,
 }
@@ -106,8 +113,15 @@ impl RaftService {
         RaftService {
             replicas,
             snapshots: Arc::new(Snapshots::new(max_snapshot_bytes)),
+            closing: CancellationToken::new(),
             appends,
         }
+    }
+
+    /// Ends its `Stream` calls when `closing` is cancelled.
+    pub fn closing_with(mut self, closing: CancellationToken) -> RaftService {
+        self.closing = closing;
+        self
     }
 
     /// The tonic service, with the message limits of this protocol (each
@@ -144,13 +158,9 @@ impl RaftService {
     }
 }
 
-#[tonic::async_trait]
-impl raft_server::Raft for RaftService {
-    async fn append_entries(
-        &self,
-        request: Request<RaftRequest>,
-    ) -> Result<Response<RaftReply>, Status> {
-        let request = request.into_inner();
+impl RaftService {
+    /// An AppendEntries, checked, for its group.
+    async fn answer_append(&self, request: RaftRequest) -> Result<RaftReply, Status> {
         let raft = self.route(&request)?;
         if let Some(appends) = usize::try_from(request.shard)
             .ok()
@@ -167,18 +177,55 @@ impl raft_server::Raft for RaftService {
         }
         check_consecutive(&rpc)?;
         check_append(&raft, &rpc).map_err(rejected)?;
-        reply(&raft.append_entries(rpc).await)
+        encode_reply(&raft.append_entries(rpc).await)
     }
 
-    async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let request = request.into_inner();
+    /// A Vote, checked, for its group.
+    async fn answer_vote(&self, request: RaftRequest) -> Result<RaftReply, Status> {
+        if request.payload.len() > MAX_VOTE_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "a vote of {} bytes (at most {MAX_VOTE_BYTES})",
+                request.payload.len()
+            )));
+        }
         let raft = self.route(&request)?;
         let rpc: VoteRequest<NodeId> = decode_request(&request.payload)?;
         let term = rpc.vote.leader_id.term;
         guard::check_term(term, current_term(&raft))
             .and_then(|()| log_term("last_log_id", rpc.last_log_id.as_ref(), term))
             .map_err(rejected)?;
-        reply(&raft.vote(rpc).await)
+        encode_reply(&raft.vote(rpc).await)
+    }
+}
+
+#[tonic::async_trait]
+impl raft_server::Raft for RaftService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        self.answer_append(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        self.answer_vote(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type StreamStream = stream::Answers;
+
+    async fn stream(
+        &self,
+        request: Request<tonic::Streaming<RaftBatch>>,
+    ) -> Result<Response<stream::Answers>, Status> {
+        Ok(Response::new(stream::serve(
+            self.clone(),
+            request.into_inner(),
+            self.closing.clone(),
+        )))
     }
 
     async fn install_snapshot(
@@ -205,7 +252,7 @@ impl raft_server::Raft for RaftService {
             Ok(resp) if resp.vote <= vote => self.snapshots.accepted(shard, &id, end, done),
             _ => {}
         }
-        reply(&result)
+        encode_reply(&result).map(Response::new)
     }
 
     async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
@@ -259,7 +306,7 @@ fn rejected(e: Rejected) -> Status {
 /// [`RaftServer`] with each method's request body bounded by its own limit
 /// before it is decoded: [`MAX_VOTE_BYTES`] for Vote,
 /// [`MAX_SNAPSHOT_CHUNK_BYTES`] for InstallSnapshot, [`MAX_MESSAGE_BYTES`]
-/// for AppendEntries.
+/// for AppendEntries and for each message of a Stream.
 #[derive(Clone)]
 pub struct Limited(RaftServer<RaftService>);
 
@@ -282,6 +329,10 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Limited {
         let limit = match request.uri().path().rsplit('/').next() {
             Some("Vote" | "Ping") => MAX_VOTE_BYTES,
             Some("InstallSnapshot") => MAX_SNAPSHOT_CHUNK_BYTES,
+            // A stream's body has no end: each of its messages is bounded
+            // by the decoder instead (`MAX_MESSAGE_BYTES`), and each request
+            // in a message by its own checks (`RaftService::answer_*`).
+            Some("Stream") => return self.0.call(request),
             _ => MAX_MESSAGE_BYTES,
         };
         // gRPC frames each message with 5 bytes.
@@ -315,10 +366,10 @@ fn check_consecutive(rpc: &AppendEntriesRequest<TypeConfig>) -> Result<(), Statu
     Ok(())
 }
 
-fn reply<T: Serialize>(result: &T) -> Result<Response<RaftReply>, Status> {
+fn encode_reply<T: Serialize>(result: &T) -> Result<RaftReply, Status> {
     let payload = postcard::to_stdvec(result)
         .map_err(|e| Status::internal(format!("encode Raft reply: {e}")))?;
-    Ok(Response::new(RaftReply { payload }))
+    Ok(RaftReply { payload })
 }
 
 /// Serves [`RaftService`] alone, plain, on `listener` until `shutdown` is
@@ -332,7 +383,11 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Tls::plain()
         .server()?
-        .add_service(RaftService::new(replicas).into_server())
+        .add_service(
+            RaftService::new(replicas)
+                .closing_with(shutdown.clone())
+                .into_server(),
+        )
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
         .map_err(Error::Serve)
@@ -344,8 +399,16 @@ pub async fn serve(
 /// its peer comes back.
 #[derive(Default)]
 pub struct GrpcTransport {
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Mutex<HashMap<String, Peering>>,
     tls: Tls,
+}
+
+/// What this node holds for one peer address: the channel, and the batched
+/// stream over it that carries AppendEntries and Vote.
+#[derive(Clone)]
+struct Peering {
+    channel: Channel,
+    stream: Arc<PeerStream>,
 }
 
 #[derive(Clone, Copy)]
@@ -377,11 +440,12 @@ impl GrpcTransport {
         addrs
     }
 
-    /// The channel to `addr` (`host:port`, or a URI), created on first use.
-    fn channel(&self, addr: &str) -> Result<Channel, Error> {
+    /// The channel to `addr` (`host:port`, or a URI) and its stream,
+    /// created on first use.
+    fn peering(&self, addr: &str) -> Result<Peering, Error> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(channel) = channels.get(addr) {
-            return Ok(channel.clone());
+        if let Some(peering) = channels.get(addr) {
+            return Ok(peering.clone());
         }
         let channel = self
             .tls
@@ -392,8 +456,12 @@ impl GrpcTransport {
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true)
             .connect_lazy();
-        channels.insert(addr.to_owned(), channel.clone());
-        Ok(channel)
+        let peering = Peering {
+            stream: Arc::new(PeerStream::start(channel.clone())),
+            channel,
+        };
+        channels.insert(addr.to_owned(), peering.clone());
+        Ok(peering)
     }
 
     /// Sends one message and returns the peer's reply payload, within the
@@ -406,16 +474,36 @@ impl GrpcTransport {
         data: Vec<u8>,
         option: &RPCOption,
     ) -> Result<Vec<u8>, Error> {
-        let mut client = RaftClient::new(self.channel(&peer.node.addr)?)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let peering = self.peering(&peer.node.addr)?;
         let ttl = option.hard_ttl();
-        let mut request = Request::new(RaftRequest {
+        let request = RaftRequest {
             shard: u32::from(peer.shard),
             target: peer.id,
             payload,
             data,
-        });
+        };
+        // Small requests share the peer's batched stream; a large
+        // AppendEntries goes as a call of its own, so that it cannot hold
+        // other groups' heartbeats and votes behind it (`stream`).
+        let small = request.payload.len() <= stream::MAX_REQUEST_BYTES;
+        let streamed: Option<fn(RaftRequest) -> Body> = match method {
+            Method::AppendEntries if small => Some(Body::AppendEntries),
+            Method::Vote if small => Some(Body::Vote),
+            Method::AppendEntries | Method::Vote | Method::InstallSnapshot => None,
+        };
+        if let Some(body) = streamed.filter(|_| !peering.stream.unsupported()) {
+            // A peer without the stream (an older release) answers
+            // UNIMPLEMENTED once; openraft retries, and the retry is unary.
+            return match peering.stream.call(body(request), ttl).await {
+                Err(_) => Err(Error::Timeout(ttl)),
+                Ok(Ok(reply)) => Ok(reply.payload),
+                Ok(Err(status)) => Err(Error::Status(Box::new(status))),
+            };
+        }
+        let mut client = RaftClient::new(peering.channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let mut request = Request::new(request);
         request.set_timeout(ttl);
         let call = async {
             match method {
@@ -528,7 +616,10 @@ impl Transport for GrpcTransport {
         node: &openraft::BasicNode,
         timeout: Duration,
     ) -> Result<Pong, String> {
-        let channel = self.channel(&node.addr).map_err(|e| e.to_string())?;
+        let channel = self
+            .peering(&node.addr)
+            .map_err(|e| e.to_string())?
+            .channel;
         let mut client = RaftClient::new(channel);
         let mut request = Request::new(PingRequest { from: me, target });
         request.set_timeout(timeout);

@@ -18,8 +18,9 @@ use openraft::raft::{AppendEntriesRequest, VoteRequest, VoteResponse};
 use openraft::{BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
 use roost::replication::{Peer, Raft, ReplicationOptions, ShardCommand, Transport, TypeConfig};
 use roost::rpc::GrpcTransport;
-use roost::rpc::pb::RaftRequest;
 use roost::rpc::pb::raft_client::RaftClient;
+use roost::rpc::pb::raft_frame::Body;
+use roost::rpc::pb::{RaftBatch, RaftFrame, RaftReply, RaftRequest};
 use tempfile::TempDir;
 use tonic::Code;
 
@@ -359,6 +360,71 @@ async fn bad_input_gets_an_error_status_and_the_server_keeps_working() {
         .await
         .expect_err("non-consecutive entries");
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+
+    // The same on the batched stream: each bad frame gets its own status,
+    // in one answer message or several, and the stream goes on serving.
+    let frame = |id, body| RaftFrame {
+        id,
+        timeout_ms: 1000,
+        body: Some(body),
+    };
+    let bad = vec![
+        frame(
+            1,
+            Body::AppendEntries(raw_request(0, target.id, garbage.clone())),
+        ),
+        frame(2, Body::Vote(raw_request(0, target.id, Vec::new()))),
+        frame(
+            3,
+            Body::Vote(raw_request(7, target.id, vote_payload.clone())),
+        ),
+        frame(4, Body::Vote(raw_request(0, 99, vote_payload.clone()))),
+        frame(5, Body::Vote(raw_request(0, target.id, vec![0; 128 << 10]))),
+        frame(
+            6,
+            Body::Reply(RaftReply {
+                payload: Vec::new(),
+            }),
+        ),
+        frame(
+            7,
+            Body::Vote(raw_request(0, target.id, vote_payload.clone())),
+        ),
+    ];
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(RaftBatch { frames: bad }).await.expect("queue");
+    let mut answers = client
+        .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("a stream opens")
+        .into_inner();
+    let mut codes = std::collections::BTreeMap::new();
+    while codes.len() < 7 {
+        let batch = answers
+            .message()
+            .await
+            .expect("the stream stays up")
+            .expect("answers");
+        for f in batch.frames {
+            let code = match f.body {
+                Some(Body::Status(s)) => Code::from(s.code),
+                Some(Body::Reply(_)) => Code::Ok,
+                other => panic!("not an answer: {other:?}"),
+            };
+            codes.insert(f.id, code);
+        }
+    }
+    let expected = [
+        (1, Code::InvalidArgument),
+        (2, Code::InvalidArgument),
+        (3, Code::NotFound),
+        (4, Code::FailedPrecondition),
+        (5, Code::InvalidArgument),
+        (6, Code::InvalidArgument),
+        (7, Code::Ok),
+    ];
+    assert_eq!(codes, expected.into_iter().collect(), "answers by frame id");
+    drop(tx);
 
     // A well-formed but stale vote is answered, and refused, by Raft itself.
     let reply = client
