@@ -616,10 +616,7 @@ impl Transport for GrpcTransport {
         node: &openraft::BasicNode,
         timeout: Duration,
     ) -> Result<Pong, String> {
-        let channel = self
-            .peering(&node.addr)
-            .map_err(|e| e.to_string())?
-            .channel;
+        let channel = self.peering(&node.addr).map_err(|e| e.to_string())?.channel;
         let mut client = RaftClient::new(channel);
         let mut request = Request::new(PingRequest { from: me, target });
         request.set_timeout(timeout);
