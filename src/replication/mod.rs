@@ -9,6 +9,7 @@
 //! they are: the bytes come from the object layer, the layout from
 //! [`crate::storage`]. Never imports from the layers above.
 
+mod leadership;
 mod lease;
 pub mod liveness;
 pub mod log_store;

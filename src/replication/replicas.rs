@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::leadership;
 use super::lease::Lease;
 use super::liveness::{self, Announced, Liveness};
 use super::log_store::LogStore;
@@ -21,7 +22,7 @@ use super::observe;
 use super::pipeline::Limits;
 use super::pulse::Pulse;
 use super::quiet::Quiet;
-use super::shard::{self, Proposer, ShardHandle};
+use super::shard::{Proposer, ShardHandle};
 use super::state_machine::StateMachine;
 use super::types::{NodeId, Raft};
 use super::{Error, ReplicationOptions};
@@ -381,7 +382,7 @@ async fn open_shard<T: Transport>(
     };
     let proposer = tokio::spawn(proposer.run().instrument(span.clone()));
     let watcher = tokio::spawn(
-        shard::watch_leadership(
+        leadership::watch_leadership(
             node_id,
             raft.metrics(),
             lease_len,
