@@ -378,9 +378,8 @@ pub struct RaftConfig {
     /// A shard leader with no request for this long (its followers caught
     /// up) quiesces: no heartbeats until the next request, and one ping per
     /// pair of nodes stands in for them, so an idle cluster's CPU does not
-    /// grow with its shards. In milliseconds; 0 never quiesces. Default 0:
-    /// experimental (a rolling upgrade under 1,000 chat sockets left
-    /// messages unanswered with it on; see ARCHITECTURE.md).
+    /// grow with its shards. In milliseconds; 0 never quiesces. Default
+    /// 2000 (ARCHITECTURE.md: "Idle shards quiesce").
     pub quiesce_ms: u64,
 }
 
@@ -521,7 +520,7 @@ impl Default for RaftConfig {
             max_batch_bytes: 4 * 1024 * 1024,
             max_in_flight: 4,
             max_snapshot_bytes: 1 << 30,
-            quiesce_ms: 0,
+            quiesce_ms: 2_000,
         }
     }
 }

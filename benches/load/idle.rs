@@ -17,7 +17,7 @@ use crate::sys;
 /// Idle time after the cluster has formed and spread its leaders, before
 /// the window: joins and leadership claims have settled.
 const SETTLE: Duration = Duration::from_secs(5);
-/// `raft.quiesce_ms` of the measured clusters (off by default).
+/// `raft.quiesce_ms` of the measured clusters (the default, set explicitly).
 const QUIESCE_MS: &str = "2000";
 /// How long the shards get to quiesce after that (`raft.quiesce_ms`).
 const QUIET_WITHIN: Duration = Duration::from_secs(120);

@@ -319,8 +319,8 @@ pub fn render(all: &[Figures], args: &Args, s: &Settings) -> String {
             o,
             "## An idle cluster's CPU by shard count\n\n\
              3 nodes and an edge (mutual TLS) with no request at all, after they formed, \
-             settled and every shard quiesced (`raft.quiesce_ms = 2000`, which is off by \
-             default: no heartbeats; one ping per pair of nodes stands in for them): CPU time of the four processes over the window, \
+             settled and every shard quiesced (`raft.quiesce_ms = 2000`, the default: \
+             no heartbeats; one ping per pair of nodes stands in for them): CPU time of the four processes over the window, \
              in % of one core.\n"
         );
         let _ = writeln!(

@@ -92,7 +92,7 @@ async fn increment(http: &reqwest::Client, edge: &str, i: usize, timeout: Durati
 async fn idle_shards_quiesce_wake_on_a_request_and_fail_over_after_a_sigkill() {
     let _turn = crate::harness::one_at_a_time().await;
     let root = tempfile::tempdir().expect("temp dir");
-    // Quiescence is off by default (`raft.quiesce_ms`).
+    // Quiescence is on by default (`raft.quiesce_ms`); set here all the same.
     let env = [("ROOST_RAFT_QUIESCE_MS".to_owned(), "2000".to_owned())];
     let start = |id, join: &[String]| {
         procs::node_wrapped_env(&[], root.path(), id, "127.0.0.1:0", join, SHARDS, &env)
