@@ -87,7 +87,8 @@ fuzz: setup
 
 # Release builds of roost and the load generator, then the whole suite
 # with its peers; writes BENCHMARKS.md.
-bench: setup
+bench:
+	@bash scripts/setup.sh --bench
 	bash scripts/bench.sh
 
 # Builds exactly what `make test` builds (a no-op right after it), so that the
