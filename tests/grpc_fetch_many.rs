@@ -19,6 +19,24 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
+/// Opens a `FetchMany` stream: its batches go in through the sender
+/// (holding up to `capacity`), its results come out of the stream.
+async fn open(
+    grpc: &mut roost::rpc::pb::objects_client::ObjectsClient<tonic::transport::Channel>,
+    capacity: usize,
+) -> (
+    mpsc::Sender<pb::FetchBatch>,
+    tonic::Streaming<pb::FetchResults>,
+) {
+    let (tx, rx) = mpsc::channel(capacity);
+    let results = grpc
+        .fetch_many(ReceiverStream::new(rx))
+        .await
+        .expect("the stream opens")
+        .into_inner();
+    (tx, results)
+}
+
 fn call(id: u64, request: pb::FetchRequest) -> pb::FetchCall {
     pb::FetchCall {
         id,
@@ -34,13 +52,7 @@ async fn each_call_is_answered_by_id_as_fetch_would_answer_it() {
         .await
         .expect("node starts");
     let mut grpc = client(&node).await;
-
-    let (tx, rx) = mpsc::channel(4);
-    let mut results = grpc
-        .fetch_many(ReceiverStream::new(rx))
-        .await
-        .expect("the stream opens")
-        .into_inner();
+    let (tx, mut results) = open(&mut grpc, 4).await;
     // 200 increments of one counter in two batches, and three calls that
     // fail as a unary Fetch would: an unknown namespace, a missing object
     // reference, a WebSocket upgrade.
@@ -126,13 +138,7 @@ async fn a_batch_over_the_limit_fails_its_stream_only() {
         .await
         .expect("node starts");
     let mut grpc = client(&node).await;
-
-    let (tx, rx) = mpsc::channel(1);
-    let mut results = grpc
-        .fetch_many(ReceiverStream::new(rx))
-        .await
-        .expect("the stream opens")
-        .into_inner();
+    let (tx, mut results) = open(&mut grpc, 1).await;
     let calls = (0..257)
         .map(|id| call(id, fetch(by_name("COUNTER", "big"), "POST", "/increment")))
         .collect();

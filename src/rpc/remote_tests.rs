@@ -40,6 +40,14 @@ async fn listen() -> (tokio::net::TcpListener, std::net::SocketAddr) {
     (listener, addr)
 }
 
+/// The first connection `listener` accepts, as an HTTP/2 server.
+async fn accept_h2(
+    listener: &tokio::net::TcpListener,
+) -> Option<h2::server::Connection<tokio::net::TcpStream, bytes::Bytes>> {
+    let (conn, _) = listener.accept().await.ok()?;
+    h2::server::handshake(conn).await.ok()
+}
+
 /// A server that accepts connections, reads what the client sends,
 /// and hangs up.
 async fn hanging_up_server() -> std::net::SocketAddr {
@@ -78,10 +86,7 @@ async fn a_connection_that_breaks_after_sending_is_not_unreachable() {
 async fn breaking_stream_server() -> std::net::SocketAddr {
     let (listener, addr) = listen().await;
     tokio::spawn(async move {
-        let Ok((conn, _)) = listener.accept().await else {
-            return;
-        };
-        let Ok(mut h2) = h2::server::handshake(conn).await else {
+        let Some(mut h2) = accept_h2(&listener).await else {
             return;
         };
         let Some(Ok((request, mut respond))) = h2.accept().await else {
@@ -146,10 +151,7 @@ async fn a_node_without_fetch_many_is_sent_unary_fetches() {
 async fn resetting_server(reason: h2::Reason) -> std::net::SocketAddr {
     let (listener, addr) = listen().await;
     tokio::spawn(async move {
-        let Ok((conn, _)) = listener.accept().await else {
-            return;
-        };
-        let Ok(mut h2) = h2::server::handshake(conn).await else {
+        let Some(mut h2) = accept_h2(&listener).await else {
             return;
         };
         while let Some(Ok((_request, mut respond))) = h2.accept().await {
