@@ -43,10 +43,20 @@ NAMESPACE = "roost-ci"  # must match the namespace the manifests were rendered f
 DEADLINE_S = 150
 
 
+_handed_out = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on now and that this run has not
+    handed out before: ports are picked for every pod before any process
+    binds them, and the kernel may offer a released port again."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def get(url, timeout=2.0):
